@@ -1,0 +1,51 @@
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON := $(shell scripts/find-python 3.12)
+UV := scripts/uv
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+help: ## list the targets
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# requirements.lock is `uv export` of uv.lock: the same pins and hashes, without the registry
+# addresses uv.lock records, which this project keeps out of its history.
+$(INSTALLED): pyproject.toml requirements.lock scripts/uv scripts/find-python
+	@echo "==> installing .venv ($(PYTHON)) with uv, bytecode compiled"
+	$(UV) venv --quiet --allow-existing --python "$(PYTHON)" $(VENV)
+	$(UV) pip sync --python $(BIN)/python --quiet --compile-bytecode --require-hashes requirements.lock
+	$(UV) pip install --python $(BIN)/python --quiet --compile-bytecode --no-deps -e .
+	@touch $@
+
+setup: $(INSTALLED) ## create .venv and install everything (idempotent)
+
+lock: ## re-resolve the pins after editing pyproject.toml
+	$(UV) lock --python "$(PYTHON)"
+	$(UV) export --quiet --frozen --all-extras --all-groups --no-emit-project -o requirements.lock
+	$(UV) export --quiet --frozen --extra api --no-dev --no-emit-project -o api/requirements.txt
+
+lint: setup ## ruff format check, ruff lint (with AIR rules), mypy on the core
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: setup ## apply ruff formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint ## the whole suite: lint, unit, api, integration (starts the emulators itself)
+	$(BIN)/pytest
+
+demo: setup ## serve the API locally and print live quotes from it
+	$(BIN)/quotestream demo
+
+bench: setup ## print the API benchmark figures
+	$(BIN)/quotestream bench api
+
+clean: ## remove the venv and local state
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help setup lock lint format test demo bench clean

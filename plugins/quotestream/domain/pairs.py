@@ -1,0 +1,48 @@
+"""The instruments quotestream knows: price scale, a plausible starting level, and how they move."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PairSpec:
+    """One currency pair. `scale` is the number of decimals its bid and ask are quoted with."""
+
+    pair: str
+    scale: int
+    reference_price: Decimal
+    # Typical relative move over one day, and the typical spread in basis points of mid.
+    daily_volatility: float
+    spread_bps: float
+    # Mean time between ticks; the simulator jitters ticks inside each interval.
+    tick_interval_ms: int
+
+    @property
+    def base(self) -> str:
+        return self.pair.split("-", 1)[0]
+
+    @property
+    def quote_currency(self) -> str:
+        return self.pair.split("-", 1)[1]
+
+    @property
+    def mid_scale(self) -> int:
+        # Half the sum of two prices at `scale` decimals is exact at one decimal more.
+        return self.scale + 1
+
+
+PAIR_CATALOG: dict[str, PairSpec] = {
+    spec.pair: spec
+    for spec in (
+        PairSpec("USD-BRL", 4, Decimal("5.3500"), 0.008, 3.0, 1000),
+        PairSpec("EUR-BRL", 4, Decimal("6.2000"), 0.009, 4.0, 2000),
+        PairSpec("EUR-USD", 5, Decimal("1.08500"), 0.005, 0.8, 500),
+        PairSpec("GBP-USD", 5, Decimal("1.27000"), 0.006, 1.0, 750),
+        PairSpec("USD-JPY", 3, Decimal("151.250"), 0.006, 1.0, 750),
+        PairSpec("BTC-USD", 2, Decimal("64000.00"), 0.03, 2.0, 250),
+    )
+}
+
+DEFAULT_PAIRS: tuple[str, ...] = tuple(PAIR_CATALOG)

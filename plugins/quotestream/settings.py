@@ -1,0 +1,66 @@
+"""One settings object drives every adapter, the API, the pipelines and the DAGs.
+
+Values come from the environment (`QUOTESTREAM_*`), which on Composer is set from Airflow
+variables or Secret Manager, and locally from `.local/env`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from quotestream.domain.pairs import DEFAULT_PAIRS, PAIR_CATALOG
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUOTESTREAM_", extra="ignore")
+
+    target: Literal["local", "gcp"] = "local"
+    project: str = "quotestream-local"
+    region: str = "us-central1"
+    dataset: str = "quotestream"
+    quotes_topic: str = "quotes"
+    dead_letter_topic: str = "quotes-dead-letter"
+    load_subscription: str = "quotes-load"
+
+    api_url: str = "http://127.0.0.1:8080"
+    # No key is built in: without one the push relay refuses every request.
+    api_key: SecretStr | None = None
+
+    market_seed: int = 20261124
+    # Comma-separated in the environment: QUOTESTREAM_PAIRS=USD-BRL,EUR-BRL
+    pairs: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PAIRS
+    quote_source: str = "sim"
+
+    relay_capacity: Annotated[int, Field(ge=1)] = 20_000
+    relay_max_batch: Annotated[int, Field(ge=1)] = 1_000
+    relay_max_body_bytes: Annotated[int, Field(ge=1024)] = 2_000_000
+    relay_ordered: bool = False
+    # Cloud Run sends SIGTERM and kills 10 s later; drain within that.
+    relay_shutdown_timeout_s: Annotated[float, Field(gt=0)] = 8.0
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().upper() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("pairs")
+    @classmethod
+    def _known_pairs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [pair for pair in value if pair not in PAIR_CATALOG]
+        if unknown:
+            known = ", ".join(PAIR_CATALOG)
+            raise ValueError(f"unknown pairs {', '.join(unknown)}; known: {known}")
+        if not value:
+            raise ValueError("at least one pair is needed")
+        return value
+
+    @property
+    def pubsub_emulator_host(self) -> str | None:
+        # Read by the Google client itself; surfaced here so errors can name it.
+        return os.environ.get("PUBSUB_EMULATOR_HOST") or None
