@@ -1,0 +1,130 @@
+"""Local stand-ins run as child processes: started on loopback, stopped by their pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def http_answers(url: str, timeout: float = 1.0) -> bool:
+    """True when anything answers HTTP at `url`, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - loopback URLs we built
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceProcess:
+    name: str
+    pid: int
+    host: str
+    port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group this process leads, then SIGKILL after `timeout`."""
+        stop_pid(self.pid, timeout)
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    # Each service is started as a session leader, so its pid is also its process group:
+    # wrapper scripts and their children go down together.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _running(pid):
+                return
+            time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return pid_alive(pid)
+    return finished == 0
+
+
+def start_service(
+    name: str,
+    argv: Sequence[str],
+    *,
+    host: str,
+    port: int,
+    log_path: Path,
+    ready: Callable[[], bool],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> ServiceProcess:
+    """Start `argv` detached, logging to `log_path`, and wait until `ready()` holds."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(  # noqa: S603 - argv is built by this package
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    service = ServiceProcess(name, process.pid, host, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartupError(
+                f"{name} exited with status {process.returncode} while starting; "
+                f"last lines of {log_path}:\n{tail(log_path)}"
+            )
+        if ready():
+            return service
+        time.sleep(0.1)
+    service.stop()
+    raise StartupError(f"{name} did not answer within {timeout:.0f} s; see {log_path}")
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

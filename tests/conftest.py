@@ -1,0 +1,36 @@
+"""Shared fixtures. Servers start on free loopback ports and are stopped by their pid."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quotestream.adapters.local.processes import ServiceProcess, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(logs_dir: Path) -> Iterator[ServiceProcess]:
+    """Google's Pub/Sub emulator, once per session; PUBSUB_EMULATOR_HOST points at it."""
+    from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
+
+    emulator = start_pubsub_emulator(free_port(), logs_dir / "pubsub-emulator.log")
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.address
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
