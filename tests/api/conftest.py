@@ -22,8 +22,13 @@ def publisher() -> InMemoryPublisher:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(api_key=API_KEY, market_seed=11, relay_capacity=100, relay_max_batch=50,
-                    relay_max_body_bytes=20_000)
+    return Settings(
+        api_key=API_KEY,
+        market_seed=11,
+        relay_capacity=100,
+        relay_max_batch=50,
+        relay_max_body_bytes=20_000,
+    )
 
 
 @pytest.fixture

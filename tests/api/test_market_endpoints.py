@@ -16,8 +16,13 @@ pytestmark = pytest.mark.unit
 def test_pairs_lists_the_configured_pairs(client: TestClient) -> None:
     body = client.get("/v1/pairs").json()
     assert [p["pair"] for p in body] == list(PAIR_CATALOG)
-    assert body[0] == {"pair": "USD-BRL", "base": "USD", "quote_currency": "BRL", "scale": 4,
-                       "tick_interval_ms": 1000}
+    assert body[0] == {
+        "pair": "USD-BRL",
+        "base": "USD",
+        "quote_currency": "BRL",
+        "scale": 4,
+        "tick_interval_ms": 1000,
+    }
 
 
 def test_latest_serves_the_simulated_quote_in_the_gates_representation(client: TestClient) -> None:
@@ -45,7 +50,9 @@ def walk_history(client: TestClient, **params: object) -> list[dict[str, str]]:
     quotes: list[dict[str, str]] = []
     token = None
     while True:
-        response = client.get("/v1/quotes", params={**params, "page_token": token} if token else params)
+        response = client.get(
+            "/v1/quotes", params={**params, "page_token": token} if token else params
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         quotes += body["quotes"]
@@ -61,16 +68,25 @@ def test_history_pages_add_up_to_the_interval_and_repeat_exactly(client: TestCli
     again = walk_history(client, **params)
     assert first == again
     market = MarketSimulator(11, PAIR_CATALOG)
-    expected = [q.to_dict() for _, q in market.quotes_between(
-        PAIR_CATALOG["EUR-USD"], NOW_MS - 600_000, NOW_MS - 300_000)]
+    expected = [
+        q.to_dict()
+        for _, q in market.quotes_between(
+            PAIR_CATALOG["EUR-USD"], NOW_MS - 600_000, NOW_MS - 300_000
+        )
+    ]
     assert first == expected
     assert len(first) == 600
     assert len({q["event_id"] for q in first}) == 600
 
 
 def test_history_stops_at_now(client: TestClient) -> None:
-    quotes = walk_history(client, pair="USD-BRL", start=format_ts(NOW_MS - 10_000),
-                          end=format_ts(NOW_MS + 3_600_000), page_size=1000)
+    quotes = walk_history(
+        client,
+        pair="USD-BRL",
+        start=format_ts(NOW_MS - 10_000),
+        end=format_ts(NOW_MS + 3_600_000),
+        page_size=1000,
+    )
     assert quotes[-1]["event_ts"] <= format_ts(NOW_MS)
     assert len(quotes) in (10, 11)
 
@@ -78,15 +94,44 @@ def test_history_stops_at_now(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
-        ({"pair": "USD-BRL", "start": "2026-11-18T10:00:00Z", "end": "2026-11-18T09:00:00Z"}, "bad_range"),
-        ({"pair": "USD-BRL", "start": "2026-11-16T10:00:00Z", "end": "2026-11-18T10:00:00Z"}, "range_too_large"),
-        ({"pair": "USD-BRL", "start": "2026-11-18T09:00:00", "end": "2026-11-18T10:00:00Z"}, "naive_timestamp"),
-        ({"pair": "NOPE", "start": "2026-11-18T09:00:00Z", "end": "2026-11-18T10:00:00Z"}, "unknown_pair"),
-        ({"pair": "USD-BRL", "start": "yesterday", "end": "2026-11-18T10:00:00Z"}, "invalid_request"),
-        ({"pair": "USD-BRL", "start": "2026-11-18T09:00:00Z", "end": "2026-11-18T10:00:00Z",
-          "page_size": 5000}, "invalid_request"),
-        ({"pair": "USD-BRL", "start": "2026-11-18T09:00:00Z", "end": "2026-11-18T10:00:00Z",
-          "page_token": "garbage!"}, "bad_page_token"),
+        (
+            {"pair": "USD-BRL", "start": "2026-11-18T10:00:00Z", "end": "2026-11-18T09:00:00Z"},
+            "bad_range",
+        ),
+        (
+            {"pair": "USD-BRL", "start": "2026-11-16T10:00:00Z", "end": "2026-11-18T10:00:00Z"},
+            "range_too_large",
+        ),
+        (
+            {"pair": "USD-BRL", "start": "2026-11-18T09:00:00", "end": "2026-11-18T10:00:00Z"},
+            "naive_timestamp",
+        ),
+        (
+            {"pair": "NOPE", "start": "2026-11-18T09:00:00Z", "end": "2026-11-18T10:00:00Z"},
+            "unknown_pair",
+        ),
+        (
+            {"pair": "USD-BRL", "start": "yesterday", "end": "2026-11-18T10:00:00Z"},
+            "invalid_request",
+        ),
+        (
+            {
+                "pair": "USD-BRL",
+                "start": "2026-11-18T09:00:00Z",
+                "end": "2026-11-18T10:00:00Z",
+                "page_size": 5000,
+            },
+            "invalid_request",
+        ),
+        (
+            {
+                "pair": "USD-BRL",
+                "start": "2026-11-18T09:00:00Z",
+                "end": "2026-11-18T10:00:00Z",
+                "page_token": "garbage!",
+            },
+            "bad_page_token",
+        ),
     ],
 )
 def test_history_rejects_bad_queries_with_a_reason(
@@ -98,8 +143,12 @@ def test_history_rejects_bad_queries_with_a_reason(
 
 
 def test_a_page_token_cannot_be_replayed_against_another_query(client: TestClient) -> None:
-    params = {"pair": "USD-BRL", "start": format_ts(NOW_MS - 60_000), "end": format_ts(NOW_MS),
-              "page_size": 10}
+    params = {
+        "pair": "USD-BRL",
+        "start": format_ts(NOW_MS - 60_000),
+        "end": format_ts(NOW_MS),
+        "page_size": 10,
+    }
     token = client.get("/v1/quotes", params=params).json()["next_page_token"]
     other = {**params, "pair": "EUR-BRL", "page_token": token}
     response = client.get("/v1/quotes", params=other)

@@ -33,7 +33,10 @@ def test_a_mixed_batch_publishes_the_good_and_reports_the_bad_by_index(
     assert body["accepted"] == 2
     assert body["rejected"] == 3
     assert [(r["index"], r["reason"]) for r in body["rejections"]] == [
-        (1, "crossed_market"), (3, "not_an_object"), (4, "unexpected_field")]
+        (1, "crossed_market"),
+        (3, "not_an_object"),
+        (4, "unexpected_field"),
+    ]
     client.app.state.relay.close(timeout=5)
     published = [parse_quote(m.data, m.attributes, now_ms=NOW_MS) for m in publisher.messages]
     assert [q.event_id for q in published] == [good(0)["event_id"], good(1)["event_id"]]
@@ -47,7 +50,9 @@ def test_the_push_endpoint_needs_the_key(client: TestClient, headers: dict[str, 
     assert response.json()["reason"] == "unauthorized"
 
 
-def test_without_a_configured_key_the_relay_refuses_everything(publisher: InMemoryPublisher) -> None:
+def test_without_a_configured_key_the_relay_refuses_everything(
+    publisher: InMemoryPublisher,
+) -> None:
     settings = Settings(api_key=None)
     app = create_app(settings, relay=QuoteRelay(publisher, "quotes", 10))
     with TestClient(app) as client:
@@ -61,7 +66,9 @@ def test_without_a_configured_key_the_relay_refuses_everything(publisher: InMemo
 def test_oversized_bodies_get_413(client: TestClient) -> None:
     body = json.dumps([good(i) for i in range(45)]).encode()
     assert len(body) > 10_000
-    response = client.post("/v1/quotes", content=body * 2, headers={**AUTH, "content-type": "application/json"})
+    response = client.post(
+        "/v1/quotes", content=body * 2, headers={**AUTH, "content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.json()["reason"] == "body_too_large"
 
@@ -82,7 +89,9 @@ def test_batches_over_the_item_limit_get_413(client: TestClient) -> None:
     ("content", "reason"),
     [(b"\xff\xfe", "bad_encoding"), (b"[{]", "malformed_json"), (b'{"a": 1}', "not_an_array")],
 )
-def test_an_unreadable_body_is_a_400_with_a_reason(client: TestClient, content: bytes, reason: str) -> None:
+def test_an_unreadable_body_is_a_400_with_a_reason(
+    client: TestClient, content: bytes, reason: str
+) -> None:
     response = client.post("/v1/quotes", content=content, headers=AUTH)
     assert response.status_code == 400
     assert response.json()["reason"] == reason
@@ -94,7 +103,10 @@ def test_a_full_queue_answers_503_and_keeps_what_it_accepted() -> None:
     app = create_app(settings, relay=QuoteRelay(publisher, "quotes", 5))
     app.dependency_overrides[now_ms] = lambda: NOW_MS
     with TestClient(app) as client:
-        assert client.post("/v1/quotes", json=[good(i) for i in range(4)], headers=AUTH).status_code == 202
+        assert (
+            client.post("/v1/quotes", json=[good(i) for i in range(4)], headers=AUTH).status_code
+            == 202
+        )
         full = client.post("/v1/quotes", json=[good(i) for i in range(4, 6)], headers=AUTH)
         assert full.status_code == 503
         assert full.json()["reason"] == "queue_full"

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from google.api_core.exceptions import GoogleAPICallError
+from google.api_core.exceptions import AlreadyExists, GoogleAPICallError, NotFound
 from google.cloud import pubsub_v1
 
 from quotestream.ports import PublishFuture
+from quotestream.resources import IncompatibleChange, Outcome, ResourceResult, SubscriptionSpec
 
 
 class PubSubPublisher:
@@ -64,3 +66,92 @@ class PubSubPublisher:
 
     def close(self) -> None:
         self._client.stop()
+
+
+class PubSubAdmin:
+    """Idempotent topics and subscriptions: create what is missing, update what may change in
+    place, and refuse (naming the field) what would need a delete and a re-create."""
+
+    def __init__(self, project: str, *, credentials: Any = None) -> None:
+        self._project = project
+        self._publisher = pubsub_v1.PublisherClient(credentials=credentials)
+        self._subscriber = pubsub_v1.SubscriberClient(credentials=credentials)
+
+    def topic_path(self, topic: str) -> str:
+        return str(self._publisher.topic_path(self._project, topic))
+
+    def subscription_path(self, subscription: str) -> str:
+        return str(self._subscriber.subscription_path(self._project, subscription))
+
+    def ensure_topic(self, topic: str) -> ResourceResult:
+        try:
+            self._publisher.create_topic(name=self.topic_path(topic))
+        except AlreadyExists:
+            return ResourceResult("pubsub topic", topic, Outcome.EXISTS)
+        return ResourceResult("pubsub topic", topic, Outcome.CREATED)
+
+    def ensure_subscription(self, spec: SubscriptionSpec) -> ResourceResult:
+        wanted = self._subscription(spec)
+        try:
+            live = self._subscriber.get_subscription(subscription=wanted.name)
+        except NotFound:
+            self._subscriber.create_subscription(request=wanted)
+            return ResourceResult("pubsub subscription", spec.name, Outcome.CREATED)
+        for field in ("topic", "enable_message_ordering"):
+            if getattr(live, field) != getattr(wanted, field):
+                raise IncompatibleChange(
+                    f"subscription {spec.name}: {field} is {getattr(live, field)!r}, wanted "
+                    f"{getattr(wanted, field)!r}; it cannot change in place: delete the "
+                    "subscription (unacked messages are lost) and provision again"
+                )
+        changed = [
+            field
+            for field in (
+                "ack_deadline_seconds",
+                "message_retention_duration",
+                "dead_letter_policy",
+            )
+            if getattr(live, field) != getattr(wanted, field)
+        ]
+        if not changed:
+            return ResourceResult("pubsub subscription", spec.name, Outcome.EXISTS)
+        self._subscriber.update_subscription(
+            request={"subscription": wanted, "update_mask": {"paths": changed}}
+        )
+        return ResourceResult("pubsub subscription", spec.name, Outcome.UPDATED, ", ".join(changed))
+
+    def delete_subscription(self, subscription: str) -> bool:
+        try:
+            self._subscriber.delete_subscription(subscription=self.subscription_path(subscription))
+        except NotFound:
+            return False
+        return True
+
+    def delete_topic(self, topic: str) -> bool:
+        try:
+            self._publisher.delete_topic(topic=self.topic_path(topic))
+        except NotFound:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._subscriber.close()
+        self._publisher.stop()
+
+    def _subscription(self, spec: SubscriptionSpec) -> pubsub_v1.types.Subscription:
+        dead_letter = None
+        if spec.dead_letter_topic:
+            dead_letter = pubsub_v1.types.DeadLetterPolicy(
+                dead_letter_topic=self.topic_path(spec.dead_letter_topic),
+                max_delivery_attempts=spec.max_delivery_attempts,
+            )
+        return pubsub_v1.types.Subscription(
+            name=self.subscription_path(spec.name),
+            topic=self.topic_path(spec.topic),
+            ack_deadline_seconds=spec.ack_deadline_s,
+            message_retention_duration=timedelta(seconds=spec.retention_s),
+            enable_message_ordering=spec.ordered,
+            dead_letter_policy=dead_letter,
+            # Never expire for inactivity: the load job may be stopped for days.
+            expiration_policy=pubsub_v1.types.ExpirationPolicy(ttl=None),
+        )

@@ -1,0 +1,179 @@
+"""`quotestream bench api`: the push relay against one-client-per-message, and GET latest.
+
+Everything runs here in one go, on loopback: the Pub/Sub emulator, the API server process,
+and the load generator, so the figures share one machine state and compare fairly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quotestream.adapters.local.processes import (
+    ServiceProcess,
+    free_port,
+    http_answers,
+    start_service,
+)
+from quotestream.bench.stats import summary_ms
+from quotestream.domain.pairs import PAIR_CATALOG
+
+if TYPE_CHECKING:
+    from quotestream_api.market import MarketSimulator
+
+PROJECT = "quotestream-bench"
+BATCH = 1000
+
+
+def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
+    import httpx
+    from google.cloud import pubsub_v1
+
+    from quotestream.adapters.gcp.pubsub import PubSubAdmin
+    from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
+    from quotestream.resources import SubscriptionSpec
+    from quotestream_api.market import MarketSimulator
+
+    work = Path(tempfile.mkdtemp(prefix="quotestream-bench-"))
+    print(f"logs: {work}")
+    emulator = start_pubsub_emulator(free_port(), work / "pubsub-emulator.log")
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.address
+    api: ServiceProcess | None = None
+    try:
+        admin = PubSubAdmin(PROJECT)
+        for name in ("relay", "baseline"):
+            admin.ensure_topic(name)
+            admin.ensure_subscription(SubscriptionSpec(f"{name}-sub", name))
+        api = _start_api(work, emulator)
+        market = MarketSimulator(1, PAIR_CATALOG)
+        payloads = _history(market, quotes)
+        print(f"\nrelay: POST {len(payloads)} quotes in batches of {BATCH} -> Pub/Sub emulator")
+        counter = _Counter(pubsub_v1.SubscriberClient(), admin.subscription_path("relay-sub"))
+        counter.start()
+        started = time.perf_counter()
+        with httpx.Client(base_url=f"http://{api.address}", timeout=30) as client:
+            for offset in range(0, len(payloads), BATCH):
+                response = client.post(
+                    "/v1/quotes",
+                    json=payloads[offset : offset + BATCH],
+                    headers={"X-API-Key": "bench"},
+                )
+                response.raise_for_status()
+        counter.wait_for(len(payloads), timeout=300)
+        relay_rate = len(payloads) / (counter.last_seen - started)
+        print(f"  {relay_rate:,.0f} quotes/s (all {counter.count} received by a subscriber)")
+
+        sample = [market.latest(PAIR_CATALOG["USD-BRL"], 0).to_json()] * baseline_quotes
+        print(f"\nbaseline: {len(sample)} quotes, a new publisher client for each message")
+        topic = admin.topic_path("baseline")
+        started = time.perf_counter()
+        for data in sample:
+            one_off = pubsub_v1.PublisherClient()
+            one_off.publish(topic, data).result()
+            one_off.stop()
+        baseline_rate = len(sample) / (time.perf_counter() - started)
+        print(f"  {baseline_rate:,.0f} quotes/s")
+
+        print(f"\nGET /v1/quotes/latest (all pairs) for {get_seconds:.0f} s, one keep-alive client")
+        latencies = _get_latest(f"http://{api.address}", get_seconds)
+        print(f"  {len(latencies) / get_seconds:,.0f} requests/s  {summary_ms(latencies)}")
+
+        print("\nsummary")
+        print(f"  relay    {relay_rate:>10,.0f} quotes/s")
+        print(f"  baseline {baseline_rate:>10,.0f} quotes/s")
+        print(f"  ratio    {relay_rate / baseline_rate:>10,.1f}x")
+        print(f"  GET latest {len(latencies) / get_seconds:,.0f} requests/s")
+        admin.close()
+        return 0
+    finally:
+        if api is not None:
+            api.stop()
+        emulator.stop()
+
+
+def _start_api(work: Path, emulator: ServiceProcess) -> ServiceProcess:
+    port = free_port()
+    return start_service(
+        "api",
+        [sys.executable, "-m", "quotestream.cli", "api", "--port", str(port)],
+        host="127.0.0.1",
+        port=port,
+        log_path=work / "api.log",
+        ready=lambda: http_answers(f"http://127.0.0.1:{port}/healthz"),
+        env={
+            "PUBSUB_EMULATOR_HOST": emulator.address,
+            "QUOTESTREAM_PROJECT": PROJECT,
+            "QUOTESTREAM_QUOTES_TOPIC": "relay",
+            "QUOTESTREAM_API_KEY": "bench",
+            "QUOTESTREAM_MARKET_SEED": "1",
+            "QUOTESTREAM_RELAY_CAPACITY": str(10 * BATCH),
+        },
+    )
+
+
+def _history(market: MarketSimulator, count: int) -> list[dict[str, str]]:
+    spec = PAIR_CATALOG["BTC-USD"]
+    end = time.time_ns() // 1_000_000 - 1000
+    start = end - count * spec.tick_interval_ms
+    return [q.to_dict() for _, q in market.quotes_between(spec, start, end)][:count]
+
+
+class _Counter(threading.Thread):
+    """Counts messages arriving on a subscription, remembering when the last one came."""
+
+    def __init__(self, subscriber: Any, path: str) -> None:
+        super().__init__(daemon=True)
+        self._subscriber = subscriber
+        self._path = path
+        self.count = 0
+        self.last_seen = 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        from google.api_core.exceptions import DeadlineExceeded
+
+        subscriber = self._subscriber
+        while not self._stop_event.is_set():
+            try:
+                response = subscriber.pull(
+                    request={"subscription": self._path, "max_messages": 1000}, timeout=5
+                )
+            except DeadlineExceeded:
+                continue
+            if not response.received_messages:
+                continue
+            self.count += len(response.received_messages)
+            self.last_seen = time.perf_counter()
+            subscriber.acknowledge(
+                request={
+                    "subscription": self._path,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                }
+            )
+
+    def wait_for(self, expected: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.count} of {expected} messages arrived")
+            time.sleep(0.02)
+        self._stop_event.set()
+
+
+def _get_latest(base_url: str, seconds: float) -> list[float]:
+    import httpx
+
+    latencies: list[float] = []
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        deadline = time.perf_counter() + seconds
+        while True:
+            started = time.perf_counter()
+            if started > deadline:
+                return latencies
+            client.get("/v1/quotes/latest").raise_for_status()
+            latencies.append(time.perf_counter() - started)
