@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from quotestream.ports import Publisher
+from quotestream.ports import MessagingAdmin, Publisher, Warehouse
+from quotestream.services.provision import ProvisionService
 from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
 
@@ -27,12 +28,17 @@ def google_credentials(settings: Settings) -> Any:
     return AnonymousCredentials()  # type: ignore[no-untyped-call]
 
 
-def build_publisher(settings: Settings) -> Publisher:
-    if settings.target == "local" and not settings.pubsub_emulator_host:
+def _require_emulator(settings: Settings, variable: str, value: str | None) -> None:
+    if settings.target == "local" and not value:
         raise ConfigurationError(
-            "target is local but PUBSUB_EMULATOR_HOST is not set: start the local stack "
-            "(`quotestream local up`) and `source .local/env`, or set QUOTESTREAM_TARGET=gcp"
+            f"target is local but {variable} is not set: start the local stack "
+            "(`quotestream local up`) and load .local/env (`set -a; . .local/env; set +a`), "
+            "or set QUOTESTREAM_TARGET=gcp"
         )
+
+
+def build_publisher(settings: Settings) -> Publisher:
+    _require_emulator(settings, "PUBSUB_EMULATOR_HOST", settings.pubsub_emulator_host)
     from quotestream.adapters.gcp.pubsub import PubSubPublisher
 
     return PubSubPublisher(
@@ -47,3 +53,27 @@ def build_relay(settings: Settings, publisher: Publisher | None = None) -> Quote
         settings.relay_capacity,
         ordered=settings.relay_ordered,
     )
+
+
+def build_messaging_admin(settings: Settings) -> MessagingAdmin:
+    _require_emulator(settings, "PUBSUB_EMULATOR_HOST", settings.pubsub_emulator_host)
+    from quotestream.adapters.gcp.pubsub import PubSubAdmin
+
+    return PubSubAdmin(settings.project, credentials=google_credentials(settings))
+
+
+def build_warehouse(settings: Settings) -> Warehouse:
+    _require_emulator(settings, "BIGQUERY_EMULATOR_HOST", settings.bigquery_emulator_host)
+    from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
+
+    return BigQueryWarehouse(
+        settings.project,
+        settings.dataset,
+        location=settings.bigquery_location,
+        credentials=google_credentials(settings),
+        api_endpoint=settings.bigquery_emulator_host if settings.target == "local" else None,
+    )
+
+
+def build_provision_service(settings: Settings) -> ProvisionService:
+    return ProvisionService(build_messaging_admin(settings), build_warehouse(settings), settings)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
+
+from quotestream.domain.schemas import TableSpec
+from quotestream.resources import ResourceResult, SubscriptionSpec
 
 
 class PublishFuture(Protocol):
@@ -26,3 +29,29 @@ class Publisher(Protocol):
 
     def close(self) -> None:
         """Flush every pending batch, then release the client."""
+
+
+class MessagingAdmin(Protocol):
+    """Creates and updates topics and subscriptions idempotently."""
+
+    def ensure_topic(self, topic: str) -> ResourceResult: ...
+
+    def ensure_subscription(self, spec: SubscriptionSpec) -> ResourceResult: ...
+
+    def close(self) -> None: ...
+
+
+class Warehouse(Protocol):
+    """The analytical store: tables from the domain's schemas, streaming inserts, SQL."""
+
+    def ensure_dataset(self) -> ResourceResult: ...
+
+    def ensure_table(self, spec: TableSpec) -> ResourceResult: ...
+
+    def insert_rows(
+        self, table: str, rows: Sequence[Mapping[str, Any]], row_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     quotes_topic: str = "quotes"
     dead_letter_topic: str = "quotes-dead-letter"
     load_subscription: str = "quotes-load"
+    # Holds what the load subscription dead-letters: a topic without one would drop it.
+    dead_letter_subscription: str = "quotes-dead-letter-hold"
+    max_delivery_attempts: Annotated[int, Field(ge=5, le=100)] = 5
+    ack_deadline_s: Annotated[int, Field(ge=10, le=600)] = 60
+    bigquery_location: str = "US"
 
     api_url: str = "http://127.0.0.1:8080"
     # No key is built in: without one the push relay refuses every request.
@@ -64,3 +69,8 @@ class Settings(BaseSettings):
     def pubsub_emulator_host(self) -> str | None:
         # Read by the Google client itself; surfaced here so errors can name it.
         return os.environ.get("PUBSUB_EMULATOR_HOST") or None
+
+    @property
+    def bigquery_emulator_host(self) -> str | None:
+        """A URL such as http://127.0.0.1:9050; the BigQuery client is pointed at it."""
+        return os.environ.get("BIGQUERY_EMULATOR_HOST") or None

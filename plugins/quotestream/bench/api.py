@@ -32,7 +32,7 @@ BATCH = 1000
 
 def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
     import httpx
-    from google.cloud import pubsub_v1
+    from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
     from quotestream.adapters.gcp.pubsub import PubSubAdmin
     from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
@@ -53,7 +53,7 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
         market = MarketSimulator(1, PAIR_CATALOG)
         payloads = _history(market, quotes)
         print(f"\nrelay: POST {len(payloads)} quotes in batches of {BATCH} -> Pub/Sub emulator")
-        counter = _Counter(pubsub_v1.SubscriberClient(), admin.subscription_path("relay-sub"))
+        counter = _Counter(SubscriberClient(), admin.subscription_path("relay-sub"))
         counter.start()
         started = time.perf_counter()
         with httpx.Client(base_url=f"http://{api.address}", timeout=30) as client:
@@ -73,7 +73,7 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
         topic = admin.topic_path("baseline")
         started = time.perf_counter()
         for data in sample:
-            one_off = pubsub_v1.PublisherClient()
+            one_off = PublisherClient()
             one_off.publish(topic, data).result()
             one_off.stop()
         baseline_rate = len(sample) / (time.perf_counter() - started)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from google.api_core.exceptions import AlreadyExists, GoogleAPICallError, NotFound
-from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient, types
 
 from quotestream.ports import PublishFuture
 from quotestream.resources import IncompatibleChange, Outcome, ResourceResult, SubscriptionSpec
@@ -27,11 +27,11 @@ class PubSubPublisher:
         ordered: bool = False,
     ) -> None:
         self._project = project
-        self._client = pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(
+        self._client = PublisherClient(
+            batch_settings=types.BatchSettings(
                 max_messages=max_messages, max_bytes=4 * 1024 * 1024, max_latency=max_latency_s
             ),
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=ordered),
+            publisher_options=types.PublisherOptions(enable_message_ordering=ordered),
             credentials=credentials,
         )
 
@@ -74,8 +74,8 @@ class PubSubAdmin:
 
     def __init__(self, project: str, *, credentials: Any = None) -> None:
         self._project = project
-        self._publisher = pubsub_v1.PublisherClient(credentials=credentials)
-        self._subscriber = pubsub_v1.SubscriberClient(credentials=credentials)
+        self._publisher = PublisherClient(credentials=credentials)
+        self._subscriber = SubscriberClient(credentials=credentials)
 
     def topic_path(self, topic: str) -> str:
         return str(self._publisher.topic_path(self._project, topic))
@@ -138,14 +138,14 @@ class PubSubAdmin:
         self._subscriber.close()
         self._publisher.stop()
 
-    def _subscription(self, spec: SubscriptionSpec) -> pubsub_v1.types.Subscription:
+    def _subscription(self, spec: SubscriptionSpec) -> types.Subscription:
         dead_letter = None
         if spec.dead_letter_topic:
-            dead_letter = pubsub_v1.types.DeadLetterPolicy(
+            dead_letter = types.DeadLetterPolicy(
                 dead_letter_topic=self.topic_path(spec.dead_letter_topic),
                 max_delivery_attempts=spec.max_delivery_attempts,
             )
-        return pubsub_v1.types.Subscription(
+        return types.Subscription(
             name=self.subscription_path(spec.name),
             topic=self.topic_path(spec.topic),
             ack_deadline_seconds=spec.ack_deadline_s,
@@ -153,5 +153,5 @@ class PubSubAdmin:
             enable_message_ordering=spec.ordered,
             dead_letter_policy=dead_letter,
             # Never expire for inactivity: the load job may be stopped for days.
-            expiration_policy=pubsub_v1.types.ExpirationPolicy(ttl=None),
+            expiration_policy=types.ExpirationPolicy(ttl=None),
         )

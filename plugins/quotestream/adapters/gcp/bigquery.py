@@ -1,0 +1,182 @@
+"""BigQuery through the official client: the same code provisions and loads the emulator and
+a real project (on the local target the client is pointed at BIGQUERY_EMULATOR_HOST)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.api_core.client_options import ClientOptions
+from google.api_core.exceptions import Conflict, NotFound
+from google.cloud import bigquery
+
+from quotestream.domain.schemas import Column, TableSpec
+from quotestream.resources import IncompatibleChange, Outcome, ResourceResult
+
+_PARAM_TYPES = {bool: "BOOL", int: "INT64", float: "FLOAT64", str: "STRING"}
+
+
+def schema_fields(columns: Sequence[Column]) -> list[bigquery.SchemaField]:
+    return [
+        bigquery.SchemaField(
+            column.name,
+            column.type,
+            mode=column.mode,
+            description=column.description,
+            fields=schema_fields(column.fields),
+        )
+        for column in columns
+    ]
+
+
+class BigQueryWarehouse:
+    def __init__(
+        self,
+        project: str,
+        dataset: str,
+        *,
+        location: str = "US",
+        credentials: Any = None,
+        api_endpoint: str | None = None,
+    ) -> None:
+        self._project = project
+        self._dataset = dataset
+        self._location = location
+        self._client = bigquery.Client(
+            project=project,
+            credentials=credentials,
+            location=location,
+            client_options=ClientOptions(api_endpoint=api_endpoint) if api_endpoint else None,
+        )
+
+    @property
+    def dataset(self) -> str:
+        return self._dataset
+
+    def table_id(self, table: str) -> str:
+        return f"{self._project}.{self._dataset}.{table}"
+
+    def ensure_dataset(self) -> ResourceResult:
+        dataset = bigquery.Dataset(f"{self._project}.{self._dataset}")
+        dataset.location = self._location
+        try:
+            self._client.create_dataset(dataset)
+        except Conflict:
+            return ResourceResult("bigquery dataset", self._dataset, Outcome.EXISTS)
+        return ResourceResult("bigquery dataset", self._dataset, Outcome.CREATED)
+
+    def ensure_table(self, spec: TableSpec) -> ResourceResult:
+        try:
+            live = self._client.get_table(self.table_id(spec.name))
+        except NotFound:
+            self._client.create_table(self._new_table(spec))
+            return ResourceResult("bigquery table", spec.name, Outcome.CREATED)
+        return self._reconcile(spec, live)
+
+    def insert_rows(
+        self, table: str, rows: Sequence[Mapping[str, Any]], row_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Streaming insert. Returns BigQuery's per-row errors ({index, errors}); rows with
+        the same row id inside BigQuery's dedup window are stored once."""
+        errors = self._client.insert_rows_json(
+            self.table_id(table), list(rows), row_ids=list(row_ids) if row_ids else None
+        )
+        return [dict(error) for error in errors]
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run standard SQL. `{dataset}` in the text names this warehouse's dataset."""
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter(name, _PARAM_TYPES.get(type(value), "STRING"), value)
+                for name, value in (params or {}).items()
+            ]
+        )
+        job = self._client.query(
+            sql.replace("{dataset}", f"`{self._project}.{self._dataset}`"), job_config=config
+        )
+        return [dict(row.items()) for row in job.result()]
+
+    def delete_dataset(self) -> bool:
+        try:
+            self._client.delete_dataset(
+                f"{self._project}.{self._dataset}", delete_contents=True, not_found_ok=False
+            )
+        except NotFound:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call]
+
+    def _new_table(self, spec: TableSpec) -> bigquery.Table:
+        table = bigquery.Table(self.table_id(spec.name), schema=schema_fields(spec.columns))
+        table.description = spec.description
+        if spec.partition_column:
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=spec.partition_column
+            )
+        if spec.clustering:
+            table.clustering_fields = list(spec.clustering)
+        return table
+
+    def _reconcile(self, spec: TableSpec, live: bigquery.Table) -> ResourceResult:
+        live_partition = live.time_partitioning.field if live.time_partitioning else None
+        if live_partition != spec.partition_column:
+            raise IncompatibleChange(
+                f"table {spec.name}: partitioned on {live_partition!r}, wanted "
+                f"{spec.partition_column!r}; partitioning cannot change in place"
+            )
+        schema, added = _merged_schema(spec.name, list(live.schema), spec.columns)
+        changes = []
+        if added:
+            live.schema = schema
+            changes.append("schema")
+        if list(live.clustering_fields or []) != list(spec.clustering):
+            live.clustering_fields = list(spec.clustering) or None
+            changes.append("clustering_fields")
+        if not changes:
+            return ResourceResult("bigquery table", spec.name, Outcome.EXISTS)
+        self._client.update_table(live, changes)
+        detail = f"added {', '.join(added)}" if added else "clustering"
+        return ResourceResult("bigquery table", spec.name, Outcome.UPDATED, detail)
+
+
+def _merged_schema(
+    where: str, live: list[bigquery.SchemaField], wanted: Sequence[Column]
+) -> tuple[list[bigquery.SchemaField], list[str]]:
+    """The live schema plus the wanted columns it lacks. Anything else that differs is an
+    IncompatibleChange naming the column: BigQuery cannot apply it without losing data."""
+    live_by_name = {field.name: field for field in live}
+    wanted_names = {column.name for column in wanted}
+    for existing in live:
+        if existing.name not in wanted_names:
+            raise IncompatibleChange(
+                f"{where}.{existing.name} exists in BigQuery but not in the schema: columns are "
+                "never dropped automatically; drop it by hand or add it back to the schema"
+            )
+    merged = list(live)
+    added: list[str] = []
+    for column in wanted:
+        name = f"{where}.{column.name}"
+        field = live_by_name.get(column.name)
+        if field is None:
+            if column.mode == "REQUIRED":
+                raise IncompatibleChange(
+                    f"{name} is new and REQUIRED: existing rows have no value; add it as NULLABLE"
+                )
+            merged.extend(schema_fields([column]))
+            added.append(column.name)
+            continue
+        live_type = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN", "STRUCT": "RECORD"}
+        field_type = live_type.get(field.field_type, field.field_type)
+        if field_type != column.type:
+            raise IncompatibleChange(f"{name} is {field_type} in BigQuery, {column.type} wanted")
+        if (field.mode or "NULLABLE") != column.mode:
+            raise IncompatibleChange(f"{name} is {field.mode} in BigQuery, {column.mode} wanted")
+        if column.fields:
+            _, nested_added = _merged_schema(name, list(field.fields), column.fields)
+            if nested_added:
+                raise IncompatibleChange(
+                    f"{name}: adding nested fields ({', '.join(nested_added)}) is not supported"
+                )
+    return merged, added

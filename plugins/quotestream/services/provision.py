@@ -1,0 +1,54 @@
+"""Provision Pub/Sub and BigQuery: idempotent, additive, loud about incompatible changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from quotestream.domain.schemas import ALL_TABLES
+from quotestream.ports import MessagingAdmin, Warehouse
+from quotestream.resources import ResourceResult, SubscriptionSpec
+from quotestream.settings import Settings
+
+
+def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
+    return (
+        SubscriptionSpec(
+            name=settings.load_subscription,
+            topic=settings.quotes_topic,
+            ack_deadline_s=settings.ack_deadline_s,
+            dead_letter_topic=settings.dead_letter_topic,
+            max_delivery_attempts=settings.max_delivery_attempts,
+            ordered=True,
+        ),
+        SubscriptionSpec(
+            name=settings.dead_letter_subscription,
+            topic=settings.dead_letter_topic,
+            ack_deadline_s=settings.ack_deadline_s,
+        ),
+    )
+
+
+class ProvisionService:
+    def __init__(self, messaging: MessagingAdmin, warehouse: Warehouse, settings: Settings):
+        self._messaging = messaging
+        self._warehouse = warehouse
+        self._settings = settings
+
+    def run(
+        self, report: Callable[[ResourceResult], None] = lambda _: None
+    ) -> list[ResourceResult]:
+        """Bring every resource to the declared state; `report` sees each result as it comes."""
+        results = []
+        for result in self._steps():
+            report(result)
+            results.append(result)
+        return results
+
+    def _steps(self) -> Iterator[ResourceResult]:
+        yield self._messaging.ensure_topic(self._settings.quotes_topic)
+        yield self._messaging.ensure_topic(self._settings.dead_letter_topic)
+        for spec in subscriptions(self._settings):
+            yield self._messaging.ensure_subscription(spec)
+        yield self._warehouse.ensure_dataset()
+        for table in ALL_TABLES:
+            yield self._warehouse.ensure_table(table)
