@@ -34,3 +34,29 @@ def pubsub_emulator(logs_dir: Path) -> Iterator[ServiceProcess]:
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
         else:
             os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(
+    logs_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The BigQuery emulator, once per session; BIGQUERY_EMULATOR_HOST points at it."""
+    from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
+
+    emulator = start_bigquery_emulator(
+        REPO,
+        free_port(),
+        logs_dir / "bigquery-emulator.log",
+        tmp_path_factory.mktemp("bigquery-data"),
+        project="quotestream-test",
+    )
+    previous = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    os.environ["BIGQUERY_EMULATOR_HOST"] = f"http://{emulator.address}"
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        if previous is None:
+            os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
+        else:
+            os.environ["BIGQUERY_EMULATOR_HOST"] = previous

@@ -6,39 +6,164 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from quotestream.adapters.local.stack import LocalStack
+
+STATE_DIR = Path(".local")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        # Known failures (missing emulator, incompatible schema, bad settings) read as one
+        # clear line; QUOTESTREAM_DEBUG=1 shows the traceback.
+        if os.environ.get("QUOTESTREAM_DEBUG"):
+            raise
+        print(f"quotestream: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quotestream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     api = commands.add_parser("api", help="serve the market-data API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    api.set_defaults(handler=_api)
+
+    local = commands.add_parser("local", help="the local stack: emulators and the API")
+    local.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    actions = local.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="start what is not running, write .local/env")
+    for name in ("pubsub", "bigquery", "api"):
+        up.add_argument(f"--{name}-port", type=int, help="default: the usual port if free")
+    up.set_defaults(handler=_local_up)
+    actions.add_parser("down", help="stop what `up` started").set_defaults(handler=_local_down)
+    actions.add_parser("status", help="each part, healthy or not").set_defaults(
+        handler=_local_status
+    )
+
+    provision = commands.add_parser("provision", help="create or update Pub/Sub and BigQuery")
+    provision.add_argument("--env-file", type=Path, default=STATE_DIR / "env")
+    provision.set_defaults(handler=_provision)
+
+    demo = commands.add_parser("demo", help="start the local stack and show live quotes")
+    demo.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    demo.add_argument("--rounds", type=int, default=3, help="rounds of latest quotes to print")
+    demo.add_argument("--exit", action="store_true", help="stop the stack instead of serving")
+    demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="measure and print figures")
-    bench_kinds = bench.add_subparsers(dest="bench", required=True)
-    bench_api = bench_kinds.add_parser("api", help="relay throughput and GET latency")
+    kinds = bench.add_subparsers(dest="bench", required=True)
+    bench_api = kinds.add_parser("api", help="relay throughput and GET latency")
     bench_api.add_argument("--quotes", type=int, default=20_000, help="quotes through the relay")
     bench_api.add_argument(
         "--baseline-quotes", type=int, default=300, help="quotes for the one-client-each baseline"
     )
     bench_api.add_argument("--seconds", type=float, default=5.0, help="duration of the GET run")
+    bench_api.set_defaults(handler=_bench_api)
+    return parser
 
-    args = parser.parse_args(argv)
-    if args.command == "api":
-        from quotestream_api.main import serve
 
-        serve(args.host, args.port)
-        return 0
-    if args.command == "bench" and args.bench == "api":
-        from quotestream.bench.api import run
+def _api(args: argparse.Namespace) -> int:
+    from quotestream_api.main import serve
 
-        return run(
-            quotes=args.quotes, baseline_quotes=args.baseline_quotes, get_seconds=args.seconds
+    serve(args.host, args.port)
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> LocalStack:
+    from quotestream.adapters.local.stack import LocalStack
+    from quotestream.settings import Settings
+
+    ports = {name: getattr(args, f"{name}_port", None) for name in ("pubsub", "bigquery", "api")}
+    return LocalStack(args.state_dir, _repo_root(), Settings().project, ports)
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    env = stack.up()
+    print(f"\nwrote {stack.env_file}; load it with: set -a; . {stack.env_file}; set +a\n")
+    for key, value in env.items():
+        print(f"{key}={'*' * 8 if key.endswith('API_KEY') else value}")
+    return 0
+
+
+def _local_down(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    stack.down()
+    return 0
+
+
+def _local_status(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    statuses = stack.status()
+    print(f"{'part':<9} {'state':<10} {'pid':<8} {'port':<6} log")
+    for status in statuses:
+        state = "healthy" if status.healthy else ("down" if status.pid is None else "unhealthy")
+        print(
+            f"{status.name:<9} {state:<10} {status.pid or '-'!s:<8} {status.port or '-'!s:<6} "
+            f"{status.log or '-'}"
         )
-    parser.error(f"unknown command {args.command}")
-    return 2
+    return 0 if all(status.healthy for status in statuses) else 3
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from quotestream import bootstrap
+    from quotestream.settings import Settings
+
+    _load_env_file(args.env_file)
+    settings = Settings()
+    print(f"provisioning project {settings.project} (target {settings.target})")
+    service = bootstrap.build_provision_service(settings)
+    results = service.run(report=lambda result: print(f"  {result}"))
+    changed = sum(result.outcome != "exists" for result in results)
+    print(f"{len(results)} resources, {changed} changed")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from quotestream.demo import run
+
+    return run(_stack(args), rounds=args.rounds, keep_serving=not args.exit)
+
+
+def _bench_api(args: argparse.Namespace) -> int:
+    from quotestream.bench.api import run
+
+    return run(quotes=args.quotes, baseline_quotes=args.baseline_quotes, get_seconds=args.seconds)
+
+
+def _load_env_file(path: Path) -> None:
+    """Apply a `local up` env file for variables the environment does not set already."""
+    if not path.is_file():
+        return
+    from quotestream.adapters.local.stack import read_env_file
+
+    applied = []
+    for key, value in read_env_file(path).items():
+        if key not in os.environ:
+            os.environ[key] = value
+            applied.append(key)
+    if applied:
+        print(f"using {path} for {', '.join(sorted(applied))}")
+
+
+def _repo_root() -> Path:
+    """The clone this package runs from (the local stack uses its emulators/ folder)."""
+    for candidate in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
+        if (candidate / "emulators" / "bigquery" / "run.sh").is_file():
+            return candidate
+    return Path.cwd()
 
 
 if __name__ == "__main__":

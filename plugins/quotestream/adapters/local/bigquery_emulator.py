@@ -1,0 +1,49 @@
+"""The BigQuery emulator (local-bigquery, DuckDB-backed), installed offline by the project's
+own `emulators/bigquery/install.sh` into a venv of its own (it needs Python 3.13)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from quotestream.adapters.local.processes import ServiceProcess, http_answers, start_service
+
+
+class EmulatorMissing(RuntimeError):
+    pass
+
+
+def emulator_dir(repo_root: Path) -> Path:
+    return repo_root / "emulators" / "bigquery"
+
+
+def install_bigquery_emulator(repo_root: Path) -> None:
+    """Idempotent: a no-op when the pinned requirements are already installed."""
+    script = emulator_dir(repo_root) / "install.sh"
+    if not script.is_file():
+        raise EmulatorMissing(f"{script} not found: run quotestream from a clone of the repo")
+    result = subprocess.run([str(script)], check=False)  # noqa: S603 - our own script
+    if result.returncode != 0:
+        raise EmulatorMissing(f"installing the BigQuery emulator failed ({script})")
+
+
+def start_bigquery_emulator(
+    repo_root: Path,
+    port: int,
+    log_path: Path,
+    data_dir: Path,
+    project: str,
+    host: str = "127.0.0.1",
+) -> ServiceProcess:
+    """Start the emulator with its tables under `data_dir` and wait until it answers."""
+    install_bigquery_emulator(repo_root)
+    return start_service(
+        "bigquery-emulator",
+        [str(emulator_dir(repo_root) / "run.sh"), str(port)],
+        host=host,
+        port=port,
+        log_path=log_path,
+        ready=lambda: http_answers(f"http://{host}:{port}/bigquery/v2/projects/{project}/datasets"),
+        env={"BIGQUERY_EMULATOR_PROJECT": project, "BIGQUERY_EMULATOR_DATA": str(data_dir)},
+        timeout=120,
+    )

@@ -1,0 +1,196 @@
+"""`quotestream local up | down | status`: the emulators and the API on loopback.
+
+What `up` started is recorded in `<state>/stack.json` (pid, port, log), so `down` stops
+exactly that, by pid, and a second `up` starts nothing twice. `<state>/env` holds the
+variables that point the Google clients and the CLI at the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
+from quotestream.adapters.local.processes import (
+    ServiceProcess,
+    free_port,
+    http_answers,
+    pid_alive,
+    start_service,
+    stop_pid,
+)
+from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
+
+HOST = "127.0.0.1"
+PREFERRED_PORTS = {"pubsub": 8085, "bigquery": 9050, "api": 8080}
+SERVICES = tuple(PREFERRED_PORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    port: int | None
+    healthy: bool
+    log: str | None
+
+
+def port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+class LocalStack:
+    def __init__(
+        self,
+        state_dir: Path,
+        repo_root: Path,
+        project: str = "quotestream-local",
+        ports: dict[str, int | None] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.repo_root = repo_root
+        self.project = project
+        self.ports = {**dict.fromkeys(SERVICES), **(ports or {})}
+        self.state_file = state_dir / "stack.json"
+        self.env_file = state_dir / "env"
+        self.logs_dir = state_dir / "logs"
+
+    def up(self, say: Callable[[str], None] = print) -> dict[str, str]:
+        state = self._load()
+        services = state.setdefault("services", {})
+        api_key = state.setdefault("api_key", secrets.token_urlsafe(24))
+        for name in SERVICES:
+            record = services.get(name)
+            if record and pid_alive(record["pid"]) and self._healthy(name, record["port"]):
+                say(f"{name:<9} already running  pid {record['pid']:<7} port {record['port']}")
+                continue
+            if record:
+                stop_pid(record["pid"], timeout=5)  # a half-dead leftover must not hold ports
+            port = self._port(name)
+            say(f"{name:<9} starting on {HOST}:{port} ...")
+            service = self._start(name, port, self._env(services, api_key))
+            services[name] = {
+                "pid": service.pid,
+                "port": service.port,
+                "log": str(service.log_path),
+            }
+            self._save(state)
+            say(f"{name:<9} ready            pid {service.pid:<7} port {service.port}")
+        env = self._env(services, api_key)
+        self.env_file.write_text(
+            "# Written by `quotestream local up`. Load with: set -a; . .local/env; set +a\n"
+            + "".join(f"{key}={value}\n" for key, value in env.items())
+        )
+        self.env_file.chmod(0o600)
+        return env
+
+    def down(self, say: Callable[[str], None] = print) -> None:
+        state = self._load()
+        services = state.get("services", {})
+        for name in reversed(SERVICES):
+            record = services.pop(name, None)
+            if record is None:
+                continue
+            if pid_alive(record["pid"]):
+                stop_pid(record["pid"])
+                say(f"{name:<9} stopped  pid {record['pid']}")
+            else:
+                say(f"{name:<9} was not running (pid {record['pid']} gone)")
+        self._save(state)
+        self.env_file.unlink(missing_ok=True)
+
+    def status(self) -> list[ServiceStatus]:
+        services = self._load().get("services", {})
+        statuses = []
+        for name in SERVICES:
+            record = services.get(name)
+            if record is None:
+                statuses.append(ServiceStatus(name, None, None, False, None))
+                continue
+            alive = pid_alive(record["pid"])
+            healthy = alive and self._healthy(name, record["port"])
+            statuses.append(
+                ServiceStatus(name, record["pid"], record["port"], healthy, record["log"])
+            )
+        return statuses
+
+    def _start(self, name: str, port: int, env: dict[str, str]) -> ServiceProcess:
+        log_path = self.logs_dir / f"{name}.log"
+        if name == "pubsub":
+            return start_pubsub_emulator(port, log_path, host=HOST)
+        if name == "bigquery":
+            return start_bigquery_emulator(
+                self.repo_root, port, log_path, self.state_dir / "bigquery-data", self.project
+            )
+        return start_service(
+            "api",
+            [sys.executable, "-m", "quotestream.cli", "api", "--host", HOST, "--port", str(port)],
+            host=HOST,
+            port=port,
+            log_path=log_path,
+            ready=lambda: self._healthy("api", port),
+            env=env,
+        )
+
+    def _healthy(self, name: str, port: int) -> bool:
+        path = {
+            "pubsub": "/",
+            "bigquery": f"/bigquery/v2/projects/{self.project}/datasets",
+            "api": "/healthz",
+        }[name]
+        return http_answers(f"http://{HOST}:{port}{path}")
+
+    def _port(self, name: str) -> int:
+        wanted = self.ports.get(name)
+        if wanted is not None:
+            if not port_is_free(wanted):
+                raise RuntimeError(f"port {wanted} for {name} is taken; choose another")
+            return wanted
+        preferred = PREFERRED_PORTS[name]
+        return preferred if port_is_free(preferred) else free_port(HOST)
+
+    def _env(self, services: dict[str, dict[str, Any]], api_key: str) -> dict[str, str]:
+        def port(name: str) -> Any:
+            return services.get(name, {}).get("port", "")
+
+        return {
+            "QUOTESTREAM_TARGET": "local",
+            "QUOTESTREAM_PROJECT": self.project,
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "PUBSUB_EMULATOR_HOST": f"{HOST}:{port('pubsub')}",
+            "BIGQUERY_EMULATOR_HOST": f"http://{HOST}:{port('bigquery')}",
+            "QUOTESTREAM_API_URL": f"http://{HOST}:{port('api')}",
+            "QUOTESTREAM_API_KEY": api_key,
+        }
+
+    def _load(self) -> dict[str, Any]:
+        if not self.state_file.is_file():
+            return {}
+        loaded: dict[str, Any] = json.loads(self.state_file.read_text())
+        return loaded
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(state, indent=2))
+        self.state_file.chmod(0o600)
