@@ -13,11 +13,13 @@ help: ## list the targets
 
 # requirements.lock is `uv export` of uv.lock: the same pins and hashes, without the registry
 # addresses uv.lock records, which this project keeps out of its history.
-$(INSTALLED): pyproject.toml requirements.lock scripts/uv scripts/find-python
+$(INSTALLED): pyproject.toml requirements.lock scripts/uv scripts/find-python \
+		emulators/bigquery/requirements.txt emulators/bigquery/install.sh
 	@echo "==> installing .venv ($(PYTHON)) with uv, bytecode compiled"
 	$(UV) venv --quiet --allow-existing --python "$(PYTHON)" $(VENV)
 	$(UV) pip sync --python $(BIN)/python --quiet --compile-bytecode --require-hashes requirements.lock
 	$(UV) pip install --python $(BIN)/python --quiet --compile-bytecode --no-deps -e .
+	UV="$(CURDIR)/$(UV)" emulators/bigquery/install.sh
 	@touch $@
 
 setup: $(INSTALLED) ## create .venv and install everything (idempotent)

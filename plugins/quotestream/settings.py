@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # Holds what the load subscription dead-letters: a topic without one would drop it.
     dead_letter_subscription: str = "quotes-dead-letter-hold"
     max_delivery_attempts: Annotated[int, Field(ge=5, le=100)] = 5
+    # Deliver each pair's quotes in publish order. The Pub/Sub emulator cannot dead-letter
+    # from an ordered subscription (it fails the pull), so `local up` turns this off.
+    message_ordering: bool = True
     ack_deadline_s: Annotated[int, Field(ge=10, le=600)] = 60
     bigquery_location: str = "US"
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def settings(pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess) -> Settings:
     # A project of its own per test: the emulators are shared by the whole session.
-    return Settings(project=f"prov-{uuid.uuid4().hex[:10]}", target="local")
+    return Settings(project=f"prov-{uuid.uuid4().hex[:10]}", target="local", message_ordering=False)
 
 
 @pytest.fixture
@@ -66,18 +66,27 @@ def test_tables_are_partitioned_and_clustered_as_declared(
     assert {f.name: f.field_type for f in table.schema}["bid"] == "NUMERIC"
 
 
-def test_subscription_has_the_dead_letter_policy_and_ordering(
-    service: ProvisionService, settings: Settings
+@pytest.mark.parametrize("ordering", [True, False])
+def test_subscription_has_the_dead_letter_policy_and_the_ordering_asked_for(
+    settings: Settings, ordering: bool
 ) -> None:
-    service.run()
+    settings = settings.model_copy(update={"message_ordering": ordering})
+    bootstrap.build_provision_service(settings).run()
     subscriber = SubscriberClient()
     live = subscriber.get_subscription(
         subscription=subscriber.subscription_path(settings.project, "quotes-load")
     )
-    assert live.enable_message_ordering
+    assert live.enable_message_ordering is ordering
     assert live.dead_letter_policy.max_delivery_attempts == 5
     assert live.dead_letter_policy.dead_letter_topic.endswith("/topics/quotes-dead-letter")
     assert live.ack_deadline_seconds == 60
+
+
+def test_a_changed_ordering_is_refused_with_the_field_named(settings: Settings) -> None:
+    bootstrap.build_provision_service(settings).run()
+    ordered = settings.model_copy(update={"message_ordering": True})
+    with pytest.raises(IncompatibleChange, match="quotes-load: enable_message_ordering"):
+        bootstrap.build_provision_service(ordered).run()
 
 
 def test_a_changed_ack_deadline_is_updated_in_place(settings: Settings) -> None:
@@ -148,26 +157,30 @@ def test_a_message_nacked_five_times_lands_on_the_dead_letter_topic(
 ) -> None:
     service.run()
     publisher, subscriber = PublisherClient(), SubscriberClient()
-    publisher.publish(
-        publisher.topic_path(settings.project, "quotes"), b"poison", ordering_key="USD-BRL"
-    ).result()
+    publisher.publish(publisher.topic_path(settings.project, "quotes"), b"poison").result()
     load = subscriber.subscription_path(settings.project, "quotes-load")
     hold = subscriber.subscription_path(settings.project, "quotes-dead-letter-hold")
-    deliveries = 0
+    deliveries, dead = 0, []
     deadline = time.monotonic() + 60
-    while deliveries < 5 and time.monotonic() < deadline:
-        pulled = subscriber.pull(request={"subscription": load, "max_messages": 10}, timeout=10)
+    # The emulator forwards on the pull that would make the sixth delivery: keep pulling both.
+    while not dead and time.monotonic() < deadline:
+        pulled = subscriber.pull(
+            request={"subscription": load, "max_messages": 10, "return_immediately": True},
+            timeout=10,
+        )
         for item in pulled.received_messages:
             deliveries += 1
             subscriber.modify_ack_deadline(
                 request={"subscription": load, "ack_ids": [item.ack_id], "ack_deadline_seconds": 0}
             )
-    assert deliveries == 5
-    dead: list[bytes] = []
-    while not dead and time.monotonic() < deadline:
-        pulled = subscriber.pull(request={"subscription": hold, "max_messages": 10}, timeout=10)
-        dead += [item.message.data for item in pulled.received_messages]
+        held = subscriber.pull(
+            request={"subscription": hold, "max_messages": 10, "return_immediately": True},
+            timeout=10,
+        )
+        dead += [item.message.data for item in held.received_messages]
+        time.sleep(0.2)
     assert dead == [b"poison"]
+    assert deliveries == 5
     after = subscriber.pull(
         request={"subscription": load, "max_messages": 10, "return_immediately": True}, timeout=10
     )

@@ -18,7 +18,7 @@ def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
             ack_deadline_s=settings.ack_deadline_s,
             dead_letter_topic=settings.dead_letter_topic,
             max_delivery_attempts=settings.max_delivery_attempts,
-            ordered=True,
+            ordered=settings.message_ordering,
         ),
         SubscriptionSpec(
             name=settings.dead_letter_subscription,

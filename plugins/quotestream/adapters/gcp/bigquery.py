@@ -76,10 +76,14 @@ class BigQueryWarehouse:
     def insert_rows(
         self, table: str, rows: Sequence[Mapping[str, Any]], row_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
-        """Streaming insert. Returns BigQuery's per-row errors ({index, errors}); rows with
-        the same row id inside BigQuery's dedup window are stored once."""
+        """Streaming insert. Returns BigQuery's per-row errors ({index, errors}); the valid
+        rows of the call land regardless (skipInvalidRows), and rows with the same row id
+        inside BigQuery's dedup window are stored once."""
         errors = self._client.insert_rows_json(
-            self.table_id(table), list(rows), row_ids=list(row_ids) if row_ids else None
+            self.table_id(table),
+            list(rows),
+            row_ids=list(row_ids) if row_ids else None,
+            skip_invalid_rows=True,
         )
         return [dict(error) for error in errors]
 

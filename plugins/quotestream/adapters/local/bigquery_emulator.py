@@ -3,6 +3,7 @@ own `emulators/bigquery/install.sh` into a venv of its own (it needs Python 3.13
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -22,7 +23,10 @@ def install_bigquery_emulator(repo_root: Path) -> None:
     script = emulator_dir(repo_root) / "install.sh"
     if not script.is_file():
         raise EmulatorMissing(f"{script} not found: run quotestream from a clone of the repo")
-    result = subprocess.run([str(script)], check=False)  # noqa: S603 - our own script
+    uv = os.environ.get("UV") or str(repo_root / "scripts" / "uv")
+    result = subprocess.run(  # noqa: S603 - our own script
+        [str(script)], check=False, env={**os.environ, "UV": uv}
+    )
     if result.returncode != 0:
         raise EmulatorMissing(f"installing the BigQuery emulator failed ({script})")
 

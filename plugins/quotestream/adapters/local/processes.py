@@ -18,6 +18,11 @@ class StartupError(RuntimeError):
     pass
 
 
+# Popen objects of the services this process started: kept so their exit is reaped (and
+# Python does not warn about children it forgot) when they are stopped.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
@@ -62,6 +67,10 @@ class ServiceProcess:
         """SIGTERM the process group this process leads, then SIGKILL after `timeout`."""
         stop_pid(self.pid, timeout)
 
+    def wait(self, timeout: float) -> int:
+        """Exit code (negative: the signal) of a service this process started."""
+        return _children[self.pid].wait(timeout)
+
 
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     # Each service is started as a session leader, so its pid is also its process group:
@@ -79,11 +88,13 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
 
 
 def _running(pid: int) -> bool:
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
+    child = _children.get(pid)
+    if child is None:
         return pid_alive(pid)
-    return finished == 0
+    if child.poll() is None:
+        return True
+    del _children[pid]
+    return False
 
 
 def start_service(
@@ -108,6 +119,7 @@ def start_service(
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
+    _children[process.pid] = process
     service = ServiceProcess(name, process.pid, host, port, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

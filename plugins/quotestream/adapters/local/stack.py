@@ -182,6 +182,8 @@ class LocalStack:
             "BIGQUERY_EMULATOR_HOST": f"http://{HOST}:{port('bigquery')}",
             "QUOTESTREAM_API_URL": f"http://{HOST}:{port('api')}",
             "QUOTESTREAM_API_KEY": api_key,
+            # The emulator cannot dead-letter from an ordered subscription.
+            "QUOTESTREAM_MESSAGE_ORDERING": "false",
         }
 
     def _load(self) -> dict[str, Any]:
