@@ -21,7 +21,7 @@ class ResourceResult:
 
     def __str__(self) -> str:
         suffix = f" ({self.detail})" if self.detail else ""
-        return f"{self.kind:<14} {self.name:<40} {self.outcome}{suffix}"
+        return f"{self.kind:<20} {self.name:<26} {self.outcome}{suffix}"
 
 
 class IncompatibleChange(RuntimeError):
