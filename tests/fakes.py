@@ -78,3 +78,47 @@ class GatedPublisher(InMemoryPublisher):
             held, self._held = self._held, []
         for complete in held:
             complete()
+
+
+@dataclass
+class InMemoryWarehouse:
+    """Tables as dicts keyed by row id (so a repeated insert id is stored once, as BigQuery's
+    dedup does). `reject(table, row)` returning a message makes BigQuery refuse that row."""
+
+    tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    reject: Callable[[str, dict[str, Any]], str | None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def insert_rows(
+        self, table: str, rows: list[dict[str, Any]], row_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        errors = []
+        with self._lock:
+            stored = self.tables.setdefault(table, {})
+            for index, row in enumerate(rows):
+                refusal = self.reject(table, row) if self.reject else None
+                if refusal:
+                    errors.append({"index": index, "errors": [{"reason": "invalid", "message": refusal}]})
+                    continue
+                key = row_ids[index] if row_ids else f"auto-{len(stored)}"
+                stored.setdefault(key, dict(row))
+        return errors
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        return list(self.tables.get(table, {}).values())
+
+    def close(self) -> None:
+        pass
+
+
+# Beam pickles DoFns; they find their fakes again by name through these registries.
+_WAREHOUSES: dict[str, InMemoryWarehouse] = {}
+_PUBLISHERS: dict[str, InMemoryPublisher] = {}
+
+
+def shared_warehouse(name: str) -> InMemoryWarehouse:
+    return _WAREHOUSES.setdefault(name, InMemoryWarehouse())
+
+
+def shared_publisher(name: str) -> InMemoryPublisher:
+    return _PUBLISHERS.setdefault(name, InMemoryPublisher())

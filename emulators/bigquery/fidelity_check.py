@@ -11,6 +11,7 @@ checks pass. Every run works in a fresh dataset and deletes it at the end.
 from __future__ import annotations
 
 import decimal
+import signal
 import sys
 import time
 import traceback
@@ -20,16 +21,29 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 RESULTS: list[tuple[str, bool, str]] = []
+CHECK_TIMEOUT = 30  # seconds per check: the client retries 5xx/connection errors for minutes
+
+
+class CheckTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise CheckTimeout(f"no answer within {CHECK_TIMEOUT}s (client kept retrying or server hung)")
 
 
 def check(name: str):
     def wrap(fn):
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(CHECK_TIMEOUT)
         try:
             ok, detail = fn()
         except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
             ok, detail = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             if "-v" in sys.argv:
                 traceback.print_exc()
+        finally:
+            signal.alarm(0)
         RESULTS.append((name, bool(ok), detail))
         return fn
 
@@ -78,6 +92,7 @@ def main() -> int:
                 bigquery.SchemaField("qty", "INT64"),
             ],
         ),
+        bigquery.SchemaField("venue", "STRING", mode="NULLABLE"),
     ]
 
     @check("create table (DAY partition on TIMESTAMP, clustering, NUMERIC, REPEATED RECORD)")
@@ -106,13 +121,19 @@ def main() -> int:
             f"clustering={t.clustering_fields} trades={trades.mode}/{trades.field_type} price={price.field_type}"
         )
 
-    @check("update_table adds a NULLABLE column")
+    @check("update_table adds a NULLABLE column (then usable by insert + query)")
     def _():
-        t = client.get_table(tbl)
-        t.schema = list(t.schema) + [bigquery.SchemaField("venue", "STRING", mode="NULLABLE")]
+        evolve = f"{ds_ref}.evolve"
+        client.create_table(bigquery.Table(evolve, schema=schema[:2]))
+        t = client.get_table(evolve)
+        t.schema = list(t.schema) + [bigquery.SchemaField("note", "STRING", mode="NULLABLE")]
         client.update_table(t, ["schema"])
-        names = [f.name for f in client.get_table(tbl).schema]
-        return names[-1] == "venue", f"schema now {names}"
+        names = [f.name for f in client.get_table(evolve).schema]
+        errors = client.insert_rows_json(
+            evolve, [{"symbol": "E", "ts": "2026-11-01T00:00:00Z", "note": "new column"}])
+        got = [r["note"] for r in client.query_and_wait(f"SELECT note FROM `{evolve}`")]
+        return names[-1] == "note" and not errors and got == ["new column"], (
+            f"schema now {names}; insert errors={errors}; SELECT note -> {got}")
 
     row = {
         "symbol": "AAA", "ts": "2026-11-01T10:00:00Z", "price": "12.3456789",
@@ -257,10 +278,12 @@ def main() -> int:
     passed = sum(ok for _, ok, _ in RESULTS)
     print(f"{passed}/{len(RESULTS)} passed")
     # cleanup if a check failed half-way
+    signal.alarm(CHECK_TIMEOUT)
     try:
         client.delete_dataset(ds_ref, delete_contents=True, not_found_ok=True)
     except Exception:  # noqa: BLE001
         pass
+    signal.alarm(0)
     return 0 if passed == len(RESULTS) else 1
 
 

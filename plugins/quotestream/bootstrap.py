@@ -7,9 +7,10 @@ Adapters are imported inside the builders: importing this module stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from quotestream.ports import MessagingAdmin, Publisher, Warehouse
+from quotestream.ports import MessagingAdmin, Publisher, QuoteSource, Warehouse
 from quotestream.services.provision import ProvisionService
 from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
@@ -77,3 +78,11 @@ def build_warehouse(settings: Settings) -> Warehouse:
 
 def build_provision_service(settings: Settings) -> ProvisionService:
     return ProvisionService(build_messaging_admin(settings), build_warehouse(settings), settings)
+
+
+def build_quote_source(
+    settings: Settings, on_outcome: Callable[[str], None] = lambda _: None
+) -> QuoteSource:
+    from quotestream.adapters.api_client import HttpQuoteSource
+
+    return HttpQuoteSource(settings.api_url, on_outcome=on_outcome)

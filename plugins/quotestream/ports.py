@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from quotestream.domain.schemas import TableSpec
@@ -53,5 +53,15 @@ class Warehouse(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class QuoteSource(Protocol):
+    """The market-data API as the pipelines see it: quotes in the gate's JSON form."""
+
+    def latest(self, pairs: Sequence[str]) -> list[dict[str, str]]: ...
+
+    def history(self, pair: str, start_ms: int, end_ms: int) -> Iterator[dict[str, str]]: ...
 
     def close(self) -> None: ...

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class QuotestreamOptions(PipelineOptions):
+    """Options of both pipelines. Where data lives (project, topics, dataset, API URL) comes
+    from quotestream's settings, read by the launcher, so a job and its DAG agree."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument(
+            "--subscription", help="Pub/Sub subscription to load (default: the settings')"
+        )
+        parser.add_argument(
+            "--allowed_lateness_s",
+            type=int,
+            default=300,
+            help="how late a quote may arrive and still update its 1-minute bar",
+        )
+        parser.add_argument(
+            "--backfill_start",
+            help="RFC 3339; with --backfill_end, load the API's history in batch instead",
+        )
+        parser.add_argument("--backfill_end", help="RFC 3339, exclusive")
+        parser.add_argument(
+            "--poll_interval_s", type=float, default=1.0, help="extract: seconds between polls"
+        )
+        parser.add_argument(
+            "--poll_lag_s",
+            type=float,
+            default=1.0,
+            help="extract: stay this far behind now, so clock skew cannot skip a tick",
+        )

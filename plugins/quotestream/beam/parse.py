@@ -1,0 +1,77 @@
+"""The gate as a Beam step: every message leaves as a quote or as a dead-letter row."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from quotestream.beam.messages import RawMessage
+from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.rows import dead_letter_row
+from quotestream.domain.validation import InvalidQuote, parse_quote
+
+NAMESPACE = "quotestream"
+QUOTES = "quotes"
+DEAD_LETTER = "dead_letter"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ParseQuoteFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, pairs: Sequence[str] | None = None) -> None:
+        self._pairs = tuple(pairs) if pairs else tuple(PAIR_CATALOG)
+        self.received = Metrics.counter(NAMESPACE, "received")
+        self.parsed = Metrics.counter(NAMESPACE, "parsed")
+        self.dead_lettered = Metrics.counter(NAMESPACE, "dead_lettered")
+
+    def setup(self) -> None:
+        self._catalog = {pair: PAIR_CATALOG[pair] for pair in self._pairs}
+
+    def process(self, message: RawMessage) -> Iterator[Any]:
+        self.received.inc()
+        try:
+            quote = parse_quote(message.data, message.attributes, pairs=self._catalog)
+        except InvalidQuote as error:
+            yield self._dead_letter(message, error.reason, error.detail)
+            return
+        except Exception as error:  # the gate promises not to; a bug must not lose a message
+            yield self._dead_letter(message, "internal_error", repr(error))
+            return
+        self.parsed.inc()
+        yield quote
+
+    def _dead_letter(self, message: RawMessage, reason: str, detail: str) -> TaggedOutput:
+        self.dead_lettered.inc()
+        Metrics.counter(NAMESPACE, f"dead_lettered_{reason}").inc()
+        return TaggedOutput(
+            DEAD_LETTER,
+            dead_letter_row(
+                message.data,
+                message.attributes,
+                reason=reason,
+                error=detail,
+                stage="parse",
+                received_ts_ms=now_ms(),
+                message_id=message.message_id,
+            ),
+        )
+
+
+class ParseQuotes(beam.PTransform):  # type: ignore[misc]
+    """RawMessage -> outputs `quotes` (Quote) and `dead_letter` (dead-letter rows)."""
+
+    def __init__(self, pairs: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self._pairs = pairs
+
+    def expand(self, messages: beam.PCollection) -> Any:
+        return messages | "Gate" >> beam.ParDo(ParseQuoteFn(self._pairs)).with_outputs(
+            DEAD_LETTER, main=QUOTES
+        )

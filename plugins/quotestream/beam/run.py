@@ -1,0 +1,103 @@
+"""Building and launching the two pipelines from settings and command-line options.
+
+Launching returns the job's PipelineResult at once: a streaming job runs until cancelled, so
+the launcher (CLI, DAG task, flex template) decides whether to wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
+
+import apache_beam as beam
+from apache_beam.io.gcp.pubsub import ReadFromPubSub
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
+from apache_beam.transforms.periodicsequence import PeriodicImpulse
+
+from quotestream import bootstrap
+from quotestream.beam.extract import ExtractQuotes
+from quotestream.beam.load import LoadQuotes, ReadHistory
+from quotestream.beam.messages import from_pubsub
+from quotestream.beam.options import QuotestreamOptions
+from quotestream.domain.quote import to_ms
+from quotestream.settings import Settings
+
+
+class LaunchError(ValueError):
+    pass
+
+
+def _options(argv: Sequence[str]) -> PipelineOptions:
+    if not any(arg == "--runner" or arg.startswith("--runner=") for arg in argv):
+        raise LaunchError(
+            "pass --runner explicitly: DirectRunner locally, DataflowRunner on Google Cloud "
+            "(Beam's default runner would try to download Prism)"
+        )
+    return PipelineOptions(list(argv), save_main_session=False)
+
+
+def _moment(text: str, name: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise LaunchError(f"--{name} must be RFC 3339, e.g. 2026-11-24T10:00:00Z") from None
+    if moment.tzinfo is None:
+        raise LaunchError(f"--{name} needs a UTC offset, e.g. 2026-11-24T10:00:00Z")
+    return to_ms(moment)
+
+
+def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
+    options = _options(argv)
+    custom = options.view_as(QuotestreamOptions)
+    pipeline = beam.Pipeline(options=options)
+    if custom.backfill_start or custom.backfill_end:
+        if not (custom.backfill_start and custom.backfill_end):
+            raise LaunchError("--backfill_start and --backfill_end go together")
+        start_ms = _moment(custom.backfill_start, "backfill_start")
+        end_ms = _moment(custom.backfill_end, "backfill_end")
+        if end_ms <= start_ms:
+            raise LaunchError("--backfill_end must be after --backfill_start")
+        messages = pipeline | "ReadHistory" >> ReadHistory(
+            settings.pairs, partial(bootstrap.build_quote_source, settings), start_ms, end_ms
+        )
+    else:
+        options.view_as(StandardOptions).streaming = True
+        subscription = custom.subscription or (
+            f"projects/{settings.project}/subscriptions/{settings.load_subscription}"
+        )
+        messages = (
+            pipeline
+            | "ReadPubSub" >> ReadFromPubSub(subscription=subscription, with_attributes=True)
+            | "ToRawMessage" >> beam.Map(from_pubsub)
+        )
+    _ = messages | "LoadQuotes" >> LoadQuotes(
+        partial(bootstrap.build_warehouse, settings), custom.allowed_lateness_s, settings.pairs
+    )
+    return pipeline
+
+
+def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
+    options = _options(argv)
+    options.view_as(StandardOptions).streaming = True
+    custom = options.view_as(QuotestreamOptions)
+    pipeline = beam.Pipeline(options=options)
+    _ = (
+        pipeline
+        | "Poll" >> PeriodicImpulse(fire_interval=custom.poll_interval_s)
+        | "ExtractQuotes"
+        >> ExtractQuotes(
+            settings.pairs,
+            partial(bootstrap.build_quote_source, settings),
+            partial(bootstrap.build_publisher, settings),
+            settings.quotes_topic,
+            lag_ms=int(custom.poll_lag_s * 1000),
+        )
+    )
+    return pipeline
+
+
+def launch(kind: str, argv: Sequence[str], settings: Settings | None = None) -> PipelineResult:
+    build = {"load": load_pipeline, "extract": extract_pipeline}[kind]
+    return build(argv, settings or Settings()).run()
