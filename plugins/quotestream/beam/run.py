@@ -6,6 +6,7 @@ the launcher (CLI, DAG task, flex template) decides whether to wait.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
@@ -25,17 +26,35 @@ from quotestream.domain.quote import to_ms
 from quotestream.settings import Settings
 
 
+# Beam's DirectRunner first tries Prism, whose binary it downloads at run time; its
+# bundle-based engine is the DirectRunner without that step (and the one that streams).
+LOCAL_RUNNER = "BundleBasedDirectRunner"
+
+
+log = logging.getLogger(__name__)
+
+
 class LaunchError(ValueError):
     pass
 
 
-def _options(argv: Sequence[str]) -> PipelineOptions:
-    if not any(arg == "--runner" or arg.startswith("--runner=") for arg in argv):
+def _options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
+    runner = next(
+        (arg.split("=", 1)[1] for arg in argv if arg.startswith("--runner=")),
+        None,
+    )
+    if runner is None:
         raise LaunchError(
-            "pass --runner explicitly: DirectRunner locally, DataflowRunner on Google Cloud "
-            "(Beam's default runner would try to download Prism)"
+            f"pass --runner=... explicitly: {LOCAL_RUNNER} (or DirectRunner) locally, "
+            "DataflowRunner on Google Cloud"
         )
-    return PipelineOptions(list(argv), save_main_session=False)
+    args = [arg for arg in argv if not arg.startswith("--runner=")]
+    if runner == "DirectRunner":
+        log.info("DirectRunner would try to download Prism first; running %s", LOCAL_RUNNER)
+        runner = LOCAL_RUNNER
+    options = PipelineOptions([*args, f"--runner={runner}"], save_main_session=False)
+    options.view_as(StandardOptions).streaming = streaming
+    return options
 
 
 def _moment(text: str, name: str) -> int:
@@ -49,10 +68,11 @@ def _moment(text: str, name: str) -> int:
 
 
 def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
-    options = _options(argv)
-    custom = options.view_as(QuotestreamOptions)
+    custom = PipelineOptions(list(argv)).view_as(QuotestreamOptions)
+    backfill = bool(custom.backfill_start or custom.backfill_end)
+    options = _options(argv, streaming=not backfill)
     pipeline = beam.Pipeline(options=options)
-    if custom.backfill_start or custom.backfill_end:
+    if backfill:
         if not (custom.backfill_start and custom.backfill_end):
             raise LaunchError("--backfill_start and --backfill_end go together")
         start_ms = _moment(custom.backfill_start, "backfill_start")
@@ -63,7 +83,6 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
             settings.pairs, partial(bootstrap.build_quote_source, settings), start_ms, end_ms
         )
     else:
-        options.view_as(StandardOptions).streaming = True
         subscription = custom.subscription or (
             f"projects/{settings.project}/subscriptions/{settings.load_subscription}"
         )
@@ -79,8 +98,7 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
 
 
 def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
-    options = _options(argv)
-    options.view_as(StandardOptions).streaming = True
+    options = _options(argv, streaming=True)
     custom = options.view_as(QuotestreamOptions)
     pipeline = beam.Pipeline(options=options)
     _ = (

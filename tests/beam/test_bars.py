@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing import test_stream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
+
+from quotestream.beam.bars import OhlcFn, OneMinuteBars
+from quotestream.domain.quote import Quote, format_ts, make_event_id
+from tests.beam.pipelines import direct_pipeline
+
+pytestmark = pytest.mark.unit
+
+MINUTE_MS = 60_000
+T0 = 1_795_000_020 * 1000 - (1_795_000_020 * 1000) % MINUTE_MS  # a minute boundary
+
+
+def quote(offset_ms: int, mid: str, pair: str = "USD-BRL") -> Quote:
+    ts = T0 + offset_ms
+    value = Decimal(mid)
+    return Quote(make_event_id(pair, ts, "test"), pair, pair[:3], pair[4:], value, value,
+                 value, Decimal(0), ts, "test")
+
+
+def bar(pair: str, minute: int, ohlc: tuple[str, str, str, str], ticks: int, pane: str):
+    start = T0 + minute * MINUTE_MS
+    return {"pair": pair, "window_start": format_ts(start), "window_end": format_ts(start + MINUTE_MS),
+            "open": ohlc[0], "high": ohlc[1], "low": ohlc[2], "close": ohlc[3],
+            "tick_count": ticks, "pane": pane}
+
+
+def at(q: Quote) -> window.TimestampedValue:
+    return window.TimestampedValue(q, q.event_ts_ms / 1000)
+
+
+def test_ohlc_is_by_event_time_and_counts_a_redelivered_tick_once() -> None:
+    fn = OhlcFn()
+    ticks = fn.create_accumulator()
+    for q in (quote(30_000, "5.2"), quote(10_000, "5.0"), quote(20_000, "5.9"), quote(20_000, "5.9")):
+        ticks = fn.add_input(ticks, q)
+    merged = fn.merge_accumulators([ticks, fn.add_input(fn.create_accumulator(), quote(50_000, "4.8"))])
+    assert fn.extract_output(merged) == {
+        "open": "5.0", "high": "5.9", "low": "4.8", "close": "4.8", "tick_count": 4}
+
+
+def test_bars_fire_on_time_then_update_for_late_quotes_within_the_allowed_lateness() -> None:
+    stream = (
+        test_stream.TestStream()
+        .advance_watermark_to(T0 / 1000)
+        .add_elements([at(quote(1_000, "5.10")), at(quote(30_000, "5.30")),
+                       at(quote(59_000, "5.20")), at(quote(5_000, "7.00", "BTC-USD"))])
+        .add_elements([at(quote(61_000, "5.25"))])
+        .advance_watermark_to((T0 + 2 * MINUTE_MS) / 1000)
+        # 1 minute late: inside the 2-minute allowed lateness, the bar is re-stated.
+        .add_elements([at(quote(40_000, "5.50"))])
+        .advance_watermark_to((T0 + 10 * MINUTE_MS) / 1000)
+        # Past the allowed lateness: dropped from the bars (the quotes table still has it).
+        .add_elements([at(quote(45_000, "9.99"))])
+        .advance_watermark_to_infinity()
+    )
+    with direct_pipeline(streaming=True) as pipeline:
+        bars = pipeline | stream | OneMinuteBars(allowed_lateness_s=120)
+        assert_that(bars, equal_to([
+            bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.20"), 3, "ON_TIME:0"),
+            bar("BTC-USD", 0, ("7.00", "7.00", "7.00", "7.00"), 1, "ON_TIME:0"),
+            bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
+            bar("USD-BRL", 0, ("5.10", "5.50", "5.10", "5.20"), 4, "LATE:1"),
+        ]))

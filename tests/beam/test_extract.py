@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from collections import Counter
+from functools import partial
+
+import apache_beam as beam
+import pytest
+
+from quotestream.adapters.api_client import SourceUnavailable
+from quotestream.beam.extract import ExtractQuotes
+from quotestream.domain import PAIR_CATALOG, parse_quote
+from quotestream_api.market import MarketSimulator
+from tests.beam.pipelines import direct_pipeline
+from tests.fakes import shared_publisher
+
+pytestmark = pytest.mark.unit
+
+START_MS = 1_795_000_000_000
+_CLOCKS: dict[str, itertools.count] = {}
+_LOCK = threading.Lock()
+
+
+class StepClock:
+    """Each reading is one second after the last, shared by every copy Beam makes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self) -> int:
+        with _LOCK:
+            return START_MS + 1000 * next(_CLOCKS.setdefault(self.name, itertools.count()))
+
+
+class FlakySimulatedSource:
+    """The API's history from the simulator; the fifth and sixth calls fail like an outage."""
+
+    calls = itertools.count()
+
+    def __init__(self, on_outcome) -> None:
+        self.market = MarketSimulator(9, PAIR_CATALOG)
+        self.on_outcome = on_outcome
+
+    def history(self, pair: str, start_ms: int, end_ms: int):
+        if next(self.calls) in (4, 5):
+            self.on_outcome("failed")
+            raise SourceUnavailable("simulated outage")
+        self.on_outcome("ok")
+        for _, quote in self.market.quotes_between(PAIR_CATALOG[pair], start_ms, end_ms):
+            yield quote.to_dict()
+
+    def latest(self, pairs):
+        raise AssertionError("extraction reads history")
+
+    def close(self) -> None:
+        pass
+
+
+def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches() -> None:
+    name = f"extract-{uuid.uuid4()}"
+    publisher = shared_publisher(name)
+    pairs = ["USD-BRL", "BTC-USD", "EUR-USD"]
+    with direct_pipeline() as pipeline:
+        _ = (
+            pipeline
+            | beam.Create(range(12))
+            | ExtractQuotes(pairs, FlakySimulatedSource, partial(shared_publisher, name), "quotes",
+                            lag_ms=0, first_lookback_ms=2000, clock=StepClock(name))
+        )
+    assert next(FlakySimulatedSource.calls) > 6, "the outage never happened"
+    quotes = [parse_quote(m.data, m.attributes, now_ms=START_MS + 10**9) for m in publisher.messages]
+    assert {m.topic for m in publisher.messages} == {"quotes"}
+    ids = Counter(q.event_id for q in quotes)
+    assert ids and max(ids.values()) == 1, "a quote was published twice"
+    market = MarketSimulator(9, PAIR_CATALOG)
+    for pair in pairs:
+        times = sorted(q.event_ts_ms for q in quotes if q.pair == pair)
+        assert times, pair
+        expected = [q.event_ts_ms for _, q in market.quotes_between(
+            PAIR_CATALOG[pair], times[0], times[-1] + 1)]
+        assert times == expected, f"{pair}: a gap (a failed fetch was not made up)"
