@@ -1,6 +1,6 @@
 """Entry point of the extract pipeline (flex template and local runs).
 
-    python beam_pipelines/extract_quotes.py --runner=DirectRunner [beam and quotestream options]
+python beam_pipelines/extract_quotes.py --runner=DirectRunner [beam and quotestream options]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Entry point of the load pipeline (flex template and local runs).
 
-    python beam_pipelines/load_quotes.py --runner=DirectRunner [beam and quotestream options]
+python beam_pipelines/load_quotes.py --runner=DirectRunner [beam and quotestream options]
 """
 
 from __future__ import annotations

@@ -98,7 +98,9 @@ class InMemoryWarehouse:
             for index, row in enumerate(rows):
                 refusal = self.reject(table, row) if self.reject else None
                 if refusal:
-                    errors.append({"index": index, "errors": [{"reason": "invalid", "message": refusal}]})
+                    errors.append(
+                        {"index": index, "errors": [{"reason": "invalid", "message": refusal}]}
+                    )
                     continue
                 key = row_ids[index] if row_ids else f"auto-{len(stored)}"
                 stored.setdefault(key, dict(row))

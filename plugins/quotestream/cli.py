@@ -17,7 +17,10 @@ STATE_DIR = Path(".local")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.handler is not _pipeline_run:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
@@ -55,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     provision = commands.add_parser("provision", help="create or update Pub/Sub and BigQuery")
     provision.add_argument("--env-file", type=Path, default=STATE_DIR / "env")
     provision.set_defaults(handler=_provision)
+
+    pipeline = commands.add_parser("pipeline", help="the Beam pipelines")
+    pipeline_actions = pipeline.add_subparsers(dest="action", required=True)
+    run = pipeline_actions.add_parser(
+        "run",
+        help="run a pipeline in the foreground until it ends or Ctrl-C",
+        description="Other options go to Beam and the pipeline: --backfill_start, "
+        "--backfill_end, --allowed_lateness_s, --poll_interval_s, --subscription, ...",
+    )
+    run.add_argument("kind", choices=["extract", "load"])
+    run.add_argument("--runner", default="DirectRunner", help="DirectRunner or DataflowRunner")
+    run.add_argument("--env-file", type=Path, default=STATE_DIR / "env")
+    run.set_defaults(handler=_pipeline_run)
 
     demo = commands.add_parser("demo", help="start the local stack and show live quotes")
     demo.add_argument("--state-dir", type=Path, default=STATE_DIR)
@@ -128,6 +144,24 @@ def _provision(args: argparse.Namespace) -> int:
     results = service.run(report=lambda result: print(f"  {result}"))
     changed = sum(result.outcome != "exists" for result in results)
     print(f"{len(results)} resources, {changed} changed")
+    return 0
+
+
+def _pipeline_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from quotestream.beam.run import launch
+
+    _load_env_file(args.env_file)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    result = launch(args.kind, [f"--runner={args.runner}", *args.extra])
+    print(f"{args.kind} pipeline running on {args.runner}; Ctrl-C stops it")
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        result.cancel()
+        raise
+    print(f"{args.kind} pipeline finished: {result.state}")
     return 0
 
 

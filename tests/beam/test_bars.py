@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import apache_beam as beam
 import pytest
 from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
@@ -21,15 +20,33 @@ T0 = 1_795_000_020 * 1000 - (1_795_000_020 * 1000) % MINUTE_MS  # a minute bound
 def quote(offset_ms: int, mid: str, pair: str = "USD-BRL") -> Quote:
     ts = T0 + offset_ms
     value = Decimal(mid)
-    return Quote(make_event_id(pair, ts, "test"), pair, pair[:3], pair[4:], value, value,
-                 value, Decimal(0), ts, "test")
+    return Quote(
+        make_event_id(pair, ts, "test"),
+        pair,
+        pair[:3],
+        pair[4:],
+        value,
+        value,
+        value,
+        Decimal(0),
+        ts,
+        "test",
+    )
 
 
 def bar(pair: str, minute: int, ohlc: tuple[str, str, str, str], ticks: int, pane: str):
     start = T0 + minute * MINUTE_MS
-    return {"pair": pair, "window_start": format_ts(start), "window_end": format_ts(start + MINUTE_MS),
-            "open": ohlc[0], "high": ohlc[1], "low": ohlc[2], "close": ohlc[3],
-            "tick_count": ticks, "pane": pane}
+    return {
+        "pair": pair,
+        "window_start": format_ts(start),
+        "window_end": format_ts(start + MINUTE_MS),
+        "open": ohlc[0],
+        "high": ohlc[1],
+        "low": ohlc[2],
+        "close": ohlc[3],
+        "tick_count": ticks,
+        "pane": pane,
+    }
 
 
 def at(q: Quote) -> window.TimestampedValue:
@@ -39,19 +56,37 @@ def at(q: Quote) -> window.TimestampedValue:
 def test_ohlc_is_by_event_time_and_counts_a_redelivered_tick_once() -> None:
     fn = OhlcFn()
     ticks = fn.create_accumulator()
-    for q in (quote(30_000, "5.2"), quote(10_000, "5.0"), quote(20_000, "5.9"), quote(20_000, "5.9")):
+    for q in (
+        quote(30_000, "5.2"),
+        quote(10_000, "5.0"),
+        quote(20_000, "5.9"),
+        quote(20_000, "5.9"),
+    ):
         ticks = fn.add_input(ticks, q)
-    merged = fn.merge_accumulators([ticks, fn.add_input(fn.create_accumulator(), quote(50_000, "4.8"))])
+    merged = fn.merge_accumulators(
+        [ticks, fn.add_input(fn.create_accumulator(), quote(50_000, "4.8"))]
+    )
     assert fn.extract_output(merged) == {
-        "open": "5.0", "high": "5.9", "low": "4.8", "close": "4.8", "tick_count": 4}
+        "open": "5.0",
+        "high": "5.9",
+        "low": "4.8",
+        "close": "4.8",
+        "tick_count": 4,
+    }
 
 
 def test_bars_fire_on_time_then_update_for_late_quotes_within_the_allowed_lateness() -> None:
     stream = (
         test_stream.TestStream()
         .advance_watermark_to(T0 / 1000)
-        .add_elements([at(quote(1_000, "5.10")), at(quote(30_000, "5.30")),
-                       at(quote(59_000, "5.20")), at(quote(5_000, "7.00", "BTC-USD"))])
+        .add_elements(
+            [
+                at(quote(1_000, "5.10")),
+                at(quote(30_000, "5.30")),
+                at(quote(59_000, "5.20")),
+                at(quote(5_000, "7.00", "BTC-USD")),
+            ]
+        )
         .add_elements([at(quote(61_000, "5.25"))])
         .advance_watermark_to((T0 + 2 * MINUTE_MS) / 1000)
         # 1 minute late: inside the 2-minute allowed lateness, the bar is re-stated.
@@ -63,9 +98,14 @@ def test_bars_fire_on_time_then_update_for_late_quotes_within_the_allowed_latene
     )
     with direct_pipeline(streaming=True) as pipeline:
         bars = pipeline | stream | OneMinuteBars(allowed_lateness_s=120)
-        assert_that(bars, equal_to([
-            bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.20"), 3, "ON_TIME:0"),
-            bar("BTC-USD", 0, ("7.00", "7.00", "7.00", "7.00"), 1, "ON_TIME:0"),
-            bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
-            bar("USD-BRL", 0, ("5.10", "5.50", "5.10", "5.20"), 4, "LATE:1"),
-        ]))
+        assert_that(
+            bars,
+            equal_to(
+                [
+                    bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.20"), 3, "ON_TIME:0"),
+                    bar("BTC-USD", 0, ("7.00", "7.00", "7.00", "7.00"), 1, "ON_TIME:0"),
+                    bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
+                    bar("USD-BRL", 0, ("5.10", "5.50", "5.10", "5.20"), 4, "LATE:1"),
+                ]
+            ),
+        )

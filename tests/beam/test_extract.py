@@ -66,18 +66,30 @@ def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches
         _ = (
             pipeline
             | beam.Create(range(12))
-            | ExtractQuotes(pairs, FlakySimulatedSource, partial(shared_publisher, name), "quotes",
-                            lag_ms=0, first_lookback_ms=2000, clock=StepClock(name))
+            | ExtractQuotes(
+                pairs,
+                FlakySimulatedSource,
+                partial(shared_publisher, name),
+                "quotes",
+                lag_ms=0,
+                first_lookback_ms=2000,
+                clock=StepClock(name),
+            )
         )
     assert next(FlakySimulatedSource.calls) > 6, "the outage never happened"
-    quotes = [parse_quote(m.data, m.attributes, now_ms=START_MS + 10**9) for m in publisher.messages]
+    quotes = [
+        parse_quote(m.data, m.attributes, now_ms=START_MS + 10**9) for m in publisher.messages
+    ]
     assert {m.topic for m in publisher.messages} == {"quotes"}
     ids = Counter(q.event_id for q in quotes)
-    assert ids and max(ids.values()) == 1, "a quote was published twice"
+    assert ids
+    assert max(ids.values()) == 1, "a quote was published twice"
     market = MarketSimulator(9, PAIR_CATALOG)
     for pair in pairs:
         times = sorted(q.event_ts_ms for q in quotes if q.pair == pair)
         assert times, pair
-        expected = [q.event_ts_ms for _, q in market.quotes_between(
-            PAIR_CATALOG[pair], times[0], times[-1] + 1)]
+        expected = [
+            q.event_ts_ms
+            for _, q in market.quotes_between(PAIR_CATALOG[pair], times[0], times[-1] + 1)
+        ]
         assert times == expected, f"{pair}: a gap (a failed fetch was not made up)"

@@ -20,6 +20,7 @@ from tests.fakes import shared_warehouse
 
 pytestmark = pytest.mark.unit
 
+
 def good_messages(now: int, count: int) -> list[RawMessage]:
     market = MarketSimulator(5, PAIR_CATALOG)
     quotes = []
@@ -36,18 +37,15 @@ def test_the_gate_routes_each_message_to_exactly_one_output() -> None:
     bad = bad_messages(now)
     good = good_messages(now, 50)
     with direct_pipeline() as pipeline:
-        parsed = (
-            pipeline
-            | beam.Create([m for m, _ in bad] + good)
-            | ParseQuotes()
-        )
+        parsed = pipeline | beam.Create([m for m, _ in bad] + good) | ParseQuotes()
         assert_that(
             parsed[QUOTES] | "Ids" >> beam.Map(lambda q: q.event_id),
             equal_to([m.attributes["event_id"] for m in good]),
             label="GoodQuotes",
         )
         assert_that(
-            parsed[DEAD_LETTER] | "Reasons" >> beam.Map(lambda row: (row["message_id"], row["reason"])),
+            parsed[DEAD_LETTER]
+            | "Reasons" >> beam.Map(lambda row: (row["message_id"], row["reason"])),
             equal_to([(m.message_id, reason) for m, reason in bad]),
             label="DeadLetters",
         )
@@ -73,7 +71,9 @@ def test_every_message_lands_in_exactly_one_table_and_duplicates_collapse() -> N
     quote_ids = {r["event_id"] for r in quotes}
     dead_ids = {r["message_id"] for r in dead}
     for message in messages:
-        in_quotes = message.attributes.get("event_id") in quote_ids and message.message_id.startswith("good")
+        in_quotes = message.attributes.get(
+            "event_id"
+        ) in quote_ids and message.message_id.startswith("good")
         assert in_quotes != (message.message_id in dead_ids), message.message_id
     non_utf8 = next(r for r in dead if r["reason"] == "bad_encoding")
     assert non_utf8["payload_encoding"] == "base64"
@@ -94,10 +94,13 @@ def test_rows_bigquery_rejects_are_dead_lettered_with_its_reason() -> None:
     btc = {m.attributes["event_id"] for m in good if m.attributes["pair"] == "BTC-USD"}
     assert btc
     assert {r["event_id"] for r in warehouse.rows("quotes")} == {
-        m.attributes["event_id"] for m in good} - btc
+        m.attributes["event_id"] for m in good
+    } - btc
     rejected = warehouse.rows("quotes_dead_letter")
     assert {r["message_id"].split(":")[-1] for r in rejected} == btc
-    assert {(r["stage"], r["reason"]) for r in rejected} == {("bigquery_insert", "bigquery_rejected")}
+    assert {(r["stage"], r["reason"]) for r in rejected} == {
+        ("bigquery_insert", "bigquery_rejected")
+    }
     assert "no BTC today" in rejected[0]["error"]
 
 

@@ -27,21 +27,26 @@ pytestmark = pytest.mark.integration
 def test_exactly_the_good_distinct_quotes_and_exactly_the_bad_ones_are_loaded(
     pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess, logs_dir: Path
 ) -> None:
-    settings = Settings(project=f"load-{uuid.uuid4().hex[:8]}", target="local",
-                        message_ordering=False)
+    settings = Settings(
+        project=f"load-{uuid.uuid4().hex[:8]}", target="local", message_ordering=False
+    )
     bootstrap.build_provision_service(settings).run()
     now = now_ms()
     market = MarketSimulator(3, PAIR_CATALOG)
-    good = [q for spec in PAIR_CATALOG.values()
-            for _, q in market.quotes_between(spec, now - 90_000, now - 30_000)][:400]
+    good = [
+        q
+        for spec in PAIR_CATALOG.values()
+        for _, q in market.quotes_between(spec, now - 90_000, now - 30_000)
+    ][:400]
     # Pub/Sub refuses a message with neither data nor attributes: it cannot reach the pipeline.
     bad = [(message, reason) for message, reason in bad_messages(now) if message.data]
     duplicated = good[:40]
 
     publisher = PublisherClient()
     topic = publisher.topic_path(settings.project, settings.quotes_topic)
-    futures = [publisher.publish(topic, q.to_json(), **q.pubsub_attributes())
-               for q in good + duplicated]
+    futures = [
+        publisher.publish(topic, q.to_json(), **q.pubsub_attributes()) for q in good + duplicated
+    ]
     futures += [publisher.publish(topic, message.data, **message.attributes) for message, _ in bad]
     for future in futures:
         future.result(timeout=30)
@@ -55,8 +60,11 @@ def test_exactly_the_good_distinct_quotes_and_exactly_the_bad_ones_are_loaded(
     job = start_service(
         "load-pipeline",
         [sys.executable, str(REPO / "beam_pipelines" / "load_quotes.py"), "--runner=DirectRunner"],
-        host="127.0.0.1", port=0, log_path=logs_dir / f"load-{settings.project}.log",
-        ready=lambda: True, env=env,
+        host="127.0.0.1",
+        port=0,
+        log_path=logs_dir / f"load-{settings.project}.log",
+        ready=lambda: True,
+        env=env,
     )
     warehouse = bootstrap.build_warehouse(settings)
     expected_rows = len(good) + len(bad)
@@ -81,6 +89,7 @@ def test_exactly_the_good_distinct_quotes_and_exactly_the_bad_ones_are_loaded(
     dead = warehouse.query("SELECT reason, stage FROM {dataset}.quotes_dead_letter")
     assert Counter(r["reason"] for r in dead) == Counter(reason for _, reason in bad)
     assert {r["stage"] for r in dead} == {"parse"}
-    bars = warehouse.query("SELECT pair, SUM(tick_count) AS ticks FROM {dataset}.quote_bars_1m "
-                           "GROUP BY pair")
+    bars = warehouse.query(
+        "SELECT pair, SUM(tick_count) AS ticks FROM {dataset}.quote_bars_1m GROUP BY pair"
+    )
     assert {r["pair"] for r in bars} <= set(PAIR_CATALOG)

@@ -7,7 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import PCollection
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
@@ -20,7 +21,7 @@ BAR_SECONDS = 60
 Ticks = dict[str, tuple[int, Decimal]]
 
 
-class OhlcFn(beam.CombineFn):  # type: ignore[misc]
+class OhlcFn(beam.CombineFn):
     def create_accumulator(self) -> Ticks:
         return {}
 
@@ -46,7 +47,7 @@ class OhlcFn(beam.CombineFn):  # type: ignore[misc]
         }
 
 
-class BarRowFn(beam.DoFn):  # type: ignore[misc]
+class BarRowFn(beam.DoFn):
     def __init__(self) -> None:
         self.bars = Metrics.counter(NAMESPACE, "bars")
 
@@ -76,7 +77,7 @@ def bar_row_id(row: dict[str, Any]) -> str:
     return f"{row['pair']}|{row['window_start']}|{row['pane']}"
 
 
-class OneMinuteBars(beam.PTransform):  # type: ignore[misc]
+class OneMinuteBars(beam.PTransform[Any, Any]):
     """Quote -> bar rows. Fires when the watermark passes the minute, then once per late
     quote up to `allowed_lateness_s`, each pane accumulating everything seen so far."""
 
@@ -84,11 +85,10 @@ class OneMinuteBars(beam.PTransform):  # type: ignore[misc]
         super().__init__()
         self._allowed_lateness_s = allowed_lateness_s
 
-    def expand(self, quotes: beam.PCollection) -> beam.PCollection:
+    def expand(self, quotes: PCollection[Any]) -> PCollection[Any]:
         return (
             quotes
-            | "AtEventTime"
-            >> beam.Map(lambda q: window.TimestampedValue(q, q.event_ts_ms / 1000))
+            | "AtEventTime" >> beam.Map(lambda q: window.TimestampedValue(q, q.event_ts_ms / 1000))
             | "MinuteWindows"
             >> beam.WindowInto(
                 window.FixedWindows(BAR_SECONDS),

@@ -8,7 +8,8 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import PCollection
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from quotestream.adapters.api_client import SourceUnavailable
@@ -18,7 +19,7 @@ from quotestream.ports import Publisher, PublishFuture, QuoteSource
 SourceFactory = Callable[[Callable[[str], None]], QuoteSource]
 
 
-class FetchNewQuotesFn(beam.DoFn):  # type: ignore[misc]
+class FetchNewQuotesFn(beam.DoFn):
     """(pair, tick) -> the pair's quotes since its cursor, read from the API's history.
 
     The cursor (keyed state) is the end of the last interval fetched, so each quote is
@@ -26,6 +27,7 @@ class FetchNewQuotesFn(beam.DoFn):  # type: ignore[misc]
     """
 
     CURSOR = ReadModifyWriteStateSpec("cursor_ms", VarIntCoder())
+    CURSOR_STATE = beam.DoFn.StateParam(CURSOR)
 
     def __init__(
         self,
@@ -48,7 +50,7 @@ class FetchNewQuotesFn(beam.DoFn):  # type: ignore[misc]
         self._source = self._factory(lambda outcome: self.outcomes[outcome].inc())
 
     def process(
-        self, element: tuple[str, Any], cursor: Any = beam.DoFn.StateParam(CURSOR)
+        self, element: tuple[str, Any], cursor: Any = CURSOR_STATE
     ) -> Iterator[dict[str, str]]:
         pair, _ = element
         end = self._clock() - self._lag_ms
@@ -69,7 +71,7 @@ class FetchNewQuotesFn(beam.DoFn):  # type: ignore[misc]
             source.close()
 
 
-class PublishQuotesFn(beam.DoFn):  # type: ignore[misc]
+class PublishQuotesFn(beam.DoFn):
     """Publishes each quote as served, with routing attributes; a bundle completes only once
     Pub/Sub has acknowledged all of it, so a failure retries rather than loses."""
 
@@ -85,7 +87,9 @@ class PublishQuotesFn(beam.DoFn):  # type: ignore[misc]
         self._pending: list[PublishFuture] = []
 
     def process(self, quote: dict[str, str]) -> None:
-        attributes = {key: quote[key] for key in ("pair", "event_ts", "event_id") if key in quote}
+        attributes: dict[str, str] = {
+            key: quote[key] for key in ("pair", "event_ts", "event_id") if key in quote
+        }
         data = json.dumps(quote, separators=(",", ":")).encode()
         self._pending.append(self._publisher.publish(self._topic, data, attributes))
 
@@ -101,7 +105,7 @@ class PublishQuotesFn(beam.DoFn):  # type: ignore[misc]
             publisher.close()
 
 
-class ExtractQuotes(beam.PTransform):  # type: ignore[misc]
+class ExtractQuotes(beam.PTransform[Any, Any]):
     """ticks -> one fetch per pair per tick, in parallel across pairs -> Pub/Sub."""
 
     def __init__(
@@ -119,7 +123,7 @@ class ExtractQuotes(beam.PTransform):  # type: ignore[misc]
         self._fetch = FetchNewQuotesFn(source_factory, lag_ms, first_lookback_ms, clock)
         self._publish = PublishQuotesFn(publisher_factory, topic)
 
-    def expand(self, ticks: beam.PCollection) -> beam.PCollection:
+    def expand(self, ticks: PCollection[Any]) -> PCollection[Any]:
         pairs = self._pairs
         return (
             ticks

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import PBegin, PCollection
 from apache_beam.transforms import window
 
 from quotestream.beam.bars import OneMinuteBars, bar_row_id
@@ -22,7 +23,7 @@ from quotestream.ports import QuoteSource
 log = logging.getLogger(__name__)
 
 
-class LoadQuotes(beam.PTransform):  # type: ignore[misc]
+class LoadQuotes(beam.PTransform[Any, Any]):
     """RawMessage -> rows in the three tables. Returns the PCollections it writes, by table."""
 
     def __init__(
@@ -36,7 +37,7 @@ class LoadQuotes(beam.PTransform):  # type: ignore[misc]
         self._allowed_lateness_s = allowed_lateness_s
         self._pairs = pairs
 
-    def expand(self, messages: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, messages: PCollection[Any]) -> dict[str, PCollection[Any]]:
         parsed = messages | "ParseQuotes" >> ParseQuotes(self._pairs)
         quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(lambda q: quote_row(q, now_ms()))
         rejected_quotes = quote_rows | "WriteQuotes" >> WriteRows(
@@ -73,7 +74,7 @@ def _log_unwritable(row: dict[str, Any]) -> None:
     log.error("dead-letter row rejected by BigQuery, message lost: %s", json.dumps(row)[:2000])
 
 
-class FetchHistoryFn(beam.DoFn):  # type: ignore[misc]
+class FetchHistoryFn(beam.DoFn):
     """pair -> RawMessage for every quote the API's history has in [start, end)."""
 
     def __init__(
@@ -96,7 +97,7 @@ class FetchHistoryFn(beam.DoFn):  # type: ignore[misc]
             source.close()
 
 
-class ReadHistory(beam.PTransform):  # type: ignore[misc]
+class ReadHistory(beam.PTransform[Any, Any]):
     """The batch source of the same load: the API's history of [start, end) for each pair."""
 
     def __init__(
@@ -110,11 +111,10 @@ class ReadHistory(beam.PTransform):  # type: ignore[misc]
         self._pairs = list(pairs)
         self._fetch = FetchHistoryFn(source_factory, start_ms, end_ms)
 
-    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
+    def expand(self, begin: PBegin) -> PCollection[Any]:
         return (
             begin
             | "Pairs" >> beam.Create(self._pairs)
             | "SpreadPairs" >> beam.Reshuffle()
             | "FetchHistory" >> beam.ParDo(self._fetch)
         )
-

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.pvalue import TaggedOutput
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import PCollection, TaggedOutput
 
 from quotestream.beam.messages import RawMessage
 from quotestream.domain.pairs import PAIR_CATALOG
@@ -24,7 +24,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ParseQuoteFn(beam.DoFn):  # type: ignore[misc]
+class ParseQuoteFn(beam.DoFn):
     def __init__(self, pairs: Sequence[str] | None = None) -> None:
         self._pairs = tuple(pairs) if pairs else tuple(PAIR_CATALOG)
         self.received = Metrics.counter(NAMESPACE, "received")
@@ -47,7 +47,7 @@ class ParseQuoteFn(beam.DoFn):  # type: ignore[misc]
         self.parsed.inc()
         yield quote
 
-    def _dead_letter(self, message: RawMessage, reason: str, detail: str) -> TaggedOutput:
+    def _dead_letter(self, message: RawMessage, reason: str, detail: str) -> TaggedOutput[str, Any]:
         self.dead_lettered.inc()
         Metrics.counter(NAMESPACE, f"dead_lettered_{reason}").inc()
         return TaggedOutput(
@@ -64,14 +64,14 @@ class ParseQuoteFn(beam.DoFn):  # type: ignore[misc]
         )
 
 
-class ParseQuotes(beam.PTransform):  # type: ignore[misc]
+class ParseQuotes(beam.PTransform[Any, Any]):
     """RawMessage -> outputs `quotes` (Quote) and `dead_letter` (dead-letter rows)."""
 
     def __init__(self, pairs: Sequence[str] | None = None) -> None:
         super().__init__()
         self._pairs = pairs
 
-    def expand(self, messages: beam.PCollection) -> Any:
+    def expand(self, messages: PCollection[Any]) -> Any:
         return messages | "Gate" >> beam.ParDo(ParseQuoteFn(self._pairs)).with_outputs(
             DEAD_LETTER, main=QUOTES
         )

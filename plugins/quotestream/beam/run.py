@@ -25,7 +25,6 @@ from quotestream.beam.options import QuotestreamOptions
 from quotestream.domain.quote import to_ms
 from quotestream.settings import Settings
 
-
 # Beam's DirectRunner first tries Prism, whose binary it downloads at run time; its
 # bundle-based engine is the DirectRunner without that step (and the one that streams).
 LOCAL_RUNNER = "BundleBasedDirectRunner"

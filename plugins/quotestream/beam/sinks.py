@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.pvalue import TaggedOutput
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import PCollection, TaggedOutput
 
 from quotestream.beam.parse import NAMESPACE, now_ms
 from quotestream.domain.rows import dead_letter_row
@@ -19,7 +19,7 @@ REJECTED = "rejected"
 WarehouseFactory = Callable[[], Warehouse]
 
 
-class InsertRowsFn(beam.DoFn):  # type: ignore[misc]
+class InsertRowsFn(beam.DoFn):
     def __init__(
         self, table: str, warehouse_factory: WarehouseFactory, row_id: Callable[[Any], str]
     ) -> None:
@@ -61,7 +61,7 @@ class InsertRowsFn(beam.DoFn):  # type: ignore[misc]
             warehouse.close()
 
 
-class WriteRows(beam.PTransform):  # type: ignore[misc]
+class WriteRows(beam.PTransform[Any, Any]):
     """rows -> dead-letter rows for whatever BigQuery rejected."""
 
     def __init__(
@@ -77,7 +77,7 @@ class WriteRows(beam.PTransform):  # type: ignore[misc]
         self._row_id = row_id
         self._max_batch = max_batch
 
-    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+    def expand(self, rows: PCollection[Any]) -> PCollection[Any]:
         results = (
             rows
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
