@@ -6,7 +6,6 @@ the launcher (CLI, DAG task, flex template) decides whether to wait.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
@@ -25,12 +24,10 @@ from quotestream.beam.options import QuotestreamOptions
 from quotestream.domain.quote import to_ms
 from quotestream.settings import Settings
 
-# Beam's DirectRunner first tries Prism, whose binary it downloads at run time; its
-# bundle-based engine is the DirectRunner without that step (and the one that streams).
-LOCAL_RUNNER = "BundleBasedDirectRunner"
-
-
-log = logging.getLogger(__name__)
+# Beam 2.77's DirectRunner first tries the Prism runner, whose binary it downloads at run
+# time (failing offline, after a network attempt). It skips Prism for pipelines that allow
+# unsafe triggers; ours use only safe ones, so for them the flag changes nothing else.
+SKIP_PRISM = "--allow_unsafe_triggers"
 
 
 class LaunchError(ValueError):
@@ -44,14 +41,12 @@ def _options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
     )
     if runner is None:
         raise LaunchError(
-            f"pass --runner=... explicitly: {LOCAL_RUNNER} (or DirectRunner) locally, "
-            "DataflowRunner on Google Cloud"
+            "pass --runner=... explicitly: DirectRunner locally, DataflowRunner on Google Cloud"
         )
-    args = [arg for arg in argv if not arg.startswith("--runner=")]
-    if runner == "DirectRunner":
-        log.info("DirectRunner would try to download Prism first; running %s", LOCAL_RUNNER)
-        runner = LOCAL_RUNNER
-    options = PipelineOptions([*args, f"--runner={runner}"], save_main_session=False)
+    args = list(argv)
+    if runner == "DirectRunner" and SKIP_PRISM not in args:
+        args.append(SKIP_PRISM)
+    options = PipelineOptions(args, save_main_session=False)
     options.view_as(StandardOptions).streaming = streaming
     return options
 
