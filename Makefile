@@ -28,6 +28,8 @@ lock: ## re-resolve the pins after editing pyproject.toml
 	$(UV) lock --python "$(PYTHON)"
 	$(UV) export --quiet --frozen --all-extras --all-groups --no-emit-project -o requirements.lock
 	$(UV) export --quiet --frozen --extra api --no-dev --no-emit-project -o api/requirements.txt
+	$(UV) export --quiet --frozen --extra pipeline --no-dev --no-emit-project \
+		-o beam_pipelines/requirements.txt
 
 lint: setup ## ruff format check, ruff lint (with AIR rules), mypy on the core
 	$(BIN)/ruff format --check .

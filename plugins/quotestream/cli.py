@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_api.add_argument("--seconds", type=float, default=5.0, help="duration of the GET run")
     bench_api.set_defaults(handler=_bench_api)
+    bench_pipeline = kinds.add_parser("pipeline", help="the gate, and the local load end to end")
+    bench_pipeline.add_argument("--gate-messages", type=int, default=100_000)
+    bench_pipeline.add_argument("--rate", type=float, default=200.0, help="quotes/s published")
+    bench_pipeline.add_argument("--seconds", type=float, default=20.0, help="publishing time")
+    bench_pipeline.set_defaults(handler=_bench_pipeline)
     return parser
 
 
@@ -177,6 +182,12 @@ def _bench_api(args: argparse.Namespace) -> int:
     from quotestream.bench.api import run
 
     return run(quotes=args.quotes, baseline_quotes=args.baseline_quotes, get_seconds=args.seconds)
+
+
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    from quotestream.bench.pipeline import run
+
+    return run(args.gate_messages, args.rate, args.seconds, _repo_root())
 
 
 def _load_env_file(path: Path) -> None:

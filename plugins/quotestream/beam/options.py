@@ -10,6 +10,12 @@ class QuotestreamOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):  # type: ignore[no-untyped-def]
         parser.add_argument(
+            "--settings",
+            default="{}",
+            help="JSON object of quotestream settings over the environment's, e.g. "
+            '{"project": "my-project", "target": "gcp"} (flex templates have no environment)',
+        )
+        parser.add_argument(
             "--subscription", help="Pub/Sub subscription to load (default: the settings')"
         )
         parser.add_argument(

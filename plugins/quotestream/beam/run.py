@@ -6,6 +6,7 @@ the launcher (CLI, DAG task, flex template) decides whether to wait.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
@@ -110,6 +111,21 @@ def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
     return pipeline
 
 
+def settings_from(argv: Sequence[str]) -> Settings:
+    """The environment's settings, overridden by the --settings JSON option."""
+    raw = PipelineOptions(list(argv)).view_as(QuotestreamOptions).settings
+    try:
+        overrides = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise LaunchError(f"--settings is not JSON: {error}") from None
+    if not isinstance(overrides, dict):
+        raise LaunchError("--settings must be a JSON object")
+    return Settings(**overrides)
+
+
 def launch(kind: str, argv: Sequence[str], settings: Settings | None = None) -> PipelineResult:
+    """Build and start a pipeline; returns as soon as it runs (streaming jobs run on)."""
     build = {"load": load_pipeline, "extract": extract_pipeline}[kind]
-    return build(argv, settings or Settings()).run()
+    resolved = settings or settings_from(argv)
+    # DoFns carry the settings to the workers; the push relay's key has no business there.
+    return build(argv, resolved.model_copy(update={"api_key": None})).run()

@@ -212,11 +212,14 @@ def _object_or_duplicate(items: list[tuple[str, Any]]) -> dict[str, Any] | Dupli
     raise AssertionError("unreachable: a shorter dict implies a repeated key")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_object_or_duplicate)
+
+
 def loads_json(text: str) -> Any:
     """json.loads that flags repeated keys and turns every decoding failure into
     MALFORMED_JSON (deep nesting raises RecursionError, which must not escape)."""
     try:
-        return json.loads(text, object_pairs_hook=_object_or_duplicate)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as error:
         raise InvalidQuote(Reason.MALFORMED_JSON, _first_line(error)) from None
 

@@ -1,0 +1,197 @@
+"""`quotestream bench pipeline`: the gate against pydantic, then the local load path end to
+end (Pub/Sub emulator -> load pipeline on the DirectRunner -> BigQuery emulator)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from quotestream.adapters.local.processes import ServiceProcess, free_port, start_service
+from quotestream.bench.stats import percentile
+from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.quote import Quote, make_event_id
+from quotestream.domain.validation import parse_quote
+
+
+def run(gate_messages: int, rate: float, seconds: float, repo_root: Path) -> int:
+    gate(gate_messages)
+    end_to_end(rate, seconds, repo_root)
+    return 0
+
+
+def gate(count: int) -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    class PydanticQuote(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        event_id: str
+        pair: str
+        base: str
+        quote_currency: str
+        bid: Decimal
+        ask: Decimal
+        mid: Decimal
+        spread: Decimal
+        event_ts: str
+        source: str
+
+    messages = [quote.to_json() for quote in _quotes(count, time.time_ns() // 1_000_000 - 60_000)]
+    print(f"gate: {len(messages):,} quote messages, one core, best of 3")
+    ours = _best_rate(lambda: [parse_quote(m) for m in messages], len(messages))
+    baseline = _best_rate(
+        lambda: [PydanticQuote.model_validate_json(m) for m in messages], len(messages)
+    )
+    print(f"  parse_quote (full validation)       {ours:>12,.0f} quotes/s")
+    print(f"  pydantic model_validate_json (types) {baseline:>11,.0f} quotes/s")
+    print(f"  ratio parse_quote / pydantic         {ours / baseline:>11.2f}x")
+
+
+def _best_rate(work: Any, count: int) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return count / best
+
+
+def _quotes(count: int, end_ms: int) -> list[Quote]:
+    from quotestream_api.market import MarketSimulator
+
+    market = MarketSimulator(1, PAIR_CATALOG)
+    specs = list(PAIR_CATALOG.values())
+    per_pair = count // len(specs) + 1
+    quotes: list[Quote] = []
+    for spec in specs:
+        start = end_ms - per_pair * spec.tick_interval_ms
+        quotes += [q for _, q in market.quotes_between(spec, start, end_ms)][:per_pair]
+    return quotes[:count]
+
+
+def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
+    from google.cloud.pubsub_v1 import PublisherClient
+
+    from quotestream import bootstrap
+    from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
+    from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
+    from quotestream.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="quotestream-bench-"))
+    total = int(rate * seconds)
+    print(
+        f"\nend to end: {total:,} quotes at {rate:,.0f}/s -> Pub/Sub emulator -> load pipeline "
+        f"(DirectRunner) -> BigQuery emulator; logs in {work}"
+    )
+    services: list[ServiceProcess] = []
+    try:
+        pubsub = start_pubsub_emulator(free_port(), work / "pubsub.log")
+        services.append(pubsub)
+        bigquery = start_bigquery_emulator(
+            repo_root, free_port(), work / "bigquery.log", work / "bigquery-data", "bench"
+        )
+        services.append(bigquery)
+        env = {
+            "PUBSUB_EMULATOR_HOST": pubsub.address,
+            "BIGQUERY_EMULATOR_HOST": f"http://{bigquery.address}",
+            "QUOTESTREAM_PROJECT": f"bench-{uuid.uuid4().hex[:6]}",
+            "QUOTESTREAM_TARGET": "local",
+            "QUOTESTREAM_MESSAGE_ORDERING": "false",
+        }
+        os.environ.update(env)
+        settings = Settings()
+        bootstrap.build_provision_service(settings).run()
+        job = start_service(
+            "load-pipeline",
+            [
+                sys.executable,
+                str(repo_root / "beam_pipelines" / "load_quotes.py"),
+                "--runner=DirectRunner",
+            ],
+            host="127.0.0.1",
+            port=0,
+            log_path=work / "load.log",
+            ready=lambda: True,
+            env=env,
+        )
+        services.append(job)
+        warehouse = bootstrap.build_warehouse(settings)
+        publisher = PublisherClient()
+        topic = publisher.topic_path(settings.project, settings.quotes_topic)
+
+        event_ms: dict[str, int] = {}
+        seen_ms: dict[str, int] = {}
+        ingest_latency: list[float] = []
+        started = time.monotonic()
+        specs = list(PAIR_CATALOG.values())
+        next_poll = started + 0.5
+        for index in range(total):
+            due = started + index / rate
+            while (now := time.monotonic()) < due:
+                time.sleep(min(0.005, due - now))
+            quote = _now_quote(specs[index % len(specs)], index)
+            event_ms[quote.event_id] = quote.event_ts_ms
+            publisher.publish(topic, quote.to_json(), **quote.pubsub_attributes())
+            if time.monotonic() >= next_poll:
+                _poll(warehouse, seen_ms, ingest_latency)
+                next_poll = time.monotonic() + 0.5
+            if index and index % int(rate * 5) == 0:
+                print(f"  published {index:,}, queryable {len(seen_ms):,}")
+        deadline = time.monotonic() + 120
+        while len(seen_ms) < total and time.monotonic() < deadline:
+            _poll(warehouse, seen_ms, ingest_latency)
+            time.sleep(0.5)
+        elapsed = max(seen_ms.values(), default=0) / 1000 - (
+            started - time.monotonic() + time.time()
+        )
+        queryable = [(seen_ms[e] - event_ms[e]) / 1000 for e in seen_ms if e in event_ms]
+        print(f"  rows queryable: {len(seen_ms):,} of {total:,} (lost: {total - len(seen_ms):,})")
+        print(f"  sustained: {len(seen_ms) / max(elapsed, 1e-9):,.0f} rows/s over {elapsed:.1f} s")
+        for label, values in (
+            ("event -> row written", ingest_latency),
+            ("event -> row queryable", queryable),
+        ):
+            print(
+                f"  {label:<24} p50 {percentile(values, 0.5):6.2f} s  "
+                f"p95 {percentile(values, 0.95):6.2f} s  p99 {percentile(values, 0.99):6.2f} s"
+            )
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def _now_quote(spec: Any, index: int) -> Quote:
+    event_ts_ms = time.time_ns() // 1_000_000
+    units = 10**spec.scale
+    bid_units = int(float(spec.reference_price) * units) + index % 7
+    bid = Decimal(bid_units).scaleb(-spec.scale)
+    ask = Decimal(bid_units + 2).scaleb(-spec.scale)
+    return Quote(
+        event_id=make_event_id(spec.pair, event_ts_ms, f"bench{index}"),
+        pair=spec.pair,
+        base=spec.base,
+        quote_currency=spec.quote_currency,
+        bid=bid,
+        ask=ask,
+        mid=((bid + ask) / 2).quantize(Decimal(1).scaleb(-spec.mid_scale)),
+        spread=ask - bid,
+        event_ts_ms=event_ts_ms,
+        source=f"bench{index}",
+    )
+
+
+def _poll(warehouse: Any, seen_ms: dict[str, int], ingest_latency: list[float]) -> None:
+    rows = warehouse.query(
+        "SELECT event_id, UNIX_MILLIS(event_ts) AS event_ms, UNIX_MILLIS(ingest_ts) AS ingest_ms "
+        "FROM {dataset}.quotes"
+    )
+    now = time.time_ns() // 1_000_000
+    for row in rows:
+        if row["event_id"] not in seen_ms:
+            seen_ms[row["event_id"]] = now
+            ingest_latency.append((row["ingest_ms"] - row["event_ms"]) / 1000)
