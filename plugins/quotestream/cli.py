@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_api.set_defaults(handler=_bench_api)
     bench_pipeline = kinds.add_parser("pipeline", help="the gate, and the local load end to end")
     bench_pipeline.add_argument("--gate-messages", type=int, default=100_000)
-    bench_pipeline.add_argument("--rate", type=float, default=200.0, help="quotes/s published")
+    bench_pipeline.add_argument("--rate", type=float, default=30.0, help="quotes/s published")
     bench_pipeline.add_argument("--seconds", type=float, default=20.0, help="publishing time")
     bench_pipeline.set_defaults(handler=_bench_pipeline)
     return parser
