@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from quotestream.domain.schemas import TableSpec
+from quotestream.jobs import Job, StopMode
 from quotestream.resources import ResourceResult, SubscriptionSpec
 
 
@@ -65,3 +66,15 @@ class QuoteSource(Protocol):
     def history(self, pair: str, start_ms: int, end_ms: int) -> Iterator[dict[str, str]]: ...
 
     def close(self) -> None: ...
+
+
+class JobRunner(Protocol):
+    """Launches and tracks pipeline jobs by a stable name (Dataflow, or local processes)."""
+
+    def find(self, name: str) -> Job | None:
+        """The newest job of that name, in whatever state; None if there never was one."""
+
+    def launch(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
+        """Start `pipeline` (extract or load) under `name`; returns once it runs."""
+
+    def stop(self, name: str, mode: StopMode) -> None: ...

@@ -23,6 +23,17 @@ class StartupError(RuntimeError):
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def remember_child(process: subprocess.Popen[bytes]) -> None:
+    """Track a child started elsewhere so stopping it also reaps it."""
+    _children[process.pid] = process
+
+
+def child_running(pid: int) -> bool | None:
+    """Whether a child this process started is still running; None if it is not ours."""
+    child = _children.get(pid)
+    return None if child is None else child.poll() is None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
@@ -119,7 +130,7 @@ def start_service(
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-    _children[process.pid] = process
+    remember_child(process)
     service = ServiceProcess(name, process.pid, host, port, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

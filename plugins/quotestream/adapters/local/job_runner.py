@@ -1,0 +1,156 @@
+"""The JobRunner stand-in for Dataflow: each job a detached DirectRunner process.
+
+`<state>/jobs/<name>.json` records pid, pipeline, args, start time and, once the process
+ends, its exit status (written by the supervisor below, which outlives the caller: an Airflow
+task launches a streaming job and returns at once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from quotestream.adapters.local.processes import (
+    child_running,
+    pid_alive,
+    remember_child,
+    stop_pid,
+)
+from quotestream.jobs import Job, JobState, StopMode
+
+
+class LocalJobRunner:
+    def __init__(
+        self, state_dir: Path, repo_root: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        self._jobs_dir = state_dir / "jobs"
+        self._logs_dir = state_dir / "logs"
+        self._repo_root = repo_root
+        self._env = dict(env or {})
+
+    def find(self, name: str) -> Job | None:
+        record = self._read(name)
+        if record is None:
+            return None
+        return self._job(name, record)
+
+    def launch(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
+        current = self.find(name)
+        if current is not None and not current.state.terminal:
+            raise RuntimeError(f"job {name} is already {current.state} (pid {current.job_id})")
+        self._jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._logs_dir.mkdir(parents=True, exist_ok=True)
+        entry = self._repo_root / "beam_pipelines" / f"{pipeline}_quotes.py"
+        command = [sys.executable, str(entry), "--runner=DirectRunner", *args]
+        record: dict[str, Any] = {
+            "run_id": uuid.uuid4().hex,
+            "pipeline": pipeline,
+            "args": list(args),
+            "started_ts_ms": time.time_ns() // 1_000_000,
+            "log": str(self._logs_dir / f"job-{name}.log"),
+        }
+        supervisor = subprocess.Popen(  # noqa: S603 - our own module and entry point
+            [
+                sys.executable,
+                "-m",
+                "quotestream.adapters.local.job_runner",
+                str(self._path(name)),
+                record["log"],
+                *command,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self._env},
+            start_new_session=True,
+        )
+        remember_child(supervisor)
+        record["pid"] = supervisor.pid
+        self._write(name, record)
+        return self._job(name, record)
+
+    def stop(self, name: str, mode: StopMode) -> None:
+        """The DirectRunner cannot drain: both modes stop the process (SIGTERM, then SIGKILL).
+        Nothing acknowledged-but-unwritten survives that locally; see the README."""
+        record = self._read(name)
+        if record is None or "exit_status" in record:
+            return
+        record["stopping"] = mode.value
+        self._write(name, record)
+        stop_pid(int(record["pid"]), timeout=15)
+
+    def _job(self, name: str, record: dict[str, Any]) -> Job:
+        pid = int(record["pid"])
+        if "exit_status" in record:
+            status = int(record["exit_status"])
+            state = (
+                JobState.CANCELLED
+                if record.get("stopping")
+                else JobState.DONE
+                if status == 0
+                else JobState.FAILED
+            )
+        elif _is_supervisor(pid, self._path(name)):
+            state = JobState.STOPPING if record.get("stopping") else JobState.RUNNING
+        else:
+            # Killed outright (SIGKILL, reboot): the supervisor had no chance to write.
+            state = JobState.CANCELLED if record.get("stopping") else JobState.FAILED
+        return Job(name, str(pid), state, int(record["started_ts_ms"]), record["log"])
+
+    def _path(self, name: str) -> Path:
+        return self._jobs_dir / f"{name}.json"
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        path = self._path(name)
+        if not path.is_file():
+            return None
+        loaded: dict[str, Any] = json.loads(path.read_text())
+        return loaded
+
+    def _write(self, name: str, record: dict[str, Any]) -> None:
+        _write_atomically(self._path(name), record)
+
+
+def _write_atomically(path: Path, record: dict[str, Any]) -> None:
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(record, indent=2))
+    partial.replace(path)
+
+
+def _is_supervisor(pid: int, state_file: Path) -> bool:
+    """Alive, and still our supervisor: a reused pid belongs to someone else."""
+    ours = child_running(pid)
+    if ours is not None:  # started by this process: it may not have exec'd yet
+        return ours
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): trust the pid
+    return str(state_file).encode() in cmdline
+
+
+def _supervise(state_file: Path, log_path: Path, command: list[str]) -> int:
+    """Run the pipeline, forward SIGTERM to it, record its exit status."""
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    status = child.wait()
+    record = json.loads(state_file.read_text())
+    record["exit_status"] = status
+    record["ended_ts_ms"] = time.time_ns() // 1_000_000
+    _write_atomically(state_file, record)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(_supervise(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]))
