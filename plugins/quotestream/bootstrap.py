@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from quotestream.ports import MessagingAdmin, Publisher, QuoteSource, Warehouse
+from quotestream.services.backfill import BackfillService
 from quotestream.services.provision import ProvisionService
 from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
@@ -86,3 +87,7 @@ def build_quote_source(
     from quotestream.adapters.api_client import HttpQuoteSource
 
     return HttpQuoteSource(settings.api_url, on_outcome=on_outcome)
+
+
+def build_backfill_service(settings: Settings) -> BackfillService:
+    return BackfillService(build_quote_source(settings), build_warehouse(settings), settings.pairs)

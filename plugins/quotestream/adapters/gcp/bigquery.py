@@ -4,6 +4,7 @@ a real project (on the local target the client is pointed at BIGQUERY_EMULATOR_H
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from google.api_core.client_options import ClientOptions
@@ -13,7 +14,13 @@ from google.cloud import bigquery
 from quotestream.domain.schemas import Column, TableSpec
 from quotestream.resources import IncompatibleChange, Outcome, ResourceResult
 
-_PARAM_TYPES = {bool: "BOOL", int: "INT64", float: "FLOAT64", str: "STRING"}
+_PARAM_TYPES = {
+    bool: "BOOL",
+    int: "INT64",
+    float: "FLOAT64",
+    str: "STRING",
+    datetime: "TIMESTAMP",
+}
 
 
 def schema_fields(columns: Sequence[Column]) -> list[bigquery.SchemaField]:
@@ -89,16 +96,43 @@ class BigQueryWarehouse:
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run standard SQL. `{dataset}` in the text names this warehouse's dataset."""
+        return [dict(row.items()) for row in self._run(sql, params).result()]
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run a DML statement; returns the rows it affected."""
+        job = self._run(sql, params)
+        job.result()
+        return int(job.num_dml_affected_rows or 0)
+
+    def load_rows(self, table: str, spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> None:
+        """A batch load job (not streaming): rows are final at once, DML may touch them."""
+        config = bigquery.LoadJobConfig(
+            schema=schema_fields(spec.columns),
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+        )
+        self._client.load_table_from_json(
+            [dict(row) for row in rows], self.table_id(table), job_config=config
+        ).result()
+
+    def create_scratch_table(self, table: str, spec: TableSpec) -> None:
+        """An empty table with `spec`'s schema, replacing any leftover of the same name."""
+        self._client.delete_table(self.table_id(table), not_found_ok=True)
+        scratch = bigquery.Table(self.table_id(table), schema=schema_fields(spec.columns))
+        self._client.create_table(scratch)
+
+    def drop_table(self, table: str) -> None:
+        self._client.delete_table(self.table_id(table), not_found_ok=True)
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None) -> bigquery.QueryJob:
         config = bigquery.QueryJobConfig(
             query_parameters=[
                 bigquery.ScalarQueryParameter(name, _PARAM_TYPES.get(type(value), "STRING"), value)
                 for name, value in (params or {}).items()
             ]
         )
-        job = self._client.query(
+        return self._client.query(
             sql.replace("{dataset}", f"`{self._project}.{self._dataset}`"), job_config=config
         )
-        return [dict(row.items()) for row in job.result()]
 
     def delete_dataset(self) -> bool:
         try:
