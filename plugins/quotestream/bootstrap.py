@@ -13,6 +13,7 @@ from typing import Any
 from quotestream.ports import MessagingAdmin, Publisher, QuoteSource, Warehouse
 from quotestream.services.backfill import BackfillService
 from quotestream.services.provision import ProvisionService
+from quotestream.services.quality import DataQualityService
 from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
 
@@ -91,3 +92,9 @@ def build_quote_source(
 
 def build_backfill_service(settings: Settings) -> BackfillService:
     return BackfillService(build_quote_source(settings), build_warehouse(settings), settings.pairs)
+
+
+def build_data_quality_service(settings: Settings) -> DataQualityService:
+    return DataQualityService(
+        build_warehouse(settings), build_quote_source(settings), settings.pairs
+    )

@@ -3,49 +3,24 @@ inserted, and a second run of the same interval inserts nothing."""
 
 from __future__ import annotations
 
-import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from quotestream import bootstrap
-from quotestream.adapters.local.processes import (
-    ServiceProcess,
-    free_port,
-    http_answers,
-    start_service,
-)
+from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import quote_row
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
+from tests.integration.conftest import SEED
 
 pytestmark = pytest.mark.integration
 
-SEED = 777
+
 PAIRS = ("USD-BRL", "EUR-USD")
-
-
-@pytest.fixture
-def api_url(logs_dir: Path) -> Iterator[str]:
-    port = free_port()
-    api = start_service(
-        "api",
-        [sys.executable, "-m", "quotestream.cli", "api", "--port", str(port)],
-        host="127.0.0.1",
-        port=port,
-        log_path=logs_dir / f"backfill-api-{port}.log",
-        ready=lambda: http_answers(f"http://127.0.0.1:{port}/healthz"),
-        env={"QUOTESTREAM_MARKET_SEED": str(SEED)},
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        api.stop()
 
 
 def test_backfilling_an_interval_twice_inserts_only_what_is_missing_once(

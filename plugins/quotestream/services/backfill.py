@@ -14,8 +14,9 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from quotestream.domain.validation import InvalidQuote, parse_quote
@@ -48,7 +49,7 @@ class BackfillService:
     def run(self, start: datetime, end: datetime, run_label: str) -> BackfillResult:
         if start.tzinfo is None or end.tzinfo is None or end <= start:
             raise ValueError(f"need an aware interval with start < end, got [{start}, {end})")
-        start_ms, end_ms = _ms(start), _ms(end)
+        start_ms, end_ms = to_ms(start), to_ms(end)
         now = time.time_ns() // 1_000_000
         rows, dead = [], []
         for pair in self._pairs:
@@ -90,6 +91,3 @@ class BackfillService:
             self._warehouse.drop_table(scratch)
         return BackfillResult(start, end, len(rows) + len(dead), len(dead), inserted)
 
-
-def _ms(moment: datetime) -> int:
-    return int(moment.astimezone(UTC).timestamp() * 1000)

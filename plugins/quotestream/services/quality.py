@@ -1,0 +1,202 @@
+"""Data-quality checks of an interval; every result becomes a row of `dq_results`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.quote import format_ts, to_ms
+from quotestream.domain.schemas import DQ_RESULTS
+from quotestream.ports import QuoteSource, Warehouse
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    check_name: str
+    passed: bool
+    observed: float
+    threshold: float
+    details: str
+    pair: str | None = None
+
+    def __str__(self) -> str:
+        where = f" {self.pair}" if self.pair else ""
+        verdict = "ok  " if self.passed else "FAIL"
+        return f"{verdict} {self.check_name}{where}: {self.details}"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    freshness_s: float = 300.0
+    min_volume_ratio: float = 0.9
+    max_dead_letter_ratio: float = 0.01
+
+
+class DataQualityFailed(RuntimeError):
+    def __init__(self, failures: Sequence[CheckResult]) -> None:
+        super().__init__("; ".join(str(failure) for failure in failures))
+        self.failures = list(failures)
+
+
+class DataQualityService:
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        source: QuoteSource,
+        pairs: Sequence[str],
+        thresholds: Thresholds = Thresholds(),
+    ) -> None:
+        self._warehouse = warehouse
+        self._source = source
+        self._pairs = list(pairs)
+        self._thresholds = thresholds
+
+    def run(
+        self, start: datetime, end: datetime, run_id: str, *, check_freshness: bool = True
+    ) -> list[CheckResult]:
+        """Run every check of [start, end), record each result, raise if any failed."""
+        results = [
+            *self._per_pair(start, end),
+            self._bid_not_above_ask(start, end),
+            self._no_duplicates(start, end),
+            self._no_nulls(start, end),
+            self._dead_letter_ratio(start, end),
+        ]
+        if check_freshness:
+            results.append(self._freshness())
+        self._record(results, start, end, run_id)
+        failures = [result for result in results if not result.passed]
+        if failures:
+            raise DataQualityFailed(failures)
+        return results
+
+    def _scalar(self, sql: str, start: datetime, end: datetime) -> float:
+        rows = self._warehouse.query(sql, {"start": start, "end": end})
+        value = next(iter(rows[0].values())) if rows else None
+        return float(value or 0)
+
+    def _per_pair(self, start: datetime, end: datetime) -> list[CheckResult]:
+        counts = {
+            row["pair"]: int(row["n"])
+            for row in self._warehouse.query(
+                "SELECT pair, COUNT(DISTINCT event_id) AS n FROM {dataset}.quotes "
+                "WHERE event_ts >= @start AND event_ts < @end GROUP BY pair",
+                {"start": start, "end": end},
+            )
+        }
+        results = []
+        seconds = (end - start).total_seconds()
+        for pair in self._pairs:
+            loaded = counts.get(pair, 0)
+            expected_rate = seconds * 1000 / PAIR_CATALOG[pair].tick_interval_ms
+            ratio = loaded / expected_rate if expected_rate else 1.0
+            results.append(
+                CheckResult(
+                    "volume",
+                    ratio >= self._thresholds.min_volume_ratio,
+                    ratio,
+                    self._thresholds.min_volume_ratio,
+                    f"{loaded} quotes, {expected_rate:.0f} expected from the tick rate",
+                    pair,
+                )
+            )
+            served = sum(1 for _ in self._source.history(pair, to_ms(start), to_ms(end)))
+            results.append(
+                CheckResult(
+                    "reconciliation",
+                    loaded == served,
+                    loaded,
+                    served,
+                    f"{loaded} in BigQuery, {served} in the API's history",
+                    pair,
+                )
+            )
+        return results
+
+    def _bid_not_above_ask(self, start: datetime, end: datetime) -> CheckResult:
+        crossed = self._scalar(
+            "SELECT COUNT(*) FROM {dataset}.quotes "
+            "WHERE event_ts >= @start AND event_ts < @end AND bid > ask",
+            start,
+            end,
+        )
+        return CheckResult("bid_le_ask", crossed == 0, crossed, 0, f"{crossed:.0f} crossed rows")
+
+    def _no_duplicates(self, start: datetime, end: datetime) -> CheckResult:
+        extra = self._scalar(
+            "SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM {dataset}.quotes "
+            "WHERE event_ts >= @start AND event_ts < @end",
+            start,
+            end,
+        )
+        return CheckResult("duplicates", extra == 0, extra, 0, f"{extra:.0f} duplicate rows")
+
+    def _no_nulls(self, start: datetime, end: datetime) -> CheckResult:
+        nulls = self._scalar(
+            "SELECT COUNTIF(bid IS NULL OR ask IS NULL OR mid IS NULL OR spread IS NULL "
+            "OR ingest_ts IS NULL) FROM {dataset}.quotes "
+            "WHERE event_ts >= @start AND event_ts < @end",
+            start,
+            end,
+        )
+        return CheckResult("nulls", nulls == 0, nulls, 0, f"{nulls:.0f} rows with nulls")
+
+    def _dead_letter_ratio(self, start: datetime, end: datetime) -> CheckResult:
+        dead = self._scalar(
+            "SELECT COUNT(*) FROM {dataset}.quotes_dead_letter "
+            "WHERE received_ts >= @start AND received_ts < @end",
+            start,
+            end,
+        )
+        good = self._scalar(
+            "SELECT COUNT(*) FROM {dataset}.quotes WHERE ingest_ts >= @start AND ingest_ts < @end",
+            start,
+            end,
+        )
+        ratio = dead / (dead + good) if dead + good else 0.0
+        limit = self._thresholds.max_dead_letter_ratio
+        return CheckResult(
+            "dead_letter_ratio",
+            ratio <= limit,
+            ratio,
+            limit,
+            f"{dead:.0f} dead letters against {good:.0f} loaded",
+        )
+
+    def _freshness(self) -> CheckResult:
+        rows = self._warehouse.query(
+            "SELECT UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes"
+        )
+        newest = rows[0]["newest"] if rows else None
+        age = (time.time_ns() // 1_000_000 - newest) / 1000 if newest else float("inf")
+        limit = self._thresholds.freshness_s
+        detail = f"newest quote {age:.0f} s old" if newest else "no quotes at all"
+        return CheckResult("freshness", age <= limit, age, limit, detail)
+
+    def _record(
+        self, results: Sequence[CheckResult], start: datetime, end: datetime, run_id: str
+    ) -> None:
+        checked = format_ts(time.time_ns() // 1_000_000)
+        rows = [
+            {
+                "check_name": result.check_name,
+                "interval_start": format_ts(to_ms(start)),
+                "interval_end": format_ts(to_ms(end)),
+                "pair": result.pair,
+                "passed": result.passed,
+                "observed": result.observed if result.observed != float("inf") else None,
+                "threshold": result.threshold,
+                "details": result.details,
+                "run_id": run_id,
+                "checked_ts": checked,
+            }
+            for result in results
+        ]
+        ids = [f"{run_id}|{row['check_name']}|{row['pair'] or ''}" for row in rows]
+        errors = self._warehouse.insert_rows(DQ_RESULTS.name, rows, ids)
+        if errors:
+            raise RuntimeError(f"dq_results refused rows: {errors}")
+
