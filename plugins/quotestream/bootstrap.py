@@ -8,14 +8,27 @@ Adapters are imported inside the builders: importing this module stays cheap.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from quotestream.ports import MessagingAdmin, Publisher, QuoteSource, Warehouse
+from quotestream.ports import (
+    JobRunner,
+    MessagingAdmin,
+    Publisher,
+    QuoteSource,
+    ServiceDeployer,
+    Warehouse,
+)
 from quotestream.services.backfill import BackfillService
 from quotestream.services.provision import ProvisionService
 from quotestream.services.quality import DataQualityService
 from quotestream.services.relay import QuoteRelay
+from quotestream.services.streaming import RestartService, StreamingService
+from quotestream.services.teardown import TeardownService
 from quotestream.settings import Settings
+
+if TYPE_CHECKING:
+    from quotestream.adapters.local.stack import LocalStack
 
 
 class ConfigurationError(RuntimeError):
@@ -97,4 +110,56 @@ def build_backfill_service(settings: Settings) -> BackfillService:
 def build_data_quality_service(settings: Settings) -> DataQualityService:
     return DataQualityService(
         build_warehouse(settings), build_quote_source(settings), settings.pairs
+    )
+
+
+def repo_root() -> Path:
+    """The clone the local target runs from (its beam_pipelines/ and emulators/)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "beam_pipelines").is_dir():
+        raise ConfigurationError(
+            f"no beam_pipelines/ beside {root}: the local target needs a clone"
+        )
+    return root
+
+
+def _local_stack(settings: Settings) -> LocalStack:
+    from quotestream.adapters.local.stack import LocalStack
+
+    return LocalStack(Path(settings.local_state_dir), repo_root(), settings.project)
+
+
+def build_job_runner(settings: Settings) -> JobRunner:
+    if settings.target == "gcp":
+        raise ConfigurationError(
+            "the Dataflow job runner is not built yet: the streaming, restart and teardown "
+            "DAGs run on the local target only"
+        )
+    from quotestream.adapters.local.job_runner import LocalJobRunner
+
+    return LocalJobRunner(Path(settings.local_state_dir), repo_root())
+
+
+def build_streaming_service(settings: Settings) -> StreamingService:
+    return StreamingService(build_job_runner(settings), build_warehouse(settings))
+
+
+def build_restart_service(settings: Settings) -> RestartService:
+    return RestartService(build_job_runner(settings))
+
+
+def build_deployer(settings: Settings) -> ServiceDeployer:
+    if settings.target == "gcp":
+        raise ConfigurationError("the Cloud Run deployer is not built yet: local target only")
+    from quotestream.adapters.local.api_deployer import LocalApiDeployer
+
+    return LocalApiDeployer(_local_stack(settings))
+
+
+def build_teardown_service(settings: Settings) -> TeardownService:
+    return TeardownService(
+        build_job_runner(settings),
+        build_messaging_admin(settings),
+        build_warehouse(settings),
+        settings,
     )

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # No key is built in: without one the push relay refuses every request.
     api_key: SecretStr | None = None
 
+    # Where the local target keeps job state files and logs (the local stand-in for Dataflow).
+    local_state_dir: str = ".local"
+    # Airflow connection holding the alert webhook (extra.webhook_url) and e-mail settings.
+    alerts_connection_id: str = "quotestream_alerts"
+
     market_seed: int = 20261124
     # Comma-separated in the environment: QUOTESTREAM_PAIRS=USD-BRL,EUR-BRL
     pairs: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PAIRS

@@ -90,4 +90,3 @@ class BackfillService:
         finally:
             self._warehouse.drop_table(scratch)
         return BackfillResult(start, end, len(rows) + len(dead), len(dead), inserted)
-

@@ -199,4 +199,3 @@ class DataQualityService:
         errors = self._warehouse.insert_rows(DQ_RESULTS.name, rows, ids)
         if errors:
             raise RuntimeError(f"dq_results refused rows: {errors}")
-

@@ -79,7 +79,7 @@ class LocalStack:
     def up(self, say: Callable[[str], None] = print) -> dict[str, str]:
         state = self._load()
         services = state.setdefault("services", {})
-        api_key = state.setdefault("api_key", secrets.token_urlsafe(24))
+        state.setdefault("api_key", secrets.token_urlsafe(24))
         for name in SERVICES:
             record = services.get(name)
             if record and pid_alive(record["pid"]) and self._healthy(name, record["port"]):
@@ -87,17 +87,41 @@ class LocalStack:
                 continue
             if record:
                 stop_pid(record["pid"], timeout=5)  # a half-dead leftover must not hold ports
-            port = self._port(name)
-            say(f"{name:<9} starting on {HOST}:{port} ...")
-            service = self._start(name, port, self._env(services, api_key))
-            services[name] = {
-                "pid": service.pid,
-                "port": service.port,
-                "log": str(service.log_path),
-            }
-            self._save(state)
+            say(f"{name:<9} starting ...")
+            service = self._start_recorded(state, name, self._port(name))
             say(f"{name:<9} ready            pid {service.pid:<7} port {service.port}")
-        env = self._env(services, api_key)
+        return self._write_env(state)
+
+    def restart_service(self, name: str) -> bool:
+        """Replace a part with a fresh process on the same port (start it if it was not
+        running). True when a running process was replaced."""
+        state = self._load()
+        if "api_key" not in state:
+            raise RuntimeError("the local stack is not up: run `quotestream local up` first")
+        record = state.get("services", {}).get(name)
+        replaced = bool(record and pid_alive(record["pid"]))
+        if record:
+            stop_pid(record["pid"])
+        port = record["port"] if record else self._port(name)
+        self._start_recorded(state, name, port)
+        self._write_env(state)
+        return replaced
+
+    def env(self) -> dict[str, str]:
+        state = self._load()
+        if "api_key" not in state:
+            raise RuntimeError("the local stack is not up: run `quotestream local up` first")
+        return self._env(state.get("services", {}), state["api_key"])
+
+    def _start_recorded(self, state: dict[str, Any], name: str, port: int) -> ServiceProcess:
+        services = state.setdefault("services", {})
+        service = self._start(name, port, self._env(services, state["api_key"]))
+        services[name] = {"pid": service.pid, "port": service.port, "log": str(service.log_path)}
+        self._save(state)
+        return service
+
+    def _write_env(self, state: dict[str, Any]) -> dict[str, str]:
+        env = self._env(state.get("services", {}), state["api_key"])
         self.env_file.write_text(
             "# Written by `quotestream local up`. Load with: set -a; . .local/env; set +a\n"
             + "".join(f"{key}={value}\n" for key, value in env.items())

@@ -1,0 +1,43 @@
+"""Hourly data-quality checks of `quotes`; every result is a row of `dq_results`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from quotestream.orchestration import default_args
+
+
+@dag(
+    dag_id="quotestream_data_quality",
+    schedule=CronDataIntervalTimetable("15 * * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    default_args=default_args(retries=1, retry_delay=timedelta(seconds=10)),
+    tags=["quotestream", "quality"],
+    doc_md="""
+For the run's hour: volume against each pair's tick rate, reconciliation of counts per pair
+with the API's history, bid <= ask, duplicate event_ids, nulls, dead-letter ratio, and (for
+recent hours) freshness. A failed check fails the task, which alerts; all results are kept in
+`dq_results` with the run id.
+""",
+)
+def quotestream_data_quality() -> None:
+    @task
+    def check(data_interval_start=None, data_interval_end=None, run_id=None) -> list[str]:
+        from quotestream import bootstrap
+        from quotestream.settings import Settings
+
+        service = bootstrap.build_data_quality_service(Settings())
+        recent = pendulum.now("UTC") - data_interval_end < timedelta(hours=2)
+        results = service.run(
+            data_interval_start, data_interval_end, run_id, check_freshness=recent
+        )
+        return [str(result) for result in results]
+
+    check()
+
+
+quotestream_data_quality()

@@ -1,0 +1,43 @@
+"""Deploy the market-data API (create or update), wait until ready, smoke-test it."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from quotestream.orchestration import default_args
+
+
+@dag(
+    dag_id="quotestream_deploy_api",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args=default_args(),
+    tags=["quotestream", "deploy"],
+    doc_md="""
+Create-or-update of the API service, then `/readyz` until ready and one
+`GET /v1/quotes/latest`. Locally the API process of `quotestream local up` stands in for
+Cloud Run: a deploy replaces it with a process running the current code, on the same port.
+""",
+)
+def quotestream_deploy_api() -> None:
+    @task
+    def deploy() -> str:
+        from quotestream import bootstrap
+        from quotestream.settings import Settings
+
+        return str(bootstrap.build_deployer(Settings()).deploy())
+
+    @task(retries=5)
+    def smoke_test() -> str:
+        from quotestream import bootstrap
+        from quotestream.services.smoke import smoke_test_api
+        from quotestream.settings import Settings
+
+        return smoke_test_api(bootstrap.build_deployer(Settings()).url(), timeout_s=60)
+
+    deploy() >> smoke_test()
+
+
+quotestream_deploy_api()

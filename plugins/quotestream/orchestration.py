@@ -1,0 +1,81 @@
+"""What every DAG shares: default arguments, the failure alert, asset names.
+
+Imported by DAG files at parse time, so it stays light: Airflow and the adapters are
+imported inside the functions that run in tasks and callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from quotestream.ports import Notifier
+from quotestream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OWNER = "quotestream"
+# Asset URIs: producers emit events on them, consumers are scheduled on them.
+QUOTES_ASSET_URI = "bigquery://quotestream/quotes"
+RESOURCES_ASSET_URI = "quotestream://resources"
+
+
+def default_args(**overrides: Any) -> dict[str, Any]:
+    return {
+        "owner": OWNER,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": alert_on_failure,
+        **overrides,
+    }
+
+
+def alert_on_failure(context: Any) -> None:
+    """Tell people a task failed for good (after its retries). Never raises: a broken alert
+    channel must not hide the original failure; it is logged instead."""
+    ti = context.get("ti")
+    where = f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
+    subject = f"quotestream: {where} failed"
+    body = (
+        f"run {getattr(ti, 'run_id', '?')}, try {getattr(ti, 'try_number', '?')}\n"
+        f"{context.get('exception')!r}"
+    )
+    for notifier in notifiers(Settings().alerts_connection_id):
+        try:
+            notifier.notify(subject, body)
+        except Exception:
+            log.exception("alert through %s failed", type(notifier).__name__)
+
+
+def notifiers(connection_id: str) -> list[Notifier]:
+    """From an Airflow connection: extra.webhook_url (Slack-compatible) and, when
+    extra.email_to is set, SMTP through extra.smtp_host/smtp_port with login/password."""
+    from airflow.sdk import BaseHook
+
+    from quotestream.adapters.notify import SmtpNotifier, WebhookNotifier
+
+    try:
+        connection = BaseHook.get_connection(connection_id)
+    except Exception:
+        log.warning("no connection %s: failure alerts go to the task log only", connection_id)
+        return []
+    extra = connection.extra_dejson
+    found: list[Notifier] = []
+    if extra.get("webhook_url"):
+        found.append(WebhookNotifier(extra["webhook_url"]))
+    if extra.get("email_to"):
+        recipients = extra["email_to"]
+        found.append(
+            SmtpNotifier(
+                extra.get("smtp_host", "localhost"),
+                int(extra.get("smtp_port", 25)),
+                extra.get("email_from", "quotestream@localhost"),
+                [recipients] if isinstance(recipients, str) else recipients,
+                connection.login,
+                connection.password,
+            )
+        )
+    return found

@@ -1,0 +1,31 @@
+"""Readiness and a smoke test of a deployed API."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+
+def smoke_test_api(base_url: str, timeout_s: float) -> str:
+    """Wait for /readyz (200), then one GET of the latest quotes; returns what it saw."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as response:  # noqa: S310
+                if response.status == 200:
+                    break
+        except urllib.error.HTTPError as error:
+            last = f"HTTP {error.code}: {error.read()[:200]!r}"
+        except OSError as error:
+            last = str(error)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s:.0f} s: {last}")
+        time.sleep(1)
+    with urllib.request.urlopen(f"{base_url}/v1/quotes/latest", timeout=10) as response:  # noqa: S310
+        quotes = json.load(response)["quotes"]
+    if not quotes:
+        raise RuntimeError(f"{base_url}/v1/quotes/latest served no quotes")
+    return f"ready; {len(quotes)} latest quotes, e.g. {quotes[0]['pair']} bid {quotes[0]['bid']}"

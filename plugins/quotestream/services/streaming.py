@@ -1,0 +1,114 @@
+"""Keep the streaming jobs running, one copy each, and judge their health."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from quotestream.jobs import Job, JobState, StopMode
+from quotestream.ports import JobRunner, Warehouse
+
+# Stable names: monitoring and "is it running?" look jobs up by name, never by a suffix.
+JOB_NAMES = {"extract": "quotestream-extract", "load": "quotestream-load"}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthLimits:
+    max_staleness_s: float = 300.0
+    max_dead_letter_ratio: float = 0.05
+    window_s: int = 900
+
+
+@dataclass
+class HealthReport:
+    figures: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+class StreamingService:
+    def __init__(
+        self,
+        runner: JobRunner,
+        warehouse: Warehouse,
+        limits: HealthLimits = HealthLimits(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._runner = runner
+        self._warehouse = warehouse
+        self._limits = limits
+        self._clock = clock
+
+    def ensure_running(self) -> dict[str, str]:
+        """Launch each job that is not running; a running one is left alone."""
+        outcomes = {}
+        for pipeline, name in JOB_NAMES.items():
+            job = self._runner.find(name)
+            if job is not None and not job.state.terminal:
+                outcomes[name] = f"already {job.state} ({job.job_id})"
+                continue
+            launched = self._runner.launch(name, pipeline, [])
+            previous = f", previous run {job.state}" if job else ""
+            outcomes[name] = f"launched ({launched.job_id}{previous})"
+        return outcomes
+
+    def health(self) -> HealthReport:
+        report = HealthReport()
+        for name in JOB_NAMES.values():
+            job = self._runner.find(name)
+            state = job.state if job else "absent"
+            report.figures[f"{name}.state"] = str(state)
+            if state != JobState.RUNNING:
+                report.problems.append(f"{name} is {state}")
+        since_ms = int((self._clock() - self._limits.window_s) * 1000)
+        row = self._warehouse.query(
+            "SELECT (SELECT UNIX_MILLIS(MAX(event_ts)) FROM {dataset}.quotes) AS newest, "
+            "(SELECT COUNT(*) FROM {dataset}.quotes WHERE UNIX_MILLIS(ingest_ts) >= @since) "
+            "AS loaded, "
+            "(SELECT COUNT(*) FROM {dataset}.quotes_dead_letter "
+            "WHERE UNIX_MILLIS(received_ts) >= @since) AS dead",
+            {"since": since_ms},
+        )[0]
+        newest, loaded, dead = row["newest"], int(row["loaded"] or 0), int(row["dead"] or 0)
+        staleness = self._clock() - newest / 1000 if newest else None
+        ratio = dead / (loaded + dead) if loaded + dead else 0.0
+        report.figures.update(
+            staleness_s=None if staleness is None else round(staleness, 1),
+            loaded_recently=loaded,
+            dead_lettered_recently=dead,
+            dead_letter_ratio=round(ratio, 4),
+        )
+        if staleness is None or staleness > self._limits.max_staleness_s:
+            report.problems.append(
+                "no quotes loaded yet"
+                if staleness is None
+                else f"newest quote is {staleness:.0f} s old"
+            )
+        if ratio > self._limits.max_dead_letter_ratio:
+            report.problems.append(f"dead-letter ratio {ratio:.1%} over the last window")
+        return report
+
+
+class RestartService:
+    def __init__(self, runner: JobRunner, poll_s: float = 0.5) -> None:
+        self._runner = runner
+        self._poll_s = poll_s
+
+    def restart(self, pipeline: str, mode: StopMode, timeout_s: float) -> tuple[Job | None, Job]:
+        """Stop the job, wait for a terminal state, relaunch it under the same name. What it
+        had not acknowledged stays in the subscription for the new job."""
+        name = JOB_NAMES[pipeline]
+        before = self._runner.find(name)
+        if before is not None and not before.state.terminal:
+            self._runner.stop(name, mode)
+            deadline = time.monotonic() + timeout_s
+            while (job := self._runner.find(name)) is not None and not job.state.terminal:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} still {job.state} after {timeout_s:.0f} s")
+                time.sleep(self._poll_s)
+        return before, self._runner.launch(name, pipeline, [])

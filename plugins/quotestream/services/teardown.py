@@ -1,0 +1,36 @@
+"""Remove what provisioning created (and stop the jobs first): for test projects and demos."""
+
+from __future__ import annotations
+
+from quotestream.jobs import StopMode
+from quotestream.ports import JobRunner, MessagingAdmin, Warehouse
+from quotestream.services.provision import subscriptions
+from quotestream.services.streaming import JOB_NAMES
+from quotestream.settings import Settings
+
+
+class TeardownService:
+    def __init__(
+        self, runner: JobRunner, messaging: MessagingAdmin, warehouse: Warehouse, settings: Settings
+    ) -> None:
+        self._runner = runner
+        self._messaging = messaging
+        self._warehouse = warehouse
+        self._settings = settings
+
+    def run(self) -> list[str]:
+        done = []
+        for name in JOB_NAMES.values():
+            job = self._runner.find(name)
+            if job is not None and not job.state.terminal:
+                self._runner.stop(name, StopMode.CANCEL)
+                done.append(f"stopped job {name}")
+        for spec in subscriptions(self._settings):
+            if self._messaging.delete_subscription(spec.name):
+                done.append(f"deleted subscription {spec.name}")
+        for topic in (self._settings.quotes_topic, self._settings.dead_letter_topic):
+            if self._messaging.delete_topic(topic):
+                done.append(f"deleted topic {topic}")
+        if self._warehouse.delete_dataset():
+            done.append(f"deleted dataset {self._settings.dataset} and its tables")
+        return done or ["nothing to remove"]

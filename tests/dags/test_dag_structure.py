@@ -1,0 +1,84 @@
+"""Every DAG imports cleanly and is shaped as the operators expect."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from quotestream.orchestration import alert_on_failure
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+DAG_IDS = {
+    "quotestream_provision",
+    "quotestream_deploy_api",
+    "quotestream_streaming",
+    "quotestream_restart",
+    "quotestream_backfill",
+    "quotestream_data_quality",
+    "quotestream_teardown",
+}
+
+
+def test_every_dag_imports_without_errors_or_warnings(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert dagbag.captured_warnings == {}
+    assert set(dagbag.dag_ids) == DAG_IDS
+
+
+def test_ruff_airflow_rules_are_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--select", "AIR", "--preview", "dags"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+def test_each_dag_has_owner_tags_docs_retries_and_the_alert(dagbag: Any, dag_id: str) -> None:
+    dag = dagbag.get_dag(dag_id)
+    assert "quotestream" in dag.tags
+    assert len(dag.doc_md or "") > 80
+    for task in dag.tasks:
+        assert task.owner == "quotestream"
+        assert (
+            task.on_failure_callback == [alert_on_failure]
+            or task.on_failure_callback is alert_on_failure
+        )
+        assert task.retry_exponential_backoff
+
+
+def test_task_wiring(dagbag: Any) -> None:
+    streaming = dagbag.get_dag("quotestream_streaming")
+    assert streaming.task_dict["check_health"].upstream_task_ids == {"ensure_running"}
+    assert [o.uri for o in streaming.task_dict["check_health"].outlets] == [
+        "bigquery://quotestream/quotes"
+    ]
+    deploy = dagbag.get_dag("quotestream_deploy_api")
+    assert deploy.task_dict["smoke_test"].upstream_task_ids == {"deploy"}
+    assert dagbag.get_dag("quotestream_backfill").task_dict["backfill"].retries == 2
+    assert dagbag.get_dag("quotestream_restart").params["mode"] == "drain"
+
+
+def test_parse_time_of_the_dags_folder(dagbag: Any) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    started = time.perf_counter()
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    elapsed = time.perf_counter() - started
+    assert bag.import_errors == {}
+    stats = sorted(bag.dagbag_stats, key=lambda s: s.duration, reverse=True)
+    print(
+        f"\nDagBag of dags/: {elapsed * 1000:.0f} ms; per file: "
+        + ", ".join(
+            f"{s.file.rsplit('/', 1)[-1]} {s.duration.total_seconds() * 1000:.0f} ms" for s in stats
+        )
+    )
