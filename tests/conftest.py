@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +61,27 @@ def bigquery_emulator(
             os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
         else:
             os.environ["BIGQUERY_EMULATOR_HOST"] = previous
+
+
+SEED = 777
+
+
+@pytest.fixture
+def api_url(logs_dir: Path) -> Iterator[str]:
+    """The API as a process, with a known seed, its history served for the test."""
+    from quotestream.adapters.local.processes import http_answers, start_service
+
+    port = free_port()
+    api = start_service(
+        "api",
+        [sys.executable, "-m", "quotestream.cli", "api", "--port", str(port)],
+        host="127.0.0.1",
+        port=port,
+        log_path=logs_dir / f"api-{port}.log",
+        ready=lambda: http_answers(f"http://127.0.0.1:{port}/healthz"),
+        env={"QUOTESTREAM_MARKET_SEED": str(SEED)},
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        api.stop()

@@ -16,7 +16,7 @@ from quotestream.domain.rows import quote_row
 from quotestream.services.quality import DataQualityFailed
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
-from tests.integration.conftest import SEED
+from tests.conftest import SEED
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ a real project (on the local target the client is pointed at BIGQUERY_EMULATOR_H
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.api_core.client_options import ClientOptions
@@ -14,13 +14,24 @@ from google.cloud import bigquery
 from quotestream.domain.schemas import Column, TableSpec
 from quotestream.resources import IncompatibleChange, Outcome, ResourceResult
 
-_PARAM_TYPES = {
-    bool: "BOOL",
-    int: "INT64",
-    float: "FLOAT64",
-    str: "STRING",
-    datetime: "TIMESTAMP",
-}
+# bool before int: a bool is an int too.
+_PARAM_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "BOOL"),
+    (int, "INT64"),
+    (float, "FLOAT64"),
+    (datetime, "TIMESTAMP"),
+    (str, "STRING"),
+)
+
+
+def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter:
+    kind = next((kind for cls, kind in _PARAM_TYPES if isinstance(value, cls)), None)
+    if kind is None:
+        raise TypeError(f"query parameter {name}: no BigQuery type for {type(value).__name__}")
+    if kind == "TIMESTAMP":
+        # Subclasses (pendulum's, Airflow's) do not serialize; a plain aware datetime does.
+        value = datetime.fromtimestamp(value.timestamp(), tz=UTC)
+    return bigquery.ScalarQueryParameter(name, kind, value)
 
 
 def schema_fields(columns: Sequence[Column]) -> list[bigquery.SchemaField]:
@@ -125,10 +136,7 @@ class BigQueryWarehouse:
 
     def _run(self, sql: str, params: Mapping[str, Any] | None) -> bigquery.QueryJob:
         config = bigquery.QueryJobConfig(
-            query_parameters=[
-                bigquery.ScalarQueryParameter(name, _PARAM_TYPES.get(type(value), "STRING"), value)
-                for name, value in (params or {}).items()
-            ]
+            query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
         )
         return self._client.query(
             sql.replace("{dataset}", f"`{self._project}.{self._dataset}`"), job_config=config

@@ -1,0 +1,237 @@
+"""The DAGs run for real against the local stack: emulators, the API process, DirectRunner
+jobs. `dag.test()` is what `airflow dags test` runs, in this process; provisioning goes
+through the `airflow dags test` command itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pendulum
+import pytest
+from google.cloud.pubsub_v1 import PublisherClient
+
+from quotestream import bootstrap
+from quotestream.adapters.local.processes import ServiceProcess
+from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.quote import to_ms
+from quotestream.domain.rows import quote_row
+from quotestream.settings import Settings
+from quotestream_api.market import MarketSimulator
+from tests.conftest import SEED
+
+pytestmark = pytest.mark.integration
+
+PAIRS = "USD-BRL,EUR-USD"
+
+
+@pytest.fixture
+def local_target(
+    monkeypatch: pytest.MonkeyPatch,
+    pubsub_emulator: ServiceProcess,
+    bigquery_emulator: ServiceProcess,
+    api_url: str,
+    state_dir: Path,
+) -> Settings:
+    """The environment a Composer worker would have, pointed at the local stack."""
+    for key, value in {
+        "QUOTESTREAM_TARGET": "local",
+        "QUOTESTREAM_PROJECT": f"dags-{uuid.uuid4().hex[:8]}",
+        "QUOTESTREAM_MESSAGE_ORDERING": "false",
+        "QUOTESTREAM_LOCAL_STATE_DIR": str(state_dir),
+        "QUOTESTREAM_API_URL": api_url,
+        "QUOTESTREAM_PAIRS": PAIRS,
+        "QUOTESTREAM_MARKET_SEED": str(SEED),
+    }.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_provision_through_the_airflow_cli(airflow_db: None, local_target: Settings) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "dags", "test", "quotestream_provision"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=os.environ.copy(),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    tables = bootstrap.build_warehouse(local_target).query(
+        "SELECT table_name FROM {dataset}.INFORMATION_SCHEMA.TABLES ORDER BY table_name"
+    )
+    assert [t["table_name"] for t in tables] == [
+        "dq_results",
+        "quote_bars_1m",
+        "quotes",
+        "quotes_dead_letter",
+    ]
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
+def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
+    dagbag: Any, local_target: Settings
+) -> None:
+    bootstrap.build_provision_service(local_target).run()
+    runner = bootstrap.build_job_runner(local_target)
+    warehouse = bootstrap.build_warehouse(local_target)
+    try:
+        first = dagbag.get_dag("quotestream_streaming").test()
+        assert states(first)["ensure_running"] == "success"
+        jobs = {name: runner.find(name) for name in ("quotestream-extract", "quotestream-load")}
+        assert all(job and job.state == "running" for job in jobs.values()), jobs
+
+        def loaded() -> int:
+            return int(warehouse.query("SELECT COUNT(*) AS n FROM {dataset}.quotes")[0]["n"])
+
+        wait_until(lambda: loaded() > 20, 120, "the first quotes to be loaded")
+        second = dagbag.get_dag("quotestream_streaming").test()
+        assert states(second) == {"ensure_running": "success", "check_health": "success"}
+        assert {name: runner.find(name).job_id for name in jobs} == {
+            name: job.job_id for name, job in jobs.items()
+        }, "a second copy was launched"
+
+        # Messages published while the load job is being replaced wait in the subscription.
+        market = MarketSimulator(99, PAIR_CATALOG)
+        batch = [
+            q
+            for _, q in market.quotes_between(
+                PAIR_CATALOG["GBP-USD"],
+                to_ms(datetime.now(UTC)) - 300_000,
+                to_ms(datetime.now(UTC)) - 240_000,
+            )
+        ]
+        publisher = PublisherClient()
+        topic = publisher.topic_path(local_target.project, local_target.quotes_topic)
+
+        def publish_once_stopped() -> None:
+            wait_until(
+                lambda: runner.find("quotestream-load").state != "running",
+                60,
+                "the load job to stop",
+            )
+            for quote in batch:
+                publisher.publish(topic, quote.to_json(), **quote.pubsub_attributes()).result()
+
+        publishing = threading.Thread(target=publish_once_stopped)
+        publishing.start()
+        restart = dagbag.get_dag("quotestream_restart").test(
+            run_conf={"job": "load", "mode": "cancel", "timeout_s": 60}
+        )
+        publishing.join(timeout=90)
+        assert states(restart) == {"restart": "success"}
+        relaunched = runner.find("quotestream-load")
+        assert relaunched.state == "running"
+        assert relaunched.job_id != jobs["quotestream-load"].job_id
+
+        def batch_loaded() -> bool:
+            rows = warehouse.query(
+                "SELECT COUNT(DISTINCT event_id) AS n FROM {dataset}.quotes WHERE pair = 'GBP-USD'"
+            )
+            return int(rows[0]["n"]) == len(batch)
+
+        wait_until(batch_loaded, 120, "the quotes published during the restart")
+    finally:
+        for name in ("quotestream-extract", "quotestream-load"):
+            runner.stop(name, "cancel")
+
+
+def test_backfill_of_an_interval_twice_gives_the_same_rows(
+    dagbag: Any, local_target: Settings
+) -> None:
+    bootstrap.build_provision_service(local_target).run()
+    end = pendulum.now("UTC").start_of("hour").subtract(hours=3)
+    for _ in range(2):
+        run = dagbag.get_dag("quotestream_backfill").test(logical_date=end)
+        assert states(run) == {"backfill": "success"}
+    rows = bootstrap.build_warehouse(local_target).query("SELECT event_id FROM {dataset}.quotes")
+    market = MarketSimulator(SEED, PAIR_CATALOG)
+    start_ms = to_ms(end - timedelta(hours=1))
+    expected = [
+        q.event_id
+        for pair in PAIRS.split(",")
+        for _, q in market.quotes_between(PAIR_CATALOG[pair], start_ms, to_ms(end))
+    ]
+    assert sorted(r["event_id"] for r in rows) == sorted(expected)
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """A Slack-compatible webhook receiver on loopback, wired as the alerts connection."""
+    Receiver.received = []
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_QUOTESTREAM_ALERTS",
+        json.dumps({"conn_type": "http", "extra": {"webhook_url": url}}),
+    )
+    try:
+        yield Receiver.received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_data_quality_passes_on_good_data_and_fails_and_alerts_on_bad(
+    dagbag: Any, local_target: Settings, webhook: list[dict[str, Any]]
+) -> None:
+    bootstrap.build_provision_service(local_target).run()
+    dq_end = pendulum.now("UTC").start_of("hour").subtract(hours=4).add(minutes=15)
+    for hour_end in (dq_end.start_of("hour"), dq_end.start_of("hour").add(hours=1)):
+        assert states(dagbag.get_dag("quotestream_backfill").test(logical_date=hour_end)) == {
+            "backfill": "success"
+        }
+    good = dagbag.get_dag("quotestream_data_quality").test(logical_date=dq_end)
+    assert states(good) == {"check": "success"}
+    assert webhook == []
+
+    warehouse = bootstrap.build_warehouse(local_target)
+    market = MarketSimulator(SEED, PAIR_CATALOG)
+    inside = market.quote(PAIR_CATALOG["USD-BRL"], to_ms(dq_end) // 1000 - 600)
+    warehouse.insert_rows(
+        "quotes", [{**quote_row(inside, to_ms(dq_end)), "bid": "9.9999"}], ["planted-crossed"]
+    )
+    bad = dagbag.get_dag("quotestream_data_quality").test(logical_date=dq_end.add(seconds=1))
+    assert states(bad) == {"check": "failed"}
+    failed = warehouse.query(
+        "SELECT DISTINCT check_name FROM {dataset}.dq_results WHERE NOT passed ORDER BY 1"
+    )
+    assert [r["check_name"] for r in failed] == ["bid_le_ask", "duplicates"]
+    assert len(webhook) == 1
+    assert "quotestream_data_quality.check failed" in webhook[0]["text"]
+    assert "bid_le_ask" in webhook[0]["text"]
