@@ -26,6 +26,7 @@ from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import quote_row
+from quotestream.jobs import StopMode
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from tests.conftest import SEED
@@ -82,11 +83,11 @@ def test_provision_through_the_airflow_cli(airflow_db: None, local_target: Setti
     ]
 
 
-def wait_until(condition: Any, timeout: float, what: str) -> None:
+def wait_until(condition: Any, timeout: float, what: str, poll_s: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
+        time.sleep(poll_s)
 
 
 def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
@@ -112,26 +113,26 @@ def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
         }, "a second copy was launched"
 
         # Messages published while the load job is being replaced wait in the subscription.
-        market = MarketSimulator(99, PAIR_CATALOG)
+        market = MarketSimulator(99, PAIR_CATALOG, source="restart-test")
+        now = to_ms(datetime.now(UTC))
         batch = [
             q
-            for _, q in market.quotes_between(
-                PAIR_CATALOG["GBP-USD"],
-                to_ms(datetime.now(UTC)) - 300_000,
-                to_ms(datetime.now(UTC)) - 240_000,
-            )
+            for _, q in market.quotes_between(PAIR_CATALOG["EUR-USD"], now - 300_000, now - 240_000)
         ]
         publisher = PublisherClient()
         topic = publisher.topic_path(local_target.project, local_target.quotes_topic)
+        old_load = jobs["quotestream-load"].job_id
+        published: list[str] = []
+
+        def replaced() -> bool:
+            job = runner.find("quotestream-load")
+            return job.job_id != old_load or job.state != "running"
 
         def publish_once_stopped() -> None:
-            wait_until(
-                lambda: runner.find("quotestream-load").state != "running",
-                60,
-                "the load job to stop",
-            )
+            wait_until(replaced, 60, "the load job to stop", poll_s=0.01)
             for quote in batch:
-                publisher.publish(topic, quote.to_json(), **quote.pubsub_attributes()).result()
+                future = publisher.publish(topic, quote.to_json(), **quote.pubsub_attributes())
+                published.append(future.result())
 
         publishing = threading.Thread(target=publish_once_stopped)
         publishing.start()
@@ -139,21 +140,23 @@ def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
             run_conf={"job": "load", "mode": "cancel", "timeout_s": 60}
         )
         publishing.join(timeout=90)
+        assert len(published) == len(batch), "the publisher thread did not finish"
         assert states(restart) == {"restart": "success"}
         relaunched = runner.find("quotestream-load")
         assert relaunched.state == "running"
-        assert relaunched.job_id != jobs["quotestream-load"].job_id
+        assert relaunched.job_id != old_load
 
         def batch_loaded() -> bool:
             rows = warehouse.query(
-                "SELECT COUNT(DISTINCT event_id) AS n FROM {dataset}.quotes WHERE pair = 'GBP-USD'"
+                "SELECT COUNT(DISTINCT event_id) AS n FROM {dataset}.quotes "
+                "WHERE source = 'restart-test'"
             )
             return int(rows[0]["n"]) == len(batch)
 
         wait_until(batch_loaded, 120, "the quotes published during the restart")
     finally:
         for name in ("quotestream-extract", "quotestream-load"):
-            runner.stop(name, "cancel")
+            runner.stop(name, StopMode.CANCEL)
 
 
 def test_backfill_of_an_interval_twice_gives_the_same_rows(
