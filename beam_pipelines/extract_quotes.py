@@ -12,4 +12,7 @@ from quotestream.beam.run import launch
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    launch("extract", sys.argv[1:]).wait_until_finish()
+    result = launch("extract", sys.argv[1:])
+    # On Dataflow the launcher returns once the job is submitted; a local run is the job.
+    if not any(arg.startswith("--runner=Dataflow") for arg in sys.argv):
+        result.wait_until_finish()

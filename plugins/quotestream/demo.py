@@ -19,8 +19,8 @@ def run(stack: LocalStack, rounds: int, keep_serving: bool) -> int:
     print("==> starting the local stack (Pub/Sub emulator, BigQuery emulator, API)")
     env = stack.up()
     print("\n==> provisioning Pub/Sub and BigQuery on the emulators")
-    settings = Settings()
     os.environ.update(env)  # settings and the Google clients read the stack's variables
+    settings = Settings()
     for result in bootstrap.build_provision_service(settings).run():
         print(f"  {result}")
     api = env["QUOTESTREAM_API_URL"]

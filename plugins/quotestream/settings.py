@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quotestream.domain.pairs import DEFAULT_PAIRS, PAIR_CATALOG
@@ -72,6 +72,22 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one pair is needed")
         return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the API key needs at least 16 characters (leave it unset to disable)")
+        return value
+
+    @model_validator(mode="after")
+    def _batch_fits_the_relay(self) -> Settings:
+        if self.relay_max_batch > self.relay_capacity:
+            raise ValueError(
+                f"relay_max_batch ({self.relay_max_batch}) exceeds relay_capacity "
+                f"({self.relay_capacity}): such a batch could never be accepted"
+            )
+        return self
 
     @property
     def pubsub_emulator_host(self) -> str | None:

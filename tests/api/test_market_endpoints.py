@@ -132,6 +132,31 @@ def test_history_stops_at_now(client: TestClient) -> None:
             },
             "bad_page_token",
         ),
+        (
+            {
+                "pair": "USD-BRL",
+                "start": "2026-11-18T09:00:00Z",
+                "end": "2026-11-18T10:00:00Z",
+                "page_token": "W1tb" * 40,
+            },
+            "bad_page_token",
+        ),
+        (
+            {
+                "pair": "USD-BRL",
+                "start": "9999-12-31T20:00:00Z",
+                "end": "9999-12-31T23:59:59-05:00",
+            },
+            "bad_range",
+        ),
+        (
+            {
+                "pair": "USD-BRL",
+                "start": "0001-01-01T00:00:00+05:00",
+                "end": "0001-01-01T10:00:00Z",
+            },
+            "bad_range",
+        ),
     ],
 )
 def test_history_rejects_bad_queries_with_a_reason(

@@ -99,7 +99,7 @@ def test_an_unreadable_body_is_a_400_with_a_reason(
 
 def test_a_full_queue_answers_503_and_keeps_what_it_accepted() -> None:
     publisher = GatedPublisher()
-    settings = Settings(api_key=API_KEY, relay_capacity=5)
+    settings = Settings(api_key=API_KEY, relay_capacity=5, relay_max_batch=5)
     app = create_app(settings, relay=QuoteRelay(publisher, "quotes", 5))
     app.dependency_overrides[now_ms] = lambda: NOW_MS
     with TestClient(app) as client:

@@ -26,7 +26,7 @@ from tests.integration.pubsub_helpers import PROJECT, drain, make_topic_with_sub
 
 pytestmark = pytest.mark.integration
 
-API_KEY = "integration-key"
+API_KEY = "integration-key-0123456789"
 SEED = 99
 
 

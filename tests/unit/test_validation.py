@@ -166,3 +166,27 @@ def test_any_bytes_either_parse_or_raise_invalid_quote(payload: bytes) -> None:
 )
 def test_any_json_object_either_parses_or_raises_invalid_quote(document: dict[str, object]) -> None:
     assert outcome(json.dumps(document).encode()) in OUTCOMES
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"bid": "\u0665.3500"}, Reason.BAD_PRICE),  # an Arabic-Indic digit
+        ({"bid": "0005.3500"}, Reason.BAD_PRICE),
+        (
+            {"spread": "-0.0000", "bid": "5.3500", "ask": "5.3500", "mid": "5.3500"},
+            Reason.NON_POSITIVE_PRICE,
+        ),
+        ({"event_ts": "0001-01-01T00:00:00.000Z"}, Reason.BAD_TIMESTAMP),
+        ({"event_ts": "2026-11-18T10:00:00.\u0661\u0662\u0663Z"}, Reason.BAD_TIMESTAMP),
+    ],
+)
+def test_only_the_canonical_form_passes(overrides: dict[str, str], reason: Reason) -> None:
+    assert reason_of(json.dumps(quote_dict(**overrides)).encode()) is reason
+
+
+def test_a_memoryview_is_measured_in_bytes() -> None:
+    import array
+
+    wide = memoryview(array.array("I", [32] * 2000))  # 2000 items, 8000 bytes
+    assert reason_of(wide) is Reason.TOO_LARGE

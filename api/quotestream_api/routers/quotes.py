@@ -3,7 +3,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,6 +21,9 @@ router = APIRouter(prefix="/v1/quotes", tags=["quotes"])
 
 MAX_HISTORY_RANGE = timedelta(hours=24)
 MAX_PAGE_SIZE = 1000
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+_MAX_TOKEN_CHARS = 200
 
 
 @router.get("/latest", response_model=LatestQuotes)
@@ -55,6 +58,12 @@ def quote_history(
         )
     if end <= start:
         raise Problem(422, "end must be after start", reason="bad_range")
+    if not (start >= _EARLIEST and end <= _LATEST):
+        raise Problem(
+            422,
+            f"start and end must lie within [{_EARLIEST:%Y-%m-%d}, {_LATEST:%Y-%m-%d}]",
+            reason="bad_range",
+        )
     if end - start > MAX_HISTORY_RANGE:
         raise Problem(
             422,
@@ -175,11 +184,13 @@ def _encode_page_token(tick: int, fingerprint: str) -> str:
 
 
 def _decode_page_token(token: str, fingerprint: str) -> int:
+    if len(token) > _MAX_TOKEN_CHARS:
+        raise Problem(422, "page_token is not one this API issued", reason="bad_page_token")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         decoded = json.loads(raw)
         tick, query = decoded["t"], decoded["q"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         raise Problem(
             422, "page_token is not one this API issued", reason="bad_page_token"
         ) from None

@@ -9,6 +9,7 @@ from typing import Any
 from quotestream.domain.quote import format_ts
 
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
+_DAY_MS = 86_400_000
 
 
 class SourceUnavailable(ConnectionError):
@@ -43,19 +44,21 @@ class HttpQuoteSource:
         return quotes
 
     def history(self, pair: str, start_ms: int, end_ms: int) -> Iterator[dict[str, str]]:
-        """Every quote of [start, end), following the pages."""
-        params: dict[str, Any] = {
-            "pair": pair,
-            "start": format_ts(start_ms),
-            "end": format_ts(end_ms),
-            "page_size": 1000,
-        }
-        while True:
-            page = self._get("/v1/quotes", params)
-            yield from page["quotes"]
-            if not page["next_page_token"]:
-                return
-            params["page_token"] = page["next_page_token"]
+        """Every quote of [start, end), following the pages, a day at a time (the API serves
+        at most 24 hours per query)."""
+        for chunk_start in range(start_ms, end_ms, _DAY_MS):
+            params: dict[str, Any] = {
+                "pair": pair,
+                "start": format_ts(chunk_start),
+                "end": format_ts(min(chunk_start + _DAY_MS, end_ms)),
+                "page_size": 1000,
+            }
+            while True:
+                page = self._get("/v1/quotes", params)
+                yield from page["quotes"]
+                if not page["next_page_token"]:
+                    break
+                params["page_token"] = page["next_page_token"]
 
     def close(self) -> None:
         self._session.close()
@@ -75,8 +78,13 @@ class HttpQuoteSource:
                 last_error = f"{type(error).__name__}: {error}"
             else:
                 if response.status_code == 200:
-                    self._on_outcome("ok")
-                    return response.json()
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        last_error = f"HTTP 200 with a body that is not JSON: {response.text[:200]}"
+                    else:
+                        self._on_outcome("ok")
+                        return body
                 last_error = f"HTTP {response.status_code}: {response.text[:200]}"
                 if response.status_code not in _RETRYABLE:
                     break

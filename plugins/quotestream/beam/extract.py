@@ -16,6 +16,7 @@ from quotestream.adapters.api_client import SourceUnavailable
 from quotestream.beam.parse import NAMESPACE, now_ms
 from quotestream.ports import Publisher, PublishFuture, QuoteSource
 
+_MAX_CATCH_UP_MS = 3_600_000
 SourceFactory = Callable[[Callable[[str], None]], QuoteSource]
 
 
@@ -41,6 +42,7 @@ class FetchNewQuotesFn(beam.DoFn):
         self._lag_ms = lag_ms
         self._first_lookback_ms = first_lookback_ms
         self.fetched = Metrics.counter(NAMESPACE, "fetched_quotes")
+        self.skipped = Metrics.counter(NAMESPACE, "catch_up_truncated")
         self.outcomes = {
             outcome: Metrics.counter(NAMESPACE, f"fetch_{outcome}")
             for outcome in ("ok", "retry", "failed")
@@ -57,6 +59,11 @@ class FetchNewQuotesFn(beam.DoFn):
         start = cursor.read() or end - self._first_lookback_ms
         if end <= start:
             return
+        if end - start > _MAX_CATCH_UP_MS:
+            # After a long outage, catch up the last hour and leave the rest to the backfill
+            # DAG: one fetch of days of history would stall every other pair's polling.
+            self.skipped.inc()
+            start = end - _MAX_CATCH_UP_MS
         try:
             quotes = list(self._source.history(pair, start, end))
         except SourceUnavailable:

@@ -36,6 +36,7 @@ class LaunchError(ValueError):
 
 
 def _options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
+    argv = _joined(argv)
     runner = next(
         (arg.split("=", 1)[1] for arg in argv if arg.startswith("--runner=")),
         None,
@@ -50,6 +51,15 @@ def _options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
     options = PipelineOptions(args, save_main_session=False)
     options.view_as(StandardOptions).streaming = streaming
     return options
+
+
+def _joined(argv: Sequence[str]) -> list[str]:
+    """`--runner X` as `--runner=X`, so the runner is found however it was written."""
+    joined: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        joined.append(f"--runner={next(args, '')}" if arg == "--runner" else arg)
+    return joined
 
 
 def _moment(text: str, name: str) -> int:

@@ -69,18 +69,25 @@ class WriteRows(beam.PTransform[Any, Any]):
         table: str,
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
-        max_batch: int = 500,
+        max_batch_bytes: int = 2_000_000,
     ) -> None:
         super().__init__()
         self._table = table
         self._factory = warehouse_factory
         self._row_id = row_id
-        self._max_batch = max_batch
+        self._max_batch_bytes = max_batch_bytes
 
     def expand(self, rows: PCollection[Any]) -> PCollection[Any]:
         results = (
             rows
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
+            | "Batch"
+            >> beam.BatchElements(
+                # Batches weighed in bytes: well under BigQuery's 10 MB request limit, even
+                # with 64 KB dead-letter payloads.
+                min_batch_size=1,
+                max_batch_size=self._max_batch_bytes,
+                element_size_fn=lambda row: len(json.dumps(row, default=str)),
+            )
             | "Insert"
             >> beam.ParDo(InsertRowsFn(self._table, self._factory, self._row_id)).with_outputs(
                 REJECTED, main="written"

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 PROJECT = "quotestream-bench"
 BATCH = 1000
+BENCH_KEY = "bench-key-0123456789"
 
 
 def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
@@ -61,7 +62,7 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
                 response = client.post(
                     "/v1/quotes",
                     json=payloads[offset : offset + BATCH],
-                    headers={"X-API-Key": "bench"},
+                    headers={"X-API-Key": BENCH_KEY},
                 )
                 response.raise_for_status()
         counter.wait_for(len(payloads), timeout=300)
@@ -109,7 +110,7 @@ def _start_api(work: Path, emulator: ServiceProcess) -> ServiceProcess:
             "PUBSUB_EMULATOR_HOST": emulator.address,
             "QUOTESTREAM_PROJECT": PROJECT,
             "QUOTESTREAM_QUOTES_TOPIC": "relay",
-            "QUOTESTREAM_API_KEY": "bench",
+            "QUOTESTREAM_API_KEY": BENCH_KEY,
             "QUOTESTREAM_MARKET_SEED": "1",
             "QUOTESTREAM_RELAY_CAPACITY": str(10 * BATCH),
         },

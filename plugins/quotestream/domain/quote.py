@@ -20,7 +20,7 @@ def format_ts(event_ts_ms: int) -> str:
     """RFC 3339, UTC, millisecond precision, `Z` suffix: the only timestamp form on the wire."""
     seconds, millis = divmod(event_ts_ms, 1000)
     moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{millis:03d}Z"
 
 
 def to_ms(moment: datetime) -> int:

@@ -9,6 +9,8 @@ from typing import Any
 
 from quotestream.domain.quote import Quote, format_ts
 
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+
 
 def quote_row(quote: Quote, ingest_ts_ms: int) -> dict[str, Any]:
     return {**quote.to_dict(), "ingest_ts": format_ts(ingest_ts_ms)}
@@ -24,11 +26,19 @@ def dead_letter_row(
     received_ts_ms: int,
     message_id: str | None = None,
 ) -> dict[str, Any]:
-    """Keep the original bytes replayable: UTF-8 text as is, anything else base64."""
+    """Keep the original bytes replayable: UTF-8 text as is, anything else base64. A payload
+    over DEAD_LETTER_PAYLOAD_BYTES keeps its head only (a BigQuery row has a size limit,
+    Pub/Sub messages can be far larger); `error` then names its size and SHA-256."""
+    kept = payload[:DEAD_LETTER_PAYLOAD_BYTES]
+    if len(kept) < len(payload):
+        digest = hashlib.sha256(payload).hexdigest()
+        error = (
+            f"{error} [payload truncated to {len(kept)} of {len(payload)} bytes; sha256 {digest}]"
+        )
     try:
-        text, encoding = payload.decode("utf-8"), "utf-8"
+        text, encoding = kept.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+        text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
     return {
         "payload": text,
         "payload_encoding": encoding,
@@ -37,7 +47,7 @@ def dead_letter_row(
         ],
         "message_id": message_id,
         "reason": reason,
-        "error": error[:1000],
+        "error": error[-2000:],
         "stage": stage,
         "received_ts": format_ts(received_ts_ms),
     }

@@ -36,8 +36,13 @@ FIELDS = (
     "source",
 )
 _FIELD_SET = frozenset(FIELDS)
-_PRICE = re.compile(r"-?(\d{1,20})(?:\.(\d{1,20}))?")
-_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z")
+# ASCII digits only (`\d` would take any script's digits), no leading zeros, no exponent;
+# a leading minus is parsed so a negative price is reported as such.
+_PRICE = re.compile(r"(-?)(0|[1-9][0-9]{0,19})(?:\.([0-9]{1,20}))?")
+_TIMESTAMP = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})Z"
+)
+_OLDEST_YEAR = 2000
 _SOURCE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -84,9 +89,10 @@ def parse_quote(
     """Parse and validate one message body (and its Pub/Sub attributes, when it has any)."""
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise InvalidQuote(Reason.BAD_TYPE, f"payload must be bytes, not {type(payload).__name__}")
-    if len(payload) > MAX_MESSAGE_BYTES:
+    size = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+    if size > MAX_MESSAGE_BYTES:
         raise InvalidQuote(
-            Reason.TOO_LARGE, f"{len(payload)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
+            Reason.TOO_LARGE, f"{size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
         )
     try:
         text = bytes(payload).decode("utf-8")
@@ -233,6 +239,10 @@ def _parse_timestamp(text: str) -> int:
             "event_ts",
         )
     year, month, day, hour, minute, second, millis = (int(part) for part in match.groups())
+    if year < _OLDEST_YEAR:
+        raise InvalidQuote(
+            Reason.BAD_TIMESTAMP, f"event_ts before {_OLDEST_YEAR} is not a live quote", "event_ts"
+        )
     try:
         moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as error:
@@ -249,13 +259,13 @@ def _parse_price(
         raise InvalidQuote(
             Reason.BAD_PRICE, f"{name} must be a plain decimal string like '5.1234'", name
         )
-    decimals = match.group(2)
+    sign, _, decimals = match.groups()
     if decimals is not None and len(decimals) > scale:
         raise InvalidQuote(
             Reason.BAD_PRECISION, f"{name} has {len(decimals)} decimals, at most {scale}", name
         )
     value = Decimal(text)
-    if value < 0 or (value == 0 and not allow_zero):
+    if sign or (value == 0 and not allow_zero):
         raise InvalidQuote(Reason.NON_POSITIVE_PRICE, f"{name} must be positive, got {text}", name)
     return value
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from google.api_core.exceptions import AlreadyExists, GoogleAPICallError, NotFound
+from google.api_core.exceptions import AlreadyExists, GoogleAPIError, NotFound
 from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient, types
 
 from quotestream.ports import PublishFuture
@@ -60,9 +60,12 @@ class PubSubPublisher:
 
     def ping(self, topic: str, timeout: float) -> None:
         try:
-            self._client.api.get_topic(request={"topic": self.topic_path(topic)}, timeout=timeout)
-        except GoogleAPICallError as error:
-            raise ConnectionError(f"Pub/Sub topic {topic} unreachable: {error.message}") from error
+            # No retry: a probe must answer within its timeout, not after minutes of backoff.
+            self._client.api.get_topic(
+                request={"topic": self.topic_path(topic)}, timeout=timeout, retry=None
+            )
+        except GoogleAPIError as error:
+            raise ConnectionError(f"Pub/Sub topic {topic} unreachable: {error}") from error
 
     def close(self) -> None:
         self._client.stop()
