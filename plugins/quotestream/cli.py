@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--env-file", type=Path, default=STATE_DIR / "env")
     run.set_defaults(handler=_pipeline_run)
 
+    composer = commands.add_parser("composer", help="Cloud Composer")
+    composer_actions = composer.add_subparsers(dest="action", required=True)
+    sync = composer_actions.add_parser(
+        "deploy", help="sync dags/ and plugins/quotestream to an environment's bucket"
+    )
+    sync.add_argument("--environment", required=True)
+    sync.add_argument("--location", required=True, help="the environment's region")
+    sync.add_argument("--dry-run", action="store_true", help="print the gcloud commands only")
+    sync.set_defaults(handler=_composer_deploy)
+
     demo = commands.add_parser("demo", help="start the local stack and show live quotes")
     demo.add_argument("--state-dir", type=Path, default=STATE_DIR)
     demo.add_argument("--rounds", type=int, default=3, help="rounds of latest quotes to print")
@@ -170,6 +180,12 @@ def _pipeline_run(args: argparse.Namespace) -> int:
         raise
     print(f"{args.kind} pipeline finished: {result.state}")
     return 0
+
+
+def _composer_deploy(args: argparse.Namespace) -> int:
+    from quotestream.composer import deploy
+
+    return deploy(_repo_root(), args.environment, args.location, args.dry_run)
 
 
 def _demo(args: argparse.Namespace) -> int:

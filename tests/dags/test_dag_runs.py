@@ -238,3 +238,33 @@ def test_data_quality_passes_on_good_data_and_fails_and_alerts_on_bad(
     assert len(webhook) == 1
     assert "quotestream_data_quality.check failed" in webhook[0]["text"]
     assert "bid_le_ask" in webhook[0]["text"]
+
+
+def test_deploy_replaces_the_local_api_and_smoke_tests_it(
+    dagbag: Any, monkeypatch: pytest.MonkeyPatch, state_dir: Path
+) -> None:
+    from quotestream.adapters.local.processes import free_port, pid_alive
+    from quotestream.adapters.local.stack import LocalStack
+    from tests.conftest import REPO
+
+    project = f"deploy-{uuid.uuid4().hex[:8]}"
+    ports = {name: free_port() for name in ("pubsub", "bigquery", "api")}
+    stack = LocalStack(state_dir, REPO, project, ports)
+    try:
+        for key, value in stack.up(say=lambda _: None).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("QUOTESTREAM_LOCAL_STATE_DIR", str(state_dir))
+        bootstrap.build_provision_service(Settings()).run()
+        before = {s.name: s.pid for s in stack.status()}
+
+        run = dagbag.get_dag("quotestream_deploy_api").test()
+
+        assert states(run) == {"deploy": "success", "smoke_test": "success"}
+        after = {s.name: s for s in stack.status()}
+        assert after["api"].pid != before["api"]
+        assert after["api"].healthy
+        assert after["api"].port == ports["api"]
+        assert not pid_alive(before["api"])
+        assert after["pubsub"].pid == before["pubsub"]
+    finally:
+        stack.down(say=lambda _: None)
