@@ -46,10 +46,13 @@ test: lint ## the whole suite: lint, unit, api, integration (starts the emulator
 demo: setup ## serve the API locally and print live quotes from it
 	$(BIN)/quotestream demo
 
+wheel: setup ## build the quotestream wheel (for a Composer environment's PyPI packages)
+	$(UV) build --wheel --out-dir dist
+
 bench: setup ## print the API benchmark figures
 	$(BIN)/quotestream bench api
 
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup lock lint format test demo bench clean
+.PHONY: help setup lock lint format test demo wheel bench clean

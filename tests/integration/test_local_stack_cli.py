@@ -98,5 +98,7 @@ def test_up_explains_what_to_install_when_java_is_missing(tmp_path: Path) -> Non
     )
     assert result.returncode == 1
     assert "Java is not installed" in result.stderr
-    assert "docker compose" in result.stderr
+    assert (
+        "apt-get install openjdk-17-jre-headless google-cloud-cli-pubsub-emulator" in result.stderr
+    )
     assert "Traceback" not in result.stderr

@@ -16,8 +16,7 @@ INSTALL_HINT = (
     "The Pub/Sub emulator needs Java (17 or newer) and Google's emulator package: on Debian or "
     "Ubuntu with Google's Cloud SDK apt repository, "
     "`apt-get install openjdk-17-jre-headless google-cloud-cli-pubsub-emulator`; elsewhere "
-    "`gcloud components install pubsub-emulator`. Without them, `docker compose up` runs the "
-    "same stack in containers."
+    "`gcloud components install pubsub-emulator`."
 )
 
 
