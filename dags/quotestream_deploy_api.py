@@ -16,8 +16,9 @@ from quotestream.orchestration import default_args
     default_args=default_args(),
     tags=["quotestream", "deploy"],
     doc_md="""
-Create-or-update of the API service, then `/readyz` until ready and one
-`GET /v1/quotes/latest`. Locally the API process of `quotestream local up` stands in for
+Create-or-update of the API service (on Cloud Run: private, the relay key mounted from
+Secret Manager), then `/readyz` until ready and one `GET /v1/quotes/latest` (with an
+identity token on Cloud Run). Locally the API process of `quotestream local up` stands in for
 Cloud Run: a deploy replaces it with a process running the current code, on the same port.
 """,
 )
@@ -35,7 +36,8 @@ def quotestream_deploy_api() -> None:
         from quotestream.services.smoke import smoke_test_api
         from quotestream.settings import Settings
 
-        return smoke_test_api(bootstrap.build_deployer(Settings()).url(), timeout_s=60)
+        deployer = bootstrap.build_deployer(Settings())
+        return smoke_test_api(deployer.url(), timeout_s=60, headers=deployer.headers())
 
     deploy() >> smoke_test()
 

@@ -129,11 +129,30 @@ def _local_stack(settings: Settings) -> LocalStack:
     return LocalStack(Path(settings.local_state_dir), repo_root(), settings.project)
 
 
+def _require(settings: Settings, *names: str) -> None:
+    missing = [f"QUOTESTREAM_{name.upper()}" for name in names if not getattr(settings, name)]
+    if missing:
+        raise ConfigurationError(f"target gcp needs {', '.join(missing)}")
+
+
 def build_job_runner(settings: Settings) -> JobRunner:
     if settings.target == "gcp":
-        raise ConfigurationError(
-            "the Dataflow job runner is not built yet: the streaming, restart and teardown "
-            "DAGs run on the local target only"
+        _require(settings, "dataflow_templates", "dataflow_temp_location")
+        from quotestream.adapters.gcp.dataflow import DataflowJobRunner
+
+        prefix = settings.dataflow_templates.rstrip("/")
+        environment: dict[str, Any] = {
+            "temp_location": settings.dataflow_temp_location,
+            "enable_streaming_engine": True,
+        }
+        if settings.dataflow_service_account:
+            environment["service_account_email"] = settings.dataflow_service_account
+        return DataflowJobRunner(
+            settings.project,
+            settings.region,
+            {kind: f"{prefix}/{kind}_quotes.json" for kind in ("load", "extract")},
+            {"settings": settings.for_workers()},
+            environment,
         )
     from quotestream.adapters.local.job_runner import LocalJobRunner
 
@@ -150,7 +169,25 @@ def build_restart_service(settings: Settings) -> RestartService:
 
 def build_deployer(settings: Settings) -> ServiceDeployer:
     if settings.target == "gcp":
-        raise ConfigurationError("the Cloud Run deployer is not built yet: local target only")
+        _require(settings, "api_image")
+        from quotestream.adapters.gcp.cloud_run import CloudRunDeployer
+
+        env = {
+            "QUOTESTREAM_TARGET": "gcp",
+            "QUOTESTREAM_PROJECT": settings.project,
+            "QUOTESTREAM_QUOTES_TOPIC": settings.quotes_topic,
+            "QUOTESTREAM_PAIRS": ",".join(settings.pairs),
+            "QUOTESTREAM_MARKET_SEED": str(settings.market_seed),
+        }
+        return CloudRunDeployer(
+            settings.project,
+            settings.region,
+            settings.api_service,
+            settings.api_image,
+            env,
+            service_account=settings.api_service_account,
+            api_key_secret=settings.api_key_secret,
+        )
     from quotestream.adapters.local.api_deployer import LocalApiDeployer
 
     return LocalApiDeployer(_local_stack(settings))

@@ -103,4 +103,8 @@ class ServiceDeployer(Protocol):
 
     def deploy(self) -> ResourceResult: ...
 
-    def url(self) -> str: ...
+    def url(self) -> str:
+        """Where the deployed service answers; raises while its newest revision is not ready."""
+
+    def headers(self) -> dict[str, str]:
+        """What a caller must send (an identity token for a private Cloud Run service)."""

@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     # Airflow connection holding the alert webhook (extra.webhook_url) and e-mail settings.
     alerts_connection_id: str = "quotestream_alerts"
 
+    # Google Cloud only. Flex-template specs live at <prefix>/{load,extract}_quotes.json.
+    dataflow_templates: str = ""
+    dataflow_temp_location: str = ""
+    dataflow_service_account: str = ""
+    api_service: str = "quotestream-api"
+    api_image: str = ""
+    api_service_account: str = ""
+    # Secret Manager secret holding the push relay's key; Cloud Run mounts it as an env var.
+    api_key_secret: str = ""
+
     market_seed: int = 20261124
     # Comma-separated in the environment: QUOTESTREAM_PAIRS=USD-BRL,EUR-BRL
     pairs: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PAIRS
@@ -88,6 +98,23 @@ class Settings(BaseSettings):
                 f"({self.relay_capacity}): such a batch could never be accepted"
             )
         return self
+
+    def for_workers(self) -> str:
+        """These settings as JSON for jobs that have no environment of ours (flex templates):
+        everything a pipeline reads, and no secret."""
+        return self.model_dump_json(
+            include={
+                "target",
+                "project",
+                "region",
+                "dataset",
+                "quotes_topic",
+                "dead_letter_topic",
+                "load_subscription",
+                "api_url",
+                "pairs",
+            }
+        )
 
     @property
     def pubsub_emulator_host(self) -> str | None:

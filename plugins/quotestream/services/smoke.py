@@ -8,13 +8,17 @@ import urllib.error
 import urllib.request
 
 
-def smoke_test_api(base_url: str, timeout_s: float) -> str:
+def smoke_test_api(base_url: str, timeout_s: float, headers: dict[str, str] | None = None) -> str:
     """Wait for /readyz (200), then one GET of the latest quotes; returns what it saw."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
+
+    def get(path: str) -> urllib.request.Request:
+        return urllib.request.Request(f"{base_url}{path}", headers=headers or {})  # noqa: S310
+
     while True:
         try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(get("/readyz"), timeout=5) as response:  # noqa: S310
                 if response.status == 200:
                     break
         except urllib.error.HTTPError as error:
@@ -24,7 +28,7 @@ def smoke_test_api(base_url: str, timeout_s: float) -> str:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s:.0f} s: {last}")
         time.sleep(1)
-    with urllib.request.urlopen(f"{base_url}/v1/quotes/latest", timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(get("/v1/quotes/latest"), timeout=10) as response:  # noqa: S310
         quotes = json.load(response)["quotes"]
     if not quotes:
         raise RuntimeError(f"{base_url}/v1/quotes/latest served no quotes")

@@ -21,3 +21,6 @@ class LocalApiDeployer:
 
     def url(self) -> str:
         return self._stack.env()["QUOTESTREAM_API_URL"]
+
+    def headers(self) -> dict[str, str]:
+        return {}

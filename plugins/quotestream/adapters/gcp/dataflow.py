@@ -1,0 +1,107 @@
+"""The JobRunner on Dataflow: flex-template launches, looked up by their stable job name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.cloud import dataflow_v1beta3 as dataflow
+
+from quotestream.jobs import Job, JobState, StopMode
+
+_S = dataflow.JobState
+_STATES = {
+    _S.JOB_STATE_RUNNING: JobState.RUNNING,
+    _S.JOB_STATE_PENDING: JobState.RUNNING,
+    _S.JOB_STATE_QUEUED: JobState.RUNNING,
+    _S.JOB_STATE_STOPPED: JobState.RUNNING,  # Dataflow's "not started yet"
+    _S.JOB_STATE_DRAINING: JobState.STOPPING,
+    _S.JOB_STATE_CANCELLING: JobState.STOPPING,
+    _S.JOB_STATE_PAUSING: JobState.STOPPING,
+    _S.JOB_STATE_PAUSED: JobState.STOPPING,
+    _S.JOB_STATE_RESOURCE_CLEANING_UP: JobState.STOPPING,
+    _S.JOB_STATE_DONE: JobState.DONE,
+    _S.JOB_STATE_DRAINED: JobState.DONE,
+    _S.JOB_STATE_UPDATED: JobState.DONE,
+    _S.JOB_STATE_FAILED: JobState.FAILED,
+    _S.JOB_STATE_CANCELLED: JobState.CANCELLED,
+}
+
+
+class DataflowJobRunner:
+    def __init__(
+        self,
+        project: str,
+        region: str,
+        templates: Mapping[str, str],
+        parameters: Mapping[str, str],
+        environment: Mapping[str, Any],
+        *,
+        jobs_client: Any = None,
+        templates_client: Any = None,
+    ) -> None:
+        self._project = project
+        self._region = region
+        self._templates = dict(templates)
+        self._parameters = dict(parameters)
+        self._environment = dict(environment)
+        self._jobs = jobs_client or dataflow.JobsV1Beta3Client()
+        self._launcher = templates_client or dataflow.FlexTemplatesServiceClient()
+
+    def find(self, name: str) -> Job | None:
+        # Names are only unique among active jobs: take the newest of that name.
+        matches = [
+            job
+            for job in self._jobs.list_jobs(
+                request={
+                    "project_id": self._project,
+                    "location": self._region,
+                    "filter": dataflow.ListJobsRequest.Filter.ALL,
+                }
+            )
+            if job.name == name
+        ]
+        if not matches:
+            return None
+        newest = max(matches, key=lambda job: job.create_time)
+        # An unknown state is treated as still stopping: never launch a second copy on a guess.
+        state = _STATES.get(newest.current_state, JobState.STOPPING)
+        started = int(newest.create_time.timestamp() * 1000)
+        return Job(name, newest.id, state, started, str(newest.current_state))
+
+    def launch(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
+        current = self.find(name)
+        if current is not None and not current.state.terminal:
+            raise RuntimeError(f"job {name} is already {current.state} ({current.job_id})")
+        parameters = dict(self._parameters)
+        for arg in args:
+            key, _, value = arg.removeprefix("--").partition("=")
+            parameters[key] = value
+        response = self._launcher.launch_flex_template(
+            request={
+                "project_id": self._project,
+                "location": self._region,
+                "launch_parameter": {
+                    "job_name": name,
+                    "container_spec_gcs_path": self._templates[pipeline],
+                    "parameters": parameters,
+                    "environment": self._environment,
+                },
+            }
+        )
+        job = response.job
+        return Job(name, job.id, JobState.RUNNING, int(job.create_time.timestamp() * 1000))
+
+    def stop(self, name: str, mode: StopMode) -> None:
+        job = self.find(name)
+        if job is None or job.state.terminal:
+            return
+        requested = _S.JOB_STATE_DRAINED if mode is StopMode.DRAIN else _S.JOB_STATE_CANCELLED
+        self._jobs.update_job(
+            request={
+                "project_id": self._project,
+                "location": self._region,
+                "job_id": job.job_id,
+                "job": {"requested_state": requested},
+            }
+        )
