@@ -124,3 +124,26 @@ def shared_warehouse(name: str) -> InMemoryWarehouse:
 
 def shared_publisher(name: str) -> InMemoryPublisher:
     return _PUBLISHERS.setdefault(name, InMemoryPublisher())
+
+
+@dataclass
+class InMemoryJobRunner:
+    jobs: dict[str, Any] = field(default_factory=dict)
+    launches: list[str] = field(default_factory=list)
+
+    def find(self, name: str) -> Any:
+        return self.jobs.get(name)
+
+    def launch(self, name: str, pipeline: str, args: Any) -> Any:
+        from quotestream.jobs import Job, JobState
+
+        self.launches.append(name)
+        self.jobs[name] = Job(name, f"{name}-{len(self.launches)}", JobState.RUNNING, 0)
+        return self.jobs[name]
+
+    def stop(self, name: str, mode: Any) -> None:
+        from dataclasses import replace
+
+        from quotestream.jobs import JobState
+
+        self.jobs[name] = replace(self.jobs[name], state=JobState.CANCELLED)

@@ -160,7 +160,17 @@ def build_job_runner(settings: Settings) -> JobRunner:
 
 
 def build_streaming_service(settings: Settings) -> StreamingService:
-    return StreamingService(build_job_runner(settings), build_warehouse(settings))
+    backlog = None
+    if settings.target == "gcp":
+        from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
+
+        backlog = CloudMonitoringBacklog(settings.project)
+    return StreamingService(
+        build_job_runner(settings),
+        build_warehouse(settings),
+        settings.load_subscription,
+        backlog,
+    )
 
 
 def build_restart_service(settings: Settings) -> RestartService:

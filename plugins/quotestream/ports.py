@@ -108,3 +108,9 @@ class ServiceDeployer(Protocol):
 
     def headers(self) -> dict[str, str]:
         """What a caller must send (an identity token for a private Cloud Run service)."""
+
+
+class BacklogProbe(Protocol):
+    """How far a subscription is behind: undelivered messages and the oldest unacked age (s)."""
+
+    def backlog(self, subscription: str) -> tuple[int | None, float | None]: ...

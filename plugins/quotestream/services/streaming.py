@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quotestream.jobs import Job, JobState, StopMode
-from quotestream.ports import JobRunner, Warehouse
+from quotestream.ports import BacklogProbe, JobRunner, Warehouse
 
 # Stable names: monitoring and "is it running?" look jobs up by name, never by a suffix.
 JOB_NAMES = {"extract": "quotestream-extract", "load": "quotestream-load"}
@@ -18,6 +18,7 @@ JOB_NAMES = {"extract": "quotestream-extract", "load": "quotestream-load"}
 class HealthLimits:
     max_staleness_s: float = 300.0
     max_dead_letter_ratio: float = 0.05
+    max_oldest_unacked_s: float = 600.0
     window_s: int = 900
 
 
@@ -36,11 +37,15 @@ class StreamingService:
         self,
         runner: JobRunner,
         warehouse: Warehouse,
+        subscription: str,
+        backlog: BacklogProbe | None = None,
         limits: HealthLimits = HealthLimits(),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._runner = runner
         self._warehouse = warehouse
+        self._subscription = subscription
+        self._backlog = backlog
         self._limits = limits
         self._clock = clock
 
@@ -91,7 +96,17 @@ class StreamingService:
             )
         if ratio > self._limits.max_dead_letter_ratio:
             report.problems.append(f"dead-letter ratio {ratio:.1%} over the last window")
+        self._check_backlog(report)
         return report
+
+    def _check_backlog(self, report: HealthReport) -> None:
+        if self._backlog is None:
+            report.figures["backlog"] = "not measured (the Pub/Sub emulator has no metrics)"
+            return
+        undelivered, oldest = self._backlog.backlog(self._subscription)
+        report.figures.update(backlog_messages=undelivered, oldest_unacked_s=oldest)
+        if oldest is not None and oldest > self._limits.max_oldest_unacked_s:
+            report.problems.append(f"the oldest unacked message is {oldest:.0f} s old")
 
 
 class RestartService:

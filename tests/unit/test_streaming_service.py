@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
+from quotestream.jobs import JobState, StopMode
+from quotestream.services.streaming import RestartService, StreamingService
+from tests.fakes import InMemoryJobRunner
+
+pytestmark = pytest.mark.unit
+
+NOW = 1_795_000_000.0
+
+
+class FixedWarehouse:
+    """Answers the health query with the figures a test sets."""
+
+    def __init__(self, newest_ms: int | None, loaded: int, dead: int) -> None:
+        self.row = {"newest": newest_ms, "loaded": loaded, "dead": dead}
+
+    def query(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        return [self.row]
+
+
+class FixedBacklog:
+    def __init__(self, undelivered: int, oldest_s: float) -> None:
+        self.value = (undelivered, oldest_s)
+
+    def backlog(self, subscription: str) -> tuple[int, float]:
+        return self.value
+
+
+def service(
+    runner: InMemoryJobRunner, warehouse: FixedWarehouse, backlog: Any = None
+) -> StreamingService:
+    return StreamingService(runner, warehouse, "quotes-load", backlog, clock=lambda: NOW)
+
+
+def test_ensure_running_launches_each_missing_job_once() -> None:
+    runner = InMemoryJobRunner()
+    healthy = FixedWarehouse(int(NOW * 1000) - 2000, 100, 0)
+    first = service(runner, healthy).ensure_running()
+    second = service(runner, healthy).ensure_running()
+    assert runner.launches == ["quotestream-extract", "quotestream-load"]
+    assert all(outcome.startswith("launched") for outcome in first.values())
+    assert all(outcome.startswith("already running") for outcome in second.values())
+
+
+def test_health_names_every_problem() -> None:
+    runner = InMemoryJobRunner()
+    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    runner.stop("quotestream-load", StopMode.CANCEL)
+    report = service(
+        runner, FixedWarehouse(int(NOW * 1000) - 900_000, 90, 10), FixedBacklog(5000, 1200)
+    ).health()
+    assert not report.healthy
+    assert report.problems == [
+        "quotestream-load is cancelled",
+        "newest quote is 900 s old",
+        "dead-letter ratio 10.0% over the last window",
+        "the oldest unacked message is 1200 s old",
+    ]
+    assert report.figures["backlog_messages"] == 5000
+
+
+def test_health_is_good_when_everything_flows() -> None:
+    runner = InMemoryJobRunner()
+    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    report = service(runner, FixedWarehouse(int(NOW * 1000) - 3000, 500, 1)).health()
+    assert report.healthy, report.problems
+    assert report.figures["backlog"].startswith("not measured")
+
+
+def test_restart_stops_waits_and_relaunches_under_the_same_name() -> None:
+    runner = InMemoryJobRunner()
+    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    before, after = RestartService(runner, poll_s=0).restart("load", StopMode.DRAIN, 5)
+    assert before.state is JobState.RUNNING
+    assert (after.name, after.state) == ("quotestream-load", JobState.RUNNING)
+    assert after.job_id != before.job_id
+
+
+def test_cloud_monitoring_backlog_reads_the_newest_points() -> None:
+    class Client:
+        def __init__(self) -> None:
+            self.filters: list[str] = []
+
+        def list_time_series(self, request: dict[str, Any]) -> list[Any]:
+            self.filters.append(request["filter"])
+            value = 42 if "undelivered" in request["filter"] else 17
+            point = SimpleNamespace(value=SimpleNamespace(int64_value=value))
+            return [SimpleNamespace(points=[point])]
+
+    client = Client()
+    assert CloudMonitoringBacklog("proj", client=client).backlog("quotes-load") == (42, 17.0)
+    assert all('subscription_id = "quotes-load"' in f for f in client.filters)
