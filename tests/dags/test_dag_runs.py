@@ -268,3 +268,16 @@ def test_deploy_replaces_the_local_api_and_smoke_tests_it(
         assert after["pubsub"].pid == before["pubsub"]
     finally:
         stack.down(say=lambda _: None)
+
+
+def test_teardown_needs_the_project_id_then_removes_everything(
+    dagbag: Any, local_target: Settings, webhook: list[dict[str, Any]]
+) -> None:
+    bootstrap.build_provision_service(local_target).run()
+    refused = dagbag.get_dag("quotestream_teardown").test(run_conf={"confirm": "yes"})
+    assert states(refused) == {"teardown": "failed"}
+    assert "quotestream_teardown.teardown failed" in webhook[0]["text"]
+    done = dagbag.get_dag("quotestream_teardown").test(run_conf={"confirm": local_target.project})
+    assert states(done) == {"teardown": "success"}
+    again = bootstrap.build_provision_service(local_target).run()
+    assert {str(result.outcome) for result in again} == {"created"}
