@@ -18,12 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from quotestream.adapters.local.processes import (
-    child_running,
-    pid_alive,
-    remember_child,
-    stop_pid,
-)
+from quotestream.adapters.local.processes import child_running, remember_child, runs, stop_pid
 from quotestream.jobs import Job, JobState, StopMode
 
 
@@ -130,13 +125,7 @@ def _is_supervisor(pid: int, state_file: Path) -> bool:
     ours = child_running(pid)
     if ours is not None:  # started by this process: it may not have exec'd yet
         return ours
-    if not pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc (macOS): trust the pid
-    return str(state_file).encode() in cmdline
+    return runs(pid, str(state_file))
 
 
 def _supervise(state_file: Path, log_path: Path, command: list[str]) -> int:

@@ -28,6 +28,18 @@ def remember_child(process: subprocess.Popen[bytes]) -> None:
     _children[process.pid] = process
 
 
+def runs(pid: int, marker: str) -> bool:
+    """Alive and still the process we recorded: its command line contains `marker` (a pid
+    recorded before a reboot may belong to a stranger now). Without /proc, trust the pid."""
+    if not pid_alive(pid):
+        return False
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True
+    return any(marker.encode() in argument for argument in arguments)
+
+
 def child_running(pid: int) -> bool | None:
     """Whether a child this process started is still running; None if it is not ours."""
     child = _children.get(pid)

@@ -20,7 +20,7 @@ from quotestream.adapters.local.processes import (
     ServiceProcess,
     free_port,
     http_answers,
-    pid_alive,
+    runs,
     start_service,
     stop_pid,
 )
@@ -60,6 +60,11 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _ours(record: dict[str, Any]) -> bool:
+    # Every part is started with its port on its command line.
+    return runs(int(record["pid"]), str(record["port"]))
+
+
 class LocalStack:
     def __init__(
         self,
@@ -82,10 +87,10 @@ class LocalStack:
         state.setdefault("api_key", secrets.token_urlsafe(24))
         for name in SERVICES:
             record = services.get(name)
-            if record and pid_alive(record["pid"]) and self._healthy(name, record["port"]):
+            if record and _ours(record) and self._healthy(name, record["port"]):
                 say(f"{name:<9} already running  pid {record['pid']:<7} port {record['port']}")
                 continue
-            if record:
+            if record and _ours(record):
                 stop_pid(record["pid"], timeout=5)  # a half-dead leftover must not hold ports
             say(f"{name:<9} starting ...")
             service = self._start_recorded(state, name, self._port(name))
@@ -99,8 +104,8 @@ class LocalStack:
         if "api_key" not in state:
             raise RuntimeError("the local stack is not up: run `quotestream local up` first")
         record = state.get("services", {}).get(name)
-        replaced = bool(record and pid_alive(record["pid"]))
-        if record:
+        replaced = bool(record and _ours(record))
+        if replaced:
             stop_pid(record["pid"])
         port = record["port"] if record else self._port(name)
         self._start_recorded(state, name, port)
@@ -136,7 +141,7 @@ class LocalStack:
             record = services.pop(name, None)
             if record is None:
                 continue
-            if pid_alive(record["pid"]):
+            if _ours(record):
                 stop_pid(record["pid"])
                 say(f"{name:<9} stopped  pid {record['pid']}")
             else:
@@ -152,7 +157,7 @@ class LocalStack:
             if record is None:
                 statuses.append(ServiceStatus(name, None, None, False, None))
                 continue
-            alive = pid_alive(record["pid"])
+            alive = _ours(record)
             healthy = alive and self._healthy(name, record["port"])
             statuses.append(
                 ServiceStatus(name, record["pid"], record["port"], healthy, record["log"])
