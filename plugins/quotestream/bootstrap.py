@@ -53,12 +53,15 @@ def _require_emulator(settings: Settings, variable: str, value: str | None) -> N
         )
 
 
-def build_publisher(settings: Settings) -> Publisher:
+def build_publisher(settings: Settings, ordered: bool | None = None) -> Publisher:
+    """A batched publisher; `ordered` (default: the relay's setting) allows ordering keys."""
     _require_emulator(settings, "PUBSUB_EMULATOR_HOST", settings.pubsub_emulator_host)
     from quotestream.adapters.gcp.pubsub import PubSubPublisher
 
     return PubSubPublisher(
-        settings.project, credentials=google_credentials(settings), ordered=settings.relay_ordered
+        settings.project,
+        credentials=google_credentials(settings),
+        ordered=settings.relay_ordered if ordered is None else ordered,
     )
 
 

@@ -74,6 +74,7 @@ def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches
                 lag_ms=0,
                 first_lookback_ms=2000,
                 clock=StepClock(name),
+                ordered=True,
             )
         )
     assert next(FlakySimulatedSource.calls) > 6, "the outage never happened"
@@ -81,6 +82,7 @@ def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches
         parse_quote(m.data, m.attributes, now_ms=START_MS + 10**9) for m in publisher.messages
     ]
     assert {m.topic for m in publisher.messages} == {"quotes"}
+    assert {m.ordering_key for m in publisher.messages} == set(pairs)
     ids = Counter(q.event_id for q in quotes)
     assert ids
     assert max(ids.values()) == 1, "a quote was published twice"

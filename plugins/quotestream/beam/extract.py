@@ -82,9 +82,12 @@ class PublishQuotesFn(beam.DoFn):
     """Publishes each quote as served, with routing attributes; a bundle completes only once
     Pub/Sub has acknowledged all of it, so a failure retries rather than loses."""
 
-    def __init__(self, publisher_factory: Callable[[], Publisher], topic: str) -> None:
+    def __init__(
+        self, publisher_factory: Callable[[], Publisher], topic: str, ordered: bool = False
+    ) -> None:
         self._factory = publisher_factory
         self._topic = topic
+        self._ordered = ordered
         self.published = Metrics.counter(NAMESPACE, "published")
 
     def setup(self) -> None:
@@ -98,7 +101,8 @@ class PublishQuotesFn(beam.DoFn):
             key: quote[key] for key in ("pair", "event_ts", "event_id") if key in quote
         }
         data = json.dumps(quote, separators=(",", ":")).encode()
-        self._pending.append(self._publisher.publish(self._topic, data, attributes))
+        key = quote["pair"] if self._ordered else ""
+        self._pending.append(self._publisher.publish(self._topic, data, attributes, key))
 
     def finish_bundle(self) -> None:
         for future in self._pending:
@@ -124,11 +128,12 @@ class ExtractQuotes(beam.PTransform[Any, Any]):
         lag_ms: int = 1000,
         first_lookback_ms: int = 5000,
         clock: Callable[[], int] = now_ms,
+        ordered: bool = False,
     ) -> None:
         super().__init__()
         self._pairs = list(pairs)
         self._fetch = FetchNewQuotesFn(source_factory, lag_ms, first_lookback_ms, clock)
-        self._publish = PublishQuotesFn(publisher_factory, topic)
+        self._publish = PublishQuotesFn(publisher_factory, topic, ordered)
 
     def expand(self, ticks: PCollection[Any]) -> PCollection[Any]:
         pairs = self._pairs

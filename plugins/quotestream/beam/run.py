@@ -113,9 +113,11 @@ def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         >> ExtractQuotes(
             settings.pairs,
             partial(bootstrap.build_quote_source, settings),
-            partial(bootstrap.build_publisher, settings),
+            partial(bootstrap.build_publisher, settings, ordered=settings.message_ordering),
             settings.quotes_topic,
             lag_ms=int(custom.poll_lag_s * 1000),
+            # Each pair's quotes in order on an ordered subscription.
+            ordered=settings.message_ordering,
         )
     )
     return pipeline
