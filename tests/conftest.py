@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,17 +68,11 @@ SEED = 777
 @pytest.fixture
 def api_url(logs_dir: Path) -> Iterator[str]:
     """The API as a process, with a known seed, its history served for the test."""
-    from quotestream.adapters.local.processes import http_answers, start_service
+    from quotestream.adapters.local.processes import start_api_process
 
     port = free_port()
-    api = start_service(
-        "api",
-        [sys.executable, "-m", "quotestream.cli", "api", "--port", str(port)],
-        host="127.0.0.1",
-        port=port,
-        log_path=logs_dir / f"api-{port}.log",
-        ready=lambda: http_answers(f"http://127.0.0.1:{port}/healthz"),
-        env={"QUOTESTREAM_MARKET_SEED": str(SEED)},
+    api = start_api_process(
+        port, logs_dir / f"api-{port}.log", {"QUOTESTREAM_MARKET_SEED": str(SEED)}
     )
     try:
         yield f"http://127.0.0.1:{port}"

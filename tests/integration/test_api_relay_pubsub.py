@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -14,12 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quotestream.adapters.local.processes import (
-    ServiceProcess,
-    free_port,
-    http_answers,
-    start_service,
-)
+from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream_api.market import MarketSimulator
 from tests.integration.pubsub_helpers import PROJECT, drain, make_topic_with_subscription
@@ -32,23 +26,10 @@ SEED = 99
 
 def start_api(topic: str, logs_dir: Path, emulator: ServiceProcess) -> ServiceProcess:
     port = free_port()
-    return start_service(
-        "api",
-        [
-            sys.executable,
-            "-m",
-            "quotestream.cli",
-            "api",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        host="127.0.0.1",
-        port=port,
-        log_path=logs_dir / f"api-{port}.log",
-        ready=lambda: http_answers(f"http://127.0.0.1:{port}/healthz"),
-        env={
+    return start_api_process(
+        port,
+        logs_dir / f"api-{port}.log",
+        {
             "PUBSUB_EMULATOR_HOST": emulator.address,
             "QUOTESTREAM_PROJECT": PROJECT,
             "QUOTESTREAM_QUOTES_TOPIC": topic,

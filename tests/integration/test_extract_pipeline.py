@@ -13,7 +13,7 @@ import pytest
 from quotestream.adapters.local.processes import (
     ServiceProcess,
     free_port,
-    http_answers,
+    start_api_process,
     start_service,
 )
 from quotestream.domain import PAIR_CATALOG, parse_quote
@@ -39,15 +39,7 @@ def test_extraction_publishes_every_quote_once(
         "QUOTESTREAM_PAIRS": ",".join(PAIRS),
         "QUOTESTREAM_API_URL": f"http://127.0.0.1:{port}",
     }
-    api = start_service(
-        "api",
-        [sys.executable, "-m", "quotestream.cli", "api", "--port", str(port)],
-        host="127.0.0.1",
-        port=port,
-        log_path=logs_dir / "extract-api.log",
-        ready=lambda: http_answers(f"http://127.0.0.1:{port}/healthz"),
-        env=env,
-    )
+    api = start_api_process(port, logs_dir / "extract-api.log", env)
     try:
         job = start_service(
             "extract",

@@ -7,19 +7,13 @@ and the load generator, so the figures share one machine state and compare fairl
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quotestream.adapters.local.processes import (
-    ServiceProcess,
-    free_port,
-    http_answers,
-    start_service,
-)
+from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.bench.stats import summary_ms
 from quotestream.domain.pairs import PAIR_CATALOG
 
@@ -99,14 +93,10 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
 
 def _start_api(work: Path, emulator: ServiceProcess) -> ServiceProcess:
     port = free_port()
-    return start_service(
-        "api",
-        [sys.executable, "-m", "quotestream.cli", "api", "--port", str(port)],
-        host="127.0.0.1",
-        port=port,
-        log_path=work / "api.log",
-        ready=lambda: http_answers(f"http://127.0.0.1:{port}/healthz"),
-        env={
+    return start_api_process(
+        port,
+        work / "api.log",
+        {
             "PUBSUB_EMULATOR_HOST": emulator.address,
             "QUOTESTREAM_PROJECT": PROJECT,
             "QUOTESTREAM_QUOTES_TOPIC": "relay",

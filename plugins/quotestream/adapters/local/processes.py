@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -163,3 +164,18 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def start_api_process(
+    port: int, log_path: Path, env: Mapping[str, str] | None = None, host: str = "127.0.0.1"
+) -> ServiceProcess:
+    """The API server as its own process (the local stand-in for Cloud Run)."""
+    return start_service(
+        "api",
+        [sys.executable, "-m", "quotestream.cli", "api", "--host", host, "--port", str(port)],
+        host=host,
+        port=port,
+        log_path=log_path,
+        ready=lambda: http_answers(f"http://{host}:{port}/healthz"),
+        env=env,
+    )

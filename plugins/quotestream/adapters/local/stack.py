@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from quotestream.adapters.local.processes import (
     free_port,
     http_answers,
     runs,
-    start_service,
+    start_api_process,
     stop_pid,
 )
 from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
@@ -172,15 +171,7 @@ class LocalStack:
             return start_bigquery_emulator(
                 self.repo_root, port, log_path, self.state_dir / "bigquery-data", self.project
             )
-        return start_service(
-            "api",
-            [sys.executable, "-m", "quotestream.cli", "api", "--host", HOST, "--port", str(port)],
-            host=HOST,
-            port=port,
-            log_path=log_path,
-            ready=lambda: self._healthy("api", port),
-            env=env,
-        )
+        return start_api_process(port, log_path, env, HOST)
 
     def _healthy(self, name: str, port: int) -> bool:
         path = {
