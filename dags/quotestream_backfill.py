@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
@@ -14,11 +16,16 @@ from quotestream.orchestration import default_args
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=4,
+    # Runs are made on purpose, for gaps (`airflow backfill create`); unpause to backfill
+    # every closed hour as a safety net.
+    is_paused_upon_creation=True,
     default_args=default_args(),
     tags=["quotestream", "backfill"],
     doc_md="""
-One run per hour of data. Fill a gap with
+One run per hour of data, paused on creation: fill a gap with
 `airflow backfill create --dag-id quotestream_backfill --from-date ... --to-date ...`.
+An hour is backfilled only once it is at least an hour old, so the streaming load has
+delivered what it will (a backfill racing it would insert rows the stream then repeats).
 The interval's history goes through the gate into a scratch table (a load job), then one
 INSERT adds only the event_ids `quotes` lacks: safe beside the streaming buffer, and running
 an interval twice changes nothing.
@@ -27,11 +34,19 @@ an interval twice changes nothing.
 def quotestream_backfill() -> None:
     @task
     def backfill(data_interval_start=None, data_interval_end=None, run_id=None) -> str:
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
         from quotestream import bootstrap
+        from quotestream.orchestration import data_interval
         from quotestream.settings import Settings
 
+        start, end = data_interval(data_interval_start, data_interval_end)
+        settled = end + timedelta(hours=1)
+        if pendulum.now("UTC") < settled:
+            # Come back when the stream has delivered the hour; the slot is free meanwhile.
+            raise AirflowRescheduleException(settled)
         service = bootstrap.build_backfill_service(Settings())
-        return str(service.run(data_interval_start, data_interval_end, run_id))
+        return str(service.run(start, end, run_id))
 
     backfill()
 

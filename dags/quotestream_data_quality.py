@@ -12,29 +12,38 @@ from quotestream.orchestration import default_args
 
 @dag(
     dag_id="quotestream_data_quality",
-    schedule=CronDataIntervalTimetable("15 * * * *", timezone="UTC"),
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     default_args=default_args(retries=1, retry_delay=timedelta(seconds=10)),
     tags=["quotestream", "quality"],
     doc_md="""
-For the run's hour: volume against each pair's tick rate, reconciliation of counts per pair
+Checks the hour *before* the run's data interval, so the streaming load has had an hour
+to deliver late data: volume against each pair's tick rate, reconciliation of counts per pair
 with the API's history, bid <= ask, duplicate event_ids, nulls, dead-letter ratio, and (for
-recent hours) freshness. A failed check fails the task, which alerts; all results are kept in
+recent hours) freshness. A failed check fails the task at once (no retry: the data will not
+change), which alerts; errors reaching BigQuery are retried. All results are kept in
 `dq_results` with the run id.
 """,
 )
 def quotestream_data_quality() -> None:
     @task
     def check(data_interval_start=None, data_interval_end=None, run_id=None) -> list[str]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from quotestream import bootstrap
+        from quotestream.orchestration import data_interval
+        from quotestream.services.quality import DataQualityFailed
         from quotestream.settings import Settings
 
+        start, end = data_interval(data_interval_start, data_interval_end)
+        start, end = start - timedelta(hours=1), end - timedelta(hours=1)
         service = bootstrap.build_data_quality_service(Settings())
-        recent = pendulum.now("UTC") - data_interval_end < timedelta(hours=2)
-        results = service.run(
-            data_interval_start, data_interval_end, run_id, check_freshness=recent
-        )
+        recent = pendulum.now("UTC") - end < timedelta(hours=3)
+        try:
+            results = service.run(start, end, run_id, check_freshness=recent)
+        except DataQualityFailed as failed:
+            raise AirflowFailException(str(failed)) from failed
         return [str(result) for result in results]
 
     check()

@@ -103,7 +103,13 @@ def build_quote_source(
 ) -> QuoteSource:
     from quotestream.adapters.api_client import HttpQuoteSource
 
-    return HttpQuoteSource(settings.api_url, on_outcome=on_outcome)
+    # On Cloud Run the API is private: every call carries an identity token for its URL.
+    auth = None
+    if settings.target == "gcp":
+        from quotestream.adapters.gcp.identity import IdentityTokens
+
+        auth = IdentityTokens(settings.api_url)
+    return HttpQuoteSource(settings.api_url, on_outcome=on_outcome, auth=auth)
 
 
 def build_backfill_service(settings: Settings) -> BackfillService:
@@ -126,10 +132,16 @@ def repo_root() -> Path:
     return root
 
 
+def local_state_dir(settings: Settings) -> Path:
+    """Relative to the clone, not to wherever a scheduler or worker was started."""
+    configured = Path(settings.local_state_dir)
+    return configured if configured.is_absolute() else repo_root() / configured
+
+
 def _local_stack(settings: Settings) -> LocalStack:
     from quotestream.adapters.local.stack import LocalStack
 
-    return LocalStack(Path(settings.local_state_dir), repo_root(), settings.project)
+    return LocalStack(local_state_dir(settings), repo_root(), settings.project)
 
 
 def _require(settings: Settings, *names: str) -> None:
@@ -159,7 +171,7 @@ def build_job_runner(settings: Settings) -> JobRunner:
         )
     from quotestream.adapters.local.job_runner import LocalJobRunner
 
-    return LocalJobRunner(Path(settings.local_state_dir), repo_root())
+    return LocalJobRunner(local_state_dir(settings), repo_root())
 
 
 def build_streaming_service(settings: Settings) -> StreamingService:

@@ -7,17 +7,18 @@ imported inside the functions that run in tasks and callbacks.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
 from quotestream.ports import Notifier
-from quotestream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OWNER = "quotestream"
 # Asset URIs: producers emit events on them, consumers are scheduled on them.
-QUOTES_ASSET_URI = "bigquery://quotestream/quotes"
+# Our own scheme: the google provider validates bigquery:// URIs as project/dataset/table.
+QUOTES_ASSET_URI = "quotestream://bigquery/quotes"
 RESOURCES_ASSET_URI = "quotestream://resources"
 
 
@@ -43,7 +44,14 @@ def alert_on_failure(context: Any) -> None:
         f"run {getattr(ti, 'run_id', '?')}, try {getattr(ti, 'try_number', '?')}\n"
         f"{context.get('exception')!r}"
     )
-    for notifier in notifiers(Settings().alerts_connection_id):
+    try:
+        # Not Settings(): the task may have failed precisely because the settings are invalid.
+        connection_id = os.environ.get("QUOTESTREAM_ALERTS_CONNECTION_ID", "quotestream_alerts")
+        channels = notifiers(connection_id)
+    except Exception:
+        log.exception("could not build the alert channels; the failure is only in the log")
+        return
+    for notifier in channels:
         try:
             notifier.notify(subject, body)
         except Exception:
@@ -79,3 +87,14 @@ def notifiers(connection_id: str) -> list[Notifier]:
             )
         )
     return found
+
+
+def data_interval(start: Any, end: Any) -> tuple[Any, Any]:
+    """The run's data interval, or a clear error for runs that have none (manual runs without
+    a logical date, asset-triggered runs)."""
+    if start is None or end is None or end <= start:
+        raise ValueError(
+            "this DAG works on a data interval: trigger it with a logical date, or let the "
+            "schedule or `airflow backfill create` make its runs"
+        )
+    return start, end

@@ -107,7 +107,11 @@ def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
 
         wait_until(lambda: loaded() > 20, 120, "the first quotes to be loaded")
         second = dagbag.get_dag("quotestream_streaming").test()
-        assert states(second) == {"ensure_running": "success", "check_health": "success"}
+        assert states(second) == {
+            "ensure_running": "success",
+            "measure_health": "success",
+            "alert_if_unhealthy": "success",
+        }
         assert {name: runner.find(name).job_id for name in jobs} == {
             name: job.job_id for name, job in jobs.items()
         }, "a second copy was launched"
@@ -214,28 +218,28 @@ def test_data_quality_passes_on_good_data_and_fails_and_alerts_on_bad(
     dagbag: Any, local_target: Settings, webhook: list[dict[str, Any]]
 ) -> None:
     bootstrap.build_provision_service(local_target).run()
-    dq_end = pendulum.now("UTC").start_of("hour").subtract(hours=4).add(minutes=15)
-    for hour_end in (dq_end.start_of("hour"), dq_end.start_of("hour").add(hours=1)):
-        assert states(dagbag.get_dag("quotestream_backfill").test(logical_date=hour_end)) == {
-            "backfill": "success"
-        }
-    good = dagbag.get_dag("quotestream_data_quality").test(logical_date=dq_end)
+    checked_end = pendulum.now("UTC").start_of("hour").subtract(hours=4)
+    backfill = dagbag.get_dag("quotestream_backfill").test(logical_date=checked_end)
+    assert states(backfill) == {"backfill": "success"}
+    # A run checks the hour before its own interval: the run ending an hour later.
+    run_end = checked_end.add(hours=1)
+    good = dagbag.get_dag("quotestream_data_quality").test(logical_date=run_end)
     assert states(good) == {"check": "success"}
     assert webhook == []
 
     warehouse = bootstrap.build_warehouse(local_target)
     market = MarketSimulator(SEED, PAIR_CATALOG)
-    inside = market.quote(PAIR_CATALOG["USD-BRL"], to_ms(dq_end) // 1000 - 600)
+    inside = market.quote(PAIR_CATALOG["USD-BRL"], to_ms(checked_end) // 1000 - 600)
     warehouse.insert_rows(
-        "quotes", [{**quote_row(inside, to_ms(dq_end)), "bid": "9.9999"}], ["planted-crossed"]
+        "quotes", [{**quote_row(inside, to_ms(checked_end)), "bid": "9.9999"}], ["planted-crossed"]
     )
-    bad = dagbag.get_dag("quotestream_data_quality").test(logical_date=dq_end.add(seconds=1))
+    bad = dagbag.get_dag("quotestream_data_quality").test(logical_date=run_end.add(seconds=1))
     assert states(bad) == {"check": "failed"}
     failed = warehouse.query(
         "SELECT DISTINCT check_name FROM {dataset}.dq_results WHERE NOT passed ORDER BY 1"
     )
     assert [r["check_name"] for r in failed] == ["bid_le_ask", "duplicates"]
-    assert len(webhook) == 1
+    assert len(webhook) == 1, "a failed check is not retried: one alert"
     assert "quotestream_data_quality.check failed" in webhook[0]["text"]
     assert "bid_le_ask" in webhook[0]["text"]
 

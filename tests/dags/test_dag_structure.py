@@ -58,13 +58,14 @@ def test_each_dag_has_owner_tags_docs_retries_and_the_alert(dagbag: Any, dag_id:
 
 def test_task_wiring(dagbag: Any) -> None:
     streaming = dagbag.get_dag("quotestream_streaming")
-    assert streaming.task_dict["check_health"].upstream_task_ids == {"ensure_running"}
-    assert [o.uri for o in streaming.task_dict["check_health"].outlets] == [
-        "bigquery://quotestream/quotes"
+    assert streaming.task_dict["measure_health"].upstream_task_ids == {"ensure_running"}
+    assert [o.uri for o in streaming.task_dict["measure_health"].outlets] == [
+        "quotestream://bigquery/quotes"
     ]
     deploy = dagbag.get_dag("quotestream_deploy_api")
     assert deploy.task_dict["smoke_test"].upstream_task_ids == {"deploy"}
-    assert dagbag.get_dag("quotestream_backfill").task_dict["backfill"].retries == 2
+    backfill = dagbag.get_dag("quotestream_backfill")
+    assert backfill.task_dict["backfill"].retries == 2
     assert dagbag.get_dag("quotestream_restart").params["mode"] == "drain"
 
 

@@ -28,6 +28,7 @@ class HttpQuoteSource:
         attempts: int = 4,
         backoff_s: float = 0.25,
         on_outcome: Callable[[str], None] = lambda _: None,
+        auth: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         import requests
 
@@ -36,6 +37,7 @@ class HttpQuoteSource:
         self._attempts = attempts
         self._backoff_s = backoff_s
         self._on_outcome = on_outcome
+        self._auth = auth
         self._session = requests.Session()
 
     def latest(self, pairs: Sequence[str]) -> list[dict[str, str]]:
@@ -72,7 +74,10 @@ class HttpQuoteSource:
                 time.sleep(self._backoff_s * 2 ** (attempt - 1))
             try:
                 response = self._session.get(
-                    self._base_url + path, params=params, timeout=self._timeout_s
+                    self._base_url + path,
+                    params=params,
+                    timeout=self._timeout_s,
+                    headers=self._auth() if self._auth else None,
                 )
             except requests.RequestException as error:
                 last_error = f"{type(error).__name__}: {error}"

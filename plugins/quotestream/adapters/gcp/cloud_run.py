@@ -58,14 +58,9 @@ class CloudRunDeployer:
 
     def headers(self) -> dict[str, str]:
         """The service is private: calls carry an identity token for its URL."""
-        import google.auth.transport.requests
-        import google.oauth2.id_token
+        from quotestream.adapters.gcp.identity import IdentityTokens
 
-        audience = self.url()
-        token = google.oauth2.id_token.fetch_id_token(  # type: ignore[no-untyped-call]
-            google.auth.transport.requests.Request(), audience
-        )
-        return {"Authorization": f"Bearer {token}"}
+        return IdentityTokens(self.url())()
 
     def _service(self) -> run_v2.Service:
         env = [run_v2.EnvVar(name=key, value=value) for key, value in sorted(self._env.items())]

@@ -7,6 +7,7 @@ task launches a streaming job and returns at once).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -38,10 +39,17 @@ class LocalJobRunner:
         return self._job(name, record)
 
     def launch(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
-        current = self.find(name)
-        if current is not None and not current.state.terminal:
-            raise RuntimeError(f"job {name} is already {current.state} (pid {current.job_id})")
         self._jobs_dir.mkdir(parents=True, exist_ok=True)
+        # Two DAG tasks (streaming and restart) may launch the same job at once: the check and
+        # the launch happen under one lock, so exactly one of them starts it.
+        with (self._jobs_dir / f"{name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.find(name)
+            if current is not None and not current.state.terminal:
+                raise RuntimeError(f"job {name} is already {current.state} (pid {current.job_id})")
+            return self._start(name, pipeline, args)
+
+    def _start(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
         self._logs_dir.mkdir(parents=True, exist_ok=True)
         entry = self._repo_root / "beam_pipelines" / f"{pipeline}_quotes.py"
         command = [sys.executable, str(entry), "--runner=DirectRunner", *args]
@@ -58,6 +66,7 @@ class LocalJobRunner:
                 "-m",
                 "quotestream.adapters.local.job_runner",
                 str(self._path(name)),
+                record["run_id"],
                 record["log"],
                 *command,
             ],
@@ -104,14 +113,18 @@ class LocalJobRunner:
         return self._jobs_dir / f"{name}.json"
 
     def _read(self, name: str) -> dict[str, Any] | None:
-        path = self._path(name)
-        if not path.is_file():
-            return None
-        loaded: dict[str, Any] = json.loads(path.read_text())
-        return loaded
+        return _read_record(self._path(name)) or None
 
     def _write(self, name: str, record: dict[str, Any]) -> None:
         _write_atomically(self._path(name), record)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return loaded
 
 
 def _write_atomically(path: Path, record: dict[str, Any]) -> None:
@@ -128,13 +141,18 @@ def _is_supervisor(pid: int, state_file: Path) -> bool:
     return runs(pid, str(state_file))
 
 
-def _supervise(state_file: Path, log_path: Path, command: list[str]) -> int:
-    """Run the pipeline, forward SIGTERM to it, record its exit status."""
+def _supervise(state_file: Path, run_id: str, log_path: Path, command: list[str]) -> int:
+    """Run the pipeline, forward SIGTERM to it, record its exit status in its own record."""
     with log_path.open("ab") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     signal.signal(signal.SIGTERM, lambda *_: child.terminate())
     status = child.wait()
-    record = json.loads(state_file.read_text())
+    # The launcher writes the record just after starting us; a quick exit may come first.
+    deadline = time.monotonic() + 5
+    while (record := _read_record(state_file)).get("run_id") != run_id:
+        if time.monotonic() > deadline:
+            return status  # a newer run owns the state file now
+        time.sleep(0.05)
     record["exit_status"] = status
     record["ended_ts_ms"] = time.time_ns() // 1_000_000
     _write_atomically(state_file, record)
@@ -142,4 +160,4 @@ def _supervise(state_file: Path, log_path: Path, command: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_supervise(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]))
+    sys.exit(_supervise(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4:]))
