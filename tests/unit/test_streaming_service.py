@@ -97,3 +97,13 @@ def test_cloud_monitoring_backlog_reads_the_newest_points() -> None:
     client = Client()
     assert CloudMonitoringBacklog("proj", client=client).backlog("quotes-load") == (42, 17.0)
     assert all('subscription_id = "quotes-load"' in f for f in client.filters)
+
+
+def test_freshly_launched_jobs_get_time_before_staleness_counts() -> None:
+    runner = InMemoryJobRunner()
+    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    for name, job in list(runner.jobs.items()):
+        runner.jobs[name] = type(job)(job.name, job.job_id, job.state, int(NOW * 1000) - 60_000)
+    report = service(runner, FixedWarehouse(None, 0, 0)).health()
+    assert report.healthy, report.problems
+    assert report.figures["settling_after_launch"] is True
