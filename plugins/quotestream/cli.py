@@ -222,11 +222,9 @@ def _load_env_file(path: Path) -> None:
 
 
 def _repo_root() -> Path:
-    """The clone this package runs from (the local stack uses its emulators/ folder)."""
-    for candidate in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
-        if (candidate / "emulators" / "bigquery" / "run.sh").is_file():
-            return candidate
-    return Path.cwd()
+    from quotestream.bootstrap import repo_root
+
+    return repo_root()
 
 
 if __name__ == "__main__":
