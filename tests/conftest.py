@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,27 @@ def api_url(logs_dir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         api.stop()
+
+
+@pytest.fixture
+def provisioned(
+    api_url: str, pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess
+) -> Any:
+    """Settings of a fresh project on the emulators, provisioned, reading the test's API."""
+    import uuid
+
+    from quotestream import bootstrap
+    from quotestream.settings import Settings
+
+    def make(prefix: str, pairs: tuple[str, ...]) -> Settings:
+        settings = Settings(
+            project=f"{prefix}-{uuid.uuid4().hex[:8]}",
+            target="local",
+            message_ordering=False,
+            api_url=api_url,
+            pairs=pairs,
+        )
+        bootstrap.build_provision_service(settings).run()
+        return settings
+
+    return make

@@ -3,17 +3,15 @@ inserted, and a second run of the same interval inserts nothing."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from quotestream import bootstrap
-from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import quote_row
-from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from tests.conftest import SEED
 
@@ -23,17 +21,8 @@ pytestmark = pytest.mark.integration
 PAIRS = ("USD-BRL", "EUR-USD")
 
 
-def test_backfilling_an_interval_twice_inserts_only_what_is_missing_once(
-    api_url: str, pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess
-) -> None:
-    settings = Settings(
-        project=f"backfill-{uuid.uuid4().hex[:8]}",
-        target="local",
-        message_ordering=False,
-        api_url=api_url,
-        pairs=PAIRS,
-    )
-    bootstrap.build_provision_service(settings).run()
+def test_backfilling_an_interval_twice_inserts_only_what_is_missing_once(provisioned: Any) -> None:
+    settings = provisioned("backfill", PAIRS)
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
     start = end - timedelta(minutes=5)
     market = MarketSimulator(SEED, PAIR_CATALOG)

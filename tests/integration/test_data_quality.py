@@ -3,18 +3,16 @@ data, and every result lands in dq_results."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from quotestream import bootstrap
-from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import quote_row
 from quotestream.services.quality import DataQualityFailed
-from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from tests.conftest import SEED
 
@@ -23,17 +21,8 @@ pytestmark = pytest.mark.integration
 PAIRS = ("USD-BRL", "BTC-USD")
 
 
-def test_checks_pass_on_good_data_and_fail_on_planted_bad_data(
-    api_url: str, pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess
-) -> None:
-    settings = Settings(
-        project=f"dq-{uuid.uuid4().hex[:8]}",
-        target="local",
-        message_ordering=False,
-        api_url=api_url,
-        pairs=PAIRS,
-    )
-    bootstrap.build_provision_service(settings).run()
+def test_checks_pass_on_good_data_and_fail_on_planted_bad_data(provisioned: Any) -> None:
+    settings = provisioned("dq", PAIRS)
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     start = end - timedelta(minutes=3)
     bootstrap.build_backfill_service(settings).run(start, end, "dq-load")

@@ -141,3 +141,14 @@ def launch(kind: str, argv: Sequence[str], settings: Settings | None = None) -> 
     resolved = settings or settings_from(argv)
     # DoFns carry the settings to the workers; the push relay's key has no business there.
     return build(argv, resolved.model_copy(update={"api_key": None})).run()
+
+
+def main(kind: str, argv: Sequence[str]) -> None:
+    """What a flex template or a local `python beam_pipelines/..._quotes.py` runs."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO)
+    result = launch(kind, argv)
+    # On Dataflow the launcher returns once the job is submitted; a local run is the job.
+    if not any(arg.startswith("--runner=Dataflow") for arg in _joined(argv)):
+        result.wait_until_finish()
