@@ -46,6 +46,7 @@ def bar(pair: str, minute: int, ohlc: tuple[str, str, str, str], ticks: int, pan
         "close": ohlc[3],
         "tick_count": ticks,
         "pane": pane,
+        "pane_index": int(pane.split(":")[1]),
     }
 
 

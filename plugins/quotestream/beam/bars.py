@@ -65,6 +65,7 @@ class BarRowFn(beam.DoFn):
             "window_end": format_ts(bar_window.end.micros // 1000),
             **ohlc,
             "pane": f"{_timing(pane.timing)}:{pane.index}",
+            "pane_index": pane.index,
         }
 
 
@@ -73,8 +74,9 @@ def _timing(timing: int) -> str:
 
 
 def bar_row_id(row: dict[str, Any]) -> str:
-    # Each pane is its own row: a late pane re-states the whole bar, readers take the last.
-    return f"{row['pair']}|{row['window_start']}|{row['pane']}"
+    # Each pane is its own row: a late pane re-states the whole bar; readers take the row with
+    # the highest pane_index.
+    return f"{row['pair']}|{row['window_start']}|{row['pane_index']}"
 
 
 class OneMinuteBars(beam.PTransform[Any, Any]):
