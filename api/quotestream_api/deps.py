@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import time
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from quotestream.domain.quote import now_ms
 from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
@@ -33,10 +33,6 @@ def get_relay(request: Request) -> QuoteRelay:
             reason="relay_unavailable",
         )
     return relay
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def require_api_key(

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from quotestream.domain.pairs import DEFAULT_PAIRS, PAIR_CATALOG
+from quotestream.domain.pairs import DEFAULT_PAIRS, PAIR_CATALOG, split_pairs
 
 
 class Settings(BaseSettings):
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_pairs(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(part.strip().upper() for part in value.split(",") if part.strip())
+            return split_pairs(value)
         return value
 
     @field_validator("pairs")

@@ -11,8 +11,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from quotestream.beam.load import LoadQuotes, ReadHistory
 from quotestream.beam.messages import RawMessage
-from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes, now_ms
+from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.quote import now_ms
 from quotestream_api.market import MarketSimulator
 from tests.beam.corpus import bad_messages
 from tests.beam.pipelines import direct_pipeline

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.domain import PAIR_CATALOG, parse_quote
+from quotestream.domain.quote import now_ms
 from quotestream_api.market import MarketSimulator
 from tests.integration.pubsub_helpers import PROJECT, drain, make_topic_with_subscription
 
@@ -109,7 +109,7 @@ def test_sigterm_flushes_every_accepted_quote_before_exit(
     server = start_api(relay_topic[0], logs_dir, pubsub_emulator)
     market = MarketSimulator(SEED, PAIR_CATALOG)
     spec = PAIR_CATALOG["BTC-USD"]
-    now = market.latest(spec, time.time_ns() // 1_000_000).event_ts_ms
+    now = market.latest(spec, now_ms()).event_ts_ms
     quotes = [q.to_dict() for _, q in market.quotes_between(spec, now - 600_000, now)]  # 2400
     accepted = 0
     try:

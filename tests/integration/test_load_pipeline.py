@@ -3,7 +3,6 @@ emulator, run as the launcher runs it (a subprocess) for a bounded time."""
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections import Counter
@@ -13,9 +12,9 @@ import pytest
 from google.cloud.pubsub_v1 import PublisherClient
 
 from quotestream import bootstrap
-from quotestream.adapters.local.processes import ServiceProcess, start_service
-from quotestream.beam.parse import now_ms
+from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_process
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.quote import now_ms
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from tests.beam.corpus import bad_messages
@@ -57,15 +56,7 @@ def test_exactly_the_good_distinct_quotes_and_exactly_the_bad_ones_are_loaded(
         "PUBSUB_EMULATOR_HOST": pubsub_emulator.address,
         "BIGQUERY_EMULATOR_HOST": f"http://{bigquery_emulator.address}",
     }
-    job = start_service(
-        "load-pipeline",
-        [sys.executable, str(REPO / "beam_pipelines" / "load_quotes.py"), "--runner=DirectRunner"],
-        host="127.0.0.1",
-        port=0,
-        log_path=logs_dir / f"load-{settings.project}.log",
-        ready=lambda: True,
-        env=env,
-    )
+    job = start_pipeline_process(REPO, "load", logs_dir / f"load-{settings.project}.log", env)
     warehouse = bootstrap.build_warehouse(settings)
     expected_rows = len(good) + len(bad)
     try:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from quotestream.domain.pairs import PairSpec
+from quotestream.domain.pairs import PairSpec, split_pairs
 from quotestream.domain.quote import Quote, format_ts, to_ms
 from quotestream.domain.validation import InvalidQuote, Reason, loads_json, quote_from_mapping
 from quotestream.services.relay import RelayClosed
@@ -34,7 +34,7 @@ def latest_quotes(
         str | None, Query(description="Comma-separated pairs; all pairs when omitted")
     ] = None,
 ) -> dict[str, Any]:
-    wanted = _split_pairs(pairs) if pairs else list(market.pairs)
+    wanted = split_pairs(pairs) if pairs else tuple(market.pairs)
     specs = [_spec(market, pair) for pair in wanted]
     return {"quotes": [market.latest(spec, now).to_dict() for spec in specs]}
 
@@ -157,10 +157,6 @@ async def _read_limited(request: Request, limit: int) -> bytes:
             raise Problem(413, f"body over {limit} bytes", reason="body_too_large")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _split_pairs(pairs: str) -> list[str]:
-    return [part.strip().upper() for part in pairs.split(",") if part.strip()]
 
 
 def _spec(market: MarketSimulator, pair: str) -> PairSpec:

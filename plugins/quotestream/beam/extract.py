@@ -13,7 +13,8 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from quotestream.adapters.api_client import SourceUnavailable
-from quotestream.beam.parse import NAMESPACE, now_ms
+from quotestream.beam.parse import NAMESPACE
+from quotestream.domain.quote import now_ms
 from quotestream.ports import Publisher, PublishFuture, QuoteSource
 
 _MAX_CATCH_UP_MS = 3_600_000

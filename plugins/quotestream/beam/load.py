@@ -13,8 +13,9 @@ from apache_beam.transforms import window
 
 from quotestream.beam.bars import OneMinuteBars, bar_row_id
 from quotestream.beam.messages import RawMessage
-from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes, now_ms
+from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
 from quotestream.beam.sinks import WarehouseFactory, WriteRows
+from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
 from quotestream.domain.schemas import QUOTES as QUOTES_TABLE

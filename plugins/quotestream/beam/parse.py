@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -12,16 +11,13 @@ from apache_beam.pvalue import PCollection, TaggedOutput
 
 from quotestream.beam.messages import RawMessage
 from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row
 from quotestream.domain.validation import InvalidQuote, parse_quote
 
 NAMESPACE = "quotestream"
 QUOTES = "quotes"
 DEAD_LETTER = "dead_letter"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ParseQuoteFn(beam.DoFn):

@@ -11,7 +11,8 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
 
-from quotestream.beam.parse import NAMESPACE, now_ms
+from quotestream.beam.parse import NAMESPACE
+from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row
 from quotestream.ports import Warehouse
 

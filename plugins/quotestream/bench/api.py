@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.bench.stats import summary_ms
 from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.quote import now_ms
 
 if TYPE_CHECKING:
     from quotestream_api.market import MarketSimulator
@@ -109,7 +110,7 @@ def _start_api(work: Path, emulator: ServiceProcess) -> ServiceProcess:
 
 def _history(market: MarketSimulator, count: int) -> list[dict[str, str]]:
     spec = PAIR_CATALOG["BTC-USD"]
-    end = time.time_ns() // 1_000_000 - 1000
+    end = now_ms() - 1000
     start = end - count * spec.tick_interval_ms
     return [q.to_dict() for _, q in market.quotes_between(spec, start, end)][:count]
 

@@ -4,7 +4,6 @@ end (Pub/Sub emulator -> load pipeline on the DirectRunner -> BigQuery emulator)
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -12,10 +11,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from quotestream.adapters.local.processes import ServiceProcess, free_port, start_service
+from quotestream.adapters.local.processes import (
+    ServiceProcess,
+    free_port,
+    start_pipeline_process,
+)
 from quotestream.bench.stats import percentile
 from quotestream.domain.pairs import PAIR_CATALOG
-from quotestream.domain.quote import Quote, make_event_id
+from quotestream.domain.quote import Quote, make_event_id, now_ms
 from quotestream.domain.validation import parse_quote
 
 
@@ -41,7 +44,7 @@ def gate(count: int) -> None:
         event_ts: str
         source: str
 
-    messages = [quote.to_json() for quote in _quotes(count, time.time_ns() // 1_000_000 - 60_000)]
+    messages = [quote.to_json() for quote in _quotes(count, now_ms() - 60_000)]
     print(f"gate: {len(messages):,} quote messages, one core, best of 3")
     ours = _best_rate(lambda: [parse_quote(m) for m in messages], len(messages))
     baseline = _best_rate(
@@ -106,19 +109,7 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
         os.environ.update(env)
         settings = Settings()
         bootstrap.build_provision_service(settings).run()
-        job = start_service(
-            "load-pipeline",
-            [
-                sys.executable,
-                str(repo_root / "beam_pipelines" / "load_quotes.py"),
-                "--runner=DirectRunner",
-            ],
-            host="127.0.0.1",
-            port=0,
-            log_path=work / "load.log",
-            ready=lambda: True,
-            env=env,
-        )
+        job = start_pipeline_process(repo_root, "load", work / "load.log", env)
         services.append(job)
         warehouse = bootstrap.build_warehouse(settings)
         publisher = PublisherClient()
@@ -170,7 +161,7 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
 
 
 def _now_quote(spec: Any, index: int) -> Quote:
-    event_ts_ms = time.time_ns() // 1_000_000
+    event_ts_ms = now_ms()
     units = 10**spec.scale
     bid_units = int(float(spec.reference_price) * units) + index % 7
     bid = Decimal(bid_units).scaleb(-spec.scale)
@@ -191,13 +182,13 @@ def _now_quote(spec: Any, index: int) -> Quote:
 
 def _poll(warehouse: Any, seen_ms: dict[str, int], ingest_latency: list[float]) -> None:
     # Only rows written lately: a full scan every poll would load the emulator more and more.
-    since = time.time_ns() // 1_000_000 - 30_000
+    since = now_ms() - 30_000
     rows = warehouse.query(
         "SELECT event_id, UNIX_MILLIS(event_ts) AS event_ms, UNIX_MILLIS(ingest_ts) AS ingest_ms "
         "FROM {dataset}.quotes WHERE UNIX_MILLIS(ingest_ts) > @since",
         {"since": since},
     )
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     for row in rows:
         if row["event_id"] not in seen_ms:
             seen_ms[row["event_id"]] = now

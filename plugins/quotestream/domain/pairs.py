@@ -46,3 +46,8 @@ PAIR_CATALOG: dict[str, PairSpec] = {
 }
 
 DEFAULT_PAIRS: tuple[str, ...] = tuple(PAIR_CATALOG)
+
+
+def split_pairs(text: str) -> tuple[str, ...]:
+    """`"usd-brl, EUR-BRL"` -> `("USD-BRL", "EUR-BRL")`, as settings and URLs write pairs."""
+    return tuple(part.strip().upper() for part in text.split(",") if part.strip())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,6 +15,11 @@ def make_event_id(pair: str, event_ts_ms: int, source: str) -> str:
     stage downstream can deduplicate on it (BigQuery insertId, backfill anti-joins)."""
     key = f"{pair}|{event_ts_ms}|{source}".encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def now_ms() -> int:
+    """The current time in milliseconds since the epoch, the unit of every event time here."""
+    return time.time_ns() // 1_000_000
 
 
 def format_ts(event_ts_ms: int) -> str:

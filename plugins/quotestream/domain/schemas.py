@@ -6,7 +6,7 @@ libraries; the BigQuery adapter turns these into `SchemaField`s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 FieldType = Literal["STRING", "NUMERIC", "TIMESTAMP", "INTEGER", "FLOAT", "BOOLEAN", "RECORD"]
@@ -29,10 +29,10 @@ class TableSpec:
     columns: tuple[Column, ...]
     partition_column: str | None = None
     clustering: tuple[str, ...] = ()
-    column_names: tuple[str, ...] = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "column_names", tuple(c.name for c in self.columns))
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
 
 
 def _c(name: str, type_: FieldType, mode: Mode = "NULLABLE", description: str = "") -> Column:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,6 +17,7 @@ from typing import Any
 
 from quotestream.domain.pairs import PAIR_CATALOG, PairSpec
 from quotestream.domain.quote import Quote, make_event_id, to_ms
+from quotestream.domain.quote import now_ms as current_time_ms
 
 MAX_MESSAGE_BYTES = 4096
 # Producers' clocks drift; a quote a little ahead of ours is still plausible.
@@ -148,7 +148,7 @@ def quote_from_mapping(
         )
 
     event_ts_ms = _parse_timestamp(document["event_ts"])
-    current_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    current_ms = current_time_ms() if now_ms is None else now_ms
     if event_ts_ms > current_ms + FUTURE_TOLERANCE_MS:
         raise InvalidQuote(
             Reason.FUTURE_TIMESTAMP,

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from quotestream.domain.quote import to_ms
+from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from quotestream.domain.validation import InvalidQuote, parse_quote
@@ -50,7 +49,7 @@ class BackfillService:
         if start.tzinfo is None or end.tzinfo is None or end <= start:
             raise ValueError(f"need an aware interval with start < end, got [{start}, {end})")
         start_ms, end_ms = to_ms(start), to_ms(end)
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         rows, dead = [], []
         for pair in self._pairs:
             for served in self._source.history(pair, start_ms, end_ms):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from quotestream.domain.pairs import PAIR_CATALOG
-from quotestream.domain.quote import format_ts, to_ms
+from quotestream.domain.quote import format_ts, now_ms, to_ms
 from quotestream.domain.schemas import DQ_RESULTS
 from quotestream.ports import QuoteSource, Warehouse
 
@@ -171,7 +170,7 @@ class DataQualityService:
             "SELECT UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes"
         )
         newest = rows[0]["newest"] if rows else None
-        age = (time.time_ns() // 1_000_000 - newest) / 1000 if newest else float("inf")
+        age = (now_ms() - newest) / 1000 if newest else float("inf")
         limit = self._thresholds.freshness_s
         detail = f"newest quote {age:.0f} s old" if newest else "no quotes at all"
         return CheckResult("freshness", age <= limit, age, limit, detail)
@@ -179,7 +178,7 @@ class DataQualityService:
     def _record(
         self, results: Sequence[CheckResult], start: datetime, end: datetime, run_id: str
     ) -> None:
-        checked = format_ts(time.time_ns() // 1_000_000)
+        checked = format_ts(now_ms())
         rows = [
             {
                 "check_name": result.check_name,

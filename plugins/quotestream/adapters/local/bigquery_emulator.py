@@ -7,11 +7,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from quotestream.adapters.local.processes import ServiceProcess, http_answers, start_service
-
-
-class EmulatorMissing(RuntimeError):
-    pass
+from quotestream.adapters.local.processes import (
+    EmulatorMissing,
+    ServiceProcess,
+    http_answers,
+    start_service,
+)
 
 
 def emulator_dir(repo_root: Path) -> Path:

@@ -19,7 +19,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from quotestream.adapters.local.processes import child_running, remember_child, runs, stop_pid
+from quotestream.adapters.local.processes import (
+    child_running,
+    pipeline_command,
+    remember_child,
+    runs,
+    stop_pid,
+)
+from quotestream.domain.quote import now_ms
 from quotestream.jobs import Job, JobState, StopMode
 
 
@@ -51,13 +58,12 @@ class LocalJobRunner:
 
     def _start(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
         self._logs_dir.mkdir(parents=True, exist_ok=True)
-        entry = self._repo_root / "beam_pipelines" / f"{pipeline}_quotes.py"
-        command = [sys.executable, str(entry), "--runner=DirectRunner", *args]
+        command = pipeline_command(self._repo_root, pipeline, args)
         record: dict[str, Any] = {
             "run_id": uuid.uuid4().hex,
             "pipeline": pipeline,
             "args": list(args),
-            "started_ts_ms": time.time_ns() // 1_000_000,
+            "started_ts_ms": now_ms(),
             "log": str(self._logs_dir / f"job-{name}.log"),
         }
         supervisor = subprocess.Popen(  # noqa: S603 - our own module and entry point
@@ -154,7 +160,7 @@ def _supervise(state_file: Path, run_id: str, log_path: Path, command: list[str]
             return status  # a newer run owns the state file now
         time.sleep(0.05)
     record["exit_status"] = status
-    record["ended_ts_ms"] = time.time_ns() // 1_000_000
+    record["ended_ts_ms"] = now_ms()
     _write_atomically(state_file, record)
     return status
 

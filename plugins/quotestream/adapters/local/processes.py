@@ -19,6 +19,10 @@ class StartupError(RuntimeError):
     pass
 
 
+class EmulatorMissing(RuntimeError):
+    """An emulator (or what it runs on) is not installed; the message says what to install."""
+
+
 # Popen objects of the services this process started: kept so their exit is reaped (and
 # Python does not warn about children it forgot) when they are stopped.
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -177,5 +181,30 @@ def start_api_process(
         port=port,
         log_path=log_path,
         ready=lambda: http_answers(f"http://{host}:{port}/healthz"),
+        env=env,
+    )
+
+
+def pipeline_command(repo_root: Path, pipeline: str, args: Sequence[str]) -> list[str]:
+    """A pipeline's entry point on the local runner (the launcher keeps it off Prism)."""
+    entry = repo_root / "beam_pipelines" / f"{pipeline}_quotes.py"
+    return [sys.executable, str(entry), "--runner=DirectRunner", *args]
+
+
+def start_pipeline_process(
+    repo_root: Path,
+    pipeline: str,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> ServiceProcess:
+    """A pipeline run in the foreground of its own process; it listens on nothing."""
+    return start_service(
+        f"{pipeline}-pipeline",
+        pipeline_command(repo_root, pipeline, args),
+        host="127.0.0.1",
+        port=0,
+        log_path=log_path,
+        ready=lambda: True,
         env=env,
     )

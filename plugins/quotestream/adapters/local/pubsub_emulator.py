@@ -7,7 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from quotestream.adapters.local.processes import ServiceProcess, http_answers, start_service
+from quotestream.adapters.local.processes import (
+    EmulatorMissing,
+    ServiceProcess,
+    http_answers,
+    start_service,
+)
 
 _SDK_ROOTS = ("/usr/lib/google-cloud-sdk", "/usr/share/google-cloud-sdk", "/opt/google-cloud-sdk")
 _LAUNCHER = Path("platform/pubsub-emulator/bin/cloud-pubsub-emulator")
@@ -18,10 +23,6 @@ INSTALL_HINT = (
     "`apt-get install openjdk-17-jre-headless google-cloud-cli-pubsub-emulator`; elsewhere "
     "`gcloud components install pubsub-emulator`."
 )
-
-
-class EmulatorMissing(RuntimeError):
-    pass
 
 
 def find_launcher() -> Path:
