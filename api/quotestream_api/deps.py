@@ -12,6 +12,7 @@ from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from quotestream_api.problems import Problem
+from quotestream_api.rate_limit import TokenBuckets, retry_after_header
 
 
 def get_settings(request: Request) -> Settings:
@@ -33,6 +34,32 @@ def get_relay(request: Request) -> QuoteRelay:
             reason="relay_unavailable",
         )
     return relay
+
+
+def get_push_limiter(request: Request) -> TokenBuckets | None:
+    limiter: TokenBuckets | None = request.app.state.push_limiter
+    return limiter
+
+
+def limit_push_rate(
+    request: Request,
+    limiter: Annotated[TokenBuckets | None, Depends(get_push_limiter)],
+) -> None:
+    """Before the key check, so floods and key guessing are slowed down too. The client is
+    the peer address, which uvicorn takes from X-Forwarded-For only for the proxies trusted
+    by FORWARDED_ALLOW_IPS: a client cannot pick a fresh identity per request."""
+    if limiter is None:
+        return
+    client = request.client.host if request.client else "unknown"
+    wait_s = limiter.take(client)
+    if wait_s:
+        raise Problem(
+            429,
+            f"more than {limiter.burst} requests at once or {limiter.rate_per_s:g} a second "
+            f"from {client}; retry after Retry-After seconds",
+            reason="rate_limited",
+            headers={"Retry-After": retry_after_header(wait_s)},
+        )
 
 
 def require_api_key(

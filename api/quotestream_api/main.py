@@ -14,6 +14,7 @@ from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from quotestream_api.problems import install_problem_handlers
+from quotestream_api.rate_limit import TokenBuckets
 from quotestream_api.routers import health, pairs, quotes
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ def create_app(settings: Settings | None = None, relay: QuoteRelay | None = None
             resolved.market_seed,
             {pair: PAIR_CATALOG[pair] for pair in resolved.pairs},
             source=resolved.quote_source,
+        )
+        app.state.push_limiter = (
+            TokenBuckets(resolved.relay_rate_limit_per_s, resolved.relay_rate_limit_burst)
+            if resolved.relay_rate_limit_per_s > 0
+            else None
         )
         app.state.relay, app.state.relay_error = relay, None
         if app.state.relay is None:

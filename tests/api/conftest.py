@@ -28,6 +28,8 @@ def settings() -> Settings:
         relay_capacity=100,
         relay_max_batch=50,
         relay_max_body_bytes=20_000,
+        # Property tests send hundreds of requests from one client; the limit has its own tests.
+        relay_rate_limit_per_s=0,
     )
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 import pytest
 from fastapi.testclient import TestClient
@@ -70,7 +71,11 @@ def test_oversized_bodies_get_413(client: TestClient) -> None:
         "/v1/quotes", content=body * 2, headers={**AUTH, "content-type": "application/json"}
     )
     assert response.status_code == 413
-    assert response.json()["reason"] == "body_too_large"
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["status"], problem["reason"]) == (413, "body_too_large")
+    assert problem["title"] == HTTPStatus(413).phrase
+    assert "20000" in problem["detail"]
 
 
 def test_chunked_bodies_over_the_limit_get_413_too(client: TestClient) -> None:

@@ -12,7 +12,14 @@ from quotestream.domain.pairs import PairSpec, split_pairs
 from quotestream.domain.quote import Quote, format_ts, to_ms
 from quotestream.domain.validation import InvalidQuote, Reason, loads_json, quote_from_mapping
 from quotestream.services.relay import RelayClosed
-from quotestream_api.deps import MarketDep, NowDep, RelayDep, SettingsDep, require_api_key
+from quotestream_api.deps import (
+    MarketDep,
+    NowDep,
+    RelayDep,
+    SettingsDep,
+    limit_push_rate,
+    require_api_key,
+)
 from quotestream_api.market import MarketSimulator
 from quotestream_api.problems import Problem
 from quotestream_api.schemas import LatestQuotes, QuoteHistoryPage, RelayReceipt
@@ -95,10 +102,12 @@ def quote_history(
     "",
     status_code=202,
     response_model=RelayReceipt,
-    dependencies=[Depends(require_api_key)],
+    # In this order: the rate limit also counts requests with a wrong key.
+    dependencies=[Depends(limit_push_rate), Depends(require_api_key)],
     responses={
         401: {"description": "missing or wrong X-API-Key"},
         413: {"description": "body or batch too large"},
+        429: {"description": "over the client's rate limit; retry after Retry-After seconds"},
         503: {"description": "relay full or unavailable; retry after Retry-After seconds"},
     },
 )
