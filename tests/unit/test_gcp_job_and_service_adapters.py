@@ -134,6 +134,11 @@ class FakeRun:
         self.calls.append(("update", service))
         return SimpleNamespace(result=lambda timeout: service)
 
+    # Recorded, never expected: a policy binding roles/run.invoker to allUsers would make
+    # the API public.
+    def set_iam_policy(self, request: Any = None, **kwargs: Any) -> None:
+        self.calls.append(("set_iam_policy", request or kwargs))
+
 
 def deployer(fake: FakeRun) -> CloudRunDeployer:
     return CloudRunDeployer(
@@ -170,3 +175,14 @@ def test_deploy_creates_a_missing_service_and_updates_an_existing_one() -> None:
     assert kind == "update"
     assert updated.name == "projects/proj/locations/us-central1/services/quotestream-api"
     assert deployer(existing).url() == "https://api.run.app"
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_the_service_is_private_no_public_invoker_and_iam_checked(exists: bool) -> None:
+    fake = FakeRun(exists)
+    deployer(fake).deploy()
+    # No IAM call at all: nothing grants roles/run.invoker to allUsers.
+    assert [kind for kind, _ in fake.calls] == ["update" if exists else "create"]
+    service = fake.calls[0][1] if exists else fake.calls[0][1][1]
+    # Cloud Run's switch that skips the invoker check for everyone must stay off.
+    assert service.invoker_iam_disabled is False
