@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -14,8 +15,10 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from quotestream.adapters.api_client import SourceUnavailable
 from quotestream.beam.parse import NAMESPACE
-from quotestream.domain.quote import now_ms
+from quotestream.domain.quote import format_ts, now_ms
 from quotestream.ports import Publisher, PublishFuture, QuoteSource
+
+log = logging.getLogger(__name__)
 
 _MAX_CATCH_UP_MS = 3_600_000
 SourceFactory = Callable[[Callable[[str], None]], QuoteSource]
@@ -30,6 +33,9 @@ class FetchNewQuotesFn(beam.DoFn):
 
     CURSOR = ReadModifyWriteStateSpec("cursor_ms", VarIntCoder())
     CURSOR_STATE = beam.DoFn.StateParam(CURSOR)
+    # Failed fetches since the last good one: an outage is logged once when it ends.
+    FAILURES = ReadModifyWriteStateSpec("failed_fetches", VarIntCoder())
+    FAILURES_STATE = beam.DoFn.StateParam(FAILURES)
 
     def __init__(
         self,
@@ -53,24 +59,48 @@ class FetchNewQuotesFn(beam.DoFn):
         self._source = self._factory(lambda outcome: self.outcomes[outcome].inc())
 
     def process(
-        self, element: tuple[str, Any], cursor: Any = CURSOR_STATE
+        self, element: tuple[str, Any], cursor: Any = CURSOR_STATE, failures: Any = FAILURES_STATE
     ) -> Iterator[dict[str, str]]:
         pair, _ = element
         end = self._clock() - self._lag_ms
         start = cursor.read() or end - self._first_lookback_ms
         if end <= start:
             return
+        skipped_from = None
         if end - start > _MAX_CATCH_UP_MS:
             # After a long outage, catch up the last hour and leave the rest to the backfill
             # DAG: one fetch of days of history would stall every other pair's polling.
-            self.skipped.inc()
-            start = end - _MAX_CATCH_UP_MS
+            skipped_from, start = start, end - _MAX_CATCH_UP_MS
         try:
             quotes = list(self._source.history(pair, start, end))
-        except SourceUnavailable:
-            return  # counted by the source; the cursor stays, the next poll retries the gap
+        except SourceUnavailable as error:
+            # Counted by the source; the cursor stays, so the next poll retries the gap.
+            failed = (failures.read() or 0) + 1
+            failures.write(failed)
+            if failed == 1:  # the rest are told when the source is back
+                log.warning("%s: fetch since %s failed: %s", pair, format_ts(start), error)
+            return
         cursor.write(end)
         self.fetched.inc(len(quotes))
+        if skipped_from is not None:
+            self.skipped.inc()
+            log.warning(
+                "%s: [%s, %s) skipped, more than an hour behind; backfill it",
+                pair,
+                format_ts(skipped_from),
+                format_ts(start),
+            )
+        failed = failures.read()
+        if failed:
+            failures.clear()
+            log.info(
+                "%s: source back after %d failed fetches; caught up %d quotes of [%s, %s)",
+                pair,
+                failed,
+                len(quotes),
+                format_ts(start),
+                format_ts(end),
+            )
         yield from quotes
 
     def teardown(self) -> None:

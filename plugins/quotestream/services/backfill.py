@@ -32,7 +32,7 @@ class BackfillResult:
 
     def __str__(self) -> str:
         return (
-            f"backfill [{self.start:%Y-%m-%d %H:%M}, {self.end:%Y-%m-%d %H:%M}) UTC: "
+            f"backfill [{self.start:%Y-%m-%d %H:%M:%S}, {self.end:%Y-%m-%d %H:%M:%S}) UTC: "
             f"{self.fetched} fetched, {self.inserted} inserted, "
             f"{self.fetched - self.inserted - self.dead_lettered} already there, "
             f"{self.dead_lettered} dead-lettered"
