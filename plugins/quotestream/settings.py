@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     # Cloud Run sends SIGTERM and kills 10 s later; drain within that.
     relay_shutdown_timeout_s: Annotated[float, Field(gt=0)] = 8.0
     # Token bucket per client address on POST /v1/quotes (429 beyond it); 0 turns it off.
-    # A full batch costs the gate ~10 ms of CPU: 20/s is a core's worth for one client.
+    # A full batch (1000 quotes) costs the gate ~12 ms of CPU: 20/s holds one client to a
+    # quarter of a core, 20,000 quotes/s (the relay's whole queue) at most.
     relay_rate_limit_per_s: Annotated[float, Field(ge=0)] = 20.0
     relay_rate_limit_burst: Annotated[int, Field(ge=1)] = 40
 
