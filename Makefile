@@ -30,6 +30,8 @@ lock: ## re-resolve the pins after editing pyproject.toml
 	$(UV) export --quiet --frozen --extra api --no-dev --no-emit-project -o api/requirements.txt
 	$(UV) export --quiet --frozen --extra pipeline --no-dev --no-emit-project \
 		-o beam_pipelines/requirements.txt
+	$(UV) export --quiet --frozen --extra airflow --extra gcp --extra pipeline --no-dev \
+		--no-emit-project -o docker/airflow/requirements.txt
 
 lint: setup ## ruff format check, ruff lint (with AIR rules), mypy on the core
 	$(BIN)/ruff format --check .
@@ -43,16 +45,22 @@ format: setup ## apply ruff formatting and safe fixes
 test: lint ## the whole suite: lint, unit, api, integration (starts the emulators itself)
 	$(BIN)/pytest
 
-demo: setup ## serve the API locally and print live quotes from it
-	$(BIN)/quotestream demo
+demo: setup ## the whole pipeline locally, driven from Airflow, until Ctrl-C (SECONDS=60)
+	$(BIN)/quotestream demo --seconds $(or $(SECONDS),60)
+
+compose-config: ## validate docker-compose.yaml (installs docker-compose 1.29.2 when Docker has none)
+	@f=$$(mktemp -d)/.env; scripts/compose-env "$$f" >/dev/null; \
+		scripts/compose --env-file "$$f" config --quiet && echo "docker-compose.yaml is valid"
 
 wheel: setup ## build the quotestream wheel (for a Composer environment's PyPI packages)
 	$(UV) build --wheel --out-dir dist
 
-bench: setup ## print the API benchmark figures
+bench: setup ## print the benchmark figures: API, pipeline, whole stack under load
 	$(BIN)/quotestream bench api
+	$(BIN)/quotestream bench pipeline
+	$(BIN)/quotestream bench load
 
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup lock lint format test demo wheel bench clean
+.PHONY: help setup lock lint format test demo compose-config wheel bench clean

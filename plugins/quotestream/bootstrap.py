@@ -17,8 +17,10 @@ from quotestream.ports import (
     Publisher,
     QuoteSource,
     ServiceDeployer,
+    TopicTap,
     Warehouse,
 )
+from quotestream.services.accounting import AccountingService
 from quotestream.services.backfill import BackfillService
 from quotestream.services.provision import ProvisionService
 from quotestream.services.quality import DataQualityService
@@ -225,3 +227,17 @@ def build_teardown_service(settings: Settings) -> TeardownService:
         build_warehouse(settings),
         settings,
     )
+
+
+def build_topic_tap(settings: Settings) -> TopicTap:
+    """A ledger of what is published on `quotes` from now on (for the demo and `bench load`)."""
+    _require_emulator(settings, "PUBSUB_EMULATOR_HOST", settings.pubsub_emulator_host)
+    from quotestream.adapters.gcp.pubsub_tap import PubSubTopicTap
+
+    return PubSubTopicTap(
+        settings.project, settings.quotes_topic, credentials=google_credentials(settings)
+    )
+
+
+def build_accounting_service(settings: Settings, since_ms: int) -> AccountingService:
+    return AccountingService(build_warehouse(settings), since_ms)

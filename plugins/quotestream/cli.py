@@ -82,10 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="print the gcloud commands only")
     sync.set_defaults(handler=_composer_deploy)
 
-    demo = commands.add_parser("demo", help="start the local stack and show live quotes")
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline locally, driven from Airflow, with a summary and a PNG report",
+    )
     demo.add_argument("--state-dir", type=Path, default=STATE_DIR)
-    demo.add_argument("--rounds", type=int, default=3, help="rounds of latest quotes to print")
-    demo.add_argument("--exit", action="store_true", help="stop the stack instead of serving")
+    demo.add_argument("--seconds", type=float, default=60.0, help="how long quotes flow")
+    demo.add_argument(
+        "--exit", action="store_true", help="stop by itself after the summary (else: Ctrl-C)"
+    )
+    demo.add_argument("--airflow-port", type=int, help="default: a free port")
     demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="measure and print figures")
@@ -102,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     bench_pipeline.add_argument("--rate", type=float, default=30.0, help="quotes/s published")
     bench_pipeline.add_argument("--seconds", type=float, default=20.0, help="publishing time")
     bench_pipeline.set_defaults(handler=_bench_pipeline)
+    bench_load = kinds.add_parser(
+        "load", help="push through the whole local stack: throughput, latency, memory, loss"
+    )
+    bench_load.add_argument("--rate", type=float, default=20.0, help="quotes/s pushed")
+    bench_load.add_argument("--seconds", type=float, default=60.0, help="pushing time")
+    bench_load.set_defaults(handler=_bench_load)
     return parser
 
 
@@ -189,9 +201,10 @@ def _composer_deploy(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from quotestream.demo import run
+    from quotestream.demo import DemoRun, run
 
-    return run(_stack(args), rounds=args.rounds, keep_serving=not args.exit)
+    options = DemoRun(args.seconds, keep_running=not args.exit, airflow_port=args.airflow_port)
+    return run(_stack(args), _repo_root(), options)
 
 
 def _bench_api(args: argparse.Namespace) -> int:
@@ -204,6 +217,12 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     from quotestream.bench.pipeline import run
 
     return run(args.gate_messages, args.rate, args.seconds, _repo_root())
+
+
+def _bench_load(args: argparse.Namespace) -> int:
+    from quotestream.bench.load import run
+
+    return run(args.rate, args.seconds, _repo_root())
 
 
 def _load_env_file(path: Path) -> None:

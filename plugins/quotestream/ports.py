@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from quotestream.domain.ledger import PublishedMessage
 from quotestream.domain.schemas import TableSpec
 from quotestream.jobs import Job, StopMode
 from quotestream.resources import ResourceResult, SubscriptionSpec
@@ -114,3 +115,14 @@ class BacklogProbe(Protocol):
     """How far a subscription is behind: undelivered messages and the oldest unacked age (s)."""
 
     def backlog(self, subscription: str) -> tuple[int | None, float | None]: ...
+
+
+class TopicTap(Protocol):
+    """A copy of every message published on a topic from `open()` on: the ledger a run's
+    output is checked against."""
+
+    def open(self) -> None: ...
+
+    def published(self) -> list[PublishedMessage]: ...
+
+    def close(self) -> None: ...

@@ -125,7 +125,7 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
             due = started + index / rate
             while (now := time.monotonic()) < due:
                 time.sleep(min(0.005, due - now))
-            quote = _now_quote(specs[index % len(specs)], index)
+            quote = fresh_quote(specs[index % len(specs)], index)
             event_ms[quote.event_id] = quote.event_ts_ms
             publisher.publish(topic, quote.to_json(), **quote.pubsub_attributes())
             if time.monotonic() >= next_poll:
@@ -160,7 +160,7 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
             service.stop()
 
 
-def _now_quote(spec: Any, index: int) -> Quote:
+def fresh_quote(spec: Any, index: int) -> Quote:
     event_ts_ms = now_ms()
     units = 10**spec.scale
     bid_units = int(float(spec.reference_price) * units) + index % 7

@@ -110,9 +110,20 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _running(pid):
+            # The leader first (reaped if it is our child), then whatever it started.
+            if not _running(pid) and not _group_alive(pid):
                 return
             time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _running(pid: int) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,11 +71,14 @@ class LocalStack:
         repo_root: Path,
         project: str = "quotestream-local",
         ports: dict[str, int | None] | None = None,
+        free_ports_only: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.repo_root = repo_root
         self.project = project
         self.ports = {**dict.fromkeys(SERVICES), **(ports or {})}
+        # Benchmarks and tests must not take the usual ports from a stack someone is using.
+        self._free_ports_only = free_ports_only
         self.state_file = state_dir / "stack.json"
         self.env_file = state_dir / "env"
         self.logs_dir = state_dir / "logs"
@@ -133,11 +136,12 @@ class LocalStack:
         self.env_file.chmod(0o600)
         return env
 
-    def down(self, say: Callable[[str], None] = print) -> None:
+    def down(self, say: Callable[[str], None] = print, only: Collection[str] = SERVICES) -> None:
+        """Stop the parts (all by default, or `only` those), newest first."""
         state = self._load()
         services = state.get("services", {})
         for name in reversed(SERVICES):
-            record = services.pop(name, None)
+            record = services.pop(name, None) if name in only else None
             if record is None:
                 continue
             if _ours(record):
@@ -146,7 +150,8 @@ class LocalStack:
             else:
                 say(f"{name:<9} was not running (pid {record['pid']} gone)")
         self._save(state)
-        self.env_file.unlink(missing_ok=True)
+        if not services:
+            self.env_file.unlink(missing_ok=True)
 
     def status(self) -> list[ServiceStatus]:
         services = self._load().get("services", {})
@@ -188,7 +193,9 @@ class LocalStack:
                 raise RuntimeError(f"port {wanted} for {name} is taken; choose another")
             return wanted
         preferred = PREFERRED_PORTS[name]
-        return preferred if port_is_free(preferred) else free_port(HOST)
+        if self._free_ports_only or not port_is_free(preferred):
+            return free_port(HOST)
+        return preferred
 
     def _env(self, services: dict[str, dict[str, Any]], api_key: str) -> dict[str, str]:
         def port(name: str) -> Any:

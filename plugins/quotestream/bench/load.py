@@ -1,0 +1,211 @@
+"""`quotestream bench load`: quotes pushed at a steady rate through the whole local stack.
+
+POST /v1/quotes (the relay) -> Pub/Sub emulator -> load job (DirectRunner, launched by the
+job runner the DAGs use) -> BigQuery emulator. A tap of the topic is the ledger: every
+message is looked up in `quotes` and `quotes_dead_letter` afterwards, so the loss count is
+measured, not assumed. Memory is sampled per process group while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from quotestream.bench.pipeline import fresh_quote
+from quotestream.bench.stats import percentile
+from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.quote import now_ms
+
+BATCHES_PER_S = 10
+SETTLE_TIMEOUT_S = 180.0
+
+
+def run(rate: float, seconds: float, repo_root: Path) -> int:
+    from quotestream import bootstrap
+    from quotestream.adapters.local.stack import LocalStack
+    from quotestream.services.streaming import JOB_NAMES
+    from quotestream.settings import Settings
+
+    state = Path(tempfile.mkdtemp(prefix="quotestream-bench-load-"))
+    total = int(rate * seconds)
+    print(
+        f"bench load: {total:,} quotes at {rate:,.0f}/s for {seconds:.0f} s through "
+        f"POST /v1/quotes -> Pub/Sub -> load job -> BigQuery; state and logs in {state}"
+    )
+    stack = LocalStack(state, repo_root, "quotestream-bench", free_ports_only=True)
+    env = stack.up(say=lambda _: None)
+    runner = None
+    memory = PeakMemory()
+    try:
+        env["QUOTESTREAM_LOCAL_STATE_DIR"] = str(state)
+        os.environ.update(env)
+        settings = Settings()
+        bootstrap.build_provision_service(settings).run()
+        tap = bootstrap.build_topic_tap(settings)
+        tap.open()
+        runner = bootstrap.build_job_runner(settings)
+        job = runner.launch(JOB_NAMES["load"], "load", [])
+        for status in stack.status():
+            memory.watch(status.name, int(status.pid or 0))
+        memory.watch("load job", int(job.job_id))
+        memory.start()
+        accountant = bootstrap.build_accounting_service(settings, now_ms() - 1000)
+
+        pushed, refused = _push(env["QUOTESTREAM_API_URL"], env["QUOTESTREAM_API_KEY"], rate, total)
+        print(f"  pushed {pushed:,} (refused by the relay: {refused:,}); waiting for the rows")
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while True:
+            accounting = accountant.account(tap.published())
+            if accounting.published >= pushed and not accounting.unaccounted:
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        memory.stop()
+        loaded = accountant.loaded_quotes()
+        tap.close()
+        _print_figures(rate, pushed, accounting, loaded, tap.published(), memory)
+        lost = len(accounting.unaccounted) + max(0, pushed - accounting.published)
+        return 0 if lost == 0 and accounting.duplicate_rows == 0 else 1
+    finally:
+        memory.stop()
+        if runner is not None:
+            runner.stop(JOB_NAMES["load"], _cancel())
+        stack.down(say=lambda _: None)
+
+
+def _cancel() -> Any:
+    from quotestream.jobs import StopMode
+
+    return StopMode.CANCEL
+
+
+def _push(api_url: str, api_key: str, rate: float, total: int) -> tuple[int, int]:
+    """Batches every 1/BATCHES_PER_S s on a fixed schedule, so a slow answer is caught up."""
+    specs = list(PAIR_CATALOG.values())
+    per_batch = max(1, round(rate / BATCHES_PER_S))
+    started = time.monotonic()
+    pushed = refused = index = batch = 0
+    next_report = started + 10
+    while index < total:
+        due = started + batch / BATCHES_PER_S
+        if (wait := due - time.monotonic()) > 0:
+            time.sleep(wait)
+        quotes = [
+            fresh_quote(specs[i % len(specs)], i).to_dict()
+            for i in range(index, min(total, index + per_batch))
+        ]
+        receipt = _post(f"{api_url}/v1/quotes", quotes, api_key)
+        pushed += int(receipt["accepted"])
+        refused += int(receipt["rejected"])
+        index += len(quotes)
+        batch += 1
+        if time.monotonic() >= next_report:
+            print(f"  t+{time.monotonic() - started:4.0f} s  pushed {pushed:,}")
+            next_report += 10
+    return pushed, refused
+
+
+def _post(url: str, body: Any, api_key: str) -> Any:
+    request = urllib.request.Request(  # noqa: S310 - the bench's own loopback API
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": api_key},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.load(response)
+
+
+def _print_figures(
+    rate: float,
+    pushed: int,
+    accounting: Any,
+    loaded: list[Any],
+    published: list[Any],
+    memory: PeakMemory,
+) -> None:
+    publish_ms = {m.event_id: m.publish_ms for m in published if m.event_id}
+    first = min(publish_ms.values(), default=0)
+    last = max((q.ingest_ms for q in loaded), default=first)
+    elapsed = max((last - first) / 1000, 1e-9)
+    sustained = len(loaded) / elapsed
+    print(f"  rows in quotes      {len(loaded):,} of {pushed:,} pushed")
+    print(
+        f"  sustained           {sustained:,.1f} rows/s over {elapsed:.1f} s "
+        f"(offered {rate:,.0f}/s: {sustained / rate:.2f}x)"
+    )
+    for label, values in (
+        ("tick -> row", [(q.ingest_ms - q.event_ms) / 1000 for q in loaded]),
+        (
+            "publish -> row",
+            [
+                (q.ingest_ms - publish_ms[q.event_id]) / 1000
+                for q in loaded
+                if q.event_id in publish_ms
+            ],
+        ),
+    ):
+        print(
+            f"  latency {label:<14} p50 {percentile(values, 0.5):6.2f} s  "
+            f"p95 {percentile(values, 0.95):6.2f} s  p99 {percentile(values, 0.99):6.2f} s"
+        )
+    for name, peak in memory.peaks().items():
+        print(f"  peak memory {name:<10} {peak / 2**20:8,.0f} MiB")
+    lost = len(accounting.unaccounted) + max(0, pushed - accounting.published)
+    print(f"  duplicates          {accounting.duplicate_rows:,}")
+    print(f"  lost                {lost:,}")
+
+
+class PeakMemory:
+    """Peak resident memory of each watched process group (a service and its children)."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self._groups: dict[str, int] = {}
+        self._peaks: dict[str, int] = {}
+        self._every_s = every_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
+
+    def watch(self, name: str, pgid: int) -> None:
+        self._groups[name] = pgid
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def peaks(self) -> dict[str, int]:
+        return dict(self._peaks)
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stopped.wait(self._every_s):
+            totals = dict.fromkeys(self._groups, 0)
+            by_group = {pgid: name for name, pgid in self._groups.items()}
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    pgid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+                    if pgid in by_group:
+                        totals[by_group[pgid]] += _rss_bytes(proc)
+                except (OSError, IndexError, ValueError):
+                    continue
+            for name, total in totals.items():
+                self._peaks[name] = max(self._peaks.get(name, 0), total)
+
+
+def _rss_bytes(proc: Path) -> int:
+    for line in (proc / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0

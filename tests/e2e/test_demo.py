@@ -1,0 +1,129 @@
+"""`quotestream demo --exit`, as a newcomer runs it: the local stack, Airflow standalone, the
+DAGs, the streaming jobs, malformed messages, the summary and the report. Then the tables are
+read again, from the data the demo left, and nothing may still be running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quotestream.adapters.local.processes import free_port
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, Any]]:
+    state = tmp_path_factory.mktemp("demo-state")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("QUOTESTREAM_")}
+    for variable in ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST"):
+        env.pop(variable, None)  # the demo starts and points at its own stack
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quotestream.cli",
+            "demo",
+            "--seconds",
+            "30",
+            "--exit",
+            "--state-dir",
+            str(state),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    summaries = sorted((state / "reports").glob("demo-*.json"))
+    assert len(summaries) == 1, output[-2000:]
+    return state, output, json.loads(summaries[0].read_text())
+
+
+def test_every_published_message_is_in_exactly_one_table(
+    demo: tuple[Path, str, dict[str, Any]],
+) -> None:
+    _, output, summary = demo
+    assert summary["published_messages"] > 200  # about 10 quotes/s for 30 s, plus malformed
+    assert summary["unaccounted_message_ids"] == []
+    assert summary["duplicate_rows"] == 0
+    assert (
+        summary["messages_loaded"] + summary["messages_dead_lettered"]
+        == summary["published_messages"]
+    )
+    # The demo mixes malformed messages in; each is a dead letter with the gate's reason.
+    malformed = summary["published_messages"] - summary["distinct_quotes_published"]
+    assert malformed >= 1
+    assert sum(summary["dead_letters_by_reason"].values()) == malformed
+    assert "(nothing lost)" in output
+
+
+def test_the_summary_reports_latency_quality_and_where_airflow_was(
+    demo: tuple[Path, str, dict[str, Any]],
+) -> None:
+    state, output, summary = demo
+    latency = summary["latency_s"]["tick_to_row"]
+    assert 0 < latency["p50"] <= latency["p95"] < 60
+    assert summary["data_quality"]["passed"], summary["data_quality"]
+    assert any("reconciliation" in line for line in summary["data_quality"]["results"])
+    assert summary["airflow_ui"].startswith("http://127.0.0.1:")
+    assert "quotestream_streaming.ensure_running: success" in output
+    report = next((state / "reports").glob("demo-*.png"))
+    assert report.read_bytes()[:8] == PNG_SIGNATURE
+    assert report.stat().st_size > 20_000
+
+
+def test_the_tables_hold_what_the_summary_says(
+    demo: tuple[Path, str, dict[str, Any]],
+) -> None:
+    from quotestream import bootstrap
+    from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
+    from quotestream.settings import Settings
+
+    state, _, summary = demo
+    emulator = start_bigquery_emulator(
+        REPO, free_port(), state / "reread.log", state / "bigquery-data", "quotestream-local"
+    )
+    try:
+        os.environ["BIGQUERY_EMULATOR_HOST"] = f"http://{emulator.address}"
+        warehouse = bootstrap.build_warehouse(Settings(project="quotestream-local"))
+        counts = warehouse.query(
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS ids FROM {dataset}.quotes"
+        )[0]
+        dead = warehouse.query("SELECT COUNT(*) AS n FROM {dataset}.quotes_dead_letter")[0]
+    finally:
+        emulator.stop()
+        os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
+    assert counts["n"] == counts["ids"] == summary["rows_in_quotes"]
+    assert dead["n"] == summary["messages_dead_lettered"]
+
+
+def test_nothing_the_demo_started_is_still_running(
+    demo: tuple[Path, str, dict[str, Any]],
+) -> None:
+    state, _, _ = demo
+    marker = str(state).encode()
+    survivors = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline or marker in environ:
+                survivors.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    assert survivors == []
