@@ -104,6 +104,8 @@ def _start_api(work: Path, emulator: ServiceProcess) -> ServiceProcess:
             "QUOTESTREAM_API_KEY": BENCH_KEY,
             "QUOTESTREAM_MARKET_SEED": "1",
             "QUOTESTREAM_RELAY_CAPACITY": str(10 * BATCH),
+            # One client measuring the relay's ceiling, not the per-client rate limit.
+            "QUOTESTREAM_RELAY_RATE_LIMIT_PER_S": "0",
         },
     )
 
