@@ -45,8 +45,8 @@ format: setup ## apply ruff formatting and safe fixes
 test: lint ## the whole suite: lint, unit, api, integration (starts the emulators itself)
 	$(BIN)/pytest
 
-demo: setup ## the whole pipeline locally, driven from Airflow, until Ctrl-C (SECONDS=60)
-	$(BIN)/quotestream demo --seconds $(or $(SECONDS),60)
+demo: setup ## the whole pipeline locally, driven from Airflow, until Ctrl-C (DEMO_SECONDS=60)
+	$(BIN)/quotestream demo --seconds $(or $(DEMO_SECONDS),60)
 
 compose-config: ## validate docker-compose.yaml (installs docker-compose 1.29.2 when Docker has none)
 	@f=$$(mktemp -d)/.env; scripts/compose-env "$$f" >/dev/null; \
