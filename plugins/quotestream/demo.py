@@ -49,8 +49,10 @@ class DemoRun:
 
 
 def run(stack: LocalStack, repo_root: Path, options: DemoRun) -> int:
-    # A plain `kill` gets the same clean stop as Ctrl-C.
+    # A plain `kill` gets the same clean stop as Ctrl-C, and so does SIGINT when a shell
+    # started the demo in the background with SIGINT ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with ExitStack() as cleanup:
         return _run(stack, repo_root, options, cleanup)
 

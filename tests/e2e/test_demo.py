@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +23,27 @@ REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def _demo_command(state: Path, *options: str) -> list[str]:
+    return [sys.executable, "-m", "quotestream.cli", "demo", *options, "--state-dir", str(state)]
+
+
+def _own_stack_env() -> dict[str, str]:
+    """This environment without what points at other emulators: the demo starts its own."""
+    dropped = ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("QUOTESTREAM_") and key not in dropped
+    }
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, Any]]:
     state = tmp_path_factory.mktemp("demo-state")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("QUOTESTREAM_")}
-    for variable in ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST"):
-        env.pop(variable, None)  # the demo starts and points at its own stack
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "quotestream.cli",
-            "demo",
-            "--seconds",
-            "30",
-            "--exit",
-            "--state-dir",
-            str(state),
-        ],
+        _demo_command(state, "--seconds", "30", "--exit"),
         cwd=REPO,
-        env=env,
+        env=_own_stack_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -115,6 +118,12 @@ def test_nothing_the_demo_started_is_still_running(
     demo: tuple[Path, str, dict[str, Any]],
 ) -> None:
     state, _, _ = demo
+    assert _survivors(state) == []
+
+
+def _survivors(state: Path) -> list[str]:
+    """Command lines of processes that name the state directory in their arguments or
+    environment (the stack, Airflow and the jobs all do)."""
     marker = str(state).encode()
     survivors = []
     for proc in Path("/proc").iterdir():
@@ -126,4 +135,33 @@ def test_nothing_the_demo_started_is_still_running(
                 continue
             if marker in cmdline or marker in environ:
                 survivors.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
-    assert survivors == []
+    return survivors
+
+
+def test_without_exit_it_runs_until_interrupted_then_stops_what_it_started(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "demo.out"
+    with log.open("w") as output:
+        demo = subprocess.Popen(
+            _demo_command(tmp_path / "state", "--seconds", "5"),
+            cwd=REPO,
+            env=_own_stack_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 400
+        while "still running" not in log.read_text():
+            assert demo.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(2)
+        assert _survivors(tmp_path / "state"), "nothing of the demo runs while it serves"
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert demo.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert "stopping Airflow" in log.read_text()
+    assert _survivors(tmp_path / "state") == []
