@@ -40,13 +40,13 @@ def test_the_gate_routes_each_message_to_exactly_one_output() -> None:
     with direct_pipeline() as pipeline:
         parsed = pipeline | beam.Create([m for m, _ in bad] + good) | ParseQuotes()
         assert_that(
-            parsed[QUOTES] | "Ids" >> beam.Map(lambda q: q.event_id),
+            parsed[QUOTES] | "Ids" >> beam.Map(lambda q: q.value.event_id),
             equal_to([m.attributes["event_id"] for m in good]),
             label="GoodQuotes",
         )
         assert_that(
             parsed[DEAD_LETTER]
-            | "Reasons" >> beam.Map(lambda row: (row["message_id"], row["reason"])),
+            | "Reasons" >> beam.Map(lambda row: (row.value["message_id"], row.value["reason"])),
             equal_to([(m.message_id, reason) for m, reason in bad]),
             label="DeadLetters",
         )

@@ -12,9 +12,9 @@ from apache_beam.pvalue import PBegin, PCollection
 from apache_beam.transforms import window
 
 from quotestream.beam.bars import OneMinuteBars, bar_row_id
-from quotestream.beam.messages import RawMessage
+from quotestream.beam.messages import RawMessage, Receipt, Tracked
 from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
-from quotestream.beam.sinks import WarehouseFactory, WriteRows
+from quotestream.beam.sinks import REJECTED, WRITTEN, WarehouseFactory, WriteRows
 from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
@@ -23,9 +23,19 @@ from quotestream.ports import QuoteSource
 
 log = logging.getLogger(__name__)
 
+STORED = "stored"
+# dead_letter_row_id in SQL, for the rows that have a message id (every pulled message has).
+_DEAD_LETTER_ROW_ID_SQL = "CONCAT(stage, ':', message_id)"
+
 
 class LoadQuotes(beam.PTransform[Any, Any]):
-    """RawMessage -> rows in the three tables. Returns the PCollections it writes, by table."""
+    """RawMessage -> rows in the three tables. Returns the quote rows and bar rows it writes,
+    and under STORED, by path, the receipts of the messages whose quote row or dead-letter row
+    is written: what may be acknowledged (bars do not hold a message back).
+
+    No Flatten joins the paths: on the streaming DirectRunner a Flatten's output waits until
+    the source ends, which an endless local source never does.
+    """
 
     def __init__(
         self,
@@ -38,41 +48,81 @@ class LoadQuotes(beam.PTransform[Any, Any]):
         self._allowed_lateness_s = allowed_lateness_s
         self._pairs = pairs
 
-    def expand(self, messages: PCollection[Any]) -> dict[str, PCollection[Any]]:
+    def expand(self, messages: PCollection[Any]) -> dict[str, Any]:
         parsed = messages | "ParseQuotes" >> ParseQuotes(self._pairs)
-        quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(lambda q: quote_row(q, now_ms()))
-        rejected_quotes = quote_rows | "WriteQuotes" >> WriteRows(
-            QUOTES_TABLE.name, self._factory, _event_id
+        quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(_with_quote_row)
+        quotes = quote_rows | "WriteQuotes" >> WriteRows(
+            QUOTES_TABLE.name, self._factory, _event_id, stored_id_sql="event_id"
         )
-        bar_rows = parsed[QUOTES] | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
-        rejected_bars = (
+        bar_rows = (
+            parsed[QUOTES]
+            | "Quotes" >> beam.Map(lambda quote: quote.value)
+            | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
+        )
+        bars = (
             bar_rows
+            | "BarsUntracked" >> beam.Map(Tracked)
             | "WriteBars" >> WriteRows(QUOTE_BARS_1M.name, self._factory, bar_row_id)
+        )
+        _ = (
+            bars[REJECTED]
             | "BackToGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+            | "DeadLetterRejectedBars" >> WriteDeadLetters(self._factory)
         )
-        dead_letters = (
-            parsed[DEAD_LETTER],
-            rejected_quotes,
-            rejected_bars,
-        ) | "AllDeadLetters" >> beam.Flatten()
-        unwritable = dead_letters | "WriteDeadLetters" >> WriteRows(
-            QUOTES_DEAD_LETTER.name, self._factory, dead_letter_row_id
-        )
-        _ = unwritable | "LogUnwritable" >> beam.Map(_log_unwritable)
+        stored = {
+            "Quotes": quotes[WRITTEN],
+            "DeadLetters": parsed[DEAD_LETTER] | "DeadLetter" >> WriteDeadLetters(self._factory),
+            "RejectedQuotes": quotes[REJECTED]
+            | "DeadLetterRejectedQuotes" >> WriteDeadLetters(self._factory),
+        }
         return {
             QUOTES_TABLE.name: quote_rows,
             QUOTE_BARS_1M.name: bar_rows,
-            QUOTES_DEAD_LETTER.name: dead_letters,
+            STORED: {
+                path: written | f"{path}Receipts" >> beam.FlatMap(_receipt)
+                for path, written in stored.items()
+            },
         }
+
+
+class WriteDeadLetters(beam.PTransform[Any, Any]):
+    """Tracked dead-letter rows -> those written. One BigQuery refuses is logged and left
+    unacknowledged: Pub/Sub delivers its message again, then dead-letters it to its topic."""
+
+    def __init__(self, warehouse_factory: WarehouseFactory) -> None:
+        super().__init__()
+        self._factory = warehouse_factory
+
+    def expand(self, rows: PCollection[Any]) -> PCollection[Any]:
+        written = rows | "Write" >> WriteRows(
+            QUOTES_DEAD_LETTER.name,
+            self._factory,
+            dead_letter_row_id,
+            stored_id_sql=_DEAD_LETTER_ROW_ID_SQL,
+        )
+        _ = written[REJECTED] | "LogUnwritable" >> beam.Map(_log_unwritable)
+        return written[WRITTEN]
+
+
+def _receipt(item: Tracked) -> list[Receipt]:
+    return [item.receipt] if item.receipt else []
+
+
+def _with_quote_row(quote: Tracked) -> Any:
+    # Typed Any: Beam would infer the row's dict type here and pick a coder for dicts.
+    return quote._replace(value=quote_row(quote.value, now_ms()))
 
 
 def _event_id(row: dict[str, Any]) -> str:
     return str(row["event_id"])
 
 
-def _log_unwritable(row: dict[str, Any]) -> None:
+def _log_unwritable(item: Tracked) -> None:
     # Only a bug in our own dead-letter rows gets here; say so as loudly as we can.
-    log.error("dead-letter row rejected by BigQuery, message lost: %s", json.dumps(row)[:2000])
+    log.error(
+        "dead-letter row rejected by BigQuery, message not stored: %s",
+        json.dumps(item.value)[:2000],
+    )
 
 
 class FetchHistoryFn(beam.DoFn):

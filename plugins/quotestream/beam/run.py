@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import ReadFromPubSub
@@ -19,9 +20,10 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 
 from quotestream import bootstrap
 from quotestream.beam.extract import ExtractQuotes
-from quotestream.beam.load import LoadQuotes, ReadHistory
+from quotestream.beam.load import STORED, LoadQuotes, ReadHistory
 from quotestream.beam.messages import from_pubsub
 from quotestream.beam.options import QuotestreamOptions
+from quotestream.beam.pull import AcknowledgeMessages, PullFromPubSub
 from quotestream.domain.quote import to_ms
 from quotestream.settings import Settings
 
@@ -91,15 +93,31 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         subscription = custom.subscription or (
             f"projects/{settings.project}/subscriptions/{settings.load_subscription}"
         )
-        messages = (
-            pipeline
-            | "ReadPubSub" >> ReadFromPubSub(subscription=subscription, with_attributes=True)
-            | "ToRawMessage" >> beam.Map(from_pubsub)
-        )
-    _ = messages | "LoadQuotes" >> LoadQuotes(
+        if settings.target == "local":
+            messages = pipeline | "PullPubSub" >> PullFromPubSub(
+                subscription, partial(_subscriber, settings)
+            )
+        else:
+            messages = (
+                pipeline
+                | "ReadPubSub" >> ReadFromPubSub(subscription=subscription, with_attributes=True)
+                | "ToRawMessage" >> beam.Map(from_pubsub)
+            )
+    loaded = messages | "LoadQuotes" >> LoadQuotes(
         partial(bootstrap.build_warehouse, settings), custom.allowed_lateness_s, settings.pairs
     )
+    if not backfill and settings.target == "local":
+        for path, receipts in loaded[STORED].items():
+            _ = receipts | f"Acknowledge{path}" >> AcknowledgeMessages(
+                subscription, partial(_subscriber, settings)
+            )
     return pipeline
+
+
+def _subscriber(settings: Settings) -> Any:
+    from google.cloud.pubsub_v1 import SubscriberClient
+
+    return SubscriberClient(credentials=bootstrap.google_credentials(settings))
 
 
 def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:

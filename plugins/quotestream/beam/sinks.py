@@ -4,57 +4,106 @@ rejects comes back as a dead-letter row with BigQuery's reason, never vanishes."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
 
+from quotestream.beam.messages import Tracked
 from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row
 from quotestream.ports import Warehouse
 
+WRITTEN = "written"
 REJECTED = "rejected"
 WarehouseFactory = Callable[[], Warehouse]
+_LOOKUP_CHUNK = 500
+
+log = logging.getLogger(__name__)
 
 
 class InsertRowsFn(beam.DoFn):
     def __init__(
-        self, table: str, warehouse_factory: WarehouseFactory, row_id: Callable[[Any], str]
+        self,
+        table: str,
+        warehouse_factory: WarehouseFactory,
+        row_id: Callable[[Any], str],
+        stored_id_sql: str | None = None,
     ) -> None:
         self._table = table
         self._factory = warehouse_factory
         self._row_id = row_id
+        self._stored_id_sql = stored_id_sql
         self.written = Metrics.counter(NAMESPACE, f"written_{table}")
         self.rejected = Metrics.counter(NAMESPACE, f"rejected_{table}")
+        self.already_stored = Metrics.counter(NAMESPACE, f"already_stored_{table}")
 
     def setup(self) -> None:
         self._warehouse = self._factory()
 
-    def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
+    def process(self, batch: list[Tracked]) -> Iterator[Any]:
+        stored = self._stored_earlier(batch)
+        if stored:
+            self.already_stored.inc(len(stored))
+            log.info(
+                "%d redelivered rows already in %s: not inserted again", len(stored), self._table
+            )
+            yield from stored
+            skipped = {id(item) for item in stored}
+            batch = [item for item in batch if id(item) not in skipped]
+        if not batch:
+            return
+        rows = [item.value for item in batch]
         # A transport error raises: the runner retries the bundle, and insert ids make the
         # retry harmless. Only rows BigQuery answers with an error are dead-lettered.
-        errors = self._warehouse.insert_rows(
-            self._table, batch, [self._row_id(row) for row in batch]
-        )
+        errors = self._warehouse.insert_rows(self._table, rows, [self._row_id(r) for r in rows])
         self.written.inc(len(batch) - len(errors))
         self.rejected.inc(len(errors))
-        for error in errors:
-            row = batch[error["index"]]
-            yield TaggedOutput(
-                REJECTED,
-                dead_letter_row(
-                    json.dumps(row, default=str).encode(),
-                    {"table": self._table},
-                    reason="bigquery_rejected",
-                    error=json.dumps(error.get("errors", []), default=str),
-                    stage="bigquery_insert",
-                    received_ts_ms=now_ms(),
-                    message_id=f"{self._table}:{self._row_id(row)}",
-                ),
+        refused = {error["index"]: error for error in errors}
+        for index, item in enumerate(batch):
+            if index in refused:
+                yield TaggedOutput(REJECTED, self._dead_letter(item, refused[index]))
+            else:
+                yield item
+
+    def _stored_earlier(self, batch: Sequence[Tracked]) -> list[Tracked]:
+        """The redelivered items whose row is in the table already. BigQuery's insert-id dedup
+        forgets after about a minute, and a message comes again only after its ack deadline,
+        or after however long a crashed job stayed down: so look."""
+        if self._stored_id_sql is None:
+            return []
+        again = [item for item in batch if item.receipt is not None and item.receipt.redelivered]
+        found: set[str] = set()
+        ids = sorted({self._row_id(item.value) for item in again})
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            names = ", ".join(f"@id_{index}" for index in range(len(chunk)))
+            # Table and expression are ours; the ids travel as query parameters.
+            rows = self._warehouse.query(
+                f"SELECT DISTINCT {self._stored_id_sql} AS row_id "  # noqa: S608
+                f"FROM {{dataset}}.{self._table} WHERE {self._stored_id_sql} IN ({names})",
+                {f"id_{index}": row_id for index, row_id in enumerate(chunk)},
             )
+            found.update(str(row["row_id"]) for row in rows)
+        return [item for item in again if self._row_id(item.value) in found]
+
+    def _dead_letter(self, item: Tracked, error: dict[str, Any]) -> Tracked:
+        row = item.value
+        return item._replace(
+            value=dead_letter_row(
+                json.dumps(row, default=str).encode(),
+                {"table": self._table},
+                reason="bigquery_rejected",
+                error=json.dumps(error.get("errors", []), default=str),
+                stage="bigquery_insert",
+                received_ts_ms=now_ms(),
+                message_id=f"{self._table}:{self._row_id(row)}",
+            )
+        )
 
     def teardown(self) -> None:
         warehouse = getattr(self, "_warehouse", None)
@@ -63,35 +112,37 @@ class InsertRowsFn(beam.DoFn):
 
 
 class WriteRows(beam.PTransform[Any, Any]):
-    """rows -> dead-letter rows for whatever BigQuery rejected."""
+    """Tracked rows -> outputs `written` (Tracked rows now stored) and `rejected` (Tracked
+    dead-letter rows for what BigQuery refused), each keeping its message's receipt.
+
+    `stored_id_sql`, the SQL expression of a row's id in the table, lets a redelivered
+    message whose row is already stored pass as written without a second insert.
+    """
 
     def __init__(
         self,
         table: str,
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
+        stored_id_sql: str | None = None,
         max_batch_bytes: int = 2_000_000,
     ) -> None:
         super().__init__()
-        self._table = table
-        self._factory = warehouse_factory
-        self._row_id = row_id
+        self._insert = InsertRowsFn(table, warehouse_factory, row_id, stored_id_sql)
         self._max_batch_bytes = max_batch_bytes
 
-    def expand(self, rows: PCollection[Any]) -> PCollection[Any]:
-        results = (
+    def expand(self, rows: PCollection[Any]) -> Any:
+        return (
             rows
             | "Batch"
             >> beam.BatchElements(
                 # Batches weighed in bytes: well under BigQuery's 10 MB request limit, even
-                # with 64 KB dead-letter payloads.
-                min_batch_size=1,
+                # with 64 KB dead-letter payloads. A fixed size, so a batch is what a bundle
+                # holds up to that size: Beam's adaptive sizing would start at one row per
+                # insert and fit timings with numpy, which fails on degenerate ones.
+                min_batch_size=self._max_batch_bytes,
                 max_batch_size=self._max_batch_bytes,
-                element_size_fn=lambda row: len(json.dumps(row, default=str)),
+                element_size_fn=lambda item: len(json.dumps(item.value, default=str)),
             )
-            | "Insert"
-            >> beam.ParDo(InsertRowsFn(self._table, self._factory, self._row_id)).with_outputs(
-                REJECTED, main="written"
-            )
+            | "Insert" >> beam.ParDo(self._insert).with_outputs(REJECTED, main=WRITTEN)
         )
-        return results[REJECTED]

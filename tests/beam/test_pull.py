@@ -1,0 +1,183 @@
+"""The local Pub/Sub source and its acknowledgements: a message is acknowledged only once its
+quote row or dead-letter row is stored, and a redelivered message is stored once."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from functools import partial
+from types import SimpleNamespace
+from typing import Any
+
+import apache_beam as beam
+import pytest
+
+from quotestream.beam.load import STORED, LoadQuotes
+from quotestream.beam.messages import RawMessage, Receipt
+from quotestream.beam.pull import AcknowledgeMessages, PullMessagesFn
+from quotestream.domain.quote import now_ms
+from tests.beam.corpus import bad_messages
+from tests.beam.pipelines import direct_pipeline
+from tests.beam.test_load import good_messages
+from tests.fakes import InMemoryWarehouse
+
+pytestmark = pytest.mark.unit
+
+SUBSCRIPTION = "projects/p/subscriptions/s"
+
+
+@dataclass
+class InMemorySubscriber:
+    """Pub/Sub's pull and acknowledge as SubscriberClient answers them, over a queue."""
+
+    queue: list[Any] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pull(self, request: dict[str, Any], timeout: float) -> Any:
+        assert request["subscription"] == SUBSCRIPTION
+        with self._lock:
+            taken = self.queue[: request["max_messages"]]
+            del self.queue[: request["max_messages"]]
+        return SimpleNamespace(received_messages=taken)
+
+    def acknowledge(self, request: dict[str, Any], timeout: float) -> None:
+        assert request["subscription"] == SUBSCRIPTION
+        with self._lock:
+            self.acked.extend(request["ack_ids"])
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class ForgetfulWarehouse(InMemoryWarehouse):
+    """A warehouse whose insert-id dedup has forgotten everything (as BigQuery's does after a
+    minute), answering the load's lookup of stored row ids."""
+
+    lookups: list[list[str]] = field(default_factory=list)
+
+    def insert_rows(
+        self, table: str, rows: list[dict[str, Any]], row_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        fresh = [f"{row_id}#{uuid.uuid4().hex}" for row_id in row_ids or []]
+        return super().insert_rows(table, rows, fresh or None)
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        ids = list(params.values())
+        self.lookups.append(ids)
+        if "quotes_dead_letter" in sql:
+            stored = {f"{r['stage']}:{r['message_id']}" for r in self.rows("quotes_dead_letter")}
+        else:
+            stored = {r["event_id"] for r in self.rows("quotes")}
+        return [{"row_id": row_id} for row_id in ids if row_id in stored]
+
+
+_SUBSCRIBERS: dict[str, InMemorySubscriber] = {}
+_WAREHOUSES: dict[str, ForgetfulWarehouse] = {}
+
+
+def shared_subscriber(name: str) -> InMemorySubscriber:
+    return _SUBSCRIBERS.setdefault(name, InMemorySubscriber())
+
+
+def shared_forgetful_warehouse(name: str) -> ForgetfulWarehouse:
+    return _WAREHOUSES.setdefault(name, ForgetfulWarehouse())
+
+
+def acknowledge_stored(loaded: dict[str, Any], name: str) -> None:
+    for path, receipts in loaded[STORED].items():
+        _ = receipts | f"Acknowledge{path}" >> AcknowledgeMessages(
+            SUBSCRIPTION, partial(shared_subscriber, name)
+        )
+
+
+def received(message: RawMessage, ack_id: str, attempt: int) -> Any:
+    return SimpleNamespace(
+        ack_id=ack_id,
+        delivery_attempt=attempt,
+        message=SimpleNamespace(
+            data=message.data, attributes=message.attributes, message_id=message.message_id
+        ),
+    )
+
+
+def test_a_pull_takes_what_is_there_with_receipts_and_acknowledges_nothing() -> None:
+    name = f"pull-{uuid.uuid4()}"
+    subscriber = shared_subscriber(name)
+    messages = good_messages(now_ms(), 5)
+    subscriber.queue = [received(m, f"ack-{i}", 1 + i % 2) for i, m in enumerate(messages)]
+    pull = PullMessagesFn(SUBSCRIPTION, partial(shared_subscriber, name), max_messages=3)
+    pull.setup()
+    first, second, third = (list(pull.process(tick)) for tick in range(3))
+    assert [m.receipt for m in first + second] == [
+        Receipt(f"ack-{i}", redelivered=i % 2 == 1) for i in range(5)
+    ]
+    assert [m._replace(receipt=None) for m in first + second] == messages
+    assert third == []
+    assert subscriber.acked == []
+
+
+def test_each_message_is_acknowledged_once_its_row_is_stored_and_never_twice_stored() -> None:
+    name = f"ack-{uuid.uuid4()}"
+    warehouse = shared_forgetful_warehouse(name)
+    subscriber = shared_subscriber(name)
+    now = now_ms()
+    good = good_messages(now, 60)
+    bad = [message for message, _ in bad_messages(now)]
+
+    def delivered(messages: list[RawMessage], attempt: int) -> list[RawMessage]:
+        return [
+            m._replace(receipt=Receipt(f"{m.message_id}@{attempt}", redelivered=attempt > 1))
+            for m in messages
+        ]
+
+    # The first deliveries are stored; then a crash before their acknowledgement: all of
+    # them, and 20 never stored, come again after the ack deadline.
+    first = delivered(good[:40] + bad, 1)
+    again = delivered(good + bad, 2)
+    for batch in (first, again):
+        with direct_pipeline(streaming=True) as pipeline:
+            loaded = (
+                pipeline
+                | beam.Create(batch)
+                | LoadQuotes(partial(shared_forgetful_warehouse, name))
+            )
+            acknowledge_stored(loaded, name)
+
+    assert sorted(subscriber.acked) == sorted(m.receipt.ack_id for m in first + again)
+    quotes = [r["event_id"] for r in warehouse.rows("quotes")]
+    assert sorted(quotes) == sorted(m.attributes["event_id"] for m in good)
+    dead = [r["message_id"] for r in warehouse.rows("quotes_dead_letter")]
+    assert sorted(dead) == sorted(m.message_id for m in bad)
+    looked_up = {row_id for ids in warehouse.lookups for row_id in ids}
+    assert {m.attributes["event_id"] for m in good} <= looked_up
+
+
+@pytest.mark.parametrize("dead_letter_refused", [False, True])
+def test_a_row_bigquery_refuses_is_acknowledged_only_once_its_dead_letter_row_is_stored(
+    dead_letter_refused: bool,
+) -> None:
+    name = f"refused-{uuid.uuid4()}"
+    warehouse = shared_forgetful_warehouse(name)
+    refusing = {"quotes", "quotes_dead_letter"} if dead_letter_refused else {"quotes"}
+    warehouse.reject = lambda table, row: "no" if table in refusing else None
+    subscriber = shared_subscriber(name)
+    messages = [
+        m._replace(receipt=Receipt(f"ack-{i}", redelivered=False))
+        for i, m in enumerate(good_messages(now_ms(), 10))
+    ]
+    with direct_pipeline() as pipeline:
+        loaded = (
+            pipeline | beam.Create(messages) | LoadQuotes(partial(shared_forgetful_warehouse, name))
+        )
+        acknowledge_stored(loaded, name)
+    assert warehouse.rows("quotes") == []
+    if dead_letter_refused:
+        # Unacknowledged: Pub/Sub delivers them again, then dead-letters them to its topic.
+        assert warehouse.rows("quotes_dead_letter") == []
+        assert subscriber.acked == []
+    else:
+        assert len(warehouse.rows("quotes_dead_letter")) == len(messages)
+        assert sorted(subscriber.acked) == sorted(f"ack-{i}" for i in range(len(messages)))
