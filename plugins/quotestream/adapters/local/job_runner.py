@@ -89,7 +89,8 @@ class LocalJobRunner:
 
     def stop(self, name: str, mode: StopMode) -> None:
         """The DirectRunner cannot drain: both modes stop the process (SIGTERM, then SIGKILL).
-        Nothing acknowledged-but-unwritten survives that locally; see the README."""
+        Nothing is lost: the local load acknowledges a message only once its row is written,
+        so what the job held comes again to the next run after the ack deadline."""
         record = self._read(name)
         if record is None or "exit_status" in record:
             return

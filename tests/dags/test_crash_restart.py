@@ -1,0 +1,161 @@
+"""A load job killed mid-stream (SIGKILL: no chance to finish anything) and relaunched by the
+`quotestream_restart` DAG stores every published quote exactly once: the local source
+acknowledges a message only after its row is written, so what the dead job held comes again,
+and a redelivered message whose row is already there is not inserted twice."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud.pubsub_v1 import PublisherClient
+
+from quotestream import bootstrap
+from quotestream.adapters.local.processes import ServiceProcess
+from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.quote import now_ms
+from quotestream.jobs import JobState, StopMode
+from quotestream.services.streaming import JOB_NAMES
+from quotestream.settings import Settings
+from quotestream_api.market import MarketSimulator
+from tests.beam.corpus import bad_messages
+
+pytestmark = pytest.mark.integration
+
+LOAD = JOB_NAMES["load"]
+ACK_DEADLINE_S = 10
+
+
+@pytest.fixture
+def crash_target(
+    monkeypatch: pytest.MonkeyPatch,
+    pubsub_emulator: ServiceProcess,
+    bigquery_emulator: ServiceProcess,
+    state_dir: Path,
+) -> Settings:
+    for key, value in {
+        "QUOTESTREAM_TARGET": "local",
+        "QUOTESTREAM_PROJECT": f"crash-{uuid.uuid4().hex[:8]}",
+        "QUOTESTREAM_MESSAGE_ORDERING": "false",
+        "QUOTESTREAM_LOCAL_STATE_DIR": str(state_dir),
+        # The shortest Pub/Sub allows: what the killed job held comes again after it.
+        "QUOTESTREAM_ACK_DEADLINE_S": str(ACK_DEADLINE_S),
+    }.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    bootstrap.build_provision_service(settings).run()
+    return settings
+
+
+def wait_until(condition: Any, timeout: float, what: str, poll_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)
+
+
+def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote_once(
+    dagbag: Any, crash_target: Settings
+) -> None:
+    settings = crash_target
+    now = now_ms()
+    market = MarketSimulator(11, PAIR_CATALOG, source="crash-test")
+    good = [
+        quote
+        for spec in PAIR_CATALOG.values()
+        for _, quote in market.quotes_between(spec, now - 150_000, now - 30_000)
+    ][:1500]
+    bad = [message for message, _ in bad_messages(now) if message.data]
+    publisher = PublisherClient()
+    topic = publisher.topic_path(settings.project, settings.quotes_topic)
+    published: list[str] = []
+    messages = [(q.to_json(), q.pubsub_attributes()) for q in good]
+    for index, message in enumerate(bad):
+        messages.insert(index * len(good) // len(bad), (message.data, message.attributes))
+    backlog, rest = messages[:1000], messages[1000:]
+
+    def publish(batch: list[tuple[bytes, dict[str, str]]], pause_s: float) -> None:
+        for start in range(0, len(batch), 50):
+            futures = [
+                publisher.publish(topic, data, **attributes)
+                for data, attributes in batch[start : start + 50]
+            ]
+            published.extend(future.result(timeout=30) for future in futures)
+            time.sleep(pause_s)
+
+    runner = bootstrap.build_job_runner(settings)
+    warehouse = bootstrap.build_warehouse(settings)
+
+    def counts() -> dict[str, int]:
+        row = warehouse.query(
+            "SELECT (SELECT COUNT(*) FROM {dataset}.quotes) AS quotes, "
+            "(SELECT COUNT(DISTINCT event_id) FROM {dataset}.quotes) AS distinct_quotes, "
+            "(SELECT COUNT(*) FROM {dataset}.quotes_dead_letter) AS dead, "
+            "(SELECT COUNT(DISTINCT message_id) FROM {dataset}.quotes_dead_letter) "
+            "AS distinct_dead"
+        )[0]
+        return {key: int(value or 0) for key, value in row.items()}
+
+    # A backlog, so the job holds hundreds of pulled messages when it dies; the rest is
+    # published while it is down and being replaced.
+    publish(backlog, 0)
+    first = runner.launch(LOAD, "load", [])
+    publishing = threading.Thread(target=publish, args=(rest, 0.5))
+    try:
+        wait_until(lambda: counts()["quotes"] > 0, 60, "the job to store rows", poll_s=0.05)
+        os.killpg(int(first.job_id), signal.SIGKILL)
+        publishing.start()
+        wait_until(lambda: runner.find(LOAD).state.terminal, 10, "the kill to show")
+        loaded_at_kill = counts()["quotes"]
+        log = Path(first.detail)
+        log_offset = log.stat().st_size
+
+        restart = dagbag.get_dag("quotestream_restart").test(
+            run_conf={"job": "load", "mode": "cancel", "timeout_s": 30}
+        )
+
+        assert {ti.task_id: str(ti.state) for ti in restart.get_task_instances()} == {
+            "restart": "success"
+        }
+        second = runner.find(LOAD)
+        assert second.state is JobState.RUNNING
+        assert second.job_id != first.job_id
+        publishing.join(timeout=60)
+        assert len(published) == len(good) + len(bad), "the publisher did not finish"
+        wait_until(
+            lambda: (
+                counts()["distinct_quotes"] == len(good) and counts()["distinct_dead"] == len(bad)
+            ),
+            60,
+            "every published message to be stored",
+        )
+        # Anything the dead job held and the new one stored again would show by now.
+        time.sleep(ACK_DEADLINE_S + 3)
+        final = counts()
+    finally:
+        publishing.join(timeout=60)
+        runner.stop(LOAD, StopMode.CANCEL)
+
+    assert final == {
+        "quotes": len(good),
+        "distinct_quotes": len(good),
+        "dead": len(bad),
+        "distinct_dead": len(bad),
+    }
+    stored = warehouse.query("SELECT event_id FROM {dataset}.quotes")
+    assert {row["event_id"] for row in stored} == {quote.event_id for quote in good}
+    assert 0 < loaded_at_kill < len(good), "the job was not killed mid-stream"
+    # What the killed job had pulled and not acknowledged came again to the new one.
+    after_restart = log.read_text(errors="replace")[log_offset:]
+    redelivered = sum(
+        int(n) for n in re.findall(r"pulled \d+ messages, (\d+) of them redelivered", after_restart)
+    )
+    print(f"loaded at kill: {loaded_at_kill}; redelivered after the restart: {redelivered}")
+    assert redelivered > 0
