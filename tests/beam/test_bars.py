@@ -7,7 +7,7 @@ from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from quotestream.beam.bars import OhlcFn, OneMinuteBars
+from quotestream.beam.bars import MinuteBarsFn, OhlcFn, OneMinuteBars
 from quotestream.domain.quote import Quote, format_ts, make_event_id
 from tests.beam.pipelines import direct_pipeline
 
@@ -76,7 +76,7 @@ def test_ohlc_is_by_event_time_and_counts_a_redelivered_tick_once() -> None:
     }
 
 
-def test_bars_fire_on_time_then_update_for_late_quotes_within_the_allowed_lateness() -> None:
+def test_minutes_close_on_the_next_minute_or_the_watermark_and_late_quotes_restate() -> None:
     stream = (
         test_stream.TestStream()
         .advance_watermark_to(T0 / 1000)
@@ -88,13 +88,17 @@ def test_bars_fire_on_time_then_update_for_late_quotes_within_the_allowed_latene
                 at(quote(5_000, "7.00", "BTC-USD")),
             ]
         )
+        # The pair's first quote of the next minute closes its minute 0, watermark or not.
         .add_elements([at(quote(61_000, "5.25"))])
+        # The watermark closes what is left open: USD-BRL minute 1, BTC-USD minute 0.
         .advance_watermark_to((T0 + 2 * MINUTE_MS) / 1000)
-        # 1 minute late: inside the 2-minute allowed lateness, the bar is re-stated.
+        # Within the 2-minute allowed lateness of the newest quote: the bar is restated.
         .add_elements([at(quote(40_000, "5.50"))])
-        .advance_watermark_to((T0 + 10 * MINUTE_MS) / 1000)
-        # Past the allowed lateness: dropped from the bars (the quotes table still has it).
+        .add_elements([at(quote(5 * MINUTE_MS, "6.00"))])
+        # Now more than 2 minutes behind the newest quote: dropped from the bars.
         .add_elements([at(quote(45_000, "9.99"))])
+        # Before the end of input: what fires at the very end would miss assert_that.
+        .advance_watermark_to((T0 + 7 * MINUTE_MS) / 1000)
         .advance_watermark_to_infinity()
     )
     with direct_pipeline(streaming=True) as pipeline:
@@ -107,6 +111,42 @@ def test_bars_fire_on_time_then_update_for_late_quotes_within_the_allowed_latene
                     bar("BTC-USD", 0, ("7.00", "7.00", "7.00", "7.00"), 1, "ON_TIME:0"),
                     bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
                     bar("USD-BRL", 0, ("5.10", "5.50", "5.10", "5.20"), 4, "LATE:1"),
+                    bar("USD-BRL", 5, ("6.00", "6.00", "6.00", "6.00"), 1, "ON_TIME:0"),
                 ]
             ),
         )
+
+
+def test_without_a_watermark_the_data_alone_closes_minutes() -> None:
+    """What Beam's local runner does with a streaming source: the watermark never moves."""
+    fn = MinuteBarsFn(allowed_lateness_ms=120_000)
+    state = {"bars": FakeState(), "newest": FakeState()}
+
+    def feed(q: Quote) -> list[dict[str, object]]:
+        return list(fn.process((q.pair, q), state["bars"], state["newest"], FakeTimer()))
+
+    assert feed(quote(1_000, "5.10")) == []
+    assert feed(quote(59_000, "5.20")) == []
+    assert feed(quote(59_000, "5.20")) == []  # a redelivered tick changes nothing
+    assert feed(quote(60_500, "5.30")) == [
+        bar("USD-BRL", 0, ("5.10", "5.20", "5.10", "5.20"), 2, "ON_TIME:0")
+    ]
+    assert feed(quote(2_000, "4.00")) == [
+        bar("USD-BRL", 0, ("5.10", "5.20", "4.00", "5.20"), 3, "LATE:1")
+    ]
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.value: object = None
+
+    def read(self) -> object:
+        return self.value
+
+    def write(self, value: object) -> None:
+        self.value = value
+
+
+class FakeTimer:
+    def set(self, _timestamp: object) -> None:
+        pass

@@ -1,4 +1,4 @@
-"""One-minute OHLC bars of mid per pair, in event time, updated by late quotes."""
+"""One-minute OHLC bars of mid per pair, in event time, restated by late quotes."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
-from apache_beam.transforms import trigger, window
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
 
 from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import Quote, format_ts
 
-BAR_SECONDS = 60
+MINUTE_MS = 60_000
 
 # event_id -> (event_ts_ms, mid): keyed by id so a redelivered quote counts once.
 Ticks = dict[str, tuple[int, Decimal]]
@@ -47,30 +49,101 @@ class OhlcFn(beam.CombineFn):
         }
 
 
-class BarRowFn(beam.DoFn):
+MinuteBars = dict[int, "MinuteBar"]
+
+
+class MinuteBar:
+    """One pair's minute so far: its ticks, and the index of the last pane emitted (-1: none)."""
+
+    __slots__ = ("pane_index", "ticks")
+
     def __init__(self) -> None:
+        self.ticks: Ticks = {}
+        self.pane_index = -1
+
+
+_BARS = ReadModifyWriteStateSpec("bars", PickleCoder())
+_NEWEST = ReadModifyWriteStateSpec("newest_event_ms", VarIntCoder())
+_FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+BARS_STATE = beam.DoFn.StateParam(_BARS)
+NEWEST_STATE = beam.DoFn.StateParam(_NEWEST)
+FLUSH_TIMER = beam.DoFn.TimerParam(_FLUSH)
+
+
+class MinuteBarsFn(beam.DoFn):
+    """(pair, quote) -> bar rows, from keyed state rather than windows.
+
+    A minute is emitted (pane ON_TIME:0) as soon as the pair's first quote of a later minute
+    arrives, or when the watermark passes the minute's end, whichever comes first: on
+    Beam's local runner a streaming pipeline's watermark never moves, so the data has to close
+    minutes by itself. A quote for an emitted minute restates the whole bar as a new pane
+    (LATE:1, LATE:2, ...) while the minute is within `allowed_lateness_ms` of the newest quote
+    seen; older ones are dropped from the bars (the quotes table keeps them).
+    """
+
+    def __init__(self, allowed_lateness_ms: int) -> None:
+        self._lateness_ms = allowed_lateness_ms
         self.bars = Metrics.counter(NAMESPACE, "bars")
+        self.too_late = Metrics.counter(NAMESPACE, "bars_too_late")
 
     def process(
         self,
-        element: tuple[str, dict[str, Any]],
-        bar_window: Any = beam.DoFn.WindowParam,
-        pane: Any = beam.DoFn.PaneInfoParam,
+        element: tuple[str, Quote],
+        bars_state: Any = BARS_STATE,
+        newest_state: Any = NEWEST_STATE,
+        flush: Any = FLUSH_TIMER,
     ) -> Iterator[dict[str, Any]]:
-        pair, ohlc = element
+        pair, quote = element
+        bars: MinuteBars = bars_state.read() or {}
+        newest = max(newest_state.read() or 0, quote.event_ts_ms)
+        minute = quote.event_ts_ms - quote.event_ts_ms % MINUTE_MS
+        if minute not in bars and minute + MINUTE_MS + self._lateness_ms <= newest:
+            self.too_late.inc()
+            return
+        bar = bars.setdefault(minute, MinuteBar())
+        if quote.event_id not in bar.ticks:
+            bar.ticks[quote.event_id] = (quote.event_ts_ms, quote.mid)
+            if bar.pane_index >= 0:
+                yield self._emit(pair, minute, bar)
+        for earlier in sorted(m for m in bars if m < minute and bars[m].pane_index < 0):
+            yield self._emit(pair, earlier, bars[earlier])
+        for expired in [m for m in bars if m + MINUTE_MS + self._lateness_ms <= newest]:
+            del bars[expired]
+        bars_state.write(bars)
+        newest_state.write(newest)
+        flush.set(Timestamp.of((max(bars) + MINUTE_MS) / 1000))
+
+    @on_timer(_FLUSH)
+    def on_flush(
+        self,
+        key: Any = beam.DoFn.KeyParam,
+        fired_at: Any = beam.DoFn.TimestampParam,
+        bars_state: Any = BARS_STATE,
+        flush: Any = FLUSH_TIMER,
+    ) -> Iterator[dict[str, Any]]:
+        bars: MinuteBars = bars_state.read() or {}
+        end_ms = fired_at.micros // 1000
+        for minute in sorted(m for m in bars if m + MINUTE_MS <= end_ms):
+            if bars[minute].pane_index < 0:
+                yield self._emit(key, minute, bars[minute])
+        bars_state.write(bars)
+        # A firing set before a newer minute opened consumed the timer: set it again.
+        if bars and max(bars) + MINUTE_MS > end_ms:
+            flush.set(Timestamp.of((max(bars) + MINUTE_MS) / 1000))
+
+    def _emit(self, pair: str, minute: int, bar: MinuteBar) -> dict[str, Any]:
+        bar.pane_index += 1
         self.bars.inc()
-        yield {
+        timing = "ON_TIME" if bar.pane_index == 0 else "LATE"
+        ohlc = OhlcFn().extract_output(bar.ticks)
+        return {
             "pair": pair,
-            "window_start": format_ts(bar_window.start.micros // 1000),
-            "window_end": format_ts(bar_window.end.micros // 1000),
+            "window_start": format_ts(minute),
+            "window_end": format_ts(minute + MINUTE_MS),
             **ohlc,
-            "pane": f"{_timing(pane.timing)}:{pane.index}",
-            "pane_index": pane.index,
+            "pane": f"{timing}:{bar.pane_index}",
+            "pane_index": bar.pane_index,
         }
-
-
-def _timing(timing: int) -> str:
-    return {0: "EARLY", 1: "ON_TIME", 2: "LATE"}.get(timing, "UNKNOWN")
 
 
 def bar_row_id(row: dict[str, Any]) -> str:
@@ -80,25 +153,16 @@ def bar_row_id(row: dict[str, Any]) -> str:
 
 
 class OneMinuteBars(beam.PTransform[Any, Any]):
-    """Quote -> bar rows. Fires when the watermark passes the minute, then once per late
-    quote up to `allowed_lateness_s`, each pane accumulating everything seen so far."""
+    """Quote -> bar rows: each (pair, minute) once when it closes, then restated once per late
+    quote up to `allowed_lateness_s`, each pane holding every tick seen so far."""
 
     def __init__(self, allowed_lateness_s: int = 300) -> None:
         super().__init__()
-        self._allowed_lateness_s = allowed_lateness_s
+        self._allowed_lateness_ms = allowed_lateness_s * 1000
 
     def expand(self, quotes: PCollection[Any]) -> PCollection[Any]:
         return (
             quotes
-            | "AtEventTime" >> beam.Map(lambda q: window.TimestampedValue(q, q.event_ts_ms / 1000))
-            | "MinuteWindows"
-            >> beam.WindowInto(
-                window.FixedWindows(BAR_SECONDS),
-                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-                allowed_lateness=Duration(seconds=self._allowed_lateness_s),
-            )
             | "ByPair" >> beam.Map(lambda q: (q.pair, q))
-            | "Ohlc" >> beam.CombinePerKey(OhlcFn())
-            | "BarRows" >> beam.ParDo(BarRowFn())
+            | "MinuteBars" >> beam.ParDo(MinuteBarsFn(self._allowed_lateness_ms))
         )
