@@ -41,7 +41,8 @@ def _own_stack_env() -> dict[str, str]:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, Any]]:
     state = tmp_path_factory.mktemp("demo-state")
     completed = subprocess.run(
-        _demo_command(state, "--seconds", "30", "--exit"),
+        # Over a minute, so every pair closes at least one 1-minute bar.
+        _demo_command(state, "--seconds", "70", "--exit"),
         cwd=REPO,
         env=_own_stack_env(),
         capture_output=True,
@@ -60,7 +61,7 @@ def test_every_published_message_is_in_exactly_one_table(
     demo: tuple[Path, str, dict[str, Any]],
 ) -> None:
     _, output, summary = demo
-    assert summary["published_messages"] > 200  # about 10 quotes/s for 30 s, plus malformed
+    assert summary["published_messages"] > 500  # about 10 quotes/s for 70 s, plus malformed
     assert summary["unaccounted_message_ids"] == []
     assert summary["duplicate_rows"] == 0
     assert (
@@ -82,6 +83,7 @@ def test_the_summary_reports_latency_quality_and_where_airflow_was(
     assert 0 < latency["p50"] <= latency["p95"] < 60
     assert summary["data_quality"]["passed"], summary["data_quality"]
     assert any("reconciliation" in line for line in summary["data_quality"]["results"])
+    assert summary["bars"] >= 6  # one closed minute per pair at least
     assert summary["airflow_ui"].startswith("http://127.0.0.1:")
     assert "quotestream_streaming.ensure_running: success" in output
     report = next((state / "reports").glob("demo-*.png"))
