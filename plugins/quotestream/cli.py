@@ -177,12 +177,11 @@ def _provision(args: argparse.Namespace) -> int:
 def _pipeline_run(args: argparse.Namespace) -> int:
     import logging
 
-    from quotestream.beam.run import launch
+    from quotestream.beam.run import launch, quiet_beam_logging
 
     _load_env_file(args.env_file)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Beam logs every string annotation it cannot evaluate; that is our `annotations` import.
-    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
+    quiet_beam_logging()
     result = launch(args.kind, [f"--runner={args.runner}", *args.extra])
     print(f"{args.kind} pipeline running on {args.runner}; Ctrl-C stops it")
     try:

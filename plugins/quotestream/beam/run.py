@@ -161,11 +161,21 @@ def launch(kind: str, argv: Sequence[str], settings: Settings | None = None) -> 
     return build(argv, resolved.model_copy(update={"api_key": None})).run()
 
 
+def quiet_beam_logging() -> None:
+    """Per-batch statistics of BatchElements (thousands a minute) and every string annotation
+    Beam cannot evaluate (our `annotations` import) would bury what a job has to say."""
+    import logging
+
+    for noisy in ("apache_beam.transforms.util", "apache_beam.typehints.native_type_compatibility"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(kind: str, argv: Sequence[str]) -> None:
     """What a flex template or a local `python beam_pipelines/..._quotes.py` runs."""
     import logging
 
     logging.basicConfig(level=logging.INFO)
+    quiet_beam_logging()
     result = launch(kind, argv)
     # On Dataflow the launcher returns once the job is submitted; a local run is the job.
     if not any(arg.startswith("--runner=Dataflow") for arg in _joined(argv)):
