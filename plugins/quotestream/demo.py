@@ -15,19 +15,20 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from quotestream.adapters.local.airflow import LocalAirflow
-from quotestream.adapters.local.stack import LocalStack
-from quotestream.bench.stats import percentile
+from quotestream.adapters.local.stack import SERVICES, LocalStack
 from quotestream.domain.pairs import PAIR_CATALOG
-from quotestream.domain.quote import Quote, format_ts, make_event_id, now_ms
-from quotestream.services.accounting import Accounting, AccountingService
+from quotestream.domain.quote import Quote, make_event_id, now_ms
+from quotestream.jobs import StopMode
+from quotestream.ports import JobRunner
+from quotestream.services.accounting import AccountingService
+from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 
 SETUP_DAGS = ("quotestream_provision", "quotestream_deploy_api")
@@ -54,25 +55,32 @@ def run(stack: LocalStack, repo_root: Path, options: DemoRun) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with ExitStack() as cleanup:
-        return _run(stack, repo_root, options, cleanup)
+        try:
+            return _run(stack, repo_root, options, cleanup)
+        finally:
+            # Once stopping, a second Ctrl-C must not cut the cleanup short.
+            _ignore_interrupts()
 
 
 def _run(stack: LocalStack, repo_root: Path, options: DemoRun, cleanup: ExitStack) -> int:
     from quotestream import bootstrap
-    from quotestream.services.streaming import JOB_NAMES
+    from quotestream.demo_summary import RunRecord, summarize, summary_lines, write_run_report
 
     say("==> local stack: Pub/Sub emulator, BigQuery emulator, API")
     running_before = {status.name for status in stack.status() if status.healthy}
-    env = stack.up()
-    started = [name for name in ("pubsub", "bigquery", "api") if name not in running_before]
+    # Registered before starting: a failure or Ctrl-C half-way still stops what did start.
     cleanup.callback(
-        _step, "stopping the parts of the local stack the demo started", stack.down, only=started
+        _step,
+        "stopping the parts of the local stack the demo started",
+        stack.down,
+        only=[name for name in SERVICES if name not in running_before],
     )
+    env = stack.up()
     env["QUOTESTREAM_LOCAL_STATE_DIR"] = str(stack.state_dir.resolve())
     os.environ.update(env)  # settings, the Google clients and Airflow's tasks read these
     settings = Settings()
     runner = bootstrap.build_job_runner(settings)
-    cleanup.callback(_stop_jobs, runner, list(JOB_NAMES.values()))
+    cleanup.callback(_stop_jobs_started_since, runner, _running_jobs(runner))
 
     say("\n==> Airflow (standalone) with the project's DAGs")
     airflow = LocalAirflow(stack.state_dir.resolve() / "airflow", repo_root, options.airflow_port)
@@ -113,23 +121,31 @@ def _run(stack: LocalStack, repo_root: Path, options: DemoRun, cleanup: ExitStac
     if not options.keep_running:
         say("\n==> stopping extraction, waiting until every published message is accounted for")
         airflow.set_paused(STREAMING_DAG, True)  # or its schedule would relaunch extraction
-        runner.stop(JOB_NAMES["extract"], _drain_mode())
-        _drain(accountant, tap)
+        runner.stop(JOB_NAMES["extract"], StopMode.DRAIN)
+        accountant.wait_until_accounted(
+            tap,
+            DRAIN_TIMEOUT_S,
+            report=lambda pending: say(f"  {len(pending.unaccounted):,} still in flight"),
+        )
 
-    accounting = accountant.account(tap.published())
-    summary = _summarize(settings, accountant, accounting, tap.published(), start_ms, airflow)
-    report = _write_report(stack.state_dir / "reports", summary, accountant, tap, start_ms)
+    record = RunRecord.read(accountant, tap.published(), start_ms)
+    summary = summarize(record, bootstrap.build_data_quality_service(settings), airflow.url)
+    say("\n==> summary")
+    for line in summary_lines(summary, airflow.passwords_file):
+        say(line)
+    report = write_run_report(stack.state_dir / "reports", record, summary)
     say(f"\n  report {report}\n  summary {report.with_suffix('.json')}")
     if options.keep_running:
         say("\nstill running; Ctrl-C stops everything the demo started")
         _wait_for_interrupt(lambda: _progress(accountant, len(tap.published()), start_ms))
         say("")
-    if accounting.unaccounted or accounting.duplicate_rows:
-        if options.keep_running:
-            return 0  # messages were still in flight when it was interrupted
+    if record.accounting.duplicate_rows or (
+        record.accounting.unaccounted and not options.keep_running
+    ):
         raise DemoFailed(
-            f"{len(accounting.unaccounted)} published messages are in neither table and "
-            f"{accounting.duplicate_rows} rows are duplicates; see {report.with_suffix('.json')}"
+            f"{len(record.accounting.unaccounted)} published messages are in neither table "
+            f"and {record.accounting.duplicate_rows} rows are duplicates; "
+            f"see {report.with_suffix('.json')}"
         )
     return 0
 
@@ -143,16 +159,24 @@ def _step(title: str, action: Callable[..., Any], *args: Any, **kwargs: Any) -> 
     action(*args, **kwargs)
 
 
-def _stop_jobs(runner: Any, names: list[str]) -> None:
-    say("==> stopping the streaming jobs")
-    for name in names:
-        runner.stop(name, _drain_mode())
+def _ignore_interrupts() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
-def _drain_mode() -> Any:
-    from quotestream.jobs import StopMode
+def _running_jobs(runner: JobRunner) -> set[str]:
+    return {
+        name
+        for name in JOB_NAMES.values()
+        if (job := runner.find(name)) is not None and not job.state.terminal
+    }
 
-    return StopMode.DRAIN
+
+def _stop_jobs_started_since(runner: JobRunner, running_before: set[str]) -> None:
+    say("==> stopping the streaming jobs the demo started")
+    for name in JOB_NAMES.values():
+        if name not in running_before:
+            runner.stop(name, StopMode.DRAIN)
 
 
 def _run_dag(airflow: LocalAirflow, dag_id: str) -> None:
@@ -181,18 +205,7 @@ def _progress(accountant: AccountingService, published: int, start_ms: int) -> N
     )
 
 
-def _drain(accountant: AccountingService, tap: Any) -> None:
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        accounting = accountant.account(tap.published())
-        if not accounting.unaccounted:
-            return
-        say(f"  {len(accounting.unaccounted):,} still in flight")
-        time.sleep(2)
-    say(f"  gave up waiting after {DRAIN_TIMEOUT_S:.0f} s")
-
-
-def _malformed_messages() -> Any:
+def _malformed_messages() -> Iterator[bytes]:
     """What a broken producer might send; each must end in `quotes_dead_letter`."""
     spec = PAIR_CATALOG["USD-BRL"]
     index = 0
@@ -219,123 +232,6 @@ def _malformed_messages() -> Any:
                 event_ts_ms=moment,
                 source=source,
             ).to_json()
-
-
-def _summarize(
-    settings: Settings,
-    accountant: AccountingService,
-    accounting: Accounting,
-    published: list[Any],
-    start_ms: int,
-    airflow: LocalAirflow,
-) -> dict[str, Any]:
-    from quotestream import bootstrap
-
-    loaded = accountant.loaded_quotes()
-    bars = accountant.bars()
-    publish_ms = {m.event_id: m.publish_ms for m in published if m.event_id}
-    tick_to_row = [(q.ingest_ms - q.event_ms) / 1000 for q in loaded]
-    publish_to_row = [
-        (q.ingest_ms - publish_ms[q.event_id]) / 1000 for q in loaded if q.event_id in publish_ms
-    ]
-    quality = _data_quality(bootstrap.build_data_quality_service(settings), loaded, accounting)
-    summary = {
-        "published_messages": accounting.published,
-        "distinct_quotes_published": len(publish_ms),
-        "rows_in_quotes": len(loaded),
-        "messages_loaded": accounting.loaded,
-        "messages_dead_lettered": accounting.dead_lettered,
-        "dead_letters_by_reason": accounting.dead_letter_reasons,
-        "unaccounted_message_ids": [m.message_id for m in accounting.unaccounted],
-        "duplicate_rows": accounting.duplicate_rows,
-        "bars": len(bars),
-        "latency_s": {
-            "tick_to_row": _percentiles(tick_to_row),
-            "publish_to_row": _percentiles(publish_to_row),
-        },
-        "data_quality": quality,
-        "airflow_ui": airflow.url,
-        "started": format_ts(start_ms),
-    }
-    say("\n==> summary")
-    say(
-        f"  published on `quotes`   {accounting.published:,} messages "
-        f"({len(publish_ms):,} distinct quotes, the rest malformed)"
-    )
-    say(f"  rows in `quotes`        {len(loaded):,}")
-    reasons = ", ".join(f"{r} {n}" for r, n in sorted(accounting.dead_letter_reasons.items()))
-    say(
-        f"  dead letters            {accounting.dead_lettered:,}"
-        + (f" ({reasons})" if reasons else "")
-    )
-    lost = len(accounting.unaccounted)
-    say(f"  in neither table        {lost:,}" + (" (nothing lost)" if not lost else ""))
-    say(f"  duplicate rows          {accounting.duplicate_rows:,}")
-    say(f"  1-minute bars           {len(bars):,} across {len({b.pair for b in bars})} pairs")
-    for label, values in (("tick -> row", tick_to_row), ("publish -> row", publish_to_row)):
-        figures = _percentiles(values)
-        say(f"  latency {label:<15} p50 {figures['p50']:.2f} s  p95 {figures['p95']:.2f} s")
-    say(f"  data quality            {quality['window']}")
-    for line in quality["results"]:
-        say(f"    {line}")
-    say(f"  Airflow UI              {airflow.url}  (admin / password in {airflow.passwords_file})")
-    return summary
-
-
-def _data_quality(service: Any, loaded: list[Any], accounting: Accounting) -> dict[str, Any]:
-    """The checks of the quality DAG, over the part of the run every pair has fully delivered:
-    from each pair's first loaded quote to the earliest quote still in flight."""
-    from quotestream.services.quality import DataQualityFailed
-
-    firsts: dict[str, int] = {}
-    lasts: dict[str, int] = {}
-    for quote in loaded:
-        firsts[quote.pair] = min(firsts.get(quote.pair, quote.event_ms), quote.event_ms)
-        lasts[quote.pair] = max(lasts.get(quote.pair, quote.event_ms), quote.event_ms)
-    in_flight = [m.event_ts_ms for m in accounting.unaccounted if m.event_ts_ms]
-    if not firsts:
-        return {"window": "skipped: nothing loaded", "passed": False, "results": []}
-    start_ms = (max(firsts.values()) // 1000 + 1) * 1000
-    end_ms = (min([*lasts.values(), *in_flight]) // 1000) * 1000
-    if end_ms - start_ms < 10_000:
-        return {"window": "skipped: under 10 s of complete data", "passed": False, "results": []}
-    start, end = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (start_ms, end_ms))
-    run_id = f"demo-{start_ms}"
-    try:
-        results = service.run(start, end, run_id, check_freshness=True)
-        passed, lines = True, [str(result) for result in results]
-    except DataQualityFailed as failed:
-        passed, lines = False, [str(result) for result in failed.failures]
-    window = f"{format_ts(start_ms)} .. {format_ts(end_ms)}: " + ("passed" if passed else "FAILED")
-    return {"window": window, "passed": passed, "results": lines}
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    return {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95)}
-
-
-def _write_report(
-    directory: Path,
-    summary: dict[str, Any],
-    accountant: AccountingService,
-    tap: Any,
-    start_ms: int,
-) -> Path:
-    from quotestream.report import write_report
-
-    stamp = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = directory / f"demo-{stamp}.png"
-    write_report(
-        path,
-        f"quotestream demo {stamp}: {summary['published_messages']:,} published, "
-        f"{len(summary['unaccounted_message_ids'])} lost",
-        start_ms,
-        tap.published(),
-        accountant.loaded_quotes(),
-        accountant.bars(),
-    )
-    path.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    return path
 
 
 def _wait_for_interrupt(every_30_s: Callable[[], None]) -> None:

@@ -7,7 +7,7 @@ from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from quotestream.beam.bars import MinuteBarsFn, OhlcFn, OneMinuteBars
+from quotestream.beam.bars import MinuteBarsFn, OneMinuteBars, ohlc
 from quotestream.domain.quote import Quote, format_ts, make_event_id
 from tests.beam.pipelines import direct_pipeline
 
@@ -54,20 +54,17 @@ def at(q: Quote) -> window.TimestampedValue:
     return window.TimestampedValue(q, q.event_ts_ms / 1000)
 
 
-def test_ohlc_is_by_event_time_and_counts_a_redelivered_tick_once() -> None:
-    fn = OhlcFn()
-    ticks = fn.create_accumulator()
-    for q in (
-        quote(30_000, "5.2"),
-        quote(10_000, "5.0"),
-        quote(20_000, "5.9"),
-        quote(20_000, "5.9"),
-    ):
-        ticks = fn.add_input(ticks, q)
-    merged = fn.merge_accumulators(
-        [ticks, fn.add_input(fn.create_accumulator(), quote(50_000, "4.8"))]
-    )
-    assert fn.extract_output(merged) == {
+def test_ohlc_is_by_event_time_whatever_the_order_of_arrival() -> None:
+    ticks = {
+        q.event_id: (q.event_ts_ms, q.mid)
+        for q in (
+            quote(30_000, "5.2"),
+            quote(10_000, "5.0"),
+            quote(20_000, "5.9"),
+            quote(50_000, "4.8"),
+        )
+    }
+    assert ohlc(ticks) == {
         "open": "5.0",
         "high": "5.9",
         "low": "4.8",

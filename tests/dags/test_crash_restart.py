@@ -140,7 +140,8 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
         time.sleep(ACK_DEADLINE_S + 3)
         final = counts()
     finally:
-        publishing.join(timeout=60)
+        if publishing.is_alive():  # not started when the job never stored a row
+            publishing.join(timeout=60)
         runner.stop(LOAD, StopMode.CANCEL)
 
     assert final == {

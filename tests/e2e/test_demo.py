@@ -79,7 +79,7 @@ def test_the_summary_reports_latency_quality_and_where_airflow_was(
     demo: tuple[Path, str, dict[str, Any]],
 ) -> None:
     state, output, summary = demo
-    latency = summary["latency_s"]["tick_to_row"]
+    latency = summary["latency_s"]["tick -> row"]
     assert 0 < latency["p50"] <= latency["p95"] < 60
     assert summary["data_quality"]["passed"], summary["data_quality"]
     assert any("reconciliation" in line for line in summary["data_quality"]["results"])
@@ -92,7 +92,7 @@ def test_the_summary_reports_latency_quality_and_where_airflow_was(
 
 
 def test_the_tables_hold_what_the_summary_says(
-    demo: tuple[Path, str, dict[str, Any]],
+    demo: tuple[Path, str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from quotestream import bootstrap
     from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
@@ -103,7 +103,7 @@ def test_the_tables_hold_what_the_summary_says(
         REPO, free_port(), state / "reread.log", state / "bigquery-data", "quotestream-local"
     )
     try:
-        os.environ["BIGQUERY_EMULATOR_HOST"] = f"http://{emulator.address}"
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://{emulator.address}")
         warehouse = bootstrap.build_warehouse(Settings(project="quotestream-local"))
         counts = warehouse.query(
             "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS ids FROM {dataset}.quotes"
@@ -111,7 +111,6 @@ def test_the_tables_hold_what_the_summary_says(
         dead = warehouse.query("SELECT COUNT(*) AS n FROM {dataset}.quotes_dead_letter")[0]
     finally:
         emulator.stop()
-        os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
     assert counts["n"] == counts["ids"] == summary["rows_in_quotes"]
     assert dead["n"] == summary["messages_dead_lettered"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -23,30 +23,17 @@ MINUTE_MS = 60_000
 Ticks = dict[str, tuple[int, Decimal]]
 
 
-class OhlcFn(beam.CombineFn):
-    def create_accumulator(self) -> Ticks:
-        return {}
-
-    def add_input(self, ticks: Ticks, quote: Quote) -> Ticks:
-        ticks[quote.event_id] = (quote.event_ts_ms, quote.mid)
-        return ticks
-
-    def merge_accumulators(self, accumulators: Iterable[Ticks]) -> Ticks:
-        merged: Ticks = {}
-        for ticks in accumulators:
-            merged.update(ticks)
-        return merged
-
-    def extract_output(self, ticks: Ticks) -> dict[str, Any]:
-        ordered = sorted((ts, event_id, mid) for event_id, (ts, mid) in ticks.items())
-        mids = [mid for _, _, mid in ordered]
-        return {
-            "open": str(mids[0]),
-            "high": str(max(mids)),
-            "low": str(min(mids)),
-            "close": str(mids[-1]),
-            "tick_count": len(mids),
-        }
+def ohlc(ticks: Ticks) -> dict[str, Any]:
+    """Open and close by event time (the order of arrival does not matter)."""
+    ordered = sorted((ts, event_id, mid) for event_id, (ts, mid) in ticks.items())
+    mids = [mid for _, _, mid in ordered]
+    return {
+        "open": str(mids[0]),
+        "high": str(max(mids)),
+        "low": str(min(mids)),
+        "close": str(mids[-1]),
+        "tick_count": len(mids),
+    }
 
 
 MinuteBars = dict[int, "MinuteBar"]
@@ -135,12 +122,11 @@ class MinuteBarsFn(beam.DoFn):
         bar.pane_index += 1
         self.bars.inc()
         timing = "ON_TIME" if bar.pane_index == 0 else "LATE"
-        ohlc = OhlcFn().extract_output(bar.ticks)
         return {
             "pair": pair,
             "window_start": format_ts(minute),
             "window_end": format_ts(minute + MINUTE_MS),
-            **ohlc,
+            **ohlc(bar.ticks),
             "pane": f"{timing}:{bar.pane_index}",
             "pane_index": bar.pane_index,
         }

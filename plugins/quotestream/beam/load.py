@@ -9,7 +9,6 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.pvalue import PBegin, PCollection
-from apache_beam.transforms import window
 
 from quotestream.beam.bars import OneMinuteBars, bar_row_id
 from quotestream.beam.messages import RawMessage, Receipt, Tracked
@@ -64,11 +63,7 @@ class LoadQuotes(beam.PTransform[Any, Any]):
             | "BarsUntracked" >> beam.Map(Tracked)
             | "WriteBars" >> WriteRows(QUOTE_BARS_1M.name, self._factory, bar_row_id)
         )
-        _ = (
-            bars[REJECTED]
-            | "BackToGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            | "DeadLetterRejectedBars" >> WriteDeadLetters(self._factory)
-        )
+        _ = bars[REJECTED] | "DeadLetterRejectedBars" >> WriteDeadLetters(self._factory)
         stored = {
             "Quotes": quotes[WRITTEN],
             "DeadLetters": parsed[DEAD_LETTER] | "DeadLetter" >> WriteDeadLetters(self._factory),

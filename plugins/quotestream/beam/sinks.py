@@ -15,7 +15,7 @@ from apache_beam.pvalue import PCollection, TaggedOutput
 from quotestream.beam.messages import Tracked
 from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import now_ms
-from quotestream.domain.rows import dead_letter_row
+from quotestream.domain.rows import dead_letter_row, refused_row_id
 from quotestream.ports import Warehouse
 
 WRITTEN = "written"
@@ -101,7 +101,7 @@ class InsertRowsFn(beam.DoFn):
                 error=json.dumps(error.get("errors", []), default=str),
                 stage="bigquery_insert",
                 received_ts_ms=now_ms(),
-                message_id=f"{self._table}:{self._row_id(row)}",
+                message_id=refused_row_id(self._table, self._row_id(row)),
             )
         )
 

@@ -13,7 +13,9 @@ import os
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,18 @@ from quotestream.bench.pipeline import fresh_quote
 from quotestream.bench.stats import percentile
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
+from quotestream.jobs import StopMode
+from quotestream.services.accounting import latencies
+from quotestream.services.streaming import JOB_NAMES
 
-BATCHES_PER_S = 10
+MAX_BATCH = 1_000
+MAX_RETRIES = 20
 SETTLE_TIMEOUT_S = 180.0
 
 
 def run(rate: float, seconds: float, repo_root: Path) -> int:
     from quotestream import bootstrap
     from quotestream.adapters.local.stack import LocalStack
-    from quotestream.services.streaming import JOB_NAMES
     from quotestream.settings import Settings
 
     state = Path(tempfile.mkdtemp(prefix="quotestream-bench-load-"))
@@ -39,10 +44,10 @@ def run(rate: float, seconds: float, repo_root: Path) -> int:
         f"POST /v1/quotes -> Pub/Sub -> load job -> BigQuery; state and logs in {state}"
     )
     stack = LocalStack(state, repo_root, "quotestream-bench", free_ports_only=True)
-    env = stack.up(say=lambda _: None)
     runner = None
     memory = PeakMemory()
     try:
+        env = stack.up(say=lambda _: None)
         env["QUOTESTREAM_LOCAL_STATE_DIR"] = str(state)
         os.environ.update(env)
         settings = Settings()
@@ -57,109 +62,105 @@ def run(rate: float, seconds: float, repo_root: Path) -> int:
         memory.start()
         accountant = bootstrap.build_accounting_service(settings, now_ms() - 1000)
 
-        pushed, refused = _push(env["QUOTESTREAM_API_URL"], env["QUOTESTREAM_API_KEY"], rate, total)
-        print(f"  pushed {pushed:,} (refused by the relay: {refused:,}); waiting for the rows")
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        while True:
-            accounting = accountant.account(tap.published())
-            if accounting.published >= pushed and not accounting.unaccounted:
-                break
-            if time.monotonic() > deadline:
-                break
-            time.sleep(2)
+        push = _push(env["QUOTESTREAM_API_URL"], env["QUOTESTREAM_API_KEY"], rate, total)
+        print(
+            f"  pushed {push.accepted:,} in {push.seconds:.1f} s ({push.retried:,} batches "
+            f"retried after 429/503, {push.rejected:,} quotes refused); waiting for the rows"
+        )
+        accounting = accountant.wait_until_accounted(tap, SETTLE_TIMEOUT_S, push.accepted)
         memory.stop()
+        published = tap.published()
         loaded = accountant.loaded_quotes()
+        lost = len(accounting.unaccounted) + max(0, push.accepted - accounting.published)
+        _print_figures(rate, push, published, loaded, memory, lost, accounting.duplicate_rows)
         tap.close()
-        _print_figures(rate, pushed, accounting, loaded, tap.published(), memory)
-        lost = len(accounting.unaccounted) + max(0, pushed - accounting.published)
         return 0 if lost == 0 and accounting.duplicate_rows == 0 else 1
     finally:
         memory.stop()
         if runner is not None:
-            runner.stop(JOB_NAMES["load"], _cancel())
+            runner.stop(JOB_NAMES["load"], StopMode.CANCEL)
         stack.down(say=lambda _: None)
 
 
-def _cancel() -> Any:
-    from quotestream.jobs import StopMode
+@dataclass(frozen=True)
+class PushResult:
+    accepted: int
+    rejected: int
+    retried: int
+    seconds: float
 
-    return StopMode.CANCEL
 
-
-def _push(api_url: str, api_key: str, rate: float, total: int) -> tuple[int, int]:
-    """Batches every 1/BATCHES_PER_S s on a fixed schedule, so a slow answer is caught up."""
+def _push(api_url: str, api_key: str, rate: float, total: int) -> PushResult:
+    """Each quote is due at start + index / rate; whatever is due goes in one POST, so a slow
+    answer is caught up by a bigger batch rather than by a lower rate."""
     specs = list(PAIR_CATALOG.values())
-    per_batch = max(1, round(rate / BATCHES_PER_S))
     started = time.monotonic()
-    pushed = refused = index = batch = 0
+    accepted = rejected = retried = index = 0
     next_report = started + 10
     while index < total:
-        due = started + batch / BATCHES_PER_S
-        if (wait := due - time.monotonic()) > 0:
-            time.sleep(wait)
-        quotes = [
-            fresh_quote(specs[i % len(specs)], i).to_dict()
-            for i in range(index, min(total, index + per_batch))
-        ]
-        receipt = _post(f"{api_url}/v1/quotes", quotes, api_key)
-        pushed += int(receipt["accepted"])
-        refused += int(receipt["rejected"])
-        index += len(quotes)
-        batch += 1
+        due = min(total, index + MAX_BATCH, int((time.monotonic() - started) * rate) + 1)
+        if due <= index:
+            time.sleep(started + index / rate - time.monotonic())
+            continue
+        quotes = [fresh_quote(specs[i % len(specs)], i).to_dict() for i in range(index, due)]
+        receipt, retries = _post_until_accepted(f"{api_url}/v1/quotes", quotes, api_key)
+        accepted += int(receipt["accepted"])
+        rejected += int(receipt["rejected"])
+        retried += retries
+        index = due
         if time.monotonic() >= next_report:
-            print(f"  t+{time.monotonic() - started:4.0f} s  pushed {pushed:,}")
+            print(f"  t+{time.monotonic() - started:4.0f} s  pushed {accepted:,}")
             next_report += 10
-    return pushed, refused
+    return PushResult(accepted, rejected, retried, time.monotonic() - started)
 
 
-def _post(url: str, body: Any, api_key: str) -> Any:
-    request = urllib.request.Request(  # noqa: S310 - the bench's own loopback API
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "X-API-Key": api_key},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.load(response)
+def _post_until_accepted(url: str, body: Any, api_key: str) -> tuple[Any, int]:
+    """POST, waiting out 429 (rate limit) and 503 (relay full) as their Retry-After says."""
+    retries = 0
+    while True:
+        request = urllib.request.Request(  # noqa: S310 - the bench's own loopback API
+            url,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "X-API-Key": api_key},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return json.load(response), retries
+        except urllib.error.HTTPError as error:
+            if error.code not in (429, 503) or retries == MAX_RETRIES:
+                raise
+            retries += 1
+            time.sleep(float(error.headers.get("Retry-After") or 1))
 
 
 def _print_figures(
     rate: float,
-    pushed: int,
-    accounting: Any,
-    loaded: list[Any],
+    push: PushResult,
     published: list[Any],
+    loaded: list[Any],
     memory: PeakMemory,
+    lost: int,
+    duplicates: int,
 ) -> None:
-    publish_ms = {m.event_id: m.publish_ms for m in published if m.event_id}
-    first = min(publish_ms.values(), default=0)
+    first = min((m.publish_ms for m in published), default=0)
     last = max((q.ingest_ms for q in loaded), default=first)
     elapsed = max((last - first) / 1000, 1e-9)
     sustained = len(loaded) / elapsed
-    print(f"  rows in quotes      {len(loaded):,} of {pushed:,} pushed")
+    offered = push.accepted / max(push.seconds, 1e-9)
+    print(f"  rows in quotes      {len(loaded):,} of {push.accepted:,} pushed")
     print(
         f"  sustained           {sustained:,.1f} rows/s over {elapsed:.1f} s "
-        f"(offered {rate:,.0f}/s: {sustained / rate:.2f}x)"
+        f"(offered {offered:,.1f}/s of {rate:,.0f}/s asked: ratio {sustained / offered:.2f})"
     )
-    for label, values in (
-        ("tick -> row", [(q.ingest_ms - q.event_ms) / 1000 for q in loaded]),
-        (
-            "publish -> row",
-            [
-                (q.ingest_ms - publish_ms[q.event_id]) / 1000
-                for q in loaded
-                if q.event_id in publish_ms
-            ],
-        ),
-    ):
+    for label, values in latencies(published, loaded).items():
         print(
             f"  latency {label:<14} p50 {percentile(values, 0.5):6.2f} s  "
             f"p95 {percentile(values, 0.95):6.2f} s  p99 {percentile(values, 0.99):6.2f} s"
         )
     for name, peak in memory.peaks().items():
         print(f"  peak memory {name:<10} {peak / 2**20:8,.0f} MiB")
-    lost = len(accounting.unaccounted) + max(0, pushed - accounting.published)
-    print(f"  duplicates          {accounting.duplicate_rows:,}")
+    print(f"  duplicates          {duplicates:,}")
     print(f"  lost                {lost:,}")
 
 

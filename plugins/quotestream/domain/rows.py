@@ -61,3 +61,9 @@ def dead_letter_row_id(row: Mapping[str, Any]) -> str:
         f"{row['stage']}|{row['reason']}|{row['payload']}".encode(), digest_size=16
     )
     return digest.hexdigest()
+
+
+def refused_row_id(table: str, row_id: str) -> str:
+    """The message id of the dead letter for a row BigQuery refused: it names the row (a
+    quote's event_id), since one message can become rows of several tables."""
+    return f"{table}:{row_id}"

@@ -1,5 +1,6 @@
 """Where every published message went: a row of `quotes` (found by event_id), a row of
-`quotes_dead_letter` (found by message id), or neither yet: in flight, or lost.
+`quotes_dead_letter` (found by message id, or by row id for a quote BigQuery refused), or
+neither yet: in flight, or lost.
 
 The ledger of published messages comes from a tap on the topic (a subscription of its own),
 so the check does not trust the pipeline's own counters.
@@ -7,12 +8,15 @@ so the check does not trust the pipeline's own counters.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
-from quotestream.ports import Warehouse
+from quotestream.domain.rows import refused_row_id
+from quotestream.domain.schemas import QUOTES
+from quotestream.ports import TopicTap, Warehouse
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Accounting:
 
     @property
     def complete(self) -> bool:
+        """Every message in exactly one table, and no quote twice."""
         return not self.unaccounted and not self.duplicate_rows
 
 
@@ -92,9 +97,9 @@ class AccountingService:
                 final[key] = (row["pane_index"], bar)
         return [bar for _, (_, bar) in sorted(final.items())]
 
-    def account(self, published: Sequence[PublishedMessage]) -> Accounting:
-        loaded_ids: Counter[str] = Counter(quote.event_id for quote in self.loaded_quotes())
-        dead = {
+    def dead_letters(self) -> dict[str, str]:
+        """message id -> reason of the run's dead-letter rows."""
+        return {
             row["message_id"]: row["reason"]
             for row in self._warehouse.query(
                 "SELECT message_id, reason FROM {dataset}.quotes_dead_letter "
@@ -102,23 +107,79 @@ class AccountingService:
                 {"since": self._since_ms},
             )
         }
-        reasons: Counter[str] = Counter()
-        loaded = dead_lettered = 0
-        unaccounted = []
-        # A dead letter first: a refused copy of a good quote shares its event_id.
-        for message in published:
-            if message.message_id in dead:
-                dead_lettered += 1
-                reasons[dead[message.message_id]] += 1
-            elif message.event_id is not None and message.event_id in loaded_ids:
-                loaded += 1
-            else:
-                unaccounted.append(message)
-        return Accounting(
-            published=len(published),
-            loaded=loaded,
-            dead_lettered=dead_lettered,
-            unaccounted=tuple(unaccounted),
-            duplicate_rows=sum(count - 1 for count in loaded_ids.values()),
-            dead_letter_reasons=dict(reasons),
-        )
+
+    def account(
+        self, published: Sequence[PublishedMessage], loaded: Sequence[LoadedQuote] | None = None
+    ) -> Accounting:
+        if loaded is None:
+            loaded = self.loaded_quotes()
+        return reconcile(published, loaded, self.dead_letters())
+
+    def wait_until_accounted(
+        self,
+        tap: TopicTap,
+        timeout_s: float,
+        expected: int = 0,
+        report: Callable[[Accounting], None] = lambda _: None,
+        poll_s: float = 2.0,
+    ) -> Accounting:
+        """Until every message the tap has seen (at least `expected` of them, and no new one
+        since the last look) is in one of the tables, or `timeout_s` has passed."""
+        deadline = time.monotonic() + timeout_s
+        seen = -1
+        while True:
+            published = tap.published()
+            accounting = self.account(published)
+            settled = len(published) == seen and len(published) >= expected
+            if (settled and not accounting.unaccounted) or time.monotonic() > deadline:
+                return accounting
+            report(accounting)
+            seen = len(published)
+            time.sleep(poll_s)
+
+
+def reconcile(
+    published: Sequence[PublishedMessage],
+    loaded: Sequence[LoadedQuote],
+    dead_letters: Mapping[str, str],
+) -> Accounting:
+    """Each published message in exactly one place: a dead letter (by its message id, or for
+    a quote BigQuery refused, by that row's id), else a row of `quotes` (by event_id)."""
+    loaded_ids: Counter[str] = Counter(quote.event_id for quote in loaded)
+    reasons: Counter[str] = Counter()
+    loaded_messages = dead_lettered = 0
+    unaccounted = []
+    for message in published:
+        reason = dead_letters.get(message.message_id)
+        if reason is None and message.event_id is not None:
+            reason = dead_letters.get(refused_row_id(QUOTES.name, message.event_id))
+        if reason is not None:
+            dead_lettered += 1
+            reasons[reason] += 1
+        elif message.event_id is not None and message.event_id in loaded_ids:
+            loaded_messages += 1
+        else:
+            unaccounted.append(message)
+    return Accounting(
+        published=len(published),
+        loaded=loaded_messages,
+        dead_lettered=dead_lettered,
+        unaccounted=tuple(unaccounted),
+        duplicate_rows=sum(count - 1 for count in loaded_ids.values()),
+        dead_letter_reasons=dict(reasons),
+    )
+
+
+def latencies(
+    published: Sequence[PublishedMessage], loaded: Sequence[LoadedQuote]
+) -> dict[str, list[float]]:
+    """Seconds from the tick (event time) and from the publish to the row in `quotes`."""
+    publish_ms = {m.event_id: m.publish_ms for m in published if m.event_id}
+    return {
+        "tick -> row": [(q.ingest_ms - q.event_ms) / 1000 for q in loaded],
+        "publish -> row": [
+            (q.ingest_ms - publish_ms[q.event_id]) / 1000
+            for q in loaded
+            if q.event_id in publish_ms
+        ],
+    }

@@ -31,7 +31,9 @@ FINISHED = {"success", "failed"}
 
 
 class AirflowError(RuntimeError):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LocalAirflow:
@@ -48,8 +50,10 @@ class LocalAirflow:
         """The admin password, made once per home and kept there (mode 0600)."""
         if not self.passwords_file.is_file():
             self.home.mkdir(parents=True, exist_ok=True)
-            self.passwords_file.write_text(json.dumps({USER: secrets.token_urlsafe(12)}))
-            self.passwords_file.chmod(0o600)
+            # Created private: never readable by others, not even for a moment.
+            descriptor = os.open(self.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as passwords:
+                json.dump({USER: secrets.token_urlsafe(12)}, passwords)
         return str(json.loads(self.passwords_file.read_text())[USER])
 
     def environment(self, extra: Mapping[str, str]) -> dict[str, str]:
@@ -99,12 +103,12 @@ class LocalAirflow:
                 time.sleep(1)
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
-        self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
         """A manual run now; returns its run id."""
         body = {"logical_date": None, "conf": dict(conf or {})}
-        run = self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
         return str(run["dag_run_id"])
 
     def wait(
@@ -118,10 +122,10 @@ class LocalAirflow:
         seen: dict[str, str] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-            instances = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
-                "task_instances"
-            ]
+            run = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+            instances = self._request(
+                "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+            )["task_instances"]
             for instance in instances:
                 state = instance.get("state") or "none"
                 if seen.get(instance["task_id"]) != state:
@@ -142,15 +146,12 @@ class LocalAirflow:
 
     def _exists(self, dag_id: str) -> bool:
         try:
-            self._call("GET", f"/api/v2/dags/{dag_id}")
+            self._request("GET", f"/api/v2/dags/{dag_id}")
         except AirflowError as error:
-            if "404" in str(error):
+            if error.status == 404:
                 return False
             raise
         return True
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        return self._request(method, path, body)
 
     def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
         headers = {"Content-Type": "application/json"}
@@ -167,7 +168,9 @@ class LocalAirflow:
                 return json.load(response)
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")[:500]
-            raise AirflowError(f"{method} {path}: HTTP {error.code} {detail}") from error
+            raise AirflowError(
+                f"{method} {path}: HTTP {error.code} {detail}", error.code
+            ) from error
 
     def _bearer(self) -> str:
         if self._token is None:

@@ -160,18 +160,34 @@ def start_service(
         )
     remember_child(process)
     service = ServiceProcess(name, process.pid, host, port, log_path)
+    try:
+        _wait_until_ready(service, process, ready, timeout)
+    except BaseException:
+        # Its own session shields it from Ctrl-C: whoever gives up on it must stop it.
+        service.stop()
+        raise
+    return service
+
+
+def _wait_until_ready(
+    service: ServiceProcess,
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    timeout: float,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StartupError(
-                f"{name} exited with status {process.returncode} while starting; "
-                f"last lines of {log_path}:\n{tail(log_path)}"
+                f"{service.name} exited with status {process.returncode} while starting; "
+                f"last lines of {service.log_path}:\n{tail(service.log_path)}"
             )
         if ready():
-            return service
+            return
         time.sleep(0.1)
-    service.stop()
-    raise StartupError(f"{name} did not answer within {timeout:.0f} s; see {log_path}")
+    raise StartupError(
+        f"{service.name} did not answer within {timeout:.0f} s; see {service.log_path}"
+    )
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -1,0 +1,52 @@
+"""`quotestream bench load`, briefly: the whole local stack under a steady push prints its
+figures and measures a loss of zero."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_load_prints_its_figures_and_loses_nothing() -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("QUOTESTREAM_")
+        and key not in ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")
+    }
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quotestream.cli",
+            "bench",
+            "load",
+            "--rate",
+            "20",
+            "--seconds",
+            "10",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert re.search(r"rows in quotes\s+200 of 200 pushed", output), output[-3000:]
+    assert re.search(r"lost\s+0\n", output)
+    assert re.search(r"duplicates\s+0\n", output)
+    for process in ("pubsub", "bigquery", "api", "load job"):
+        assert re.search(rf"peak memory {process}\s+[1-9][\d,]* MiB", output), output[-3000:]
+    assert re.search(r"latency publish -> row\s+p50\s+\d+\.\d\d s", output)
