@@ -28,6 +28,8 @@ from quotestream.services.accounting import latencies
 from quotestream.services.streaming import JOB_NAMES
 
 MAX_BATCH = 1_000
+# Under the relay's default per-client limit (20 requests/s).
+POSTS_PER_S = 10
 MAX_RETRIES = 20
 SETTLE_TIMEOUT_S = 180.0
 
@@ -91,16 +93,18 @@ class PushResult:
 
 
 def _push(api_url: str, api_key: str, rate: float, total: int) -> PushResult:
-    """Each quote is due at start + index / rate; whatever is due goes in one POST, so a slow
-    answer is caught up by a bigger batch rather than by a lower rate."""
+    """Each quote is due at start + index / rate; every 1/POSTS_PER_S s, whatever is due goes
+    in one POST (a slow answer is caught up by a bigger batch, not by a lower rate)."""
     specs = list(PAIR_CATALOG.values())
     started = time.monotonic()
-    accepted = rejected = retried = index = 0
+    accepted = rejected = retried = index = posts = 0
     next_report = started + 10
     while index < total:
-        due = min(total, index + MAX_BATCH, int((time.monotonic() - started) * rate) + 1)
+        posts += 1
+        if (wait := started + posts / POSTS_PER_S - time.monotonic()) > 0:
+            time.sleep(wait)
+        due = min(total, index + MAX_BATCH, int((time.monotonic() - started) * rate))
         if due <= index:
-            time.sleep(started + index / rate - time.monotonic())
             continue
         quotes = [fresh_quote(specs[i % len(specs)], i).to_dict() for i in range(index, due)]
         receipt, retries = _post_until_accepted(f"{api_url}/v1/quotes", quotes, api_key)
