@@ -133,7 +133,8 @@ class AccountingService:
             settled = len(published) == seen and len(published) >= expected
             if (settled and not accounting.unaccounted) or time.monotonic() > deadline:
                 return accounting
-            report(accounting)
+            if accounting.unaccounted:
+                report(accounting)
             seen = len(published)
             time.sleep(poll_s)
 
