@@ -17,19 +17,20 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from quotestream.adapters.local.airflow import LocalAirflow
 from quotestream.adapters.local.stack import SERVICES, LocalStack
 from quotestream.domain.pairs import PAIR_CATALOG
-from quotestream.domain.quote import Quote, make_event_id, now_ms
+from quotestream.domain.quote import now_ms
 from quotestream.jobs import StopMode
 from quotestream.ports import JobRunner
 from quotestream.services.accounting import AccountingService
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
+from quotestream.synthetic import fresh_quote
 
 SETUP_DAGS = ("quotestream_provision", "quotestream_deploy_api")
 STREAMING_DAG = "quotestream_streaming"
@@ -211,27 +212,14 @@ def _malformed_messages() -> Iterator[bytes]:
     index = 0
     while True:
         index += 1
-        moment = now_ms()
         kind = index % 3
         if kind == 1:
             yield b'{"pair": "USD-BRL", "bid": "5.3500", "ask": '
         elif kind == 2:
             yield json.dumps(["USD-BRL", "5.3500", "5.3510"]).encode()
         else:
-            bid, ask = spec.reference_price + 1, spec.reference_price  # crossed: bid above ask
-            source = f"demo-crossed-{index}"
-            yield Quote(
-                event_id=make_event_id(spec.pair, moment, source),
-                pair=spec.pair,
-                base=spec.base,
-                quote_currency=spec.quote_currency,
-                bid=bid,
-                ask=ask,
-                mid=(bid + ask) / 2,
-                spread=ask - bid,
-                event_ts_ms=moment,
-                source=source,
-            ).to_json()
+            quote = fresh_quote(spec, index, f"demo-crossed-{index}")
+            yield replace(quote, bid=quote.ask, ask=quote.bid, spread=-quote.spread).to_json()
 
 
 def _wait_for_interrupt(every_30_s: Callable[[], None]) -> None:

@@ -19,13 +19,12 @@ from google.cloud.pubsub_v1 import PublisherClient
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess
-from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream.jobs import JobState, StopMode
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
-from quotestream_api.market import MarketSimulator
 from tests.beam.corpus import bad_messages
+from tests.local_runs import recent_quotes, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,24 +53,12 @@ def crash_target(
     return settings
 
 
-def wait_until(condition: Any, timeout: float, what: str, poll_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(poll_s)
-
-
 def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote_once(
     dagbag: Any, crash_target: Settings
 ) -> None:
     settings = crash_target
     now = now_ms()
-    market = MarketSimulator(11, PAIR_CATALOG, source="crash-test")
-    good = [
-        quote
-        for spec in PAIR_CATALOG.values()
-        for _, quote in market.quotes_between(spec, now - 150_000, now - 30_000)
-    ][:1500]
+    good = recent_quotes(11, "crash-test", 1500)
     bad = [message for message, _ in bad_messages(now) if message.data]
     publisher = PublisherClient()
     topic = publisher.topic_path(settings.project, settings.quotes_topic)

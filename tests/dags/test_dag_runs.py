@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from quotestream.jobs import StopMode
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from tests.conftest import SEED
+from tests.local_runs import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,13 +83,6 @@ def test_provision_through_the_airflow_cli(airflow_db: None, local_target: Setti
     ]
 
 
-def wait_until(condition: Any, timeout: float, what: str, poll_s: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(poll_s)
-
-
 def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
     dagbag: Any, local_target: Settings
 ) -> None:
@@ -105,7 +98,7 @@ def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
         def loaded() -> int:
             return int(warehouse.query("SELECT COUNT(*) AS n FROM {dataset}.quotes")[0]["n"])
 
-        wait_until(lambda: loaded() > 20, 120, "the first quotes to be loaded")
+        wait_until(lambda: loaded() > 20, 120, "the first quotes to be loaded", poll_s=1.0)
         second = dagbag.get_dag("quotestream_streaming").test()
         assert states(second) == {
             "ensure_running": "success",
@@ -157,7 +150,7 @@ def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
             )
             return int(rows[0]["n"]) == len(batch)
 
-        wait_until(batch_loaded, 120, "the quotes published during the restart")
+        wait_until(batch_loaded, 120, "the quotes published during the restart", poll_s=1.0)
     finally:
         for name in ("quotestream-extract", "quotestream-load"):
             runner.stop(name, StopMode.CANCEL)

@@ -5,7 +5,6 @@ read again, from the data the demo left, and nothing may still be running."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from quotestream.adapters.local.processes import free_port
+from tests.local_runs import own_stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -27,16 +27,6 @@ def _demo_command(state: Path, *options: str) -> list[str]:
     return [sys.executable, "-m", "quotestream.cli", "demo", *options, "--state-dir", str(state)]
 
 
-def _own_stack_env() -> dict[str, str]:
-    """This environment without what points at other emulators: the demo starts its own."""
-    dropped = ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")
-    return {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("QUOTESTREAM_") and key not in dropped
-    }
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, Any]]:
     state = tmp_path_factory.mktemp("demo-state")
@@ -44,7 +34,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str,
         # Over a minute, so every pair closes at least one 1-minute bar.
         _demo_command(state, "--seconds", "70", "--exit"),
         cwd=REPO,
-        env=_own_stack_env(),
+        env=own_stack_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -147,7 +137,7 @@ def test_without_exit_it_runs_until_interrupted_then_stops_what_it_started(
         demo = subprocess.Popen(
             _demo_command(tmp_path / "state", "--seconds", "5"),
             cwd=REPO,
-            env=_own_stack_env(),
+            env=own_stack_env(),
             stdout=output,
             stderr=subprocess.STDOUT,
         )

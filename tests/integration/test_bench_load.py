@@ -3,7 +3,6 @@ figures and measures a loss of zero."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -11,18 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.local_runs import own_stack_env
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bench_load_prints_its_figures_and_loses_nothing() -> None:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("QUOTESTREAM_")
-        and key not in ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")
-    }
     completed = subprocess.run(
         [
             sys.executable,
@@ -36,7 +31,7 @@ def test_bench_load_prints_its_figures_and_loses_nothing() -> None:
             "10",
         ],
         cwd=REPO,
-        env=env,
+        env=own_stack_env(),
         capture_output=True,
         text=True,
         timeout=400,

@@ -22,11 +22,9 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_process
-from quotestream.domain import PAIR_CATALOG
-from quotestream.domain.quote import now_ms
 from quotestream.settings import Settings
-from quotestream_api.market import MarketSimulator
 from tests.conftest import REPO
+from tests.local_runs import recent_quotes
 
 pytestmark = pytest.mark.integration
 
@@ -65,13 +63,7 @@ def test_messages_delivered_again_after_their_ack_deadline_give_one_row_each(
         ack_deadline_s=ACK_DEADLINE_S,
     )
     bootstrap.build_provision_service(settings).run()
-    now = now_ms()
-    market = MarketSimulator(13, PAIR_CATALOG, source="redelivery-test")
-    good = [
-        quote
-        for spec in PAIR_CATALOG.values()
-        for _, quote in market.quotes_between(spec, now - 150_000, now - 30_000)
-    ][:1000]
+    good = recent_quotes(13, "redelivery-test", 1000)
     publisher = PublisherClient()
     topic = publisher.topic_path(settings.project, settings.quotes_topic)
     futures = [publisher.publish(topic, q.to_json(), **q.pubsub_attributes()) for q in good]

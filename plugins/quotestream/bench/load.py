@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quotestream.bench.pipeline import fresh_quote
 from quotestream.bench.stats import percentile
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream.jobs import StopMode
 from quotestream.services.accounting import latencies
 from quotestream.services.streaming import JOB_NAMES
+from quotestream.synthetic import fresh_quote
 
 MAX_BATCH = 1_000
 # Under the relay's default per-client limit (20 requests/s).
@@ -106,7 +106,9 @@ def _push(api_url: str, api_key: str, rate: float, total: int) -> PushResult:
         due = min(total, index + MAX_BATCH, int((time.monotonic() - started) * rate))
         if due <= index:
             continue
-        quotes = [fresh_quote(specs[i % len(specs)], i).to_dict() for i in range(index, due)]
+        quotes = [
+            fresh_quote(specs[i % len(specs)], i, f"bench{i}").to_dict() for i in range(index, due)
+        ]
         receipt, retries = _post_until_accepted(f"{api_url}/v1/quotes", quotes, api_key)
         accepted += int(receipt["accepted"])
         rejected += int(receipt["rejected"])

@@ -18,8 +18,9 @@ from quotestream.adapters.local.processes import (
 )
 from quotestream.bench.stats import percentile
 from quotestream.domain.pairs import PAIR_CATALOG
-from quotestream.domain.quote import Quote, make_event_id, now_ms
+from quotestream.domain.quote import Quote, now_ms
 from quotestream.domain.validation import parse_quote
+from quotestream.synthetic import fresh_quote
 
 
 def run(gate_messages: int, rate: float, seconds: float, repo_root: Path) -> int:
@@ -125,7 +126,7 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
             due = started + index / rate
             while (now := time.monotonic()) < due:
                 time.sleep(min(0.005, due - now))
-            quote = fresh_quote(specs[index % len(specs)], index)
+            quote = fresh_quote(specs[index % len(specs)], index, f"bench{index}")
             event_ms[quote.event_id] = quote.event_ts_ms
             publisher.publish(topic, quote.to_json(), **quote.pubsub_attributes())
             if time.monotonic() >= next_poll:
@@ -158,26 +159,6 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
     finally:
         for service in reversed(services):
             service.stop()
-
-
-def fresh_quote(spec: Any, index: int) -> Quote:
-    event_ts_ms = now_ms()
-    units = 10**spec.scale
-    bid_units = int(float(spec.reference_price) * units) + index % 7
-    bid = Decimal(bid_units).scaleb(-spec.scale)
-    ask = Decimal(bid_units + 2).scaleb(-spec.scale)
-    return Quote(
-        event_id=make_event_id(spec.pair, event_ts_ms, f"bench{index}"),
-        pair=spec.pair,
-        base=spec.base,
-        quote_currency=spec.quote_currency,
-        bid=bid,
-        ask=ask,
-        mid=((bid + ask) / 2).quantize(Decimal(1).scaleb(-spec.mid_scale)),
-        spread=ask - bid,
-        event_ts_ms=event_ts_ms,
-        source=f"bench{index}",
-    )
 
 
 def _poll(warehouse: Any, seen_ms: dict[str, int], ingest_latency: list[float]) -> None:

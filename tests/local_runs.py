@@ -1,0 +1,42 @@
+"""For tests that run the local stack's processes: waiting on them, and an environment that
+does not point them at another test's emulators."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.quote import Quote, now_ms
+from quotestream_api.market import MarketSimulator
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, poll_s: float = 0.5
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)
+
+
+def own_stack_env() -> dict[str, str]:
+    """This environment without what points at other emulators: the command starts its own."""
+    dropped = ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("QUOTESTREAM_") and key not in dropped
+    }
+
+
+def recent_quotes(seed: int, source: str, count: int) -> list[Quote]:
+    """Up to `count` quotes of every pair from 150 s to 30 s ago, pair after pair."""
+    now = now_ms()
+    market = MarketSimulator(seed, PAIR_CATALOG, source=source)
+    return [
+        quote
+        for spec in PAIR_CATALOG.values()
+        for _, quote in market.quotes_between(spec, now - 150_000, now - 30_000)
+    ][:count]
