@@ -54,7 +54,7 @@ def crash_target(
 
 
 def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote_once(
-    dagbag: Any, crash_target: Settings
+    dagbag: Any, crash_target: Settings, bigquery_emulator: ServiceProcess
 ) -> None:
     settings = crash_target
     now = now_ms()
@@ -97,7 +97,14 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
     publishing = threading.Thread(target=publish, args=(rest, 0.5))
     try:
         wait_until(lambda: counts()["quotes"] > 0, 60, "the job to store rows", poll_s=0.05)
-        os.killpg(int(first.job_id), signal.SIGKILL)
+        # A writer that stops answering, so the job surely holds pulled, unacknowledged
+        # messages when it dies (killed right after an acknowledgement, it might hold none).
+        os.killpg(bigquery_emulator.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2)
+            os.killpg(int(first.job_id), signal.SIGKILL)
+        finally:
+            os.killpg(bigquery_emulator.pid, signal.SIGCONT)
         publishing.start()
         wait_until(lambda: runner.find(LOAD).state.terminal, 10, "the kill to show")
         loaded_at_kill = counts()["quotes"]
