@@ -25,10 +25,12 @@ from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 from tests.beam.corpus import bad_messages
 from tests.local_runs import recent_quotes, wait_until
+from tests.stalling_proxy import StallingProxy
 
 pytestmark = pytest.mark.integration
 
 LOAD = JOB_NAMES["load"]
+QUOTES_INSERT = b"/tables/quotes/insertAll"
 ACK_DEADLINE_S = 10
 
 
@@ -54,7 +56,10 @@ def crash_target(
 
 
 def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote_once(
-    dagbag: Any, crash_target: Settings, bigquery_emulator: ServiceProcess
+    dagbag: Any,
+    crash_target: Settings,
+    bigquery_emulator: ServiceProcess,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = crash_target
     now = now_ms()
@@ -91,20 +96,22 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
         return {key: int(value or 0) for key, value in row.items()}
 
     # A backlog, so the job holds hundreds of pulled messages when it dies; the rest is
-    # published while it is down and being replaced.
+    # published while it is down and being replaced. The first job writes through a proxy
+    # that can hold one of its writes, so it is killed while it surely holds pulled,
+    # unacknowledged messages (killed right after an acknowledgement, it might hold none).
     publish(backlog, 0)
+    proxy = StallingProxy(int(bigquery_emulator.address.rsplit(":", 1)[1]))
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://{proxy.address}")
     first = runner.launch(LOAD, "load", [])
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://{bigquery_emulator.address}")
     publishing = threading.Thread(target=publish, args=(rest, 0.5))
     try:
         wait_until(lambda: counts()["quotes"] > 0, 60, "the job to store rows", poll_s=0.05)
-        # A writer that stops answering, so the job surely holds pulled, unacknowledged
-        # messages when it dies (killed right after an acknowledgement, it might hold none).
-        os.killpg(bigquery_emulator.pid, signal.SIGSTOP)
-        try:
-            time.sleep(2)
-            os.killpg(int(first.job_id), signal.SIGKILL)
-        finally:
-            os.killpg(bigquery_emulator.pid, signal.SIGCONT)
+        proxy.arm(QUOTES_INSERT)
+        publish(rest[:50], 0)
+        del rest[:50]
+        assert proxy.held.wait(60), "the job wrote no more quotes"
+        os.killpg(int(first.job_id), signal.SIGKILL)
         publishing.start()
         wait_until(lambda: runner.find(LOAD).state.terminal, 10, "the kill to show")
         loaded_at_kill = counts()["quotes"]
@@ -134,6 +141,7 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
         time.sleep(ACK_DEADLINE_S + 3)
         final = counts()
     finally:
+        proxy.close()
         if publishing.is_alive():  # not started when the job never stored a row
             publishing.join(timeout=60)
         runner.stop(LOAD, StopMode.CANCEL)

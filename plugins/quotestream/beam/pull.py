@@ -16,10 +16,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PBegin, PCollection
-from apache_beam.transforms.periodicsequence import PeriodicImpulse
 
 from quotestream.beam.messages import RawMessage, Receipt
 from quotestream.beam.parse import NAMESPACE
+from quotestream.beam.ticks import Ticks
 
 # A google.cloud.pubsub_v1.SubscriberClient, or anything answering its pull and acknowledge.
 SubscriberFactory = Callable[[], Any]
@@ -95,7 +95,7 @@ class PullFromPubSub(beam.PTransform[Any, Any]):
     def expand(self, begin: PBegin) -> PCollection[Any]:
         return (
             begin
-            | "Ticks" >> PeriodicImpulse(fire_interval=self._interval_s)
+            | "Ticks" >> Ticks(self._interval_s, paced=True)
             | "Pull" >> beam.ParDo(self._pull)
         )
 

@@ -16,7 +16,6 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import ReadFromPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
-from apache_beam.transforms.periodicsequence import PeriodicImpulse
 
 from quotestream import bootstrap
 from quotestream.beam.extract import ExtractQuotes
@@ -24,6 +23,7 @@ from quotestream.beam.load import STORED, LoadQuotes, ReadHistory
 from quotestream.beam.messages import from_pubsub
 from quotestream.beam.options import QuotestreamOptions
 from quotestream.beam.pull import AcknowledgeMessages, PullFromPubSub
+from quotestream.beam.ticks import Ticks, bound_local_runner_metrics
 from quotestream.domain.quote import to_ms
 from quotestream.settings import Settings
 
@@ -37,17 +37,20 @@ class LaunchError(ValueError):
     pass
 
 
-def _options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
-    argv = _joined(argv)
+def _runner(argv: Sequence[str]) -> str:
     runner = next(
-        (arg.split("=", 1)[1] for arg in argv if arg.startswith("--runner=")),
-        None,
+        (arg.split("=", 1)[1] for arg in _joined(argv) if arg.startswith("--runner=")), None
     )
     if runner is None:
         raise LaunchError(
             "pass --runner=... explicitly: DirectRunner locally, DataflowRunner on Google Cloud"
         )
-    args = list(argv)
+    return runner
+
+
+def _options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
+    runner = _runner(argv)
+    args = _joined(argv)
     if runner == "DirectRunner" and SKIP_PRISM not in args:
         args.append(SKIP_PRISM)
     options = PipelineOptions(args, save_main_session=False)
@@ -126,7 +129,7 @@ def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
     pipeline = beam.Pipeline(options=options)
     _ = (
         pipeline
-        | "Poll" >> PeriodicImpulse(fire_interval=custom.poll_interval_s)
+        | "Poll" >> Ticks(custom.poll_interval_s, paced=_runner(argv) == "DirectRunner")
         | "ExtractQuotes"
         >> ExtractQuotes(
             settings.pairs,
@@ -156,6 +159,8 @@ def settings_from(argv: Sequence[str]) -> Settings:
 def launch(kind: str, argv: Sequence[str], settings: Settings | None = None) -> PipelineResult:
     """Build and start a pipeline; returns as soon as it runs (streaming jobs run on)."""
     build = {"load": load_pipeline, "extract": extract_pipeline}[kind]
+    if _runner(argv) == "DirectRunner":
+        bound_local_runner_metrics()
     resolved = settings or settings_from(argv)
     # DoFns carry the settings to the workers; the push relay's key has no business there.
     return build(argv, resolved.model_copy(update={"api_key": None})).run()

@@ -196,19 +196,24 @@ class PeakMemory:
 
     def _sample_until_stopped(self) -> None:
         while not self._stopped.wait(self._every_s):
-            totals = dict.fromkeys(self._groups, 0)
-            by_group = {pgid: name for name, pgid in self._groups.items()}
-            for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit():
-                    continue
-                try:
-                    pgid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
-                    if pgid in by_group:
-                        totals[by_group[pgid]] += _rss_bytes(proc)
-                except (OSError, IndexError, ValueError):
-                    continue
-            for name, total in totals.items():
+            for name, total in group_rss_bytes(self._groups).items():
                 self._peaks[name] = max(self._peaks.get(name, 0), total)
+
+
+def group_rss_bytes(groups: dict[str, int]) -> dict[str, int]:
+    """name -> resident bytes of every process in the named process group, right now."""
+    totals = dict.fromkeys(groups, 0)
+    by_group = {pgid: name for name, pgid in groups.items()}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            pgid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            if pgid in by_group:
+                totals[by_group[pgid]] += _rss_bytes(proc)
+        except (OSError, IndexError, ValueError):
+            continue
+    return totals
 
 
 def _rss_bytes(proc: Path) -> int:
