@@ -17,7 +17,7 @@ from quotestream.orchestration import default_args
     tags=["quotestream", "deploy"],
     doc_md="""
 Create-or-update of the API service (on Cloud Run: private, the relay key mounted from
-Secret Manager), then `/readyz` until ready and one `GET /v1/quotes/latest` (with an
+Secret Manager), then `/ready` until ready and one `GET /v1/quotes/latest` (with an
 identity token on Cloud Run). Locally the API process of `quotestream local up` stands in for
 Cloud Run: a deploy replaces it with a process running the current code, on the same port.
 """,

@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, relay: QuoteRelay | None = None
             try:
                 app.state.relay = bootstrap.build_relay(resolved)
             except bootstrap.ConfigurationError as error:
-                # The market endpoints still serve; the push relay and /readyz say why not.
+                # The market endpoints still serve; the push relay and /ready say why not.
                 app.state.relay_error = str(error)
                 log.warning("push relay disabled: %s", error)
         if app.state.relay is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from quotestream.ports import (
     JobRunner,
@@ -108,6 +109,7 @@ def build_quote_source(
     # On Cloud Run the API is private: every call carries an identity token for its URL.
     auth = None
     if settings.target == "gcp":
+        _require_api_url(settings)
         from quotestream.adapters.gcp.identity import IdentityTokens
 
         auth = IdentityTokens(settings.api_url)
@@ -152,15 +154,27 @@ def _require(settings: Settings, *names: str) -> None:
         raise ConfigurationError(f"target gcp needs {', '.join(missing)}")
 
 
+def _require_api_url(settings: Settings) -> None:
+    host = urlsplit(settings.api_url).hostname
+    if host in {"127.0.0.1", "localhost", "::1"} or not host:
+        raise ConfigurationError(
+            f"target gcp needs QUOTESTREAM_API_URL, the Cloud Run service's https URL (the "
+            f"quotestream_deploy_api DAG prints it); it is {settings.api_url!r}, which no "
+            "Dataflow worker or Composer task can reach"
+        )
+
+
 def build_job_runner(settings: Settings) -> JobRunner:
     if settings.target == "gcp":
-        _require(settings, "dataflow_templates", "dataflow_temp_location")
+        _require(settings, "dataflow_templates", "dataflow_temp_location", "dataflow_image")
+        _require_api_url(settings)
         from quotestream.adapters.gcp.dataflow import DataflowJobRunner
 
         prefix = settings.dataflow_templates.rstrip("/")
         environment: dict[str, Any] = {
             "temp_location": settings.dataflow_temp_location,
             "enable_streaming_engine": True,
+            "sdk_container_image": settings.dataflow_image,
         }
         if settings.dataflow_service_account:
             environment["service_account_email"] = settings.dataflow_service_account

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     ack_deadline_s: Annotated[int, Field(ge=10, le=600)] = 60
     bigquery_location: str = "US"
 
+    # Locally `local up` writes it; on gcp it must be the Cloud Run service's URL (the
+    # deploy DAG prints it): the jobs, backfill and reconciliation call it.
     api_url: str = "http://127.0.0.1:8080"
     # No key is built in: without one the push relay refuses every request.
     api_key: SecretStr | None = None
@@ -47,6 +49,9 @@ class Settings(BaseSettings):
     dataflow_templates: str = ""
     dataflow_temp_location: str = ""
     dataflow_service_account: str = ""
+    # The flex-template image, which is also the workers' image (sdk_container_image): without
+    # it Dataflow runs Beam's stock image, in which no worker can import quotestream.
+    dataflow_image: str = ""
     api_service: str = "quotestream-api"
     api_image: str = ""
     api_service_account: str = ""
@@ -106,20 +111,8 @@ class Settings(BaseSettings):
 
     def for_workers(self) -> str:
         """These settings as JSON for jobs that have no environment of ours (flex templates):
-        everything a pipeline reads, and no secret."""
-        return self.model_dump_json(
-            include={
-                "target",
-                "project",
-                "region",
-                "dataset",
-                "quotes_topic",
-                "dead_letter_topic",
-                "load_subscription",
-                "api_url",
-                "pairs",
-            }
-        )
+        all of them, so a worker never falls back to a default, except the relay's key."""
+        return self.model_dump_json(exclude={"api_key"})
 
     @property
     def pubsub_emulator_host(self) -> str | None:

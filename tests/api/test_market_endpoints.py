@@ -182,15 +182,22 @@ def test_a_page_token_cannot_be_replayed_against_another_query(client: TestClien
 
 
 def test_health_and_readiness(client: TestClient, publisher) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code == 200
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").status_code == 200
     publisher.reachable = False
-    response = client.get("/readyz")
+    response = client.get("/ready")
     assert response.status_code == 503
     assert response.json()["reason"] == "not_ready"
 
 
 def test_openapi_documents_every_route(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/pairs", "/v1/quotes", "/v1/quotes/latest", "/healthz", "/readyz"} <= set(paths)
+    assert {"/v1/pairs", "/v1/quotes", "/v1/quotes/latest", "/health", "/ready"} <= set(paths)
     assert client.get("/docs").status_code == 200
+
+
+def test_no_route_ends_in_z_which_cloud_runs_front_end_may_answer_itself(
+    client: TestClient,
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert [path for path in paths if path.endswith("z")] == []

@@ -1,5 +1,6 @@
-"""Airflow for the DAG tests: a private AIRFLOW_HOME with a SQLite metadata DB, the project's
-dags/ folder, no examples. Set before anything imports Airflow."""
+"""Airflow for the DAG tests: a private AIRFLOW_HOME with a SQLite metadata DB, the folders laid
+out as Composer lays them out (dags/, plugins/ as the plugins folder and on PYTHONPATH), no
+examples. Set before anything imports Airflow."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from typing import Any
 
 import pytest
 
+from quotestream.adapters.local.airflow import deployed_layout
 from tests.conftest import REPO
 
 AIRFLOW_HOME = tempfile.mkdtemp(prefix="quotestream-airflow-")
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": AIRFLOW_HOME,
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    **deployed_layout(REPO),
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
 }
 os.environ.update(AIRFLOW_ENV)

@@ -87,7 +87,7 @@ def test_posted_quotes_reach_pubsub_exactly_once(
     bad = [{**good[0], "bid": "-1"}, {"pair": "EUR-USD"}, [1, 2, 3]]
     batch = good[:300] + bad + good[300:]
     with httpx.Client(base_url=base_url, timeout=10) as client:
-        assert client.get("/readyz").status_code == 200
+        assert client.get("/ready").status_code == 200
         response = client.post("/v1/quotes", json=batch, headers={"X-API-Key": API_KEY})
     assert response.status_code == 202, response.text
     receipt = response.json()

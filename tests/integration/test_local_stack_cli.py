@@ -74,7 +74,7 @@ def test_up_twice_status_and_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         )
         client.create_dataset("from_the_env_file")
         assert "from_the_env_file" in [d.dataset_id for d in client.list_datasets()]
-        assert httpx.get(f"{env['QUOTESTREAM_API_URL']}/healthz").status_code == 200
+        assert httpx.get(f"{env['QUOTESTREAM_API_URL']}/health").status_code == 200
     finally:
         down = quotestream("local", "--state-dir", str(state), "down")
     assert down.returncode == 0, down.stderr

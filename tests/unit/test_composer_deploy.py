@@ -1,42 +1,89 @@
 from __future__ import annotations
 
+import json
+import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from quotestream.composer import wanted_packages
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
+DEPLOY = [
+    sys.executable,
+    "-m",
+    "quotestream.cli",
+    "composer",
+    "deploy",
+    "--environment",
+    "prod-composer",
+    "--location",
+    "us-central1",
+]
 
-def test_the_dry_run_prints_one_import_per_dag_file_and_the_plugin_package() -> None:
+
+def test_the_dry_run_prints_the_package_update_one_import_per_dag_file_and_the_plugins() -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "quotestream.cli",
-            "composer",
-            "deploy",
-            "--environment",
-            "prod-composer",
-            "--location",
-            "us-central1",
-            "--dry-run",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
+        [*DEPLOY, "--dry-run"], cwd=REPO, capture_output=True, text=True, check=True
     )
     lines = result.stdout.splitlines()
     dag_files = sorted(p.name for p in (REPO / "dags").glob("*.py"))
+    storage = "gcloud composer environments storage"
+    where = "--environment prod-composer --location us-central1"
     assert lines == [
-        *(
-            f"would run: gcloud composer environments storage dags import --environment "
-            f"prod-composer --location us-central1 --source dags/{name}"
-            for name in dag_files
-        ),
-        "would run: gcloud composer environments storage plugins import --environment "
-        "prod-composer --location us-central1 --source plugins/quotestream",
+        "would run (when the environment's PyPI packages differ): gcloud composer environments "
+        "update prod-composer --location us-central1 --update-pypi-packages-from-file "
+        "composer/requirements.txt",
+        *(f"would run: {storage} dags import {where} --source dags/{name}" for name in dag_files),
+        f"would run: {storage} plugins import {where} --source plugins/.airflowignore",
+        f"would run: {storage} plugins import {where} --source plugins/quotestream",
     ]
+
+
+def test_the_composer_requirements_are_the_core_and_gcp_pins_of_the_lock(tmp_path: Path) -> None:
+    regenerated = tmp_path / "requirements.txt"
+    subprocess.run(
+        [sys.executable, REPO / "scripts" / "composer-requirements", regenerated], check=True
+    )
+    assert regenerated.read_text() == (REPO / "composer" / "requirements.txt").read_text(), (
+        "composer/requirements.txt is stale: run make lock"
+    )
+    assert {"pydantic-settings", "google-cloud-dataflow-client"} <= set(wanted_packages(REPO))
+    assert "apache-beam" not in wanted_packages(REPO), "Composer's tasks never import Beam"
+
+
+def _fake_gcloud(tmp_path: Path, installed: dict[str, str]) -> dict[str, str]:
+    """A gcloud on PATH that records its arguments and describes an environment with
+    `installed` as its PyPI packages."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "describe.json").write_text(
+        json.dumps({"config": {"softwareConfig": {"pypiPackages": installed}}})
+    )
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {tmp_path}/calls\n'
+        f'case "$3" in describe) cat {tmp_path}/describe.json;; esac\n'
+    )
+    gcloud.chmod(gcloud.stat().st_mode | stat.S_IEXEC)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_a_deploy_updates_the_packages_only_when_the_environment_lacks_them(
+    tmp_path: Path,
+) -> None:
+    wanted = wanted_packages(REPO)
+    for installed, updates in (({}, 1), ({**wanted, "extra-package": "==1.0"}, 0)):
+        calls = tmp_path / "calls"
+        calls.unlink(missing_ok=True)
+        env = _fake_gcloud(tmp_path, installed)
+        subprocess.run(DEPLOY, cwd=REPO, env=env, capture_output=True, check=True)
+        made = calls.read_text().splitlines()
+        assert sum(call.startswith("composer environments update") for call in made) == updates
+        assert sum(" import " in call for call in made) == len(list(REPO.glob("dags/*.py"))) + 2

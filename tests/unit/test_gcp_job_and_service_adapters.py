@@ -186,3 +186,35 @@ def test_the_service_is_private_no_public_invoker_and_iam_checked(exists: bool) 
     service = fake.calls[0][1] if exists else fake.calls[0][1][1]
     # Cloud Run's switch that skips the invoker check for everyone must stay off.
     assert service.invoker_iam_disabled is False
+
+
+def test_the_jobs_bootstrap_launches_run_the_templates_image_with_the_whole_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from quotestream import bootstrap
+    from quotestream.adapters.gcp import dataflow as adapter
+    from quotestream.settings import Settings
+
+    fake = FakeDataflow([])
+    monkeypatch.setattr(adapter.dataflow, "JobsV1Beta3Client", lambda: fake)
+    monkeypatch.setattr(adapter.dataflow, "FlexTemplatesServiceClient", lambda: fake)
+    settings = Settings(
+        target="gcp",
+        project="p",
+        api_url="https://quotestream-api-123.a.run.app",
+        bigquery_location="EU",
+        dataflow_templates="gs://b/templates/",
+        dataflow_temp_location="gs://b/tmp",
+        dataflow_image="us-docker.pkg.dev/p/r/quotestream-load:1",
+    )
+
+    bootstrap.build_job_runner(settings).launch("quotestream-load", "load", [])
+
+    launch = fake.launched[0]["launch_parameter"]
+    assert launch["container_spec_gcs_path"] == "gs://b/templates/load_quotes.json"
+    assert launch["environment"]["sdk_container_image"] == settings.dataflow_image
+    on_workers = json.loads(launch["parameters"]["settings"])
+    assert on_workers["api_url"] == settings.api_url
+    assert on_workers["bigquery_location"] == "EU"

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
+from quotestream import bootstrap
+from quotestream.bootstrap import ConfigurationError
 from quotestream.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -25,3 +29,46 @@ def test_pairs_come_comma_separated_from_the_environment(monkeypatch: pytest.Mon
 def test_bad_settings_are_refused_with_a_reason(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**values)
+
+
+def test_workers_get_every_setting_but_the_relay_key() -> None:
+    settings = Settings(
+        target="gcp",
+        project="p",
+        api_url="https://quotestream-api-123.a.run.app",
+        api_key="k" * 16,
+        bigquery_location="EU",
+        message_ordering=False,
+        market_seed=7,
+        quote_source="sim-b",
+        pairs=("BTC-USD",),
+    )
+    on_a_worker = Settings(**json.loads(settings.for_workers()))
+    assert on_a_worker.api_key is None
+    assert on_a_worker == settings.model_copy(update={"api_key": None})
+
+
+def test_on_gcp_the_jobs_are_never_launched_against_the_loopback_api() -> None:
+    settings = Settings(
+        target="gcp",
+        project="p",
+        dataflow_templates="gs://b/templates",
+        dataflow_temp_location="gs://b/tmp",
+        dataflow_image="us-docker.pkg.dev/p/r/quotestream-load:1",
+    )
+    with pytest.raises(ConfigurationError, match="QUOTESTREAM_API_URL"):
+        bootstrap.build_job_runner(settings)
+    with pytest.raises(ConfigurationError, match="QUOTESTREAM_API_URL"):
+        bootstrap.build_quote_source(settings)
+
+
+def test_on_gcp_the_workers_run_the_templates_image() -> None:
+    settings = Settings(
+        target="gcp",
+        project="p",
+        api_url="https://quotestream-api-123.a.run.app",
+        dataflow_templates="gs://b/templates",
+        dataflow_temp_location="gs://b/tmp",
+    )
+    with pytest.raises(ConfigurationError, match="QUOTESTREAM_DATAFLOW_IMAGE"):
+        bootstrap.build_job_runner(settings)

@@ -8,12 +8,12 @@ from quotestream_api.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/health", response_model=Health)
 def liveness() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"description": "not ready"}})
+@router.get("/ready", response_model=Health, responses={503: {"description": "not ready"}})
 def readiness(request: Request) -> Health:
     relay = request.app.state.relay
     if relay is None:

@@ -9,7 +9,7 @@ import urllib.request
 
 
 def smoke_test_api(base_url: str, timeout_s: float, headers: dict[str, str] | None = None) -> str:
-    """Wait for /readyz (200), then one GET of the latest quotes; returns what it saw."""
+    """Wait for /ready (200), then one GET of the latest quotes; returns what it saw."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
 
@@ -18,7 +18,7 @@ def smoke_test_api(base_url: str, timeout_s: float, headers: dict[str, str] | No
 
     while True:
         try:
-            with urllib.request.urlopen(get("/readyz"), timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(get("/ready"), timeout=5) as response:  # noqa: S310
                 if response.status == 200:
                     break
         except urllib.error.HTTPError as error:
@@ -26,7 +26,7 @@ def smoke_test_api(base_url: str, timeout_s: float, headers: dict[str, str] | No
         except OSError as error:
             last = str(error)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s:.0f} s: {last}")
+            raise TimeoutError(f"{base_url}/ready not ready after {timeout_s:.0f} s: {last}")
         time.sleep(1)
     with urllib.request.urlopen(get("/v1/quotes/latest"), timeout=10) as response:  # noqa: S310
         quotes = json.load(response)["quotes"]

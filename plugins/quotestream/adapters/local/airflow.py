@@ -30,6 +30,19 @@ USER = "admin"
 FINISHED = {"success", "failed"}
 
 
+def deployed_layout(repo_root: Path) -> dict[str, str]:
+    """Airflow's folders as Composer and docker-compose lay them out: the repository's dags/,
+    its plugins/ as the plugins folder, and that folder on PYTHONPATH (where the DAG tasks
+    import quotestream from)."""
+    plugins = str(repo_root / "plugins")
+    inherited = os.environ.get("PYTHONPATH")
+    return {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(repo_root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": plugins,
+        "PYTHONPATH": os.pathsep.join([plugins, inherited] if inherited else [plugins]),
+    }
+
+
 class AirflowError(RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -64,7 +77,7 @@ class LocalAirflow:
             # standalone starts its components as `airflow ...` from PATH.
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.repo_root / "dags"),
+            **deployed_layout(self.repo_root),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__PARALLELISM": "4",

@@ -207,7 +207,7 @@ def start_api_process(
         host=host,
         port=port,
         log_path=log_path,
-        ready=lambda: http_answers(f"http://{host}:{port}/healthz"),
+        ready=lambda: http_answers(f"http://{host}:{port}/health"),
         env=env,
     )
 

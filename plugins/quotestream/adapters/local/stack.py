@@ -182,7 +182,7 @@ class LocalStack:
         path = {
             "pubsub": "/",
             "bigquery": f"/bigquery/v2/projects/{self.project}/datasets",
-            "api": "/healthz",
+            "api": "/health",
         }[name]
         return http_answers(f"http://{HOST}:{port}{path}")
 
