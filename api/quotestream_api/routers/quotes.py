@@ -137,7 +137,8 @@ async def push_quotes(
         try:
             accepted.append(quote_from_mapping(item, pairs=market.pairs, now_ms=now))
         except InvalidQuote as error:
-            rejections.append({"index": index, "reason": error.reason, "detail": error.detail})
+            detail = _encodable(error.detail)
+            rejections.append({"index": index, "reason": error.reason, "detail": detail})
     try:
         queued = relay.offer(accepted)
     except RelayClosed:
@@ -152,6 +153,12 @@ async def push_quotes(
             headers={"Retry-After": "1"},
         )
     return {"accepted": len(accepted), "rejected": len(rejections), "rejections": rejections}
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates (JSON escapes such as \\ud800 decode to them) written as
+    escapes, so the receipt of a batch whose quotes are already queued always serialises."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
