@@ -16,6 +16,10 @@ STATE_DIR = Path(".local")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from quotestream.output import survive_closed_readers
+
+    # Commands that start processes must stop them even when their output's reader is gone.
+    survive_closed_readers()
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.handler is not _pipeline_run:
