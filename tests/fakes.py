@@ -87,6 +87,7 @@ class InMemoryWarehouse:
 
     tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     reject: Callable[[str, dict[str, Any]], str | None] | None = None
+    lookups: list[list[str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def insert_rows(
@@ -108,6 +109,15 @@ class InMemoryWarehouse:
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         return list(self.tables.get(table, {}).values())
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Answers the load's one query, the lookup of stored row ids (`@id_N` parameters)."""
+        self.lookups.append([v for name, v in params.items() if name.startswith("id_")])
+        if "quotes_dead_letter" in sql:
+            stored = {f"{r['stage']}:{r['message_id']}" for r in self.rows("quotes_dead_letter")}
+        else:
+            stored = {r["event_id"] for r in self.rows("quotes")}
+        return [{"row_id": row_id} for row_id in self.lookups[-1] if row_id in stored]
 
     def close(self) -> None:
         pass

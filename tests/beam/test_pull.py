@@ -16,7 +16,9 @@ import pytest
 from quotestream.beam.load import STORED, LoadQuotes
 from quotestream.beam.messages import RawMessage, Receipt
 from quotestream.beam.pull import AcknowledgeMessages, PullMessagesFn
+from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
+from quotestream.synthetic import fresh_quote
 from tests.beam.corpus import bad_messages
 from tests.beam.pipelines import direct_pipeline
 from tests.beam.test_load import good_messages
@@ -56,22 +58,11 @@ class ForgetfulWarehouse(InMemoryWarehouse):
     """A warehouse whose insert-id dedup has forgotten everything (as BigQuery's does after a
     minute), answering the load's lookup of stored row ids."""
 
-    lookups: list[list[str]] = field(default_factory=list)
-
     def insert_rows(
         self, table: str, rows: list[dict[str, Any]], row_ids: list[str] | None = None
     ) -> list[dict[str, Any]]:
         fresh = [f"{row_id}#{uuid.uuid4().hex}" for row_id in row_ids or []]
         return super().insert_rows(table, rows, fresh or None)
-
-    def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        ids = list(params.values())
-        self.lookups.append(ids)
-        if "quotes_dead_letter" in sql:
-            stored = {f"{r['stage']}:{r['message_id']}" for r in self.rows("quotes_dead_letter")}
-        else:
-            stored = {r["event_id"] for r in self.rows("quotes")}
-        return [{"row_id": row_id} for row_id in ids if row_id in stored]
 
 
 _SUBSCRIBERS: dict[str, InMemorySubscriber] = {}
@@ -181,3 +172,32 @@ def test_a_row_bigquery_refuses_is_acknowledged_only_once_its_dead_letter_row_is
     else:
         assert len(warehouse.rows("quotes_dead_letter")) == len(messages)
         assert sorted(subscriber.acked) == sorted(f"ack-{i}" for i in range(len(messages)))
+
+
+def test_a_quote_published_again_after_the_insert_id_window_is_stored_once() -> None:
+    """Fresh deliveries, as Dataflow's own source gives them (no receipt, not redelivered):
+    a second copy of a quote a minute old is found stored; a copy of a quote seconds old is
+    left to insert-id dedup, with no lookup."""
+    name = f"republish-{uuid.uuid4()}"
+    warehouse = shared_forgetful_warehouse(name)
+    now = now_ms()
+    old = good_messages(now, 30)  # 60-120 s old
+    fresh = [
+        RawMessage(q.to_json(), q.pubsub_attributes(), f"fresh-{i}")
+        for i, q in enumerate(
+            fresh_quote(spec, i, f"fresh{i}") for i, spec in enumerate(PAIR_CATALOG.values())
+        )
+    ]
+    again = [m._replace(message_id=f"{m.message_id}-again") for m in old]
+    for batch in (old + fresh, again):
+        with direct_pipeline(streaming=True) as pipeline:
+            _ = (
+                pipeline
+                | beam.Create(batch)
+                | LoadQuotes(partial(shared_forgetful_warehouse, name))
+            )
+
+    quotes = [r["event_id"] for r in warehouse.rows("quotes")]
+    assert sorted(quotes) == sorted(m.attributes["event_id"] for m in old + fresh)
+    looked_up = {row_id for ids in warehouse.lookups for row_id in ids}
+    assert looked_up == {m.attributes["event_id"] for m in old}

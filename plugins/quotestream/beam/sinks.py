@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
@@ -33,11 +34,13 @@ class InsertRowsFn(beam.DoFn):
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
         stored_id_sql: str | None = None,
+        stored_time_column: str | None = None,
     ) -> None:
         self._table = table
         self._factory = warehouse_factory
         self._row_id = row_id
         self._stored_id_sql = stored_id_sql
+        self._stored_time_column = stored_time_column
         self.written = Metrics.counter(NAMESPACE, f"written_{table}")
         self.rejected = Metrics.counter(NAMESPACE, f"rejected_{table}")
         self.already_stored = Metrics.counter(NAMESPACE, f"already_stored_{table}")
@@ -50,7 +53,9 @@ class InsertRowsFn(beam.DoFn):
         if stored:
             self.already_stored.inc(len(stored))
             log.info(
-                "%d redelivered rows already in %s: not inserted again", len(stored), self._table
+                "%d rows already in %s (redelivered or published again): not inserted again",
+                len(stored),
+                self._table,
             )
             yield from stored
             skipped = {id(item) for item in stored}
@@ -71,23 +76,35 @@ class InsertRowsFn(beam.DoFn):
                 yield item
 
     def _stored_earlier(self, batch: Sequence[Tracked]) -> list[Tracked]:
-        """The redelivered items whose row is in the table already. BigQuery's insert-id dedup
-        forgets after about a minute, and a message comes again only after its ack deadline,
-        or after however long a crashed job stayed down: so look."""
+        """The items whose row may be stored already and is. BigQuery's insert-id dedup
+        forgets after about a minute, while a message comes again after its ack deadline, or
+        after however long a crashed job stayed down, and a quote may be published again
+        later still: so look."""
         if self._stored_id_sql is None:
             return []
-        again = [item for item in batch if item.receipt is not None and item.receipt.redelivered]
+        again = [
+            item
+            for item in batch
+            if item.check_stored or (item.receipt is not None and item.receipt.redelivered)
+        ]
         found: set[str] = set()
-        ids = sorted({self._row_id(item.value) for item in again})
+        by_id = {self._row_id(item.value): item.value for item in again}
+        ids = sorted(by_id)
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = ids[start : start + _LOOKUP_CHUNK]
             names = ", ".join(f"@id_{index}" for index in range(len(chunk)))
-            # Table and expression are ours; the ids travel as query parameters.
-            rows = self._warehouse.query(
+            params: dict[str, Any] = {f"id_{index}": row_id for index, row_id in enumerate(chunk)}
+            # Table and expressions are ours; the values travel as query parameters.
+            sql = (
                 f"SELECT DISTINCT {self._stored_id_sql} AS row_id "  # noqa: S608
-                f"FROM {{dataset}}.{self._table} WHERE {self._stored_id_sql} IN ({names})",
-                {f"id_{index}": row_id for index, row_id in enumerate(chunk)},
+                f"FROM {{dataset}}.{self._table} WHERE {self._stored_id_sql} IN ({names})"
             )
+            if self._stored_time_column is not None:
+                # The copies' own times bound the partitions read, whatever the table's size.
+                times = [_moment(by_id[row_id][self._stored_time_column]) for row_id in chunk]
+                sql += f" AND {self._stored_time_column} BETWEEN @earliest AND @latest"
+                params.update(earliest=min(times), latest=max(times))
+            rows = self._warehouse.query(sql, params)
             found.update(str(row["row_id"]) for row in rows)
         return [item for item in again if self._row_id(item.value) in found]
 
@@ -111,12 +128,17 @@ class InsertRowsFn(beam.DoFn):
             warehouse.close()
 
 
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 class WriteRows(beam.PTransform[Any, Any]):
     """Tracked rows -> outputs `written` (Tracked rows now stored) and `rejected` (Tracked
     dead-letter rows for what BigQuery refused), each keeping its message's receipt.
 
-    `stored_id_sql`, the SQL expression of a row's id in the table, lets a redelivered
-    message whose row is already stored pass as written without a second insert.
+    `stored_id_sql`, the SQL expression of a row's id in the table, lets a redelivered or
+    republished message whose row is already stored pass as written without a second insert;
+    `stored_time_column`, the partitioning column, narrows that lookup to the rows' times.
     """
 
     def __init__(
@@ -126,9 +148,12 @@ class WriteRows(beam.PTransform[Any, Any]):
         row_id: Callable[[Any], str],
         stored_id_sql: str | None = None,
         max_batch_bytes: int = 2_000_000,
+        stored_time_column: str | None = None,
     ) -> None:
         super().__init__()
-        self._insert = InsertRowsFn(table, warehouse_factory, row_id, stored_id_sql)
+        self._insert = InsertRowsFn(
+            table, warehouse_factory, row_id, stored_id_sql, stored_time_column
+        )
         self._max_batch_bytes = max_batch_bytes
 
     def expand(self, rows: PCollection[Any]) -> Any:
