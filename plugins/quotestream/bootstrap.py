@@ -7,6 +7,7 @@ Adapters are imported inside the builders: importing this module stays cheap.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,20 @@ def _require_emulator(settings: Settings, variable: str, value: str | None) -> N
         )
 
 
+def _require_answering(what: str, address: str | None) -> None:
+    if not address:
+        return  # the builders say which variable is missing
+    location = urlsplit(address if "//" in address else f"//{address}")
+    try:
+        socket.create_connection((location.hostname, location.port), timeout=2).close()
+    except OSError as error:
+        raise ConfigurationError(
+            f"{what} at {location.netloc} does not answer ({error.strerror or error}): "
+            "is the local stack up? `quotestream local status` says, `quotestream local up` "
+            "restarts what stopped"
+        ) from None
+
+
 def build_publisher(settings: Settings, ordered: bool | None = None) -> Publisher:
     """A batched publisher; `ordered` (default: the relay's setting) allows ordering keys."""
     _require_emulator(settings, "PUBSUB_EMULATOR_HOST", settings.pubsub_emulator_host)
@@ -98,6 +113,10 @@ def build_warehouse(settings: Settings) -> Warehouse:
 
 
 def build_provision_service(settings: Settings) -> ProvisionService:
+    if settings.target == "local":
+        # A client against a stopped emulator retries for minutes: say so at once instead.
+        _require_answering("the Pub/Sub emulator", settings.pubsub_emulator_host)
+        _require_answering("the BigQuery emulator", settings.bigquery_emulator_host)
     return ProvisionService(build_messaging_admin(settings), build_warehouse(settings), settings)
 
 

@@ -138,7 +138,16 @@ def _stack(args: argparse.Namespace) -> LocalStack:
 
 def _local_up(args: argparse.Namespace) -> int:
     stack = _stack(args)
-    env = stack.up()
+    env, restarted = stack.up()
+    if "pubsub" in restarted:
+        # The Pub/Sub emulator keeps nothing on disk: its topics and subscriptions are gone.
+        from quotestream import bootstrap
+        from quotestream.settings import Settings
+
+        os.environ.update(env)
+        settings = Settings()
+        print(f"re-provisioning {settings.project} on the restarted Pub/Sub emulator")
+        bootstrap.build_provision_service(settings).run(report=lambda r: print(f"  {r}"))
     print(f"\nwrote {stack.env_file}; load it with: set -a; . {stack.env_file}; set +a\n")
     for key, value in env.items():
         print(f"{key}={'*' * 8 if key.endswith('API_KEY') else value}")

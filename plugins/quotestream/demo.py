@@ -76,7 +76,7 @@ def _run(stack: LocalStack, repo_root: Path, options: DemoRun, cleanup: ExitStac
         stack.down,
         only=[name for name in SERVICES if name not in running_before],
     )
-    env = stack.up()
+    env, _ = stack.up()
     env["QUOTESTREAM_LOCAL_STATE_DIR"] = str(stack.state_dir.resolve())
     os.environ.update(env)  # settings, the Google clients and Airflow's tasks read these
     settings = Settings()

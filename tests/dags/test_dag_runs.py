@@ -248,7 +248,7 @@ def test_deploy_replaces_the_local_api_and_smoke_tests_it(
     ports = {name: free_port() for name in ("pubsub", "bigquery", "api")}
     stack = LocalStack(state_dir, REPO, project, ports)
     try:
-        for key, value in stack.up(say=lambda _: None).items():
+        for key, value in stack.up(say=lambda _: None)[0].items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("QUOTESTREAM_LOCAL_STATE_DIR", str(state_dir))
         bootstrap.build_provision_service(Settings()).run()

@@ -16,6 +16,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PBegin, PCollection
+from google.api_core.exceptions import GoogleAPICallError, RetryError
 
 from quotestream.beam.messages import RawMessage, Receipt
 from quotestream.beam.parse import NAMESPACE
@@ -43,17 +44,28 @@ class PullMessagesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._subscriber = self._factory()
+        self._failed_pulls = 0
 
     def process(self, _tick: Any) -> Iterator[RawMessage]:
         # A tick takes what is there and returns: the next tick polls again.
-        response = self._subscriber.pull(
-            request={
-                "subscription": self._subscription,
-                "max_messages": self._max_messages,
-                "return_immediately": True,
-            },
-            timeout=30,
-        )
+        try:
+            response = self._subscriber.pull(
+                request={
+                    "subscription": self._subscription,
+                    "max_messages": self._max_messages,
+                    "return_immediately": True,
+                },
+                timeout=30,
+            )
+        except (GoogleAPICallError, RetryError) as error:
+            # Pub/Sub away (an emulator restarting): the job waits for it, tick after tick.
+            if self._failed_pulls == 0:
+                log.warning("pull from %s failed, retrying: %s", self._subscription, error)
+            self._failed_pulls += 1
+            return
+        if self._failed_pulls:
+            log.warning("Pub/Sub back after %d failed pulls", self._failed_pulls)
+            self._failed_pulls = 0
         received = list(response.received_messages)
         # delivery_attempt is 0 when the subscription has no dead-letter policy: unknown,
         # so treated as a possible redelivery.
@@ -107,6 +119,7 @@ class AcknowledgeFn(beam.DoFn):
         self._subscription = subscription
         self._factory = subscriber_factory
         self.acknowledged = Metrics.counter(NAMESPACE, "acknowledged")
+        self.unacknowledged = Metrics.counter(NAMESPACE, "unacknowledged")
 
     def setup(self) -> None:
         self._subscriber = self._factory()
@@ -118,13 +131,22 @@ class AcknowledgeFn(beam.DoFn):
         self._ack_ids.append(receipt.ack_id)
 
     def finish_bundle(self) -> None:
-        # An ack id whose deadline has passed acknowledges nothing (the message comes again,
-        # and is found stored); a failed request fails the bundle, which is retried.
+        # An acknowledgement that does not arrive (an ack id past its deadline, Pub/Sub away)
+        # costs a redelivery, never data: the message comes again and its row is found stored.
         for start in range(0, len(self._ack_ids), _ACK_CHUNK):
             chunk = self._ack_ids[start : start + _ACK_CHUNK]
-            self._subscriber.acknowledge(
-                request={"subscription": self._subscription, "ack_ids": chunk}, timeout=30
-            )
+            try:
+                self._subscriber.acknowledge(
+                    request={"subscription": self._subscription, "ack_ids": chunk}, timeout=30
+                )
+            except (GoogleAPICallError, RetryError) as error:
+                self.unacknowledged.inc(len(chunk))
+                log.warning(
+                    "could not acknowledge %d messages (they come again, found stored): %s",
+                    len(chunk),
+                    error,
+                )
+                continue
             self.acknowledged.inc(len(chunk))
         self._ack_ids = []
 

@@ -49,7 +49,7 @@ def run(rate: float, seconds: float, repo_root: Path) -> int:
     runner = None
     memory = PeakMemory()
     try:
-        env = stack.up(say=lambda _: None)
+        env, _ = stack.up(say=lambda _: None)
         env["QUOTESTREAM_LOCAL_STATE_DIR"] = str(state)
         os.environ.update(env)
         settings = Settings()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,12 @@ class ServiceStatus:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. Servers bind with SO_REUSEADDR, so the
+    probe does too: connections a crashed server left in TIME_WAIT do not make it taken."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:
@@ -83,10 +87,13 @@ class LocalStack:
         self.env_file = state_dir / "env"
         self.logs_dir = state_dir / "logs"
 
-    def up(self, say: Callable[[str], None] = print) -> dict[str, str]:
+    def up(self, say: Callable[[str], None] = print) -> tuple[dict[str, str], list[str]]:
+        """Start what is not running; returns the environment and the parts that were
+        restarted after a crash (on their recorded ports)."""
         state = self._load()
         services = state.setdefault("services", {})
         state.setdefault("api_key", secrets.token_urlsafe(24))
+        restarted = []
         for name in SERVICES:
             record = services.get(name)
             if record and _ours(record) and self._healthy(name, record["port"]):
@@ -94,10 +101,29 @@ class LocalStack:
                 continue
             if record and _ours(record):
                 stop_pid(record["pid"], timeout=5)  # a half-dead leftover must not hold ports
-            say(f"{name:<9} starting ...")
-            service = self._start_recorded(state, name, self._port(name))
+            if record:
+                # The API and the jobs still point at the recorded port: never move it.
+                say(f"{name:<9} not running: restarting on its port {record['port']} ...")
+                port = self._recorded_port_once_free(name, record["port"])
+                restarted.append(name)
+            else:
+                say(f"{name:<9} starting ...")
+                port = self._port(name)
+            service = self._start_recorded(state, name, port)
             say(f"{name:<9} ready            pid {service.pid:<7} port {service.port}")
-        return self._write_env(state)
+        return self._write_env(state), restarted
+
+    def _recorded_port_once_free(self, name: str, port: int, timeout_s: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout_s
+        while not port_is_free(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"port {port} of {name} is still taken {timeout_s:.0f} s after {name} "
+                    "stopped, by another process; the running API and jobs point at that "
+                    "port, so it is not moved: free it, or `quotestream local down` then `up`"
+                )
+            time.sleep(0.5)
+        return port
 
     def restart_service(self, name: str) -> bool:
         """Replace a part with a fresh process on the same port (start it if it was not
