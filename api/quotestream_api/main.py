@@ -13,6 +13,7 @@ from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
+from quotestream_api.openapi import describe
 from quotestream_api.problems import install_problem_handlers
 from quotestream_api.rate_limit import TokenBuckets
 from quotestream_api.routers import health, pairs, quotes
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, relay: QuoteRelay | None = None
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    describe(app)
     app.include_router(health.router)
     app.include_router(pairs.router)
     app.include_router(quotes.router)

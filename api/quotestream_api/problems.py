@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,14 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _methods_of(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, error: Problem) -> JSONResponse:
@@ -65,8 +74,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return problem_response(error.status_code, str(error.detail), headers=error.headers)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = error.headers
+        if error.status_code == 405:
+            # Starlette names only the first route of the path; GET and POST /v1/quotes are two.
+            headers = {**(headers or {}), "Allow": ", ".join(_methods_of(app, request))}
+        return problem_response(error.status_code, str(error.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:

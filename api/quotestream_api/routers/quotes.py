@@ -33,7 +33,9 @@ _LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 _MAX_TOKEN_CHARS = 200
 
 
-@router.get("/latest", response_model=LatestQuotes)
+@router.get(
+    "/latest", response_model=LatestQuotes, responses={422: {"description": "unknown pair"}}
+)
 def latest_quotes(
     market: MarketDep,
     now: NowDep,
@@ -46,7 +48,11 @@ def latest_quotes(
     return {"quotes": [market.latest(spec, now).to_dict() for spec in specs]}
 
 
-@router.get("", response_model=QuoteHistoryPage)
+@router.get(
+    "",
+    response_model=QuoteHistoryPage,
+    responses={422: {"description": "unknown pair, bad range or page_token, invalid parameter"}},
+)
 def quote_history(
     market: MarketDep,
     now: NowDep,
@@ -105,10 +111,29 @@ def quote_history(
     # In this order: the rate limit also counts requests with a wrong key.
     dependencies=[Depends(limit_push_rate), Depends(require_api_key)],
     responses={
+        400: {"description": "the body is not a UTF-8 JSON array"},
         401: {"description": "missing or wrong X-API-Key"},
         413: {"description": "body or batch too large"},
         429: {"description": "over the client's rate limit; retry after Retry-After seconds"},
         503: {"description": "relay full or unavailable; retry after Retry-After seconds"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "Quotes exactly as GET serves them. Each element is judged alone: "
+            "one that is not a valid quote is rejected by index in the 202 answer.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": {
+                            "description": "a quote; anything else is rejected by index",
+                            "anyOf": [{"$ref": "#/components/schemas/QuoteOut"}, {}],
+                        },
+                    }
+                }
+            },
+        }
     },
 )
 async def push_quotes(
