@@ -1,7 +1,8 @@
 """After a part of the local stack crashes under a running load job, `quotestream local up`
 restarts it on its recorded port (where the API and the job still point), re-provisions what
-the Pub/Sub emulator lost, and the same job goes on storing every quote once. `provision`
-against a stopped part fails at once with what to do."""
+the Pub/Sub emulator lost, and the same job goes on storing every quote once, quotes published
+while BigQuery was down or frozen for 20 s included. `provision` against a stopped part fails
+at once with what to do."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 LOAD = JOB_NAMES["load"]
 SPECS = list(PAIR_CATALOG.values())
+FREEZE_S = 20
 
 
 def test_a_crashed_part_comes_back_on_its_port_and_the_running_job_resumes(
@@ -91,6 +93,8 @@ def test_a_crashed_part_comes_back_on_its_port_and_the_running_job_resumes(
                 assert refused.returncode == 1
                 assert "does not answer" in refused.stderr, refused.stderr
                 assert time.monotonic() - started < 20
+            if part == "bigquery":
+                publish(60)  # while the writer is down: the job holds them, unacknowledged
             again = quotestream("local", "--state-dir", str(state), "up")
             assert again.returncode == 0, again.stderr
             assert f"restarting on its port {record['port']}" in again.stdout
@@ -102,6 +106,16 @@ def test_a_crashed_part_comes_back_on_its_port_and_the_running_job_resumes(
                 publish(60)
             wait_until(lambda: stored() == len(sent), 120, f"the quotes after {part} came back")
             print(f"{part} restarted on port {record['port']}: {stored()} of {len(sent)} stored")
+        # A writer that stops answering for 20 s, under traffic.
+        bigquery = json.loads((state / "stack.json").read_text())["services"]["bigquery"]
+        os.killpg(bigquery["pid"], signal.SIGSTOP)
+        try:
+            publish(60)
+            time.sleep(FREEZE_S)
+        finally:
+            os.killpg(bigquery["pid"], signal.SIGCONT)
+        wait_until(lambda: stored() == len(sent), 120, "the quotes after the freeze")
+        print(f"BigQuery frozen {FREEZE_S} s: {stored()} of {len(sent)} stored")
         assert runner.find(LOAD).job_id == job.job_id
         assert runner.find(LOAD).state is JobState.RUNNING, "the job did not ride it out"
         assert total() == len(sent)
