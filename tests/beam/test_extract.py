@@ -10,7 +10,7 @@ import apache_beam as beam
 import pytest
 
 from quotestream.adapters.api_client import SourceUnavailable
-from quotestream.beam.extract import ExtractQuotes
+from quotestream.beam.extract import ExtractQuotes, PublishQuotesFn
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream_api.market import MarketSimulator
 from tests.beam.pipelines import direct_pipeline
@@ -95,3 +95,20 @@ def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches
             for _, q in market.quotes_between(PAIR_CATALOG[pair], times[0], times[-1] + 1)
         ]
         assert times == expected, f"{pair}: a gap (a failed fetch was not made up)"
+
+
+def test_an_event_ts_the_gate_would_refuse_is_not_published_as_the_event_time_attribute() -> None:
+    """Dataflow's source stamps event time from the attribute and stops the load on one it
+    cannot parse; the payload still goes, for the gate to dead-letter."""
+    name = f"garbled-{uuid.uuid4()}"
+    publish = PublishQuotesFn(partial(shared_publisher, name), "quotes")
+    publish.setup()
+    publish.start_bundle()
+    good = MarketSimulator(9, PAIR_CATALOG).latest(PAIR_CATALOG["USD-BRL"], START_MS).to_dict()
+    for event_ts in (good["event_ts"], "yesterday", "2026-11-24T10:00:00Z", 17):
+        publish.process({**good, "event_ts": event_ts})
+    publish.finish_bundle()
+
+    attributes = [m.attributes for m in shared_publisher(name).messages]
+    assert [a.get("event_ts") for a in attributes] == [good["event_ts"], None, None, None]
+    assert all(a["event_id"] == good["event_id"] for a in attributes)

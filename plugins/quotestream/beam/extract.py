@@ -16,6 +16,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from quotestream.adapters.api_client import SourceUnavailable
 from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import format_ts, now_ms
+from quotestream.domain.validation import is_event_ts
 from quotestream.ports import Publisher, PublishFuture, QuoteSource
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,13 @@ class PublishQuotesFn(beam.DoFn):
 
     def process(self, quote: dict[str, str]) -> None:
         attributes: dict[str, str] = {
-            key: quote[key] for key in ("pair", "event_ts", "event_id") if key in quote
+            key: quote[key] for key in ("pair", "event_id") if isinstance(quote.get(key), str)
         }
+        # Dataflow's Pub/Sub source stamps event time from this attribute and stops the load
+        # on one it cannot parse (no dead letter there). Without it the message keeps its
+        # publish time and the gate judges the payload.
+        if is_event_ts(quote.get("event_ts")):
+            attributes["event_ts"] = quote["event_ts"]
         data = json.dumps(quote, separators=(",", ":")).encode()
         key = quote["pair"] if self._ordered else ""
         self._pending.append(self._publisher.publish(self._topic, data, attributes, key))

@@ -230,6 +230,17 @@ def loads_json(text: str) -> Any:
         raise InvalidQuote(Reason.MALFORMED_JSON, _first_line(error)) from None
 
 
+def is_event_ts(text: object) -> bool:
+    """Whether `text` is an event_ts the gate accepts (RFC 3339 UTC with milliseconds)."""
+    if not isinstance(text, str):
+        return False
+    try:
+        _parse_timestamp(text)
+    except InvalidQuote:
+        return False
+    return True
+
+
 def _parse_timestamp(text: str) -> int:
     match = _TIMESTAMP.fullmatch(text)
     if match is None:
