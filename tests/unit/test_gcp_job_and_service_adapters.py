@@ -207,14 +207,16 @@ def test_the_jobs_bootstrap_launches_run_the_templates_image_with_the_whole_sett
         bigquery_location="EU",
         dataflow_templates="gs://b/templates/",
         dataflow_temp_location="gs://b/tmp",
-        dataflow_image="us-docker.pkg.dev/p/r/quotestream-load:1",
+        dataflow_image="us-docker.pkg.dev/p/r/quotestream-{pipeline}:1",
     )
 
     bootstrap.build_job_runner(settings).launch("quotestream-load", "load", [])
 
     launch = fake.launched[0]["launch_parameter"]
     assert launch["container_spec_gcs_path"] == "gs://b/templates/load_quotes.json"
-    assert launch["environment"]["sdk_container_image"] == settings.dataflow_image
+    assert (
+        launch["environment"]["sdk_container_image"] == "us-docker.pkg.dev/p/r/quotestream-load:1"
+    )
     on_workers = json.loads(launch["parameters"]["settings"])
     assert on_workers["api_url"] == settings.api_url
     assert on_workers["bigquery_location"] == "EU"

@@ -85,12 +85,20 @@ class DataflowJobRunner:
                     "job_name": name,
                     "container_spec_gcs_path": self._templates[pipeline],
                     "parameters": parameters,
-                    "environment": self._environment,
+                    "environment": self._environment_of(pipeline),
                 },
             }
         )
         job = response.job
         return Job(name, job.id, JobState.RUNNING, int(job.create_time.timestamp() * 1000))
+
+    def _environment_of(self, pipeline: str) -> dict[str, Any]:
+        environment = dict(self._environment)
+        # Each pipeline's own image when the name says where: both install the same packages.
+        image = environment.get("sdk_container_image")
+        if image:
+            environment["sdk_container_image"] = image.replace("{pipeline}", pipeline)
+        return environment
 
     def stop(self, name: str, mode: StopMode) -> None:
         job = self.find(name)
