@@ -32,7 +32,7 @@ lock: ## re-resolve the pins after editing pyproject.toml
 		-o beam_pipelines/requirements.txt
 	$(UV) export --quiet --frozen --extra airflow --extra gcp --extra pipeline --no-dev \
 		--no-emit-project -o docker/airflow/requirements.txt
-	scripts/composer-requirements
+	$(BIN)/python scripts/composer-requirements
 
 lint: setup ## ruff format check, ruff lint (with AIR rules), mypy on the core
 	$(BIN)/ruff format --check .

@@ -5,22 +5,21 @@ writes them) instead of guessing that point with sleeps."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
-
-from quotestream.adapters.local.processes import free_port
 
 
 class StallingProxy:
     def __init__(self, upstream_port: int) -> None:
-        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
         self.held = threading.Event()
         self._upstream_port = upstream_port
         self._marker: bytes | None = None
         self._armings = 0
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -34,24 +33,27 @@ class StallingProxy:
 
     def close(self) -> None:
         for sock in [self._listener, *self._sockets]:
+            # shutdown wakes the threads blocked on these sockets; close alone may not.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
             self._sockets += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, client_to_server: bool) -> None:
         seen, armings = b"", 0
         try:
             while chunk := source.recv(65536):
-                if requests:
+                if client_to_server:
                     with self._lock:
                         # The marker may straddle two reads, but not the arming.
                         seen = (seen[-1024:] if armings == self._armings else b"") + chunk

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def problem_response(
 def _methods_of(app: FastAPI, request: Request) -> list[str]:
     methods: set[str] = set()
     for route in app.routes:
-        if isinstance(route, Route) and route.path_regex.match(request.url.path):
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods or set()
     return sorted(methods)
 

@@ -7,6 +7,7 @@ Adapters are imported inside the builders: importing this module stays cheap.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -174,21 +175,40 @@ def _require(settings: Settings, *names: str) -> None:
 
 
 def _require_api_url(settings: Settings) -> None:
-    host = urlsplit(settings.api_url).hostname
-    if host in {"127.0.0.1", "localhost", "::1"} or not host:
-        raise ConfigurationError(
+    problem = _api_url_problem(settings)
+    if problem:
+        raise ConfigurationError(problem)
+
+
+def _api_url_problem(settings: Settings) -> str | None:
+    location = urlsplit(settings.api_url)
+    host = location.hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+        local = address.is_loopback or address.is_unspecified
+    except ValueError:
+        local = host in {"", "localhost"}
+    if local or location.scheme != "https":
+        return (
             f"target gcp needs QUOTESTREAM_API_URL, the Cloud Run service's https URL (the "
             f"quotestream_deploy_api DAG prints it); it is {settings.api_url!r}, which no "
             "Dataflow worker or Composer task can reach"
         )
+    return None
 
 
 def build_job_runner(settings: Settings) -> JobRunner:
     if settings.target == "gcp":
-        _require(settings, "dataflow_templates", "dataflow_temp_location", "dataflow_image")
-        _require_api_url(settings)
         from quotestream.adapters.gcp.dataflow import DataflowJobRunner
 
+        # Checked at launch only: finding, draining and cancelling jobs need none of these.
+        missing = [
+            f"QUOTESTREAM_{name.upper()}"
+            for name in ("dataflow_templates", "dataflow_temp_location", "dataflow_image")
+            if not getattr(settings, name)
+        ]
+        problems = [f"target gcp needs {', '.join(missing)} to launch jobs"] if missing else []
+        problems += [problem] if (problem := _api_url_problem(settings)) else []
         prefix = settings.dataflow_templates.rstrip("/")
         environment: dict[str, Any] = {
             "temp_location": settings.dataflow_temp_location,
@@ -203,6 +223,7 @@ def build_job_runner(settings: Settings) -> JobRunner:
             {kind: f"{prefix}/{kind}_quotes.json" for kind in ("load", "extract")},
             {"settings": settings.for_workers()},
             environment,
+            cannot_launch="; ".join(problems) or None,
         )
     from quotestream.adapters.local.job_runner import LocalJobRunner
 

@@ -33,12 +33,15 @@ def package_update_command(environment: str, location: str) -> list[str]:
 def sync_commands(repo_root: Path, environment: str, location: str) -> list[list[str]]:
     base = ["gcloud", "composer", "environments", "storage"]
     where = ["--environment", environment, "--location", location]
+    # The plugins folder first: DAGs that need new core code would fail to import before it.
     commands = [
+        [*base, "plugins", "import", *where, "--source", source]
+        for source in ("plugins/.airflowignore", "plugins/quotestream")
+    ]
+    commands += [
         [*base, "dags", "import", *where, "--source", str(path.relative_to(repo_root))]
         for path in sorted((repo_root / "dags").glob("*.py"))
     ]
-    for source in ("plugins/.airflowignore", "plugins/quotestream"):
-        commands.append([*base, "plugins", "import", *where, "--source", source])
     return commands
 
 
@@ -67,7 +70,7 @@ def installed_packages(environment: str, location: str) -> dict[str, str]:
     return {_normalized(name): specifier for name, specifier in packages.items()}
 
 
-def _installed(wanted: dict[str, str], installed: dict[str, str]) -> bool:
+def _packages_match(wanted: dict[str, str], installed: dict[str, str]) -> bool:
     # The update adds and changes packages; others the environment has may stay.
     return all(installed.get(name) == specifier for name, specifier in wanted.items())
 
@@ -80,7 +83,7 @@ def deploy(repo_root: Path, environment: str, location: str, dry_run: bool) -> i
     update = package_update_command(environment, location)
     if dry_run:
         print(f"would run (when the environment's PyPI packages differ): {shlex.join(update)}")
-    elif _installed(wanted_packages(repo_root), installed_packages(environment, location)):
+    elif _packages_match(wanted_packages(repo_root), installed_packages(environment, location)):
         # Composer refuses an update that changes nothing, so a second deploy must skip it.
         print(f"PyPI packages of {environment} already match {REQUIREMENTS}")
     else:

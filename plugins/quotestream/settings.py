@@ -7,7 +7,7 @@ variables or Secret Manager, and locally from `.local/env`.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -111,8 +111,14 @@ class Settings(BaseSettings):
 
     def for_workers(self) -> str:
         """These settings as JSON for jobs that have no environment of ours (flex templates):
-        all of them, so a worker never falls back to a default, except the relay's key."""
-        return self.model_dump_json(exclude={"api_key"})
+        all of them, so a worker never falls back to a default, except secrets (the relay's
+        key), which no worker needs."""
+        secrets = {
+            name
+            for name, field in type(self).model_fields.items()
+            if SecretStr in get_args(field.annotation) or field.annotation is SecretStr
+        }
+        return self.model_dump_json(exclude=secrets)
 
     @property
     def pubsub_emulator_host(self) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 import pytest
+from google.api_core.exceptions import ServiceUnavailable
 
 from quotestream.beam.load import STORED, LoadQuotes
 from quotestream.beam.messages import RawMessage, Receipt
@@ -201,3 +202,69 @@ def test_a_quote_published_again_after_the_insert_id_window_is_stored_once() -> 
     assert sorted(quotes) == sorted(m.attributes["event_id"] for m in old + fresh)
     looked_up = {row_id for ids in warehouse.lookups for row_id in ids}
     assert looked_up == {m.attributes["event_id"] for m in old}
+
+
+def fresh_messages(count: int) -> list[RawMessage]:
+    """Quotes stamped now: younger than what the writer looks up unless redelivered."""
+    specs = list(PAIR_CATALOG.values())
+    return [
+        RawMessage(q.to_json(), q.pubsub_attributes(), f"young-{i}")
+        for i, q in enumerate(
+            fresh_quote(specs[i % len(specs)], i, f"young{i}") for i in range(count)
+        )
+    ]
+
+
+def test_a_redelivered_young_quote_is_looked_up_and_stored_once() -> None:
+    name = f"young-{uuid.uuid4()}"
+    warehouse = shared_forgetful_warehouse(name)
+    young = fresh_messages(12)
+    first = [m._replace(receipt=Receipt(f"{m.message_id}@1", redelivered=False)) for m in young]
+    again = [m._replace(receipt=Receipt(f"{m.message_id}@2", redelivered=True)) for m in young]
+    for batch in (first, again):
+        with direct_pipeline(streaming=True) as pipeline:
+            _ = (
+                pipeline
+                | beam.Create(batch)
+                | LoadQuotes(partial(shared_forgetful_warehouse, name))
+            )
+
+    assert sorted(r["event_id"] for r in warehouse.rows("quotes")) == sorted(
+        m.attributes["event_id"] for m in young
+    )
+    looked_up = {row_id for ids in warehouse.lookups for row_id in ids}
+    assert looked_up == {m.attributes["event_id"] for m in young}
+
+
+@dataclass
+class FlakyWarehouse(ForgetfulWarehouse):
+    """Does not answer its first `failures` inserts, as BigQuery away or overloaded."""
+
+    failures: int = 2
+
+    def insert_rows(
+        self, table: str, rows: list[dict[str, Any]], row_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        if table == "quotes" and self.failures > 0:
+            self.failures -= 1
+            raise ServiceUnavailable("BigQuery away (fake)")
+        return super().insert_rows(table, rows, row_ids)
+
+
+_FLAKY: dict[str, FlakyWarehouse] = {}
+
+
+def flaky_warehouse(name: str) -> FlakyWarehouse:
+    return _FLAKY.setdefault(name, FlakyWarehouse())
+
+
+def test_a_writer_that_does_not_answer_is_waited_for_and_nothing_is_lost() -> None:
+    name = f"flaky-{uuid.uuid4()}"
+    warehouse = flaky_warehouse(name)
+    messages = fresh_messages(10)
+    with direct_pipeline(streaming=True) as pipeline:
+        _ = pipeline | beam.Create(messages) | LoadQuotes(partial(flaky_warehouse, name))
+    assert warehouse.failures == 0
+    assert sorted(r["event_id"] for r in warehouse.rows("quotes")) == sorted(
+        m.attributes["event_id"] for m in messages
+    )

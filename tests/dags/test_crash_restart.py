@@ -71,7 +71,7 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
     messages = [(q.to_json(), q.pubsub_attributes()) for q in good]
     for index, message in enumerate(bad):
         messages.insert(index * len(good) // len(bad), (message.data, message.attributes))
-    backlog, rest = messages[:1000], messages[1000:]
+    backlog, while_held, rest = messages[:1000], messages[1000:1050], messages[1050:]
 
     def publish(batch: list[tuple[bytes, dict[str, str]]], pause_s: float) -> None:
         for start in range(0, len(batch), 50):
@@ -108,8 +108,7 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
     try:
         wait_until(lambda: counts()["quotes"] > 0, 60, "the job to store rows", poll_s=0.05)
         proxy.arm(QUOTES_INSERT)
-        publish(rest[:50], 0)
-        del rest[:50]
+        publish(while_held, 0)
         assert proxy.held.wait(60), "the job wrote no more quotes"
         os.killpg(int(first.job_id), signal.SIGKILL)
         publishing.start()

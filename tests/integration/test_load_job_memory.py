@@ -83,11 +83,7 @@ def test_an_idle_then_busy_load_job_keeps_a_bounded_resident_size(
             row = warehouse.query("SELECT COUNT(DISTINCT event_id) AS n FROM {dataset}.quotes")
             return int(row[0]["n"] or 0)
 
-        wait_until(
-            lambda: print("stored", stored(), len(published)) or stored() == len(published),
-            30,
-            "every busy quote to be stored",
-        )
+        wait_until(lambda: stored() == len(published), 120, "every busy quote to be stored")
     finally:
         runner.stop(LOAD, StopMode.CANCEL)
 

@@ -39,9 +39,9 @@ def test_the_dry_run_prints_the_package_update_one_import_per_dag_file_and_the_p
         "would run (when the environment's PyPI packages differ): gcloud composer environments "
         "update prod-composer --location us-central1 --update-pypi-packages-from-file "
         "composer/requirements.txt",
-        *(f"would run: {storage} dags import {where} --source dags/{name}" for name in dag_files),
         f"would run: {storage} plugins import {where} --source plugins/.airflowignore",
         f"would run: {storage} plugins import {where} --source plugins/quotestream",
+        *(f"would run: {storage} dags import {where} --source dags/{name}" for name in dag_files),
     ]
 
 

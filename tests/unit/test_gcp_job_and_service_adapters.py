@@ -220,3 +220,38 @@ def test_the_jobs_bootstrap_launches_run_the_templates_image_with_the_whole_sett
     on_workers = json.loads(launch["parameters"]["settings"])
     assert on_workers["api_url"] == settings.api_url
     assert on_workers["bigquery_location"] == "EU"
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ({"api_url": "http://127.0.0.1:8080"}, "QUOTESTREAM_API_URL"),
+        ({"dataflow_image": ""}, "QUOTESTREAM_DATAFLOW_IMAGE"),
+        ({"dataflow_templates": ""}, "QUOTESTREAM_DATAFLOW_TEMPLATES"),
+    ],
+)
+def test_a_gcp_launch_needs_a_reachable_api_and_the_workers_image_but_a_stop_does_not(
+    monkeypatch: pytest.MonkeyPatch, missing: dict[str, str], message: str
+) -> None:
+    from quotestream import bootstrap
+    from quotestream.adapters.gcp import dataflow as adapter
+    from quotestream.settings import Settings
+
+    fake = FakeDataflow([job("quotestream-load", "old", S.JOB_STATE_RUNNING, 1)])
+    monkeypatch.setattr(adapter.dataflow, "JobsV1Beta3Client", lambda: fake)
+    monkeypatch.setattr(adapter.dataflow, "FlexTemplatesServiceClient", lambda: fake)
+    complete = {
+        "api_url": "https://quotestream-api-123.a.run.app",
+        "dataflow_templates": "gs://b/templates",
+        "dataflow_temp_location": "gs://b/tmp",
+        "dataflow_image": "us-docker.pkg.dev/p/r/quotestream-{pipeline}:1",
+    }
+    runner = bootstrap.build_job_runner(
+        Settings(target="gcp", project="p", **{**complete, **missing})
+    )
+
+    runner.stop("quotestream-load", StopMode.CANCEL)
+    assert len(fake.updates) == 1
+    with pytest.raises(adapter.LaunchRefused, match=message):
+        runner.launch("quotestream-extract", "extract", [])
+    assert fake.launched == []

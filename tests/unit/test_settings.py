@@ -48,27 +48,18 @@ def test_workers_get_every_setting_but_the_relay_key() -> None:
     assert on_a_worker == settings.model_copy(update={"api_key": None})
 
 
-def test_on_gcp_the_jobs_are_never_launched_against_the_loopback_api() -> None:
-    settings = Settings(
-        target="gcp",
-        project="p",
-        dataflow_templates="gs://b/templates",
-        dataflow_temp_location="gs://b/tmp",
-        dataflow_image="us-docker.pkg.dev/p/r/quotestream-load:1",
-    )
+@pytest.mark.parametrize(
+    "api_url",
+    [
+        "http://127.0.0.1:8080",
+        "http://127.0.0.2:8080",
+        "http://0.0.0.0:8080",
+        "http://localhost:8080",
+        "http://quotestream-api-123.a.run.app",
+    ],
+)
+def test_on_gcp_the_api_is_never_called_at_a_loopback_or_plain_http_address(
+    api_url: str,
+) -> None:
     with pytest.raises(ConfigurationError, match="QUOTESTREAM_API_URL"):
-        bootstrap.build_job_runner(settings)
-    with pytest.raises(ConfigurationError, match="QUOTESTREAM_API_URL"):
-        bootstrap.build_quote_source(settings)
-
-
-def test_on_gcp_the_workers_run_the_templates_image() -> None:
-    settings = Settings(
-        target="gcp",
-        project="p",
-        api_url="https://quotestream-api-123.a.run.app",
-        dataflow_templates="gs://b/templates",
-        dataflow_temp_location="gs://b/tmp",
-    )
-    with pytest.raises(ConfigurationError, match="QUOTESTREAM_DATAFLOW_IMAGE"):
-        bootstrap.build_job_runner(settings)
+        bootstrap.build_quote_source(Settings(target="gcp", project="p", api_url=api_url))

@@ -23,11 +23,6 @@ from quotestream.ports import QuoteSource
 log = logging.getLogger(__name__)
 
 STORED = "stored"
-# BigQuery forgets an insert id about a minute after the first insert, which came no earlier
-# than the quote's event time: a copy of a younger quote is covered by that dedup, while an
-# older one (a client's retry, a relay publish that timed out but went through, a catch-up)
-# may follow a first insert BigQuery no longer remembers, so the writer looks it up first.
-_INSERT_ID_TRUSTED_MS = 30_000
 # dead_letter_row_id in SQL, for the rows that have a message id (every pulled message has).
 _DEAD_LETTER_ROW_ID_SQL = "CONCAT(stage, ':', message_id)"
 
@@ -114,11 +109,7 @@ def _receipt(item: Tracked) -> list[Receipt]:
 
 def _with_quote_row(quote: Tracked) -> Any:
     # Typed Any: Beam would infer the row's dict type here and pick a coder for dicts.
-    now = now_ms()
-    return quote._replace(
-        value=quote_row(quote.value, now),
-        check_stored=now - quote.value.event_ts_ms > _INSERT_ID_TRUSTED_MS,
-    )
+    return quote._replace(value=quote_row(quote.value, now_ms()))
 
 
 def _event_id(row: dict[str, Any]) -> str:

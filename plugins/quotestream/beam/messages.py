@@ -28,9 +28,6 @@ class Tracked(NamedTuple):
 
     value: Any
     receipt: Receipt | None = None
-    # Its row may be stored already by an earlier copy that BigQuery's insert-id dedup has
-    # forgotten: the writer looks before it inserts.
-    check_stored: bool = False
 
 
 def from_pubsub(message: Any) -> RawMessage:

@@ -10,6 +10,7 @@ Google Cloud keeps ReadFromPubSub).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,6 +46,7 @@ class PullMessagesFn(beam.DoFn):
     def setup(self) -> None:
         self._subscriber = self._factory()
         self._failed_pulls = 0
+        self._next_failure_log = 0.0
 
     def process(self, _tick: Any) -> Iterator[RawMessage]:
         # A tick takes what is there and returns: the next tick polls again.
@@ -58,9 +60,16 @@ class PullMessagesFn(beam.DoFn):
                 timeout=30,
             )
         except (GoogleAPICallError, RetryError) as error:
-            # Pub/Sub away (an emulator restarting): the job waits for it, tick after tick.
-            if self._failed_pulls == 0:
-                log.warning("pull from %s failed, retrying: %s", self._subscription, error)
+            # Pub/Sub away (an emulator restarting): the job waits for it, tick after tick,
+            # and says so again each minute, in case it is for good (a lost subscription).
+            if self._failed_pulls == 0 or time.monotonic() >= self._next_failure_log:
+                log.warning(
+                    "pull from %s failed (%d times so far), retrying: %s",
+                    self._subscription,
+                    self._failed_pulls + 1,
+                    error,
+                )
+                self._next_failure_log = time.monotonic() + 60
             self._failed_pulls += 1
             return
         if self._failed_pulls:

@@ -54,10 +54,15 @@ def _runner(argv: Sequence[str]) -> str:
     return runner
 
 
+def _is_local(runner: str) -> bool:
+    """Beam's names for its local runner, as `--runner` accepts them."""
+    return runner.lower().removesuffix("runner") in {"direct", "switchingdirect"}
+
+
 def _options(argv: Sequence[str], *, streaming: bool) -> PipelineOptions:
     runner = _runner(argv)
     args = _joined(argv)
-    if runner == "DirectRunner" and SKIP_PRISM not in args:
+    if _is_local(runner) and SKIP_PRISM not in args:
         args.append(SKIP_PRISM)
     options = PipelineOptions(args, save_main_session=False)
     options.view_as(StandardOptions).streaming = streaming
@@ -147,7 +152,7 @@ def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
     pipeline = beam.Pipeline(options=options)
     _ = (
         pipeline
-        | "Poll" >> Ticks(custom.poll_interval_s, paced=_runner(argv) == "DirectRunner")
+        | "Poll" >> Ticks(custom.poll_interval_s, paced=_is_local(_runner(argv)))
         | "ExtractQuotes"
         >> ExtractQuotes(
             settings.pairs,
@@ -177,7 +182,7 @@ def settings_from(argv: Sequence[str]) -> Settings:
 def launch(kind: str, argv: Sequence[str], settings: Settings | None = None) -> PipelineResult:
     """Build and start a pipeline; returns as soon as it runs (streaming jobs run on)."""
     build = {"load": load_pipeline, "extract": extract_pipeline}[kind]
-    if _runner(argv) == "DirectRunner":
+    if _is_local(_runner(argv)):
         bound_local_runner_metrics()
     resolved = settings or settings_from(argv)
     # DoFns carry the settings to the workers; the push relay's key has no business there.

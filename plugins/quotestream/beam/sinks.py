@@ -3,28 +3,39 @@ rejects comes back as a dead-letter row with BigQuery's reason, never vanishes."
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
+import requests
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
+from google.api_core.exceptions import GoogleAPICallError, RetryError
 
 from quotestream.beam.messages import Tracked
 from quotestream.beam.parse import NAMESPACE
-from quotestream.domain.quote import now_ms
+from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row, refused_row_id
 from quotestream.ports import Warehouse
 
 WRITTEN = "written"
+# BigQuery forgets an insert id about a minute after the first insert, which came no earlier
+# than the row's time: a copy of a younger row is left to that (best-effort) dedup, while an
+# older one (a redelivery, a client's retry, a relay publish that timed out but went through,
+# a catch-up) may follow a first insert BigQuery no longer remembers, so it is looked up.
+INSERT_ID_TRUSTED_MS = 30_000
 REJECTED = "rejected"
 WarehouseFactory = Callable[[], Warehouse]
 _LOOKUP_CHUNK = 500
 
 log = logging.getLogger(__name__)
+# A warehouse away or overloaded; BigQuery's refusals of single rows come back as row errors.
+_TRANSIENT = (GoogleAPICallError, RetryError, ConnectionError, requests.ConnectionError)
 
 
 class InsertRowsFn(beam.DoFn):
@@ -49,31 +60,55 @@ class InsertRowsFn(beam.DoFn):
         self._warehouse = self._factory()
 
     def process(self, batch: list[Tracked]) -> Iterator[Any]:
+        # A warehouse that does not answer is waited for here rather than failing the bundle
+        # (the local runner would end the job): each attempt decides anew which rows to look
+        # up, so a row whose insert id BigQuery forgot while we waited is looked up too.
+        for attempt in itertools.count():
+            try:
+                stored, errors = self._insert_new(batch)
+                break
+            except _TRANSIENT as error:
+                pause = min(2.0**attempt, 30.0)
+                log.warning("writing %s failed, again in %.0f s: %s", self._table, pause, error)
+                time.sleep(pause)
+        self.already_stored.inc(len(stored))
+        yield from stored
+        skipped = {id(item) for item in stored}
+        inserted = [item for item in batch if id(item) not in skipped]
+        self.written.inc(len(inserted) - len(errors))
+        self.rejected.inc(len(errors))
+        refused = {error["index"]: error for error in errors}
+        for index, item in enumerate(inserted):
+            if index in refused:
+                yield TaggedOutput(REJECTED, self._dead_letter(item, refused[index]))
+            else:
+                yield item
+
+    def _insert_new(self, batch: list[Tracked]) -> tuple[list[Tracked], list[dict[str, Any]]]:
+        """Inserts the items not stored yet: (those found stored, BigQuery's per-row errors
+        indexed over the rest). Only rows BigQuery refuses become dead letters."""
         stored = self._stored_earlier(batch)
         if stored:
-            self.already_stored.inc(len(stored))
             log.info(
                 "%d rows already in %s (redelivered or published again): not inserted again",
                 len(stored),
                 self._table,
             )
-            yield from stored
-            skipped = {id(item) for item in stored}
-            batch = [item for item in batch if id(item) not in skipped]
-        if not batch:
-            return
-        rows = [item.value for item in batch]
-        # A transport error raises: the runner retries the bundle, and insert ids make the
-        # retry harmless. Only rows BigQuery answers with an error are dead-lettered.
-        errors = self._warehouse.insert_rows(self._table, rows, [self._row_id(r) for r in rows])
-        self.written.inc(len(batch) - len(errors))
-        self.rejected.inc(len(errors))
-        refused = {error["index"]: error for error in errors}
-        for index, item in enumerate(batch):
-            if index in refused:
-                yield TaggedOutput(REJECTED, self._dead_letter(item, refused[index]))
-            else:
-                yield item
+        skipped = {id(item) for item in stored}
+        rows = [item.value for item in batch if id(item) not in skipped]
+        if not rows:
+            return stored, []
+        return stored, self._warehouse.insert_rows(
+            self._table, rows, [self._row_id(r) for r in rows]
+        )
+
+    def _may_be_stored(self, item: Tracked) -> bool:
+        if item.receipt is not None and item.receipt.redelivered:
+            return True
+        if self._stored_time_column is None:
+            return False
+        age_ms = now_ms() - to_ms(_moment(item.value[self._stored_time_column]))
+        return age_ms > INSERT_ID_TRUSTED_MS
 
     def _stored_earlier(self, batch: Sequence[Tracked]) -> list[Tracked]:
         """The items whose row may be stored already and is. BigQuery's insert-id dedup
@@ -82,14 +117,12 @@ class InsertRowsFn(beam.DoFn):
         later still: so look."""
         if self._stored_id_sql is None:
             return []
-        again = [
-            item
-            for item in batch
-            if item.check_stored or (item.receipt is not None and item.receipt.redelivered)
-        ]
+        to_check = [item for item in batch if self._may_be_stored(item)]
         found: set[str] = set()
-        by_id = {self._row_id(item.value): item.value for item in again}
-        ids = sorted(by_id)
+        by_id = {self._row_id(item.value): item.value for item in to_check}
+        # Ordered by time when there is one, so a chunk's BETWEEN spans few partitions.
+        column = self._stored_time_column
+        ids = sorted(by_id, key=lambda row_id: (by_id[row_id][column] if column else "", row_id))
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = ids[start : start + _LOOKUP_CHUNK]
             names = ", ".join(f"@id_{index}" for index in range(len(chunk)))
@@ -106,7 +139,7 @@ class InsertRowsFn(beam.DoFn):
                 params.update(earliest=min(times), latest=max(times))
             rows = self._warehouse.query(sql, params)
             found.update(str(row["row_id"]) for row in rows)
-        return [item for item in again if self._row_id(item.value) in found]
+        return [item for item in to_check if self._row_id(item.value) in found]
 
     def _dead_letter(self, item: Tracked, error: dict[str, Any]) -> Tracked:
         row = item.value

@@ -19,7 +19,6 @@ import apache_beam as beam
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import monitoring_infos
 from apache_beam.pvalue import PBegin, PCollection
-from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.transforms.periodicsequence import (
     ImpulseSeqGenDoFn,
     ImpulseSeqGenRestrictionProvider,
@@ -70,6 +69,16 @@ class Ticks(beam.PTransform[Any, Any]):
 def bound_local_runner_metrics() -> None:
     """Make the local runner fold each bundle's metrics into a list as it goes, instead of
     chaining one more generator per bundle (which it evaluates only when the job ends)."""
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    current = getattr(fn_runner, "consolidate_monitoring_infos", None)
+    if current is _consolidated:
+        return
+    if current is not monitoring_infos.consolidate:
+        # A Beam that no longer folds metrics this way: the fix would silently do nothing.
+        raise RuntimeError(
+            "apache_beam's FnApiRunner changed: re-check the local job memory fix (beam/ticks.py)"
+        )
     setattr(fn_runner, "consolidate_monitoring_infos", _consolidated)  # noqa: B010
 
 

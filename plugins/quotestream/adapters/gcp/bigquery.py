@@ -24,6 +24,9 @@ _PARAM_TYPES: tuple[tuple[type, str], ...] = (
 )
 
 
+INSERT_RETRY_DEADLINE_S = 20.0
+
+
 def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter:
     kind = next((kind for cls, kind in _PARAM_TYPES if isinstance(value, cls)), None)
     if kind is None:
@@ -102,6 +105,9 @@ class BigQueryWarehouse:
             list(rows),
             row_ids=list(row_ids) if row_ids else None,
             skip_invalid_rows=True,
+            # The client would retry for ten minutes, long past BigQuery's insert-id memory
+            # (about one): the caller retries instead, and looks first for what is stored.
+            retry=bigquery.DEFAULT_RETRY.with_deadline(INSERT_RETRY_DEADLINE_S),
         )
         return [dict(error) for error in errors]
 

@@ -28,6 +28,10 @@ _STATES = {
 }
 
 
+class LaunchRefused(RuntimeError):
+    """The configuration cannot launch a job that would work (the message says why)."""
+
+
 class DataflowJobRunner:
     def __init__(
         self,
@@ -39,12 +43,14 @@ class DataflowJobRunner:
         *,
         jobs_client: Any = None,
         templates_client: Any = None,
+        cannot_launch: str | None = None,
     ) -> None:
         self._project = project
         self._region = region
         self._templates = dict(templates)
         self._parameters = dict(parameters)
         self._environment = dict(environment)
+        self._cannot_launch = cannot_launch
         self._jobs = jobs_client or dataflow.JobsV1Beta3Client()
         self._launcher = templates_client or dataflow.FlexTemplatesServiceClient()
 
@@ -70,6 +76,8 @@ class DataflowJobRunner:
         return Job(name, newest.id, state, started, str(newest.current_state))
 
     def launch(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
+        if self._cannot_launch:
+            raise LaunchRefused(self._cannot_launch)
         current = self.find(name)
         if current is not None and not current.state.terminal:
             raise RuntimeError(f"job {name} is already {current.state} ({current.job_id})")

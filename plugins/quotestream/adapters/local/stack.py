@@ -63,6 +63,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _others_run(services: dict[str, dict[str, Any]], name: str) -> bool:
+    return any(_ours(record) for other, record in services.items() if other != name)
+
+
 def _ours(record: dict[str, Any]) -> bool:
     # Every part is started with its port on its command line.
     return runs(int(record["pid"]), str(record["port"]))
@@ -101,9 +105,9 @@ class LocalStack:
                 continue
             if record and _ours(record):
                 stop_pid(record["pid"], timeout=5)  # a half-dead leftover must not hold ports
-            if record:
-                # The API and the jobs still point at the recorded port: never move it.
-                say(f"{name:<9} not running: restarting on its port {record['port']} ...")
+            if record and _others_run(services, name):
+                # The rest of the stack (and any job) still points at the recorded port: keep it.
+                say(f"{name:<9} not answering: restarting on its port {record['port']} ...")
                 port = self._recorded_port_once_free(name, record["port"])
                 restarted.append(name)
             else:
