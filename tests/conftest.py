@@ -103,3 +103,32 @@ def provisioned(
         return settings
 
     return make
+
+
+@pytest.fixture
+def job_target(
+    monkeypatch: pytest.MonkeyPatch,
+    pubsub_emulator: ServiceProcess,
+    bigquery_emulator: ServiceProcess,
+    tmp_path: Path,
+) -> Any:
+    """A fresh project on the emulators, provisioned, and set in the environment that the
+    local job runner hands the jobs it launches (as the DAGs launch them)."""
+    import uuid
+
+    from quotestream import bootstrap
+    from quotestream.settings import Settings
+
+    def make(prefix: str) -> Settings:
+        for key, value in {
+            "QUOTESTREAM_TARGET": "local",
+            "QUOTESTREAM_PROJECT": f"{prefix}-{uuid.uuid4().hex[:8]}",
+            "QUOTESTREAM_MESSAGE_ORDERING": "false",
+            "QUOTESTREAM_LOCAL_STATE_DIR": str(tmp_path / "state"),
+        }.items():
+            monkeypatch.setenv(key, value)
+        settings = Settings()
+        bootstrap.build_provision_service(settings).run()
+        return settings
+
+    return make

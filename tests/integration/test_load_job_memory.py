@@ -4,20 +4,17 @@ streaming job runs for days. (Beam's local runner once made an idle job grow ~14
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import pytest
 from google.cloud.pubsub_v1 import PublisherClient
 
 from quotestream import bootstrap
-from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.bench.load import group_rss_bytes
 from quotestream.domain import PAIR_CATALOG
 from quotestream.jobs import StopMode
 from quotestream.services.streaming import JOB_NAMES
-from quotestream.settings import Settings
 from quotestream.synthetic import fresh_quote
 from tests.local_runs import wait_until
 
@@ -34,20 +31,9 @@ PEAK_BOUND = 700 * MIB
 
 
 def test_an_idle_then_busy_load_job_keeps_a_bounded_resident_size(
-    monkeypatch: pytest.MonkeyPatch,
-    pubsub_emulator: ServiceProcess,
-    bigquery_emulator: ServiceProcess,
-    tmp_path: Path,
+    job_target: Any,
 ) -> None:
-    for key, value in {
-        "QUOTESTREAM_TARGET": "local",
-        "QUOTESTREAM_PROJECT": f"memory-{uuid.uuid4().hex[:8]}",
-        "QUOTESTREAM_MESSAGE_ORDERING": "false",
-        "QUOTESTREAM_LOCAL_STATE_DIR": str(tmp_path / "state"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
-    bootstrap.build_provision_service(settings).run()
+    settings = job_target("memory")
     runner = bootstrap.build_job_runner(settings)
     warehouse = bootstrap.build_warehouse(settings)
     job = runner.launch(LOAD, "load", [])

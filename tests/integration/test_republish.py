@@ -5,18 +5,16 @@ stored once: the load looks up copies of quotes older than that dedup covers."""
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.cloud.pubsub_v1 import PublisherClient
 
 from quotestream import bootstrap
-from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain import PAIR_CATALOG
 from quotestream.jobs import StopMode
 from quotestream.services.streaming import JOB_NAMES
-from quotestream.settings import Settings
 from quotestream.synthetic import fresh_quote
 from tests.local_runs import wait_until
 
@@ -28,20 +26,9 @@ AFTER_THE_INSERT_ID_WINDOW_S = 75
 
 
 def test_quotes_published_again_after_the_insert_id_window_are_stored_once(
-    monkeypatch: pytest.MonkeyPatch,
-    pubsub_emulator: ServiceProcess,
-    bigquery_emulator: ServiceProcess,
-    tmp_path: Path,
+    job_target: Any,
 ) -> None:
-    for key, value in {
-        "QUOTESTREAM_TARGET": "local",
-        "QUOTESTREAM_PROJECT": f"republish-{uuid.uuid4().hex[:8]}",
-        "QUOTESTREAM_MESSAGE_ORDERING": "false",
-        "QUOTESTREAM_LOCAL_STATE_DIR": str(tmp_path / "state"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
-    bootstrap.build_provision_service(settings).run()
+    settings = job_target("republish")
     runner = bootstrap.build_job_runner(settings)
     warehouse = bootstrap.build_warehouse(settings)
     quotes = [
