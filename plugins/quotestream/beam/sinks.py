@@ -24,14 +24,14 @@ from quotestream.domain.rows import dead_letter_row, refused_row_id
 from quotestream.ports import Warehouse
 
 WRITTEN = "written"
+REJECTED = "rejected"
+WarehouseFactory = Callable[[], Warehouse]
+_LOOKUP_CHUNK = 500
 # BigQuery forgets an insert id about a minute after the first insert, which came no earlier
 # than the row's time: a copy of a younger row is left to that (best-effort) dedup, while an
 # older one (a redelivery, a client's retry, a relay publish that timed out but went through,
 # a catch-up) may follow a first insert BigQuery no longer remembers, so it is looked up.
 INSERT_ID_TRUSTED_MS = 30_000
-REJECTED = "rejected"
-WarehouseFactory = Callable[[], Warehouse]
-_LOOKUP_CHUNK = 500
 
 log = logging.getLogger(__name__)
 # A warehouse away or overloaded; BigQuery's refusals of single rows come back as row errors.
