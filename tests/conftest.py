@@ -119,12 +119,13 @@ def job_target(
     from quotestream import bootstrap
     from quotestream.settings import Settings
 
-    def make(prefix: str) -> Settings:
+    def make(prefix: str, **extra_env: str) -> Settings:
         for key, value in {
             "QUOTESTREAM_TARGET": "local",
             "QUOTESTREAM_PROJECT": f"{prefix}-{uuid.uuid4().hex[:8]}",
             "QUOTESTREAM_MESSAGE_ORDERING": "false",
             "QUOTESTREAM_LOCAL_STATE_DIR": str(tmp_path / "state"),
+            **extra_env,
         }.items():
             monkeypatch.setenv(key, value)
         settings = Settings()

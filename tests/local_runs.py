@@ -4,8 +4,10 @@ does not point them at another test's emulators."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import Quote, now_ms
@@ -40,3 +42,32 @@ def recent_quotes(seed: int, source: str, count: int) -> list[Quote]:
         for spec in PAIR_CATALOG.values()
         for _, quote in market.quotes_between(spec, now - 150_000, now - 30_000)
     ][:count]
+
+
+def stay_on_loopback(report: Callable[[object], None]) -> Callable[[], None]:
+    """From now on, any connection or name lookup beyond this machine fails at once (no
+    credentials lookup or metadata-server probe can hang on retries) after `report` is told
+    where it went. Returns what undoes it."""
+    loopback = ("127.0.0.1", "::1", "localhost")
+    connect = socket.socket.connect
+    getaddrinfo = socket.getaddrinfo
+
+    def guarded_connect(sock: socket.socket, address: Any) -> Any:
+        if isinstance(address, tuple) and address[0] not in loopback:
+            report(address)
+            raise OSError(f"offline: connect to {address}")
+        return connect(sock, address)
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in (*loopback, None):
+            report(host)
+            raise socket.gaierror(f"offline: lookup of {host}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    def undo() -> None:
+        socket.socket.connect = connect  # type: ignore[method-assign]
+        socket.getaddrinfo = getaddrinfo
+
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
+    socket.getaddrinfo = guarded_getaddrinfo
+    return undo

@@ -169,9 +169,14 @@ def _local_stack(settings: Settings) -> LocalStack:
 
 
 def _require(settings: Settings, *names: str) -> None:
-    missing = [f"QUOTESTREAM_{name.upper()}" for name in names if not getattr(settings, name)]
+    missing = _missing(settings, *names)
     if missing:
-        raise ConfigurationError(f"target gcp needs {', '.join(missing)}")
+        raise ConfigurationError(f"target gcp needs {missing}")
+
+
+def _missing(settings: Settings, *names: str) -> str:
+    """The unset ones of `names`, as their environment variables, comma-separated."""
+    return ", ".join(f"QUOTESTREAM_{name.upper()}" for name in names if not getattr(settings, name))
 
 
 def _require_api_url(settings: Settings) -> None:
@@ -202,12 +207,10 @@ def build_job_runner(settings: Settings) -> JobRunner:
         from quotestream.adapters.gcp.dataflow import DataflowJobRunner
 
         # Checked at launch only: finding, draining and cancelling jobs need none of these.
-        missing = [
-            f"QUOTESTREAM_{name.upper()}"
-            for name in ("dataflow_templates", "dataflow_temp_location", "dataflow_image")
-            if not getattr(settings, name)
-        ]
-        problems = [f"target gcp needs {', '.join(missing)} to launch jobs"] if missing else []
+        missing = _missing(
+            settings, "dataflow_templates", "dataflow_temp_location", "dataflow_image"
+        )
+        problems = [f"target gcp needs {missing} to launch jobs"] if missing else []
         problems += [problem] if (problem := _api_url_problem(settings)) else []
         prefix = settings.dataflow_templates.rstrip("/")
         environment: dict[str, Any] = {

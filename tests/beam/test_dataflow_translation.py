@@ -11,7 +11,6 @@ import inspect
 import json
 import os
 import re
-import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +27,7 @@ import quotestream.beam.options
 from quotestream.beam import run
 from quotestream.beam.options import PIPELINE_OPTIONS
 from quotestream.domain.quote import Quote, format_ts
+from tests.local_runs import stay_on_loopback
 
 pytestmark = pytest.mark.unit
 
@@ -128,28 +128,15 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     that reached for Google (credentials, the metadata server, GCS) fails here instead of
     hanging on retries."""
     attempts: list[object] = []
-    connect = socket.socket.connect
-    getaddrinfo = socket.getaddrinfo
-
-    def guarded_connect(sock: socket.socket, address: Any) -> Any:
-        if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "::1", "localhost"):
-            attempts.append(address)
-            raise OSError(f"test is offline: connect to {address}")
-        return connect(sock, address)
-
-    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in ("127.0.0.1", "::1", "localhost", None):
-            attempts.append(host)
-            raise socket.gaierror(f"test is offline: lookup of {host}")
-        return getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    undo = stay_on_loopback(attempts.append)
     # The job must be built from the parameters alone, as on the launcher VM.
     for variable in list(os.environ):
         if variable.startswith("QUOTESTREAM_") or variable.endswith("_EMULATOR_HOST"):
             monkeypatch.delenv(variable)
-    yield attempts
+    try:
+        yield attempts
+    finally:
+        undo()
     assert attempts == [], f"the dry run reached beyond this machine: {attempts}"
 
 

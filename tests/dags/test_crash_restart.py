@@ -10,7 +10,6 @@ import re
 import signal
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +34,9 @@ ACK_DEADLINE_S = 10
 
 
 @pytest.fixture
-def crash_target(
-    monkeypatch: pytest.MonkeyPatch,
-    pubsub_emulator: ServiceProcess,
-    bigquery_emulator: ServiceProcess,
-    state_dir: Path,
-) -> Settings:
-    for key, value in {
-        "QUOTESTREAM_TARGET": "local",
-        "QUOTESTREAM_PROJECT": f"crash-{uuid.uuid4().hex[:8]}",
-        "QUOTESTREAM_MESSAGE_ORDERING": "false",
-        "QUOTESTREAM_LOCAL_STATE_DIR": str(state_dir),
-        # The shortest Pub/Sub allows: what the killed job held comes again after it.
-        "QUOTESTREAM_ACK_DEADLINE_S": str(ACK_DEADLINE_S),
-    }.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
-    bootstrap.build_provision_service(settings).run()
+def crash_target(job_target: Any) -> Settings:
+    # The shortest ack deadline Pub/Sub allows: what the killed job held comes again after it.
+    settings: Settings = job_target("crash", QUOTESTREAM_ACK_DEADLINE_S=str(ACK_DEADLINE_S))
     return settings
 
 

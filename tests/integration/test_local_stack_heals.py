@@ -20,6 +20,7 @@ from quotestream import bootstrap
 from quotestream.adapters.local.processes import free_port
 from quotestream.adapters.local.stack import read_env_file
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.quote import Quote
 from quotestream.jobs import JobState, StopMode
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
@@ -59,16 +60,19 @@ def test_a_crashed_part_comes_back_on_its_port_and_the_running_job_resumes(
     def total() -> int:
         return int(warehouse.query("SELECT COUNT(*) AS n FROM {dataset}.quotes")[0]["n"] or 0)
 
+    def next_quotes(count: int) -> list[Quote]:
+        return [fresh_quote(SPECS[i % 6], i, f"heal{len(sent) + i}") for i in range(count)]
+
     def publish(count: int) -> None:
         publisher = PublisherClient()
         topic = publisher.topic_path(settings.project, settings.quotes_topic)
-        quotes = [fresh_quote(SPECS[i % 6], i, f"heal{len(sent) + i}") for i in range(count)]
+        quotes = next_quotes(count)
         for quote in quotes:
             publisher.publish(topic, quote.to_json(), **quote.pubsub_attributes()).result(30)
         sent.extend(quote.event_id for quote in quotes)
 
     def push(count: int) -> None:
-        quotes = [fresh_quote(SPECS[i % 6], i, f"heal{len(sent) + i}") for i in range(count)]
+        quotes = next_quotes(count)
         response = httpx.post(
             f"{env['QUOTESTREAM_API_URL']}/v1/quotes",
             json=[quote.to_dict() for quote in quotes],

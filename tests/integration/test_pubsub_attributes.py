@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 import uuid
@@ -38,7 +37,7 @@ from quotestream.beam.messages import from_pubsub
 from quotestream.domain.quote import Quote, now_ms
 from quotestream.settings import Settings
 from tests.conftest import REPO
-from tests.local_runs import recent_quotes, wait_until
+from tests.local_runs import recent_quotes, stay_on_loopback, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -61,31 +60,8 @@ class RecordTimestampFn(beam.DoFn):
             out.write(json.dumps([message.message_id, timestamp.micros // 1000]) + "\n")
 
 
-def _stay_on_loopback() -> None:
-    """Any connection or name lookup beyond this machine fails at once (no credentials or
-    metadata-server probe can hang), leaving a marker in the log."""
-    loopback = ("127.0.0.1", "::1", "localhost")
-    connect = socket.socket.connect
-    getaddrinfo = socket.getaddrinfo
-
-    def guarded_connect(sock: socket.socket, address: Any) -> Any:
-        if isinstance(address, tuple) and address[0] not in loopback:
-            print(OFFLINE_MARKER, address, flush=True)
-            raise OSError(f"offline: {address}")
-        return connect(sock, address)
-
-    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in (*loopback, None):
-            print(OFFLINE_MARKER, host, flush=True)
-            raise socket.gaierror(f"offline: {host}")
-        return getaddrinfo(host, *args, **kwargs)
-
-    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-    socket.getaddrinfo = guarded_getaddrinfo
-
-
 def _main(mode: str, subscription: str, project: str, timestamps_path: str) -> None:
-    _stay_on_loopback()
+    stay_on_loopback(lambda where: print(OFFLINE_MARKER, where, flush=True))
     settings = Settings(project=project, target="local", message_ordering=False)
     read = (
         run.read_pubsub(subscription)

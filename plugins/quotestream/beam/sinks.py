@@ -102,13 +102,12 @@ class InsertRowsFn(beam.DoFn):
             self._table, rows, [self._row_id(r) for r in rows]
         )
 
-    def _may_be_stored(self, item: Tracked) -> bool:
+    def _may_be_stored(self, item: Tracked, now: int) -> bool:
         if item.receipt is not None and item.receipt.redelivered:
             return True
         if self._stored_time_column is None:
             return False
-        age_ms = now_ms() - to_ms(_moment(item.value[self._stored_time_column]))
-        return age_ms > INSERT_ID_TRUSTED_MS
+        return now - to_ms(_moment(item.value[self._stored_time_column])) > INSERT_ID_TRUSTED_MS
 
     def _stored_earlier(self, batch: Sequence[Tracked]) -> list[Tracked]:
         """The items whose row may be stored already and is. BigQuery's insert-id dedup
@@ -117,7 +116,8 @@ class InsertRowsFn(beam.DoFn):
         later still: so look."""
         if self._stored_id_sql is None:
             return []
-        to_check = [item for item in batch if self._may_be_stored(item)]
+        now = now_ms()
+        to_check = [item for item in batch if self._may_be_stored(item, now)]
         found: set[str] = set()
         by_id = {self._row_id(item.value): item.value for item in to_check}
         # Ordered by time when there is one, so a chunk's BETWEEN spans few partitions.
