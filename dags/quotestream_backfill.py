@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from quotestream.orchestration import default_args
+from quotestream.orchestration import default_args, table_asset_uri
 
 
 @dag(
@@ -32,7 +32,7 @@ an interval twice changes nothing.
 """,
 )
 def quotestream_backfill() -> None:
-    @task
+    @task(outlets=[Asset(table_asset_uri("quotes"))])
     def backfill(data_interval_start=None, data_interval_end=None, run_id=None) -> str:
         from airflow.sdk.exceptions import AirflowRescheduleException
 

@@ -16,19 +16,20 @@ from quotestream.orchestration import default_args
     default_args=default_args(),
     tags=["quotestream", "deploy"],
     doc_md="""
-Create-or-update of the API service (on Cloud Run: private, the relay key mounted from
-Secret Manager), then `/ready` until ready and one `GET /v1/quotes/latest` (with an
+Create-or-update of the API service (on Cloud Run: private, invokable by the Dataflow workers
+and `QUOTESTREAM_API_INVOKERS`, the relay key mounted from Secret Manager once its latest
+version is checked enabled), then `/ready` until ready and one `GET /v1/quotes/latest` (with an
 identity token on Cloud Run). Locally the API process of `quotestream local up` stands in for
 Cloud Run: a deploy replaces it with a process running the current code, on the same port.
 """,
 )
 def quotestream_deploy_api() -> None:
     @task
-    def deploy() -> str:
+    def deploy() -> list[str]:
         from quotestream import bootstrap
         from quotestream.settings import Settings
 
-        return str(bootstrap.build_deployer(Settings()).deploy())
+        return [str(result) for result in bootstrap.build_deployer(Settings()).deploy()]
 
     @task(retries=5)
     def smoke_test() -> str:

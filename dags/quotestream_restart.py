@@ -1,4 +1,4 @@
-"""Stop a streaming job (drain or cancel), wait until it ends, relaunch it under its name."""
+"""Restart a streaming job: update it in place, or stop it and relaunch it under its name."""
 
 from __future__ import annotations
 
@@ -16,15 +16,24 @@ from quotestream.orchestration import default_args
     default_args=default_args(retries=0),
     params={
         "job": Param("load", enum=["load", "extract"], description="which pipeline"),
-        "mode": Param("drain", enum=["drain", "cancel"], description="how to stop it"),
+        "mode": Param(
+            "default",
+            enum=["default", "update", "drain", "cancel"],
+            description="default: the extract cancels, the load drains; update: in place",
+        ),
+        "transform_name_mappings": Param(
+            {}, type="object", description="update only: old step name -> new step name"
+        ),
         "timeout_s": Param(600, type="integer", minimum=10, description="wait for the stop"),
     },
     tags=["quotestream", "streaming"],
     doc_md="""
-Manual. There is no operator that updates a running streaming job, so this is the update:
-stop it (`drain` finishes in-flight work on Dataflow; locally both modes stop the process),
-wait for a terminal state, relaunch under the same name. What was not acknowledged stays
-in the subscription and is read by the new job.
+Manual. `update` replaces the running job in place: on Dataflow an update launch of the flex
+template, which keeps the 1-minute bars' state and the unacknowledged messages (name renamed
+steps in `transform_name_mappings`); locally, a drain and a relaunch. The other modes stop the
+job, wait for a terminal state and relaunch it under the same name: `default` cancels the
+extract (its cursor makes that lossless) and drains the load (its bars are written first).
+What was not acknowledged stays in the subscription and is read by the new job.
 """,
 )
 def quotestream_restart() -> None:
@@ -35,9 +44,12 @@ def quotestream_restart() -> None:
         from quotestream.settings import Settings
 
         service = bootstrap.build_restart_service(Settings())
-        before, after = service.restart(
-            params["job"], StopMode(params["mode"]), float(params["timeout_s"])
-        )
+        job, mode, timeout_s = params["job"], params["mode"], float(params["timeout_s"])
+        if mode == "update":
+            before, after = service.update(job, timeout_s, params["transform_name_mappings"])
+        else:
+            stop = None if mode == "default" else StopMode(mode)
+            before, after = service.restart(job, stop, timeout_s)
         was = f"{before.job_id} ({before.state})" if before else "not running"
         return f"{after.name}: was {was}, now {after.job_id} ({after.state})"
 

@@ -7,7 +7,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from quotestream.orchestration import QUOTES_ASSET_URI, default_args
+from quotestream.orchestration import default_args, table_asset_uri
+
+QUOTES = Asset(table_asset_uri("quotes"))
 
 
 @dag(
@@ -35,13 +37,13 @@ def quotestream_streaming() -> None:
 
         return bootstrap.build_streaming_service(Settings()).ensure_running()
 
-    @task(outlets=[Asset(QUOTES_ASSET_URI)], multiple_outputs=False)
+    @task(outlets=[QUOTES], multiple_outputs=False)
     def measure_health(outlet_events=None) -> dict:
         from quotestream import bootstrap
         from quotestream.settings import Settings
 
         report = bootstrap.build_streaming_service(Settings()).health()
-        outlet_events[Asset(QUOTES_ASSET_URI)].extra = report.figures
+        outlet_events[QUOTES].extra = report.figures
         return {"figures": report.figures, "problems": report.problems}
 
     @task(retries=0)

@@ -140,6 +140,9 @@ def shared_publisher(name: str) -> InMemoryPublisher:
 class InMemoryJobRunner:
     jobs: dict[str, Any] = field(default_factory=dict)
     launches: list[str] = field(default_factory=list)
+    stops: list[tuple[str, str]] = field(default_factory=list)
+    # Whether it replaces running jobs in place, as Dataflow does (the local runner cannot).
+    in_place: bool = False
 
     def find(self, name: str) -> Any:
         return self.jobs.get(name)
@@ -151,9 +154,13 @@ class InMemoryJobRunner:
         self.jobs[name] = Job(name, f"{name}-{len(self.launches)}", JobState.RUNNING, 0)
         return self.jobs[name]
 
+    def replace(self, name: str, pipeline: str, args: Any, renamed: Any) -> Any:
+        return self.launch(name, pipeline, args) if self.in_place else None
+
     def stop(self, name: str, mode: Any) -> None:
         from dataclasses import replace
 
         from quotestream.jobs import JobState
 
+        self.stops.append((name, str(mode)))
         self.jobs[name] = replace(self.jobs[name], state=JobState.CANCELLED)

@@ -33,6 +33,7 @@ from quotestream.services.teardown import TeardownService
 from quotestream.settings import Settings
 
 if TYPE_CHECKING:
+    from quotestream.adapters.gcp.access import ApiAccess
     from quotestream.adapters.local.stack import LocalStack
 
 
@@ -40,13 +41,20 @@ class ConfigurationError(RuntimeError):
     pass
 
 
-def google_credentials(settings: Settings) -> Any:
-    """Anonymous credentials against the emulators; Application Default Credentials on GCP."""
-    if settings.target == "gcp":
-        return None
-    from google.auth.credentials import AnonymousCredentials
+def google_access(settings: Settings, api: str) -> ApiAccess:
+    """Credentials and endpoint for one of GOOGLE_APIS: anonymous against the emulators;
+    on gcp the Airflow connection's (inside a task) or Application Default Credentials."""
+    from quotestream.adapters.gcp.access import ApiAccess, google_credentials
 
-    return AnonymousCredentials()  # type: ignore[no-untyped-call]
+    endpoint = settings.google_api_endpoints.get(api)
+    if settings.target == "local":
+        from google.auth.credentials import AnonymousCredentials
+
+        if api == "bigquery":
+            endpoint = settings.bigquery_emulator_host
+        return ApiAccess(AnonymousCredentials(), endpoint)  # type: ignore[no-untyped-call]
+    chain = settings.impersonation_chains.get(api, ())
+    return ApiAccess(google_credentials(settings.gcp_connection_id, chain), endpoint)
 
 
 def _require_emulator(settings: Settings, variable: str, value: str | None) -> None:
@@ -79,7 +87,7 @@ def build_publisher(settings: Settings, ordered: bool | None = None) -> Publishe
 
     return PubSubPublisher(
         settings.project,
-        credentials=google_credentials(settings),
+        credentials=google_access(settings, "pubsub").credentials,
         ordered=settings.relay_ordered if ordered is None else ordered,
     )
 
@@ -97,19 +105,20 @@ def build_messaging_admin(settings: Settings) -> MessagingAdmin:
     _require_emulator(settings, "PUBSUB_EMULATOR_HOST", settings.pubsub_emulator_host)
     from quotestream.adapters.gcp.pubsub import PubSubAdmin
 
-    return PubSubAdmin(settings.project, credentials=google_credentials(settings))
+    return PubSubAdmin(settings.project, credentials=google_access(settings, "pubsub").credentials)
 
 
 def build_warehouse(settings: Settings) -> Warehouse:
     _require_emulator(settings, "BIGQUERY_EMULATOR_HOST", settings.bigquery_emulator_host)
     from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
 
+    access = google_access(settings, "bigquery")
     return BigQueryWarehouse(
         settings.project,
         settings.dataset,
         location=settings.bigquery_location,
-        credentials=google_credentials(settings),
-        api_endpoint=settings.bigquery_emulator_host if settings.target == "local" else None,
+        credentials=access.credentials,
+        api_endpoint=access.endpoint,
     )
 
 
@@ -118,7 +127,18 @@ def build_provision_service(settings: Settings) -> ProvisionService:
         # A client against a stopped emulator retries for minutes: say so at once instead.
         _require_answering("the Pub/Sub emulator", settings.pubsub_emulator_host)
         _require_answering("the BigQuery emulator", settings.bigquery_emulator_host)
-    return ProvisionService(build_messaging_admin(settings), build_warehouse(settings), settings)
+    iam = None
+    if settings.target == "gcp":
+        from quotestream.adapters.gcp.pubsub_iam import PubSubIam
+
+        iam = PubSubIam(
+            settings.project,
+            access=google_access(settings, "pubsub"),
+            projects_access=google_access(settings, "cloudresourcemanager"),
+        )
+    return ProvisionService(
+        build_messaging_admin(settings), build_warehouse(settings), settings, iam
+    )
 
 
 def build_quote_source(
@@ -132,7 +152,7 @@ def build_quote_source(
         _require_api_url(settings)
         from quotestream.adapters.gcp.identity import IdentityTokens
 
-        auth = IdentityTokens(settings.api_url)
+        auth = IdentityTokens(settings.api_url, google_access(settings, "run").credentials)
     return HttpQuoteSource(settings.api_url, on_outcome=on_outcome, auth=auth)
 
 
@@ -226,6 +246,7 @@ def build_job_runner(settings: Settings) -> JobRunner:
             {kind: f"{prefix}/{kind}_quotes.json" for kind in ("load", "extract")},
             {"settings": settings.for_workers()},
             environment,
+            access=google_access(settings, "dataflow"),
             cannot_launch="; ".join(problems) or None,
         )
     from quotestream.adapters.local.job_runner import LocalJobRunner
@@ -238,7 +259,9 @@ def build_streaming_service(settings: Settings) -> StreamingService:
     if settings.target == "gcp":
         from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
 
-        backlog = CloudMonitoringBacklog(settings.project)
+        backlog = CloudMonitoringBacklog(
+            settings.project, access=google_access(settings, "monitoring")
+        )
     return StreamingService(
         build_job_runner(settings),
         build_warehouse(settings),
@@ -263,6 +286,9 @@ def build_deployer(settings: Settings) -> ServiceDeployer:
             "QUOTESTREAM_PAIRS": ",".join(settings.pairs),
             "QUOTESTREAM_MARKET_SEED": str(settings.market_seed),
         }
+        invokers = list(settings.api_invokers)
+        if settings.dataflow_service_account:
+            invokers.insert(0, f"serviceAccount:{settings.dataflow_service_account}")
         return CloudRunDeployer(
             settings.project,
             settings.region,
@@ -271,6 +297,9 @@ def build_deployer(settings: Settings) -> ServiceDeployer:
             env,
             service_account=settings.api_service_account,
             api_key_secret=settings.api_key_secret,
+            invokers=invokers,
+            access=google_access(settings, "run"),
+            secrets_access=google_access(settings, "secretmanager"),
         )
     from quotestream.adapters.local.api_deployer import LocalApiDeployer
 
@@ -292,7 +321,9 @@ def build_topic_tap(settings: Settings) -> TopicTap:
     from quotestream.adapters.gcp.pubsub_tap import PubSubTopicTap
 
     return PubSubTopicTap(
-        settings.project, settings.quotes_topic, credentials=google_credentials(settings)
+        settings.project,
+        settings.quotes_topic,
+        credentials=google_access(settings, "pubsub").credentials,
     )
 
 

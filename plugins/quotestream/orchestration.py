@@ -17,9 +17,19 @@ log = logging.getLogger(__name__)
 
 OWNER = "quotestream"
 # Asset URIs: producers emit events on them, consumers are scheduled on them.
-# Our own scheme: the google provider validates bigquery:// URIs as project/dataset/table.
-QUOTES_ASSET_URI = "quotestream://bigquery/quotes"
 RESOURCES_ASSET_URI = "quotestream://resources"
+
+
+def table_asset_uri(table: str) -> str:
+    """The google provider's bigquery://PROJECT/DATASET/TABLE, which Composer's lineage
+    understands. Read at parse time from the environment alone: no connection, no validation
+    of the other settings (a DAG file must import even when they are wrong)."""
+    from quotestream.settings import Settings
+
+    fields = Settings.model_fields
+    project = os.environ.get("QUOTESTREAM_PROJECT", fields["project"].default)
+    dataset = os.environ.get("QUOTESTREAM_DATASET", fields["dataset"].default)
+    return f"bigquery://{project}/{dataset}/{table}"
 
 
 def default_args(**overrides: Any) -> dict[str, Any]:

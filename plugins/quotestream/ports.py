@@ -47,6 +47,20 @@ class MessagingAdmin(Protocol):
     def close(self) -> None: ...
 
 
+class MessagingIam(Protocol):
+    """Additive IAM grants on topics and subscriptions (Google Cloud only: the emulator has
+    no IAM). `roles` maps a role to the members it must bind."""
+
+    def service_agent(self) -> str:
+        """The member Pub/Sub itself acts as (it dead-letters as this account)."""
+
+    def grant_on_topic(self, topic: str, roles: Mapping[str, Sequence[str]]) -> ResourceResult: ...
+
+    def grant_on_subscription(
+        self, subscription: str, roles: Mapping[str, Sequence[str]]
+    ) -> ResourceResult: ...
+
+
 class Warehouse(Protocol):
     """The analytical store: tables from the domain's schemas, streaming inserts, SQL."""
 
@@ -94,6 +108,12 @@ class JobRunner(Protocol):
 
     def stop(self, name: str, mode: StopMode) -> None: ...
 
+    def replace(
+        self, name: str, pipeline: str, args: Sequence[str], renamed: Mapping[str, str]
+    ) -> Job | None:
+        """Replace the running job in place, keeping its state (`renamed`: old transform
+        names to new); None when this runner cannot, and the caller drains and relaunches."""
+
 
 class Notifier(Protocol):
     def notify(self, subject: str, body: str) -> None: ...
@@ -102,7 +122,8 @@ class Notifier(Protocol):
 class ServiceDeployer(Protocol):
     """Deploys the API as create-or-update and tells where it answers."""
 
-    def deploy(self) -> ResourceResult: ...
+    def deploy(self) -> list[ResourceResult]:
+        """The service, then whatever else the deploy brought to its declared state."""
 
     def url(self) -> str:
         """Where the deployed service answers; raises while its newest revision is not ready."""

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import os
 from typing import Annotated, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quotestream.domain.pairs import DEFAULT_PAIRS, PAIR_CATALOG, split_pairs
+
+# The Google APIs the adapters call, by their service names (the first label of the host).
+GOOGLE_APIS = (
+    "bigquery",
+    "cloudresourcemanager",
+    "dataflow",
+    "monitoring",
+    "pubsub",
+    "run",
+    "secretmanager",
+)
 
 
 class Settings(BaseSettings):
@@ -57,6 +69,19 @@ class Settings(BaseSettings):
     api_service_account: str = ""
     # Secret Manager secret holding the push relay's key; Cloud Run mounts it as an env var.
     api_key_secret: str = ""
+    # Who else may call the private API besides the Dataflow workers (the deploy grants them
+    # roles/run.invoker): `serviceAccount:...` members, comma-separated.
+    api_invokers: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # Inside Airflow the Google adapters take their credentials from this connection (through
+    # the google provider's hook, as Composer DAGs do); elsewhere from Application Default
+    # Credentials. Per API (see GOOGLE_APIS), a chain of service accounts to impersonate,
+    # the last one acting: JSON such as {"dataflow": ["quotestream-composer@P.iam..."]}.
+    gcp_connection_id: str = "google_cloud_default"
+    impersonation_chains: dict[str, tuple[str, ...]] = {}
+    # Per API, another endpoint than Google's public one (Private Service Connect, or a local
+    # stand-in): JSON such as {"dataflow": "https://dataflow-myendpoint.p.googleapis.com"}.
+    google_api_endpoints: dict[str, str] = {}
 
     market_seed: int = 20261124
     # Comma-separated in the environment: QUOTESTREAM_PAIRS=USD-BRL,EUR-BRL
@@ -93,12 +118,67 @@ class Settings(BaseSettings):
             raise ValueError("at least one pair is needed")
         return value
 
+    @field_validator("api_invokers", mode="before")
+    @classmethod
+    def _split_members(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(member.strip() for member in value.split(",") if member.strip())
+        return value
+
+    @field_validator("api_invokers")
+    @classmethod
+    def _private_api(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for member in value:
+            if member in ("allUsers", "allAuthenticatedUsers"):
+                raise ValueError(f"{member} would make the API public: name the callers")
+            if ":" not in member:
+                raise ValueError(f"{member!r} is not an IAM member (serviceAccount:..., user:...)")
+        return value
+
+    @field_validator("impersonation_chains", mode="before")
+    @classmethod
+    def _split_chains(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {
+                api: chain.split(",") if isinstance(chain, str) else chain
+                for api, chain in value.items()
+            }
+        return value
+
+    @field_validator("impersonation_chains", "google_api_endpoints")
+    @classmethod
+    def _known_apis(cls, value: dict[str, object]) -> dict[str, object]:
+        unknown = sorted(set(value) - set(GOOGLE_APIS))
+        if unknown:
+            raise ValueError(f"unknown APIs {', '.join(unknown)}; known: {', '.join(GOOGLE_APIS)}")
+        return value
+
+    @field_validator("google_api_endpoints")
+    @classmethod
+    def _private_plain_http(cls, value: dict[str, str]) -> dict[str, str]:
+        # Credentials travel with every call: in clear only to this machine.
+        for api, endpoint in value.items():
+            location = urlsplit(endpoint)
+            if location.scheme not in ("http", "https") or not location.hostname:
+                raise ValueError(f"{api}: endpoint {endpoint!r} is not an http(s) URL")
+            if location.scheme == "http" and location.hostname not in ("127.0.0.1", "localhost"):
+                raise ValueError(f"{api}: plain http only to a loopback address, not {endpoint}")
+        return value
+
     @field_validator("api_key")
     @classmethod
     def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("the API key needs at least 16 characters (leave it unset to disable)")
         return value
+
+    @model_validator(mode="after")
+    def _a_named_project_on_gcp(self) -> Settings:
+        # Not taken from the Airflow connection: DAG files name it in their assets' URIs at
+        # parse time, when no connection may be read.
+        if self.target == "gcp" and "project" not in self.model_fields_set:
+            raise ValueError("target gcp needs QUOTESTREAM_PROJECT, the project to work in")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits_the_relay(self) -> Settings:

@@ -59,14 +59,17 @@ def test_each_dag_has_owner_tags_docs_retries_and_the_alert(dagbag: Any, dag_id:
 def test_task_wiring(dagbag: Any) -> None:
     streaming = dagbag.get_dag("quotestream_streaming")
     assert streaming.task_dict["measure_health"].upstream_task_ids == {"ensure_running"}
-    assert [o.uri for o in streaming.task_dict["measure_health"].outlets] == [
-        "quotestream://bigquery/quotes"
-    ]
+    # The google provider's scheme, so Composer's lineage knows the table.
+    quotes = "bigquery://quotestream-local/quotestream/quotes"
+    assert [o.uri for o in streaming.task_dict["measure_health"].outlets] == [quotes]
+    assert [
+        o.uri for o in dagbag.get_dag("quotestream_backfill").task_dict["backfill"].outlets
+    ] == [quotes]
     deploy = dagbag.get_dag("quotestream_deploy_api")
     assert deploy.task_dict["smoke_test"].upstream_task_ids == {"deploy"}
     backfill = dagbag.get_dag("quotestream_backfill")
     assert backfill.task_dict["backfill"].retries == 2
-    assert dagbag.get_dag("quotestream_restart").params["mode"] == "drain"
+    assert dagbag.get_dag("quotestream_restart").params["mode"] == "default"
 
 
 def test_parse_time_of_the_dags_folder(dagbag: Any) -> None:

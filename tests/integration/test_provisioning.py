@@ -56,7 +56,7 @@ def test_tables_are_partitioned_and_clustered_as_declared(
 
     client = bigquery.Client(
         project=settings.project,
-        credentials=bootstrap.google_credentials(settings),
+        credentials=bootstrap.google_access(settings, "bigquery").credentials,
         client_options={"api_endpoint": settings.bigquery_emulator_host},
     )
     table = client.get_table(f"{settings.project}.{settings.dataset}.quotes")

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
 from quotestream.jobs import JobState, StopMode
 from quotestream.services.streaming import RestartService, StreamingService
 from tests.fakes import InMemoryJobRunner
@@ -83,27 +81,23 @@ def test_restart_stops_waits_and_relaunches_under_the_same_name() -> None:
     assert after.job_id != before.job_id
 
 
-def test_cloud_monitoring_backlog_reads_the_newest_points() -> None:
-    class Client:
-        def __init__(self) -> None:
-            self.filters: list[str] = []
-
-        def list_time_series(self, request: dict[str, Any]) -> list[Any]:
-            self.filters.append(request["filter"])
-            value = 42 if "undelivered" in request["filter"] else 17
-            point = SimpleNamespace(value=SimpleNamespace(int64_value=value))
-            return [SimpleNamespace(points=[point])]
-
-    client = Client()
-    assert CloudMonitoringBacklog("proj", client=client).backlog("quotes-load") == (42, 17.0)
-    assert all('subscription_id = "quotes-load"' in f for f in client.filters)
-
-
-def test_freshly_launched_jobs_get_time_before_staleness_counts() -> None:
+def test_a_plain_restart_cancels_the_extract_and_drains_the_load() -> None:
     runner = InMemoryJobRunner()
     service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
-    for name, job in list(runner.jobs.items()):
-        runner.jobs[name] = type(job)(job.name, job.job_id, job.state, int(NOW * 1000) - 60_000)
-    report = service(runner, FixedWarehouse(None, 0, 0)).health()
-    assert report.healthy, report.problems
-    assert report.figures["settling_after_launch"] is True
+    restarts = RestartService(runner, poll_s=0)
+    restarts.restart("extract", None, 5)
+    restarts.restart("load", None, 5)
+    assert runner.stops == [("quotestream-extract", "cancel"), ("quotestream-load", "drain")]
+
+
+@pytest.mark.parametrize(
+    ("in_place", "stops"), [(True, []), (False, [("quotestream-load", "drain")])]
+)
+def test_an_update_replaces_in_place_where_the_runner_can_else_drains_and_relaunches(
+    in_place: bool, stops: list[tuple[str, str]]
+) -> None:
+    runner = InMemoryJobRunner(in_place=in_place)
+    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    before, after = RestartService(runner, poll_s=0).update("load", 5)
+    assert runner.stops == stops
+    assert (after.state, after.job_id != before.job_id) == (JobState.RUNNING, True)

@@ -143,7 +143,7 @@ def read_pubsub(subscription: str) -> ReadFromPubSub:
 def _subscriber(settings: Settings) -> Any:
     from google.cloud.pubsub_v1 import SubscriberClient
 
-    return SubscriberClient(credentials=bootstrap.google_credentials(settings))
+    return SubscriberClient(credentials=bootstrap.google_access(settings, "pubsub").credentials)
 
 
 def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:

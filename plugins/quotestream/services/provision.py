@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from quotestream.domain.schemas import ALL_TABLES
-from quotestream.ports import MessagingAdmin, Warehouse
+from quotestream.ports import MessagingAdmin, MessagingIam, Warehouse
 from quotestream.resources import ResourceResult, SubscriptionSpec
 from quotestream.settings import Settings
 
@@ -28,11 +28,22 @@ def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
     )
 
 
+def service_account(email: str) -> list[str]:
+    return [f"serviceAccount:{email}"] if email else []
+
+
 class ProvisionService:
-    def __init__(self, messaging: MessagingAdmin, warehouse: Warehouse, settings: Settings):
+    def __init__(
+        self,
+        messaging: MessagingAdmin,
+        warehouse: Warehouse,
+        settings: Settings,
+        iam: MessagingIam | None = None,
+    ):
         self._messaging = messaging
         self._warehouse = warehouse
         self._settings = settings
+        self._iam = iam
 
     def run(
         self, report: Callable[[ResourceResult], None] = lambda _: None
@@ -44,11 +55,30 @@ class ProvisionService:
             results.append(result)
         return results
 
+    def _grants(self, iam: MessagingIam) -> Iterator[ResourceResult]:
+        """Pub/Sub's service agent dead-letters: it publishes to the dead-letter topic and
+        acknowledges what it moved there. The jobs and the API get their roles on the
+        resources they use, not on the project."""
+        settings = self._settings
+        agent = [iam.service_agent()]
+        workers = service_account(settings.dataflow_service_account)
+        api = service_account(settings.api_service_account)
+        yield iam.grant_on_topic(
+            settings.quotes_topic,
+            {"roles/pubsub.publisher": workers + api, "roles/pubsub.viewer": api},
+        )
+        yield iam.grant_on_topic(settings.dead_letter_topic, {"roles/pubsub.publisher": agent})
+        yield iam.grant_on_subscription(
+            settings.load_subscription, {"roles/pubsub.subscriber": agent + workers}
+        )
+
     def _steps(self) -> Iterator[ResourceResult]:
         yield self._messaging.ensure_topic(self._settings.quotes_topic)
         yield self._messaging.ensure_topic(self._settings.dead_letter_topic)
         for spec in subscriptions(self._settings):
             yield self._messaging.ensure_subscription(spec)
+        if self._iam is not None:
+            yield from self._grants(self._iam)
         yield self._warehouse.ensure_dataset()
         for table in ALL_TABLES:
             yield self._warehouse.ensure_table(table)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,21 +118,45 @@ class StreamingService:
             report.problems.append(f"the oldest unacked message is {oldest:.0f} s old")
 
 
+# What a plain restart does to each job. The extract's cursor makes a cancel lossless (and a
+# pipeline with a splittable DoFn, as PeriodicImpulse is, can fail to drain on Dataflow); the
+# load drains, so the bars it holds are written before it ends.
+PLAIN_STOP = {"extract": StopMode.CANCEL, "load": StopMode.DRAIN}
+
+
 class RestartService:
     def __init__(self, runner: JobRunner, poll_s: float = 0.5) -> None:
         self._runner = runner
         self._poll_s = poll_s
 
-    def restart(self, pipeline: str, mode: StopMode, timeout_s: float) -> tuple[Job | None, Job]:
-        """Stop the job, wait for a terminal state, relaunch it under the same name. What it
-        had not acknowledged stays in the subscription for the new job."""
+    def restart(
+        self, pipeline: str, mode: StopMode | None, timeout_s: float
+    ) -> tuple[Job | None, Job]:
+        """Stop the job (`mode` None: the job's own PLAIN_STOP), wait for a terminal state,
+        relaunch it under the same name. What it had not acknowledged stays in the
+        subscription for the new job."""
         name = JOB_NAMES[pipeline]
         before = self._runner.find(name)
         if before is not None and not before.state.terminal:
-            self._runner.stop(name, mode)
+            self._runner.stop(name, mode or PLAIN_STOP[pipeline])
             deadline = time.monotonic() + timeout_s
             while (job := self._runner.find(name)) is not None and not job.state.terminal:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} still {job.state} after {timeout_s:.0f} s")
                 time.sleep(self._poll_s)
         return before, self._runner.launch(name, pipeline, [])
+
+    def update(
+        self, pipeline: str, timeout_s: float, renamed: Mapping[str, str] | None = None
+    ) -> tuple[Job | None, Job]:
+        """Replace the running job in place where the runner can (Dataflow keeps its state
+        and its unacknowledged messages); otherwise drain and relaunch. A job that is not
+        running is simply launched."""
+        name = JOB_NAMES[pipeline]
+        before = self._runner.find(name)
+        if before is None or before.state is not JobState.RUNNING:
+            return self.restart(pipeline, StopMode.DRAIN, timeout_s)
+        replaced = self._runner.replace(name, pipeline, [], renamed or {})
+        if replaced is None:
+            return self.restart(pipeline, StopMode.DRAIN, timeout_s)
+        return before, replaced

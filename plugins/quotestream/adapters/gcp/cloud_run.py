@@ -1,15 +1,18 @@
 """The ServiceDeployer on Cloud Run: create-or-update of the API service (the google provider
-has no operator that updates a service), private by default."""
+has no operator that updates a service), private, invokable by the named callers only."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from google.api_core.exceptions import NotFound
-from google.cloud import run_v2
+from google.cloud import run_v2, secretmanager_v1
 
+from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
+from quotestream.adapters.gcp.iam import grant
 from quotestream.resources import Outcome, ResourceResult
+
+_DEPLOY_TIMEOUT_S = 900
 
 
 class CloudRunDeployer:
@@ -23,8 +26,11 @@ class CloudRunDeployer:
         *,
         service_account: str = "",
         api_key_secret: str = "",
-        client: Any = None,
+        invokers: Sequence[str] = (),
+        access: ApiAccess = DEFAULT_ACCESS,
+        secrets_access: ApiAccess = DEFAULT_ACCESS,
     ) -> None:
+        self._project = project
         self._parent = f"projects/{project}/locations/{region}"
         self._name = f"{self._parent}/services/{service}"
         self._service_id = service
@@ -32,20 +38,34 @@ class CloudRunDeployer:
         self._env = dict(env)
         self._service_account = service_account
         self._api_key_secret = api_key_secret
-        self._client = client or run_v2.ServicesClient()
+        self._invokers = list(invokers)
+        self._client = run_v2.ServicesClient(**access.client_kwargs())
+        self._credentials = access.credentials
+        self._secrets_access = secrets_access
 
-    def deploy(self) -> ResourceResult:
+    def deploy(self) -> list[ResourceResult]:
+        self._check_relay_key()
         wanted = self._service()
         try:
             self._client.get_service(name=self._name)
         except NotFound:
             self._client.create_service(
                 parent=self._parent, service=wanted, service_id=self._service_id
-            ).result(timeout=900)
-            return ResourceResult("cloud run service", self._service_id, Outcome.CREATED)
-        wanted.name = self._name
-        self._client.update_service(service=wanted).result(timeout=900)
-        return ResourceResult("cloud run service", self._service_id, Outcome.UPDATED, self._image)
+            ).result(timeout=_DEPLOY_TIMEOUT_S)  # type: ignore[no-untyped-call]
+            deployed = ResourceResult("cloud run service", self._service_id, Outcome.CREATED)
+        else:
+            wanted.name = self._name
+            operation = self._client.update_service(service=wanted)
+            operation.result(timeout=_DEPLOY_TIMEOUT_S)  # type: ignore[no-untyped-call]
+            deployed = ResourceResult(
+                "cloud run service", self._service_id, Outcome.UPDATED, self._image
+            )
+        if not self._invokers:
+            return [deployed]
+        invokers = grant(
+            self._client, self._name, {"roles/run.invoker": self._invokers}, self._service_id
+        )
+        return [deployed, invokers]
 
     def url(self) -> str:
         service = self._client.get_service(name=self._name)
@@ -60,7 +80,35 @@ class CloudRunDeployer:
         """The service is private: calls carry an identity token for its URL."""
         from quotestream.adapters.gcp.identity import IdentityTokens
 
-        return IdentityTokens(self.url())()
+        return IdentityTokens(self.url(), self._credentials)()
+
+    def _secret_name(self) -> str:
+        secret = self._api_key_secret
+        return (
+            secret
+            if secret.startswith("projects/")
+            else f"projects/{self._project}/secrets/{secret}"
+        )
+
+    def _check_relay_key(self) -> None:
+        """A revision whose secret cannot be mounted never starts, and Cloud Run says so only in
+        the revision's conditions: check first (metadata only, never the key itself)."""
+        if not self._api_key_secret:
+            return
+        client = secretmanager_v1.SecretManagerServiceClient(**self._secrets_access.client_kwargs())
+        name = f"{self._secret_name()}/versions/latest"
+        try:
+            version = client.get_secret_version(name=name)
+        except NotFound:
+            raise RuntimeError(
+                f"the relay key secret {name} does not exist: create it and add a version "
+                "(README: Deploying to Google Cloud, relay key)"
+            ) from None
+        if version.state != secretmanager_v1.SecretVersion.State.ENABLED:
+            raise RuntimeError(
+                f"the relay key's latest version {version.name} is {version.state.name}, so "
+                "Cloud Run could not mount it: add an enabled version"
+            )
 
     def _service(self) -> run_v2.Service:
         env = [run_v2.EnvVar(name=key, value=value) for key, value in sorted(self._env.items())]

@@ -1,4 +1,5 @@
-"""The JobRunner on Dataflow: flex-template launches, looked up by their stable job name."""
+"""The JobRunner on Dataflow: flex-template launches, looked up by their stable job name,
+replaced in place by update launches."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from google.cloud import dataflow_v1beta3 as dataflow
 
+from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
 from quotestream.jobs import Job, JobState, StopMode
 
 _S = dataflow.JobState
@@ -28,6 +30,11 @@ _STATES = {
 }
 
 
+def _ms(timestamp: Any) -> int:
+    """proto-plus hands timestamps out as datetimes."""
+    return int(timestamp.timestamp() * 1000)
+
+
 class LaunchRefused(RuntimeError):
     """The configuration cannot launch a job that would work (the message says why)."""
 
@@ -41,8 +48,7 @@ class DataflowJobRunner:
         parameters: Mapping[str, str],
         environment: Mapping[str, Any],
         *,
-        jobs_client: Any = None,
-        templates_client: Any = None,
+        access: ApiAccess = DEFAULT_ACCESS,
         cannot_launch: str | None = None,
     ) -> None:
         self._project = project
@@ -51,8 +57,8 @@ class DataflowJobRunner:
         self._parameters = dict(parameters)
         self._environment = dict(environment)
         self._cannot_launch = cannot_launch
-        self._jobs = jobs_client or dataflow.JobsV1Beta3Client()
-        self._launcher = templates_client or dataflow.FlexTemplatesServiceClient()
+        self._jobs = dataflow.JobsV1Beta3Client(**access.client_kwargs())
+        self._launcher = dataflow.FlexTemplatesServiceClient(**access.client_kwargs())
 
     def find(self, name: str) -> Job | None:
         # Names are only unique among active jobs: take the newest of that name.
@@ -69,18 +75,35 @@ class DataflowJobRunner:
         ]
         if not matches:
             return None
-        newest = max(matches, key=lambda job: job.create_time)
+        newest = max(matches, key=lambda job: _ms(job.create_time))
         # An unknown state is treated as still stopping: never launch a second copy on a guess.
         state = _STATES.get(newest.current_state, JobState.STOPPING)
-        started = int(newest.create_time.timestamp() * 1000)
+        started = _ms(newest.create_time)
         return Job(name, newest.id, state, started, str(newest.current_state))
 
     def launch(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
-        if self._cannot_launch:
-            raise LaunchRefused(self._cannot_launch)
         current = self.find(name)
         if current is not None and not current.state.terminal:
             raise RuntimeError(f"job {name} is already {current.state} ({current.job_id})")
+        return self._launch(name, pipeline, args, {})
+
+    def replace(
+        self, name: str, pipeline: str, args: Sequence[str], renamed: Mapping[str, str]
+    ) -> Job | None:
+        """An update launch: Dataflow starts the new job from the running one's state (windows,
+        timers, unacknowledged messages) and ends the old one as JOB_STATE_UPDATED. `renamed`
+        maps old transform names to new ones for steps the new code renamed."""
+        current = self.find(name)
+        if current is None or current.state is not JobState.RUNNING:
+            raise RuntimeError(f"job {name} is not running: nothing to update in place")
+        update = {"update": True, "transform_name_mappings": dict(renamed)}
+        return self._launch(name, pipeline, args, update)
+
+    def _launch(
+        self, name: str, pipeline: str, args: Sequence[str], update: Mapping[str, Any]
+    ) -> Job:
+        if self._cannot_launch:
+            raise LaunchRefused(self._cannot_launch)
         parameters = dict(self._parameters)
         for arg in args:
             key, _, value = arg.removeprefix("--").partition("=")
@@ -94,11 +117,12 @@ class DataflowJobRunner:
                     "container_spec_gcs_path": self._templates[pipeline],
                     "parameters": parameters,
                     "environment": self._environment_of(pipeline),
+                    **update,
                 },
             }
         )
         job = response.job
-        return Job(name, job.id, JobState.RUNNING, int(job.create_time.timestamp() * 1000))
+        return Job(name, job.id, JobState.RUNNING, _ms(job.create_time))
 
     def _environment_of(self, pipeline: str) -> dict[str, Any]:
         environment = dict(self._environment)

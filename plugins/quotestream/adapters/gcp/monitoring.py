@@ -4,9 +4,13 @@ has no such thing)."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from google.cloud import monitoring_v3
+from google.cloud.monitoring_v3.services.metric_service.transports import (
+    MetricServiceGrpcTransport,
+)
+
+from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
 
 _METRICS = {
     "undelivered": "pubsub.googleapis.com/subscription/num_undelivered_messages",
@@ -15,9 +19,12 @@ _METRICS = {
 
 
 class CloudMonitoringBacklog:
-    def __init__(self, project: str, *, client: Any = None, window_s: int = 600) -> None:
+    def __init__(self, project: str, *, access: ApiAccess = DEFAULT_ACCESS, window_s: int = 600):
         self._project = project
-        self._client = client or monitoring_v3.MetricServiceClient()
+        # Monitoring's client speaks gRPC only.
+        self._client = monitoring_v3.MetricServiceClient(
+            **access.grpc_client_kwargs(MetricServiceGrpcTransport)
+        )
         self._window_s = window_s
 
     def backlog(self, subscription: str) -> tuple[int | None, float | None]:

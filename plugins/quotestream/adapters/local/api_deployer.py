@@ -14,10 +14,10 @@ class LocalApiDeployer:
     def __init__(self, stack: LocalStack) -> None:
         self._stack = stack
 
-    def deploy(self) -> ResourceResult:
+    def deploy(self) -> list[ResourceResult]:
         replaced = self._stack.restart_service("api")
         outcome = Outcome.UPDATED if replaced else Outcome.CREATED
-        return ResourceResult("local api", self.url(), outcome, "new process")
+        return [ResourceResult("local api", self.url(), outcome, "new process")]
 
     def url(self) -> str:
         return self._stack.env()["QUOTESTREAM_API_URL"]

@@ -56,6 +56,12 @@ class LocalJobRunner:
                 raise RuntimeError(f"job {name} is already {current.state} (pid {current.job_id})")
             return self._start(name, pipeline, args)
 
+    def replace(
+        self, name: str, pipeline: str, args: Sequence[str], renamed: Mapping[str, str]
+    ) -> Job | None:
+        """The DirectRunner keeps no state to hand over: the caller drains and relaunches."""
+        return None
+
     def _start(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
         self._logs_dir.mkdir(parents=True, exist_ok=True)
         command = pipeline_command(self._repo_root, pipeline, args)

@@ -1,0 +1,77 @@
+"""How an adapter reaches one Google API: with which credentials, at which endpoint.
+
+Inside an Airflow task the credentials come from an Airflow connection through the google
+provider's base hook (with its impersonation chain), as every Composer DAG gets them; anywhere
+else (Beam workers, the CLI) from Application Default Credentials, impersonating the chain
+when one is set.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """`credentials` None means Application Default Credentials; `endpoint` None, Google's."""
+
+    credentials: Any = None
+    endpoint: str | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """For a generated client on its REST transport."""
+        options = {"api_endpoint": self.endpoint} if self.endpoint else {}
+        return {"credentials": self.credentials, "client_options": options, "transport": "rest"}
+
+    def grpc_client_kwargs(self, transport_class: Any) -> dict[str, Any]:
+        """For a client that only speaks gRPC: a plain-http endpoint (loopback only, which the
+        settings enforce) gets an insecure channel, as TLS cannot be spoken to it."""
+        if self.endpoint and self.endpoint.startswith("http://"):
+            import grpc  # type: ignore[import-untyped]
+
+            channel = grpc.insecure_channel(urlsplit(self.endpoint).netloc)
+            return {"transport": transport_class(channel=channel)}
+        options = {"api_endpoint": urlsplit(self.endpoint).netloc} if self.endpoint else {}
+        return {"credentials": self.credentials, "client_options": options}
+
+
+# Google's endpoints with Application Default Credentials.
+DEFAULT_ACCESS = ApiAccess()
+
+
+def in_airflow_task() -> bool:
+    sdk = sys.modules.get("airflow.sdk")
+    if sdk is None:  # a task always has it imported; nothing else needs to import Airflow
+        return False
+    try:
+        sdk.get_current_context()
+    except RuntimeError:
+        return False
+    return True
+
+
+def google_credentials(connection_id: str, chain: Sequence[str]) -> Any:
+    if in_airflow_task():
+        from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+
+        hook = GoogleBaseHook(gcp_conn_id=connection_id, impersonation_chain=list(chain) or None)
+        credentials, _ = hook.get_credentials_and_project_id()
+        return credentials
+    if not chain:
+        return None
+    import google.auth
+    from google.auth import impersonated_credentials
+
+    source, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    return impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+        source_credentials=source,
+        target_principal=chain[-1],
+        delegates=list(chain[:-1]),
+        target_scopes=[CLOUD_PLATFORM_SCOPE],
+    )

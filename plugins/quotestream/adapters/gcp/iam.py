@@ -1,0 +1,51 @@
+"""Additive IAM grants on one resource, through any client with get/set_iam_policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.api_core.exceptions import Aborted
+
+from quotestream.resources import Outcome, ResourceResult
+
+_ATTEMPTS = 3
+
+
+def grant(
+    client: Any, resource: str, wanted: Mapping[str, Sequence[str]], label: str
+) -> ResourceResult:
+    """Make sure each role binds its members on `resource`; never removes anyone's binding.
+    The policy goes back with the etag it was read with, so a concurrent change makes the set
+    fail (409 ABORTED) instead of being overwritten: then it is read and merged again."""
+    for attempt in range(_ATTEMPTS):
+        policy = client.get_iam_policy(request={"resource": resource})
+        added = _merge(policy, wanted)
+        if not added:
+            return ResourceResult("iam policy", label, Outcome.EXISTS)
+        try:
+            client.set_iam_policy(request={"resource": resource, "policy": policy})
+        except Aborted:
+            if attempt == _ATTEMPTS - 1:
+                raise
+            continue
+        return ResourceResult("iam policy", label, Outcome.UPDATED, "granted " + "; ".join(added))
+    raise AssertionError("unreachable")
+
+
+def _merge(policy: Any, wanted: Mapping[str, Sequence[str]]) -> list[str]:
+    added = []
+    for role, members in wanted.items():
+        if not members:
+            continue
+        # A conditional binding grants less than the role: only an unconditional one counts.
+        binding = next(
+            (b for b in policy.bindings if b.role == role and not b.HasField("condition")), None
+        )
+        if binding is None:
+            binding = policy.bindings.add(role=role)
+        for member in members:
+            if member not in binding.members:
+                binding.members.append(member)
+                added.append(f"{role} to {member}")
+    return added
