@@ -13,6 +13,8 @@ from quotestream.adapters.local.processes import ServiceProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.standins.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

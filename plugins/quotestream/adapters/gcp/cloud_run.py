@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import GoogleAPICallError, NotFound
 from google.cloud import run_v2, secretmanager_v1
 
 from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
@@ -49,17 +49,24 @@ class CloudRunDeployer:
         try:
             self._client.get_service(name=self._name)
         except NotFound:
-            self._client.create_service(
+            operation = self._client.create_service(
                 parent=self._parent, service=wanted, service_id=self._service_id
-            ).result(timeout=_DEPLOY_TIMEOUT_S)  # type: ignore[no-untyped-call]
+            )
             deployed = ResourceResult("cloud run service", self._service_id, Outcome.CREATED)
         else:
             wanted.name = self._name
             operation = self._client.update_service(service=wanted)
-            operation.result(timeout=_DEPLOY_TIMEOUT_S)  # type: ignore[no-untyped-call]
             deployed = ResourceResult(
                 "cloud run service", self._service_id, Outcome.UPDATED, self._image
             )
+        try:
+            operation.result(timeout=_DEPLOY_TIMEOUT_S)  # type: ignore[no-untyped-call]
+        except GoogleAPICallError as error:
+            # The previous revision keeps serving; the new one's failure is the news.
+            raise RuntimeError(
+                f"{self._service_id}: the new revision of {self._image} did not become ready: "
+                f"{error.message}"
+            ) from error
         if not self._invokers:
             return [deployed]
         invokers = grant(

@@ -79,7 +79,7 @@ class DataflowJobRunner:
         # An unknown state is treated as still stopping: never launch a second copy on a guess.
         state = _STATES.get(newest.current_state, JobState.STOPPING)
         started = _ms(newest.create_time)
-        return Job(name, newest.id, state, started, str(newest.current_state))
+        return Job(name, newest.id, state, started, _S(newest.current_state).name)
 
     def launch(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
         current = self.find(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from google.api_core.exceptions import Aborted
+from google.api_core.exceptions import Conflict
 
 from quotestream.resources import Outcome, ResourceResult
 
@@ -17,7 +17,8 @@ def grant(
 ) -> ResourceResult:
     """Make sure each role binds its members on `resource`; never removes anyone's binding.
     The policy goes back with the etag it was read with, so a concurrent change makes the set
-    fail (409 ABORTED) instead of being overwritten: then it is read and merged again."""
+    fail (409 ABORTED; over REST the client raises Conflict) instead of being overwritten: then
+    it is read and merged again."""
     for attempt in range(_ATTEMPTS):
         policy = client.get_iam_policy(request={"resource": resource})
         added = _merge(policy, wanted)
@@ -25,7 +26,7 @@ def grant(
             return ResourceResult("iam policy", label, Outcome.EXISTS)
         try:
             client.set_iam_policy(request={"resource": resource, "policy": policy})
-        except Aborted:
+        except Conflict:
             if attempt == _ATTEMPTS - 1:
                 raise
             continue

@@ -1,0 +1,261 @@
+"""The DAGs with QUOTESTREAM_TARGET=gcp, run by `dag.test()` as `airflow dags test` runs them:
+Pub/Sub and BigQuery are the emulators, Dataflow, Cloud Run, Secret Manager, Monitoring, Pub/Sub
+IAM, Resource Manager and Google's token endpoint are the local stand-ins. The credentials come
+from the Airflow connection `google_cloud_default` (a service-account key whose token endpoint is
+the stand-in's), so every call on the wire carries the token that connection minted."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from google.cloud import dataflow_v1beta3 as dataflow
+
+from quotestream import bootstrap
+from quotestream.adapters.local.processes import ServiceProcess
+from quotestream.settings import Settings
+from tests.standins.google_apis import GoogleApis
+from tests.standins.monitoring import MonitoringStandIn
+from tests.standins.oauth import service_account_info
+
+pytestmark = [pytest.mark.gcp, pytest.mark.integration]
+
+LOAD, EXTRACT = "quotestream-load", "quotestream-extract"
+OLDEST_UNACKED = "pubsub.googleapis.com/subscription/oldest_unacked_message_age"
+
+
+@pytest.fixture
+def gcp_target(
+    monkeypatch: pytest.MonkeyPatch,
+    airflow_db: None,
+    google_apis: GoogleApis,
+    monitoring: MonitoringStandIn,
+    pubsub_emulator: ServiceProcess,
+    bigquery_emulator: ServiceProcess,
+) -> Settings:
+    """What a Composer environment would set, with every Google endpoint on loopback."""
+    project = f"gcp-dags-{uuid.uuid4().hex[:8]}"
+    accounts = f"{project}.iam.gserviceaccount.com"
+    endpoints = {
+        api: google_apis.url
+        for api in ("dataflow", "run", "secretmanager", "pubsub", "cloudresourcemanager")
+    }
+    endpoints["monitoring"] = f"http://{monitoring.address}"
+    endpoints["bigquery"] = f"http://{bigquery_emulator.address}"
+    key = service_account_info(f"{google_apis.url}/token", project_id=project)
+    connection = {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}
+    for name, value in {
+        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(connection),
+        "QUOTESTREAM_TARGET": "gcp",
+        "QUOTESTREAM_PROJECT": project,
+        "QUOTESTREAM_MESSAGE_ORDERING": "false",
+        "QUOTESTREAM_GOOGLE_API_ENDPOINTS": json.dumps(endpoints),
+        "QUOTESTREAM_API_URL": "https://quotestream-api-standin.a.run.app",
+        "QUOTESTREAM_API_IMAGE": "us-docker.pkg.dev/standin/quotestream/api:1",
+        "QUOTESTREAM_API_SERVICE_ACCOUNT": f"quotestream-api@{accounts}",
+        "QUOTESTREAM_API_KEY_SECRET": "relay-key",
+        "QUOTESTREAM_DATAFLOW_TEMPLATES": "gs://standin-bucket/templates",
+        "QUOTESTREAM_DATAFLOW_TEMP_LOCATION": "gs://standin-bucket/tmp",
+        "QUOTESTREAM_DATAFLOW_IMAGE": "us-docker.pkg.dev/standin/quotestream/{pipeline}:1",
+        "QUOTESTREAM_DATAFLOW_SERVICE_ACCOUNT": f"quotestream-dataflow@{accounts}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def requested(call: Any) -> str:
+    value = call.body["requestedState"]
+    return value if isinstance(value, str) else dataflow.JobState(value).name
+
+
+def assert_connection_tokens_on_the_wire(apis: GoogleApis, *kinds: str) -> None:
+    calls = [call for kind in kinds for call in apis.recorder.of(kind)]
+    assert calls
+    assert {call.authorization.split("-")[0] for call in calls} == {"Bearer standin"}
+
+
+def test_provision_on_gcp_grants_the_pubsub_service_agent_its_dead_letter_roles(
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
+) -> None:
+    run = dagbag.get_dag("quotestream_provision").test()
+    assert states(run) == {"provision": "success"}
+    agent = (
+        f"serviceAccount:service-{google_apis.projects.number(gcp_target.project)}"
+        "@gcp-sa-pubsub.iam.gserviceaccount.com"
+    )
+    policies = google_apis.pubsub_iam.policies
+    prefix = f"projects/{gcp_target.project}"
+    roles = {
+        resource.removeprefix(prefix): {b["role"]: set(b["members"]) for b in p["bindings"]}
+        for resource, p in policies.items()
+    }
+    workers = f"serviceAccount:{gcp_target.dataflow_service_account}"
+    api = f"serviceAccount:{gcp_target.api_service_account}"
+    assert roles == {
+        "/topics/quotes": {"roles/pubsub.publisher": {workers, api}, "roles/pubsub.viewer": {api}},
+        "/topics/quotes-dead-letter": {"roles/pubsub.publisher": {agent}},
+        "/subscriptions/quotes-load": {"roles/pubsub.subscriber": {agent, workers}},
+    }
+    assert_connection_tokens_on_the_wire(google_apis, "pubsub", "resourcemanager")
+
+    sets = len(google_apis.recorder.of("pubsub", "POST", ":setIamPolicy"))
+    assert states(dagbag.get_dag("quotestream_provision").test()) == {"provision": "success"}
+    assert len(google_apis.recorder.of("pubsub", "POST", ":setIamPolicy")) == sets, "idempotent"
+
+
+def test_deploy_api_on_gcp_creates_then_updates_the_service_and_smoke_tests_it(
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, api_url: str
+) -> None:
+    google_apis.secrets.add_version("relay-key", b"k" * 32)
+    google_apis.run.service_uri = api_url  # the Cloud Run URL answers with a real API process
+
+    for _ in range(2):
+        run = dagbag.get_dag("quotestream_deploy_api").test()
+        assert states(run) == {"deploy": "success", "smoke_test": "success"}
+
+    service = f"/v2/projects/{gcp_target.project}/locations/us-central1/services"
+    (create,) = google_apis.recorder.of("run", "POST", service)
+    assert create.query["serviceId"] == ["quotestream-api"]
+    template = create.body["template"]
+    assert template["serviceAccount"] == gcp_target.api_service_account
+    assert template["containers"][0]["image"] == gcp_target.api_image
+    (update,) = google_apis.recorder.of("run", "PATCH")
+    assert update.path == f"{service}/quotestream-api"
+    (grant,) = google_apis.recorder.of("run", "POST", ":setIamPolicy")
+    assert grant.body["policy"]["bindings"] == [
+        {
+            "role": "roles/run.invoker",
+            "members": [f"serviceAccount:{gcp_target.dataflow_service_account}"],
+        }
+    ]
+    # The smoke test called the API with an identity token minted from the same connection.
+    id_tokens = [c for c in google_apis.recorder.of("oauth") if "target_audience" in c.body]
+    assert {c.body["target_audience"] for c in id_tokens} == {api_url}
+    assert_connection_tokens_on_the_wire(google_apis, "run", "secretmanager")
+
+
+def test_streaming_on_gcp_launches_each_job_once_and_alerts_on_the_backlog(
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, monitoring: MonitoringStandIn
+) -> None:
+    bootstrap.build_provision_service(gcp_target).run()
+    streaming = dagbag.get_dag("quotestream_streaming")
+
+    assert set(states(streaming.test()).values()) == {"success"}
+    now = int(time.time())
+    monitoring.set_points(OLDEST_UNACKED, gcp_target.load_subscription, [(now - 30, 1200)])
+    assert states(streaming.test()) == {
+        "ensure_running": "success",
+        "measure_health": "success",
+        "alert_if_unhealthy": "failed",
+    }
+
+    launched = [c.body["launchParameter"] for c in google_apis.recorder.of("dataflow", "POST")]
+    assert sorted(p["jobName"] for p in launched) == [EXTRACT, LOAD], "one launch each"
+    load = next(p for p in launched if p["jobName"] == LOAD)
+    assert load["containerSpecGcsPath"] == "gs://standin-bucket/templates/load_quotes.json"
+    assert load["environment"]["sdkContainerImage"].endswith("/load:1")
+    assert load["environment"]["serviceAccountEmail"] == gcp_target.dataflow_service_account
+    assert json.loads(load["parameters"]["settings"])["project"] == gcp_target.project
+    filters = {c.body["filter"] for c in google_apis.recorder.of("monitoring")}
+    assert all(f'subscription_id = "{gcp_target.load_subscription}"' in f for f in filters)
+    assert_connection_tokens_on_the_wire(google_apis, "dataflow", "monitoring")
+
+
+@pytest.mark.parametrize(
+    ("conf", "stop"),
+    [
+        ({"job": "load"}, "JOB_STATE_DRAINED"),
+        ({"job": "extract"}, "JOB_STATE_CANCELLED"),
+        ({"job": "load", "mode": "cancel"}, "JOB_STATE_CANCELLED"),
+    ],
+)
+def test_restart_on_gcp_stops_as_each_job_needs_then_relaunches(
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, conf: dict[str, str], stop: str
+) -> None:
+    name = {"load": LOAD, "extract": EXTRACT}[conf["job"]]
+    old = google_apis.dataflow.add_job(name)
+
+    run = dagbag.get_dag("quotestream_restart").test(run_conf={**conf, "timeout_s": 30})
+
+    assert states(run) == {"restart": "success"}
+    (put,) = google_apis.recorder.of("dataflow", "PUT")
+    assert put.path.endswith(f"/jobs/{old['id']}")
+    assert requested(put) == stop
+    first, second = google_apis.dataflow.jobs_named(name)
+    assert first["currentState"] == stop
+    assert second["currentState"] == "JOB_STATE_RUNNING"
+    launch = google_apis.recorder.of("dataflow", "POST")[0].body["launchParameter"]
+    assert "update" not in launch
+
+
+def test_restart_on_gcp_updates_the_load_in_place(
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
+) -> None:
+    old = google_apis.dataflow.add_job(LOAD)
+    renamed = {"WriteBars/Insert": "WriteBars/InsertRows"}
+
+    run = dagbag.get_dag("quotestream_restart").test(
+        run_conf={"job": "load", "mode": "update", "transform_name_mappings": renamed}
+    )
+
+    assert states(run) == {"restart": "success"}
+    assert google_apis.recorder.of("dataflow", "PUT") == [], "an update stops nothing"
+    launch = google_apis.recorder.of("dataflow", "POST")[0].body["launchParameter"]
+    assert (launch["update"], launch["transformNameMappings"]) == (True, renamed)
+    first, second = google_apis.dataflow.jobs_named(LOAD)
+    assert (first["id"], first["currentState"]) == (old["id"], "JOB_STATE_UPDATED")
+    assert second["replaceJobId"] == old["id"]
+
+
+def test_restart_on_gcp_fails_without_a_second_job_when_the_drain_never_ends(
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
+) -> None:
+    google_apis.dataflow.add_job(LOAD)
+    google_apis.dataflow.stuck_draining = True
+
+    run = dagbag.get_dag("quotestream_restart").test(run_conf={"job": "load", "timeout_s": 10})
+
+    assert states(run) == {"restart": "failed"}
+    assert google_apis.recorder.of("dataflow", "POST") == []
+    assert [j["currentState"] for j in google_apis.dataflow.jobs_named(LOAD)] == [
+        "JOB_STATE_DRAINING"
+    ]
+
+
+def test_restart_on_gcp_leaves_the_running_job_alone_when_the_update_is_refused(
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
+) -> None:
+    old = google_apis.dataflow.add_job(LOAD)
+    google_apis.recorder.fail("dataflow", "POST", "flexTemplates:launch", 429, times=10)
+
+    run = dagbag.get_dag("quotestream_restart").test(run_conf={"job": "load", "mode": "update"})
+
+    assert states(run) == {"restart": "failed"}
+    assert google_apis.recorder.of("dataflow", "PUT") == []
+    assert google_apis.dataflow.jobs_named(LOAD) == [old]
+    assert old["currentState"] == "JOB_STATE_RUNNING"
+
+
+def test_teardown_on_gcp_cancels_the_jobs_and_deletes_the_resources(
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
+) -> None:
+    bootstrap.build_provision_service(gcp_target).run()
+    for name in (EXTRACT, LOAD):
+        google_apis.dataflow.add_job(name)
+
+    run = dagbag.get_dag("quotestream_teardown").test(run_conf={"confirm": gcp_target.project})
+
+    assert states(run) == {"teardown": "success"}
+    puts = google_apis.recorder.of("dataflow", "PUT")
+    assert sorted(requested(put) for put in puts) == ["JOB_STATE_CANCELLED"] * 2
+    warehouse = bootstrap.build_warehouse(gcp_target)
+    assert warehouse.delete_dataset() is False, "the dataset is gone already"
+    admin = bootstrap.build_messaging_admin(gcp_target)
+    assert admin.delete_topic(gcp_target.quotes_topic) is False, "the topic is gone already"
