@@ -134,7 +134,12 @@ def test_streaming_launches_once_stays_healthy_and_restart_loses_nothing(
         publishing = threading.Thread(target=publish_once_stopped)
         publishing.start()
         restart = dagbag.get_dag("quotestream_restart").test(
-            run_conf={"job": "load", "mode": "cancel", "timeout_s": 60}
+            run_conf={
+                "job": "load",
+                "mode": "update",
+                "transform_name_mappings": {},
+                "timeout_s": 60,
+            }
         )
         publishing.join(timeout=90)
         assert len(published) == len(batch), "the publisher thread did not finish"

@@ -9,21 +9,26 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import google.auth.credentials
 import pytest
 from google.cloud import dataflow_v1beta3 as dataflow
 
 from quotestream import bootstrap
-from quotestream.adapters.local.processes import ServiceProcess
+from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.settings import Settings
 from tests.standins.google_apis import GoogleApis
 from tests.standins.monitoring import MonitoringStandIn
-from tests.standins.oauth import service_account_info
+from tests.standins.oauth import claims_of, service_account_info
 
 pytestmark = [pytest.mark.gcp, pytest.mark.integration]
 
 LOAD, EXTRACT = "quotestream-load", "quotestream-extract"
+CONNECTION_ACCOUNT = "quotestream-composer@standin-project.iam.gserviceaccount.com"
+ADC_ACCOUNT = "someone-at-a-laptop@standin-project.iam.gserviceaccount.com"
 OLDEST_UNACKED = "pubsub.googleapis.com/subscription/oldest_unacked_message_age"
 
 
@@ -35,8 +40,17 @@ def gcp_target(
     monitoring: MonitoringStandIn,
     pubsub_emulator: ServiceProcess,
     bigquery_emulator: ServiceProcess,
+    tmp_path: Path,
 ) -> Settings:
     """What a Composer environment would set, with every Google endpoint on loopback."""
+    # google-auth looks a service account's allowed locations up at Google's IAM credentials
+    # host, in the background; no stand-in can answer for that host, and nothing may leave
+    # loopback.
+    monkeypatch.setattr(
+        google.auth.credentials.CredentialsWithRegionalAccessBoundary,
+        "_is_regional_access_boundary_lookup_required",
+        lambda _: False,
+    )
     project = f"gcp-dags-{uuid.uuid4().hex[:8]}"
     accounts = f"{project}.iam.gserviceaccount.com"
     endpoints = {
@@ -45,10 +59,16 @@ def gcp_target(
     }
     endpoints["monitoring"] = f"http://{monitoring.address}"
     endpoints["bigquery"] = f"http://{bigquery_emulator.address}"
-    key = service_account_info(f"{google_apis.url}/token", project_id=project)
+    token_uri = f"{google_apis.url}/token"
+    key = service_account_info(token_uri, CONNECTION_ACCOUNT)
+    # Outside Airflow (the test's own setup calls) the adapters use Application Default
+    # Credentials: another account, so the calls of each are told apart.
+    adc = tmp_path / "adc.json"
+    adc.write_text(json.dumps(service_account_info(token_uri, ADC_ACCOUNT)))
     connection = {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}
     for name, value in {
         "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(connection),
+        "GOOGLE_APPLICATION_CREDENTIALS": str(adc),
         "QUOTESTREAM_TARGET": "gcp",
         "QUOTESTREAM_PROJECT": project,
         "QUOTESTREAM_MESSAGE_ORDERING": "false",
@@ -70,15 +90,29 @@ def states(run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
+def restart(dagbag: Any, **conf: Any) -> Any:
+    """Every param named: `dag.test()` keeps a previous run's conf in the DAG's params."""
+    defaults = {"mode": "default", "transform_name_mappings": {}, "timeout_s": 30}
+    return dagbag.get_dag("quotestream_restart").test(run_conf={**defaults, **conf})
+
+
 def requested(call: Any) -> str:
     value = call.body["requestedState"]
     return value if isinstance(value, str) else dataflow.JobState(value).name
 
 
-def assert_connection_tokens_on_the_wire(apis: GoogleApis, *kinds: str) -> None:
-    calls = [call for kind in kinds for call in apis.recorder.of(kind)]
-    assert calls
-    assert {call.authorization.split("-")[0] for call in calls} == {"Bearer standin"}
+def assert_connection_credentials_on_the_wire(apis: GoogleApis, *kinds: str) -> None:
+    """Each call carries a token from the connection's key: a JWT the key signed itself, or an
+    access token the token endpoint issued for an assertion the key signed."""
+    tokens = {
+        c.authorization.removeprefix("Bearer ") for kind in kinds for c in apis.recorder.of(kind)
+    }
+    assert tokens
+    minted = {token for token in tokens if token.startswith("standin-")}
+    issuers = {claims_of(token)["iss"] for token in tokens - minted}
+    if minted:
+        issuers |= {call.body["iss"] for call in apis.recorder.of("oauth")}
+    assert issuers == {CONNECTION_ACCOUNT}
 
 
 def test_provision_on_gcp_grants_the_pubsub_service_agent_its_dead_letter_roles(
@@ -103,16 +137,31 @@ def test_provision_on_gcp_grants_the_pubsub_service_agent_its_dead_letter_roles(
         "/topics/quotes-dead-letter": {"roles/pubsub.publisher": {agent}},
         "/subscriptions/quotes-load": {"roles/pubsub.subscriber": {agent, workers}},
     }
-    assert_connection_tokens_on_the_wire(google_apis, "pubsub", "resourcemanager")
+    assert_connection_credentials_on_the_wire(google_apis, "pubsub", "resourcemanager")
 
     sets = len(google_apis.recorder.of("pubsub", "POST", ":setIamPolicy"))
     assert states(dagbag.get_dag("quotestream_provision").test()) == {"provision": "success"}
     assert len(google_apis.recorder.of("pubsub", "POST", ":setIamPolicy")) == sets, "idempotent"
 
 
+@pytest.fixture
+def api_of_target(gcp_target: Settings, google_apis: GoogleApis, logs_dir: Path) -> Iterator[str]:
+    """A real API process publishing to the target's project: what the Cloud Run URL serves."""
+    bootstrap.build_provision_service(gcp_target).run()
+    google_apis.recorder.clear()  # what follows is the DAG's
+    port = free_port()
+    env = {"QUOTESTREAM_TARGET": "local", "QUOTESTREAM_PROJECT": gcp_target.project}
+    api = start_api_process(port, logs_dir / f"api-{port}.log", env)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        api.stop()
+
+
 def test_deploy_api_on_gcp_creates_then_updates_the_service_and_smoke_tests_it(
-    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, api_url: str
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, api_of_target: str
 ) -> None:
+    api_url = api_of_target
     google_apis.secrets.add_version("relay-key", b"k" * 32)
     google_apis.run.service_uri = api_url  # the Cloud Run URL answers with a real API process
 
@@ -121,7 +170,7 @@ def test_deploy_api_on_gcp_creates_then_updates_the_service_and_smoke_tests_it(
         assert states(run) == {"deploy": "success", "smoke_test": "success"}
 
     service = f"/v2/projects/{gcp_target.project}/locations/us-central1/services"
-    (create,) = google_apis.recorder.of("run", "POST", service)
+    (create,) = [c for c in google_apis.recorder.of("run", "POST") if c.path == service]
     assert create.query["serviceId"] == ["quotestream-api"]
     template = create.body["template"]
     assert template["serviceAccount"] == gcp_target.api_service_account
@@ -138,13 +187,14 @@ def test_deploy_api_on_gcp_creates_then_updates_the_service_and_smoke_tests_it(
     # The smoke test called the API with an identity token minted from the same connection.
     id_tokens = [c for c in google_apis.recorder.of("oauth") if "target_audience" in c.body]
     assert {c.body["target_audience"] for c in id_tokens} == {api_url}
-    assert_connection_tokens_on_the_wire(google_apis, "run", "secretmanager")
+    assert_connection_credentials_on_the_wire(google_apis, "run", "secretmanager")
 
 
 def test_streaming_on_gcp_launches_each_job_once_and_alerts_on_the_backlog(
     dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, monitoring: MonitoringStandIn
 ) -> None:
     bootstrap.build_provision_service(gcp_target).run()
+    google_apis.recorder.clear()  # what follows is the DAG's
     streaming = dagbag.get_dag("quotestream_streaming")
 
     assert set(states(streaming.test()).values()) == {"success"}
@@ -165,7 +215,8 @@ def test_streaming_on_gcp_launches_each_job_once_and_alerts_on_the_backlog(
     assert json.loads(load["parameters"]["settings"])["project"] == gcp_target.project
     filters = {c.body["filter"] for c in google_apis.recorder.of("monitoring")}
     assert all(f'subscription_id = "{gcp_target.load_subscription}"' in f for f in filters)
-    assert_connection_tokens_on_the_wire(google_apis, "dataflow", "monitoring")
+    # (Monitoring's gRPC calls go over an insecure loopback channel, which carries none.)
+    assert_connection_credentials_on_the_wire(google_apis, "dataflow")
 
 
 @pytest.mark.parametrize(
@@ -182,7 +233,7 @@ def test_restart_on_gcp_stops_as_each_job_needs_then_relaunches(
     name = {"load": LOAD, "extract": EXTRACT}[conf["job"]]
     old = google_apis.dataflow.add_job(name)
 
-    run = dagbag.get_dag("quotestream_restart").test(run_conf={**conf, "timeout_s": 30})
+    run = restart(dagbag, **conf)
 
     assert states(run) == {"restart": "success"}
     (put,) = google_apis.recorder.of("dataflow", "PUT")
@@ -201,9 +252,7 @@ def test_restart_on_gcp_updates_the_load_in_place(
     old = google_apis.dataflow.add_job(LOAD)
     renamed = {"WriteBars/Insert": "WriteBars/InsertRows"}
 
-    run = dagbag.get_dag("quotestream_restart").test(
-        run_conf={"job": "load", "mode": "update", "transform_name_mappings": renamed}
-    )
+    run = restart(dagbag, job="load", mode="update", transform_name_mappings=renamed)
 
     assert states(run) == {"restart": "success"}
     assert google_apis.recorder.of("dataflow", "PUT") == [], "an update stops nothing"
@@ -220,7 +269,7 @@ def test_restart_on_gcp_fails_without_a_second_job_when_the_drain_never_ends(
     google_apis.dataflow.add_job(LOAD)
     google_apis.dataflow.stuck_draining = True
 
-    run = dagbag.get_dag("quotestream_restart").test(run_conf={"job": "load", "timeout_s": 10})
+    run = restart(dagbag, job="load", timeout_s=10)
 
     assert states(run) == {"restart": "failed"}
     assert google_apis.recorder.of("dataflow", "POST") == []
@@ -235,7 +284,7 @@ def test_restart_on_gcp_leaves_the_running_job_alone_when_the_update_is_refused(
     old = google_apis.dataflow.add_job(LOAD)
     google_apis.recorder.fail("dataflow", "POST", "flexTemplates:launch", 429, times=10)
 
-    run = dagbag.get_dag("quotestream_restart").test(run_conf={"job": "load", "mode": "update"})
+    run = restart(dagbag, job="load", mode="update")
 
     assert states(run) == {"restart": "failed"}
     assert google_apis.recorder.of("dataflow", "PUT") == []
@@ -247,6 +296,7 @@ def test_teardown_on_gcp_cancels_the_jobs_and_deletes_the_resources(
     dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
 ) -> None:
     bootstrap.build_provision_service(gcp_target).run()
+    google_apis.recorder.clear()  # what follows is the DAG's
     for name in (EXTRACT, LOAD):
         google_apis.dataflow.add_job(name)
 
