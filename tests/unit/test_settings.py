@@ -24,6 +24,12 @@ def test_pairs_come_comma_separated_from_the_environment(monkeypatch: pytest.Mon
         ({"api_key": ""}, "at least 16 characters"),
         ({"api_key": "short"}, "at least 16 characters"),
         ({"relay_capacity": 10, "relay_max_batch": 20}, "could never be accepted"),
+        ({"target": "gcp"}, "target gcp needs QUOTESTREAM_PROJECT"),
+        ({"api_invokers": "allUsers"}, "would make the API public"),
+        ({"api_invokers": "quotestream@p.iam"}, "is not an IAM member"),
+        ({"google_api_endpoints": {"dataflows": "https://x"}}, "unknown APIs dataflows"),
+        ({"google_api_endpoints": {"run": "http://10.0.0.1:80"}}, "only to a loopback"),
+        ({"impersonation_chains": {"bq": ["a@p.iam"]}}, "unknown APIs bq"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(values: dict[str, object], message: str) -> None:
@@ -63,3 +69,15 @@ def test_on_gcp_the_api_is_never_called_at_a_loopback_or_plain_http_address(
 ) -> None:
     with pytest.raises(ConfigurationError, match="QUOTESTREAM_API_URL"):
         bootstrap.build_quote_source(Settings(target="gcp", project="p", api_url=api_url))
+
+
+def test_google_access_settings_come_as_json_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QUOTESTREAM_IMPERSONATION_CHAINS", '{"dataflow": "a@p.iam,b@p.iam"}')
+    monkeypatch.setenv("QUOTESTREAM_GOOGLE_API_ENDPOINTS", '{"run": "http://127.0.0.1:9"}')
+    monkeypatch.setenv("QUOTESTREAM_API_INVOKERS", "serviceAccount:c@p.iam, user:d@example.com")
+    settings = Settings()
+    assert settings.impersonation_chains == {"dataflow": ("a@p.iam", "b@p.iam")}
+    assert settings.google_api_endpoints == {"run": "http://127.0.0.1:9"}
+    assert settings.api_invokers == ("serviceAccount:c@p.iam", "user:d@example.com")
