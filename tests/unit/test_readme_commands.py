@@ -18,6 +18,20 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"```bash\n(.*?)```", re.DOTALL)
+ASSIGNMENT = re.compile(r"^[A-Z][A-Z_]*=\S+$")
+ACCOUNTS = {"quotestream-api", "quotestream-dataflow", "quotestream-composer"}
+# Granted by provisioning (Pub/Sub) and the deploy (Cloud Run) on their own resources: the
+# one-time script must not grant them more widely.
+OWNED_ROLES = {"roles/pubsub.publisher", "roles/pubsub.subscriber", "roles/pubsub.viewer"} | {
+    "roles/run.invoker"
+}
+GRANT_TARGETS = {
+    ("projects", "add-iam-policy-binding"),
+    ("iam", "service-accounts"),
+    ("storage", "buckets"),
+    ("artifacts", "repositories"),
+    ("secrets", "add-iam-policy-binding"),
+}
 
 
 def readme_commands() -> list[str]:
@@ -48,11 +62,40 @@ def test_readme_command_is_runnable_here(command: str) -> None:
     elif words[:2] == ["docker", "compose"]:
         # The file itself is validated by tests/integration/test_compose_file.py.
         assert arguments[1:] == ["up", "--build"], f"unchecked compose command: {command}"
+    elif ASSIGNMENT.match(program):
+        assert all(ASSIGNMENT.match(word) for word in words), f"not only assignments: {command}"
+    elif program == "gcloud":
+        check_grant(arguments)
     elif program == "export" and arguments[0].startswith("AIRFLOW_CONN_"):
         connection = json.loads(arguments[0].split("=", 1)[1])
         assert connection["extra"]["webhook_url"].startswith("https://")
     else:
         pytest.fail(f"README command of a kind no test checks: {command}")
+
+
+def check_grant(arguments: list[str]) -> None:
+    """The one-time IAM script: accounts of this project's components, and grants of a role to
+    a member, never a role provisioning or the deploy owns, never to everyone."""
+    assert tuple(arguments[:2]) in GRANT_TARGETS, f"unchecked gcloud command: {arguments}"
+    if arguments[:3] == ["iam", "service-accounts", "create"]:
+        assert arguments[3] in ACCOUNTS, f"not a component's account: {arguments[3]}"
+        return
+    assert "add-iam-policy-binding" in arguments[:3], f"not a grant: {arguments}"
+    flags = dict(a.removeprefix("--").split("=", 1) for a in arguments if a.startswith("--"))
+    assert re.fullmatch(r"roles/[a-z][a-zA-Z.]+", flags["role"]), flags
+    assert flags["role"] not in OWNED_ROLES, f"{flags['role']} is granted by quotestream itself"
+    assert flags["member"] in {"$API", "$WORKERS", "$COMPOSER"}, flags
+
+
+def test_the_one_time_iam_script_creates_every_account_it_grants_to() -> None:
+    commands = [shlex.split(c) for c in readme_commands()]
+    created = {w[4] for w in commands if w[1:4] == ["iam", "service-accounts", "create"]}
+    assignments = dict(w.split("=", 1) for ws in commands if ASSIGNMENT.match(ws[0]) for w in ws)
+    granted = {
+        assignments[member].removeprefix("serviceAccount:").split("@")[0]
+        for member in ("API", "WORKERS", "COMPOSER")
+    }
+    assert created == granted == ACCOUNTS
 
 
 def test_the_readme_has_commands_to_check() -> None:
