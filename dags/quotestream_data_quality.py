@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from quotestream.orchestration import default_args
+from quotestream.orchestration import default_args, table_asset_uri
 
 
 @dag(
@@ -27,7 +27,8 @@ change), which alerts; errors reaching BigQuery are retried. All results are kep
 """,
 )
 def quotestream_data_quality() -> None:
-    @task
+    # For lineage: what the checks read and where their results go.
+    @task(inlets=[Asset(table_asset_uri("quotes"))], outlets=[Asset(table_asset_uri("dq_results"))])
     def check(data_interval_start=None, data_interval_end=None, run_id=None) -> list[str]:
         from airflow.sdk.exceptions import AirflowFailException
 

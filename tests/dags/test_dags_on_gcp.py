@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import google.auth.credentials
 import pytest
 from google.cloud import dataflow_v1beta3 as dataflow
 
@@ -41,16 +40,9 @@ def gcp_target(
     pubsub_emulator: ServiceProcess,
     bigquery_emulator: ServiceProcess,
     tmp_path: Path,
+    loopback_only_google_auth: None,
 ) -> Settings:
     """What a Composer environment would set, with every Google endpoint on loopback."""
-    # google-auth looks a service account's allowed locations up at Google's IAM credentials
-    # host, in the background; no stand-in can answer for that host, and nothing may leave
-    # loopback.
-    monkeypatch.setattr(
-        google.auth.credentials.CredentialsWithRegionalAccessBoundary,
-        "_is_regional_access_boundary_lookup_required",
-        lambda _: False,
-    )
     project = f"gcp-dags-{uuid.uuid4().hex[:8]}"
     accounts = f"{project}.iam.gserviceaccount.com"
     endpoints = {

@@ -4,6 +4,8 @@ checked against Google's public REST reference (field names, requested states, m
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from google.api_core.exceptions import Conflict, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import dataflow_v1beta3 as dataflow
 
+from quotestream import bootstrap
 from quotestream.adapters.gcp.access import ApiAccess
 from quotestream.adapters.gcp.cloud_run import CloudRunDeployer
 from quotestream.adapters.gcp.dataflow import DataflowJobRunner, LaunchRefused
@@ -18,8 +21,10 @@ from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
 from quotestream.adapters.gcp.pubsub_iam import PubSubIam
 from quotestream.jobs import JobState, StopMode
 from quotestream.resources import Outcome
+from quotestream.settings import Settings
 from tests.standins.google_apis import GoogleApis
 from tests.standins.monitoring import MonitoringStandIn
+from tests.standins.oauth import service_account_info
 
 pytestmark = pytest.mark.gcp
 
@@ -285,3 +290,33 @@ def test_provisioning_grants_the_dead_letter_roles_once(google_apis: GoogleApis)
         {"role": "roles/pubsub.publisher", "members": [agent]}
     ]
     assert sets[0].body["policy"]["etag"], "the set carries the etag it read"
+
+
+def test_a_gcp_job_runner_stops_jobs_without_the_launch_settings_but_refuses_to_launch(
+    google_apis: GoogleApis,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    loopback_only_google_auth: None,
+) -> None:
+    """Built by bootstrap as the DAGs build it, with Application Default Credentials."""
+    key = tmp_path / "adc.json"
+    key.write_text(json.dumps(service_account_info(f"{google_apis.url}/token")))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    google_apis.dataflow.add_job(LOAD)
+    settings = Settings(
+        target="gcp",
+        project="proj",
+        api_url="http://127.0.0.1:8080",
+        dataflow_templates="gs://b/templates",
+        google_api_endpoints={"dataflow": google_apis.url},
+    )
+    jobs = bootstrap.build_job_runner(settings)
+
+    jobs.stop(LOAD, StopMode.CANCEL)
+    with pytest.raises(LaunchRefused) as refused:
+        jobs.launch("quotestream-extract", "extract", [])
+
+    assert "QUOTESTREAM_DATAFLOW_TEMP_LOCATION, QUOTESTREAM_DATAFLOW_IMAGE" in str(refused.value)
+    assert "QUOTESTREAM_API_URL" in str(refused.value)
+    assert len(google_apis.recorder.of("dataflow", "PUT")) == 1
+    assert launches(google_apis) == []

@@ -38,3 +38,17 @@ def google_apis(google_apis_server: GoogleApis) -> GoogleApis:
 def monitoring(monitoring_server: MonitoringStandIn) -> MonitoringStandIn:
     monitoring_server.reset()
     return monitoring_server
+
+
+@pytest.fixture
+def loopback_only_google_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """google-auth looks a service account's allowed locations up at Google's IAM credentials
+    host, in the background, once it holds a token; no stand-in can answer for that host, and
+    nothing in the tests may leave loopback."""
+    import google.auth.credentials
+
+    monkeypatch.setattr(
+        google.auth.credentials.CredentialsWithRegionalAccessBoundary,
+        "_is_regional_access_boundary_lookup_required",
+        lambda _: False,
+    )
