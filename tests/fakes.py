@@ -154,7 +154,7 @@ class InMemoryJobRunner:
         self.jobs[name] = Job(name, f"{name}-{len(self.launches)}", JobState.RUNNING, 0)
         return self.jobs[name]
 
-    def replace(self, name: str, pipeline: str, args: Any, renamed: Any) -> Any:
+    def replace(self, name: str, pipeline: str, args: Any, renamed: Any, timeout_s: float) -> Any:
         return self.launch(name, pipeline, args) if self.in_place else None
 
     def stop(self, name: str, mode: Any) -> None:

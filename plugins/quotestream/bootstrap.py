@@ -271,7 +271,10 @@ def build_streaming_service(settings: Settings) -> StreamingService:
 
 
 def build_restart_service(settings: Settings) -> RestartService:
-    return RestartService(build_job_runner(settings))
+    # Dataflow's states change in seconds, and each poll is a call against the API's quota.
+    return RestartService(
+        build_job_runner(settings), poll_s=2.0 if settings.target == "gcp" else 0.5
+    )
 
 
 def build_deployer(settings: Settings) -> ServiceDeployer:
@@ -286,9 +289,10 @@ def build_deployer(settings: Settings) -> ServiceDeployer:
             "QUOTESTREAM_PAIRS": ",".join(settings.pairs),
             "QUOTESTREAM_MARKET_SEED": str(settings.market_seed),
         }
-        invokers = list(settings.api_invokers)
-        if settings.dataflow_service_account:
-            invokers.insert(0, f"serviceAccount:{settings.dataflow_service_account}")
+        from quotestream.resources import service_account_members
+
+        workers = service_account_members(settings.dataflow_service_account)
+        invokers = [*workers, *settings.api_invokers]
         return CloudRunDeployer(
             settings.project,
             settings.region,

@@ -109,10 +109,16 @@ class JobRunner(Protocol):
     def stop(self, name: str, mode: StopMode) -> None: ...
 
     def replace(
-        self, name: str, pipeline: str, args: Sequence[str], renamed: Mapping[str, str]
+        self,
+        name: str,
+        pipeline: str,
+        args: Sequence[str],
+        renamed: Mapping[str, str],
+        timeout_s: float,
     ) -> Job | None:
         """Replace the running job in place, keeping its state (`renamed`: old transform
-        names to new); None when this runner cannot, and the caller drains and relaunches."""
+        names to new), once the runner says the replacement took over (within `timeout_s`);
+        None when this runner cannot, and the caller stops and relaunches."""
 
 
 class Notifier(Protocol):

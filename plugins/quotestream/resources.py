@@ -24,6 +24,11 @@ class ResourceResult:
         return f"{self.kind:<20} {self.name:<26} {self.outcome}{suffix}"
 
 
+def service_account_members(email: str) -> list[str]:
+    """The IAM member of a service account, none when the setting is empty."""
+    return [f"serviceAccount:{email}"] if email else []
+
+
 class IncompatibleChange(RuntimeError):
     """The live resource differs in a way that cannot be changed in place."""
 

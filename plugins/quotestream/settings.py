@@ -27,6 +27,9 @@ GOOGLE_APIS = (
 )
 
 
+_AIRFLOW_ACCESS = {"gcp_connection_id", "impersonation_chains"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUOTESTREAM_", extra="ignore")
 
@@ -140,7 +143,9 @@ class Settings(BaseSettings):
     def _split_chains(cls, value: object) -> object:
         if isinstance(value, dict):
             return {
-                api: chain.split(",") if isinstance(chain, str) else chain
+                api: [hop.strip() for hop in chain.split(",") if hop.strip()]
+                if isinstance(chain, str)
+                else chain
                 for api, chain in value.items()
             }
         return value
@@ -192,13 +197,14 @@ class Settings(BaseSettings):
     def for_workers(self) -> str:
         """These settings as JSON for jobs that have no environment of ours (flex templates):
         all of them, so a worker never falls back to a default, except secrets (the relay's
-        key), which no worker needs."""
+        key), which no worker needs, and how Airflow reaches Google: workers act as their own
+        account, never through the connection's or the Composer account's impersonation."""
         secrets = {
             name
             for name, field in type(self).model_fields.items()
             if SecretStr in get_args(field.annotation) or field.annotation is SecretStr
         }
-        return self.model_dump_json(exclude=secrets)
+        return self.model_dump_json(exclude=secrets | _AIRFLOW_ACCESS)
 
     @property
     def pubsub_emulator_host(self) -> str | None:

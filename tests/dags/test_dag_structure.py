@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from quotestream.orchestration import alert_on_failure
+from quotestream.orchestration import alert_on_failure, table_asset_uri
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -60,11 +61,17 @@ def test_task_wiring(dagbag: Any) -> None:
     streaming = dagbag.get_dag("quotestream_streaming")
     assert streaming.task_dict["measure_health"].upstream_task_ids == {"ensure_running"}
     # The google provider's scheme, so Composer's lineage knows the table.
-    quotes = "bigquery://quotestream-local/quotestream/quotes"
+    quotes = table_asset_uri("quotes")
+    assert re.fullmatch(r"bigquery://[a-z][a-z0-9-]+/[a-z_]+/quotes", quotes)
     assert [o.uri for o in streaming.task_dict["measure_health"].outlets] == [quotes]
     assert [
         o.uri for o in dagbag.get_dag("quotestream_backfill").task_dict["backfill"].outlets
     ] == [quotes]
+    check = dagbag.get_dag("quotestream_data_quality").task_dict["check"]
+    assert ([i.uri for i in check.inlets], [o.uri for o in check.outlets]) == (
+        [quotes],
+        [table_asset_uri("dq_results")],
+    )
     deploy = dagbag.get_dag("quotestream_deploy_api")
     assert deploy.task_dict["smoke_test"].upstream_task_ids == {"deploy"}
     backfill = dagbag.get_dag("quotestream_backfill")

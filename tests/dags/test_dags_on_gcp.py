@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.cloud import dataflow_v1beta3 as dataflow
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.settings import Settings
+from tests.standins.dataflow import requested_state
 from tests.standins.google_apis import GoogleApis
 from tests.standins.monitoring import MonitoringStandIn
 from tests.standins.oauth import claims_of, service_account_info
@@ -86,11 +86,6 @@ def restart(dagbag: Any, **conf: Any) -> Any:
     """Every param named: `dag.test()` keeps a previous run's conf in the DAG's params."""
     defaults = {"mode": "default", "transform_name_mappings": {}, "timeout_s": 30}
     return dagbag.get_dag("quotestream_restart").test(run_conf={**defaults, **conf})
-
-
-def requested(call: Any) -> str:
-    value = call.body["requestedState"]
-    return value if isinstance(value, str) else dataflow.JobState(value).name
 
 
 def assert_connection_credentials_on_the_wire(apis: GoogleApis, *kinds: str) -> None:
@@ -230,7 +225,7 @@ def test_restart_on_gcp_stops_as_each_job_needs_then_relaunches(
     assert states(run) == {"restart": "success"}
     (put,) = google_apis.recorder.of("dataflow", "PUT")
     assert put.path.endswith(f"/jobs/{old['id']}")
-    assert requested(put) == stop
+    assert requested_state(put.body) == stop
     first, second = google_apis.dataflow.jobs_named(name)
     assert first["currentState"] == stop
     assert second["currentState"] == "JOB_STATE_RUNNING"
@@ -270,18 +265,19 @@ def test_restart_on_gcp_fails_without_a_second_job_when_the_drain_never_ends(
     ]
 
 
-def test_restart_on_gcp_leaves_the_running_job_alone_when_the_update_is_refused(
+def test_restart_on_gcp_fails_and_leaves_the_job_running_when_the_update_is_incompatible(
     dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
 ) -> None:
     old = google_apis.dataflow.add_job(LOAD)
-    google_apis.recorder.fail("dataflow", "POST", "flexTemplates:launch", 429, times=10)
+    google_apis.dataflow.update_incompatible = True
 
     run = restart(dagbag, job="load", mode="update")
 
     assert states(run) == {"restart": "failed"}
-    assert google_apis.recorder.of("dataflow", "PUT") == []
-    assert google_apis.dataflow.jobs_named(LOAD) == [old]
-    assert old["currentState"] == "JOB_STATE_RUNNING"
+    assert google_apis.recorder.of("dataflow", "PUT") == [], "nothing stopped"
+    first, second = google_apis.dataflow.jobs_named(LOAD)
+    assert (first["id"], first["currentState"]) == (old["id"], "JOB_STATE_RUNNING")
+    assert second["currentState"] == "JOB_STATE_FAILED"
 
 
 def test_teardown_on_gcp_cancels_the_jobs_and_deletes_the_resources(
@@ -296,7 +292,7 @@ def test_teardown_on_gcp_cancels_the_jobs_and_deletes_the_resources(
 
     assert states(run) == {"teardown": "success"}
     puts = google_apis.recorder.of("dataflow", "PUT")
-    assert sorted(requested(put) for put in puts) == ["JOB_STATE_CANCELLED"] * 2
+    assert sorted(requested_state(put.body) for put in puts) == ["JOB_STATE_CANCELLED"] * 2
     warehouse = bootstrap.build_warehouse(gcp_target)
     assert warehouse.delete_dataset() is False, "the dataset is gone already"
     admin = bootstrap.build_messaging_admin(gcp_target)

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.api_core.exceptions import Conflict, NotFound
+from google.api_core.exceptions import Conflict, NotFound, TooManyRequests
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import dataflow_v1beta3 as dataflow
 
 from quotestream import bootstrap
 from quotestream.adapters.gcp.access import ApiAccess
@@ -22,6 +21,7 @@ from quotestream.adapters.gcp.pubsub_iam import PubSubIam
 from quotestream.jobs import JobState, StopMode
 from quotestream.resources import Outcome
 from quotestream.settings import Settings
+from tests.standins.dataflow import requested_state
 from tests.standins.google_apis import GoogleApis
 from tests.standins.monitoring import MonitoringStandIn
 from tests.standins.oauth import service_account_info
@@ -47,11 +47,6 @@ def runner(apis: GoogleApis, cannot_launch: str | None = None) -> DataflowJobRun
         access=access(apis.url),
         cannot_launch=cannot_launch,
     )
-
-
-def state_name(value: int | str) -> str:
-    """The REST clients send enums as numbers ($alt=json;enum-encoding=int)."""
-    return value if isinstance(value, str) else dataflow.JobState(value).name
 
 
 def launches(apis: GoogleApis) -> list[dict[str, Any]]:
@@ -112,7 +107,7 @@ def test_a_stop_requests_drain_or_cancel_and_the_state_machine_is_followed(
 
     (update,) = google_apis.recorder.of("dataflow", "PUT")
     assert update.path == f"/v1b3/projects/proj/locations/us-central1/jobs/{job['id']}"
-    assert state_name(update.body["requestedState"]) == requested
+    assert requested_state(update.body) == requested
     seen = [jobs.find(LOAD).detail for _ in range(3)]
     assert seen[0].endswith(passing)
     assert seen[-1].endswith(final)
@@ -127,7 +122,7 @@ def test_an_update_launch_replaces_the_running_job_with_its_renamed_steps(
     old = google_apis.dataflow.add_job(LOAD)
     jobs = runner(google_apis)
 
-    new = jobs.replace(LOAD, "load", [], {"Bars/Window": "Bars/FixedWindows"})
+    new = jobs.replace(LOAD, "load", [], {"Bars/Window": "Bars/FixedWindows"}, timeout_s=5)
 
     (parameter,) = launches(google_apis)
     assert parameter["update"] is True
@@ -139,14 +134,34 @@ def test_an_update_launch_replaces_the_running_job_with_its_renamed_steps(
     assert jobs.find(LOAD).state is JobState.RUNNING
 
 
-def test_a_refused_launch_sends_nothing_and_a_transient_error_surfaces(
+def test_an_update_dataflow_finds_incompatible_fails_and_leaves_the_job_running(
+    google_apis: GoogleApis,
+) -> None:
+    old = google_apis.dataflow.add_job(LOAD)
+    google_apis.dataflow.update_incompatible = True
+    jobs = runner(google_apis)
+
+    with pytest.raises(RuntimeError, match=f"refused the update .* {old['id']} keeps running"):
+        jobs.replace(LOAD, "load", [], {}, timeout_s=5)
+
+    assert [j["currentState"] for j in google_apis.dataflow.jobs_named(LOAD)] == [
+        "JOB_STATE_RUNNING",
+        "JOB_STATE_FAILED",
+    ]
+
+
+def test_a_launch_refused_here_sends_nothing_and_one_refused_by_dataflow_surfaces(
     google_apis: GoogleApis,
 ) -> None:
     with pytest.raises(LaunchRefused, match="QUOTESTREAM_DATAFLOW_IMAGE"):
         runner(google_apis, "needs QUOTESTREAM_DATAFLOW_IMAGE").launch(LOAD, "load", [])
     assert launches(google_apis) == []
+    # Another launcher won the race for the name between our look-up and our launch.
     google_apis.recorder.fail("dataflow", "POST", "flexTemplates:launch", 409)
     with pytest.raises(Conflict):
+        runner(google_apis).launch(LOAD, "load", [])
+    google_apis.recorder.fail("dataflow", "POST", "flexTemplates:launch", 429)
+    with pytest.raises(TooManyRequests):
         runner(google_apis).launch(LOAD, "load", [])
     assert google_apis.dataflow.jobs_named(LOAD) == []
 
@@ -173,7 +188,7 @@ def test_a_deploy_creates_then_updates_the_private_service(google_apis: GoogleAp
     google_apis.secrets.add_version("relay-key", b"k" * 32)
 
     created = deployer(google_apis).deploy()
-    updated = deployer(google_apis, invokers=[DATAFLOW_WORKERS]).deploy()
+    updated = deployer(google_apis).deploy()
 
     assert [(r.kind, r.outcome) for r in created] == [
         ("cloud run service", Outcome.CREATED),
@@ -232,10 +247,18 @@ def test_a_revision_that_fails_is_reported_by_the_deploy_and_by_url(
 
 def test_a_concurrent_policy_change_is_merged_not_overwritten(google_apis: GoogleApis) -> None:
     google_apis.secrets.add_version("relay-key", b"k" * 32)
-    google_apis.recorder.fail("run", "POST", ":setIamPolicy", 409)
-    deployer(google_apis).deploy()
-    assert len(google_apis.recorder.of("run", "POST", ":setIamPolicy")) == 2
-    assert len(google_apis.recorder.of("run", "GET", ":getIamPolicy")) == 2
+    someone_else = {"role": "roles/run.viewer", "members": ["user:ops@example.com"]}
+    google_apis.run.iam.concurrent_binding = someone_else
+
+    _, invokers = deployer(google_apis).deploy()
+
+    assert invokers.outcome is Outcome.UPDATED
+    assert len(google_apis.recorder.of("run", "POST", ":setIamPolicy")) == 2, "one refused"
+    reads = google_apis.recorder.of("run", "GET", ":getIamPolicy")
+    assert [r.query["options.requestedPolicyVersion"] for r in reads] == [["3"], ["3"]]
+    assert sorted(google_apis.run.policies[SERVICE]["bindings"], key=str) == sorted(
+        [someone_else, {"role": "roles/run.invoker", "members": [DATAFLOW_WORKERS]}], key=str
+    )
 
 
 def test_the_backlog_comes_from_the_newest_monitoring_points(monitoring: MonitoringStandIn) -> None:

@@ -40,6 +40,7 @@ class DataflowState:
         self.page_size = 2  # small, so that clients have to follow nextPageToken
         self.settle_reads = 2  # a drain or cancel shows its final state from this read on
         self.stuck_draining = False  # drains never finish, as with a pipeline that cannot
+        self.update_incompatible = False  # update launches are accepted, then their job fails
         self.jobs: dict[str, dict[str, Any]] = {}
         self._settling: dict[str, list[Any]] = {}  # job id -> [final state, reads left]
         self._created = 0
@@ -50,6 +51,7 @@ class DataflowState:
             self.page_size = 2
             self.settle_reads = 2
             self.stuck_draining = False
+            self.update_incompatible = False
             self.jobs.clear()
             self._settling.clear()
 
@@ -110,7 +112,11 @@ class DataflowState:
                 return {}  # a dry run launches nothing, so answers no job
             job = self._create(name, "JOB_STATE_RUNNING", None)
             job["launchParameter"] = copy.deepcopy(parameter)
-            if replaced is not None:
+            if replaced is not None and self.update_incompatible:
+                # Dataflow checks compatibility after accepting the launch: the replacement
+                # fails and the running job carries on untouched.
+                self._set_state(job, "JOB_STATE_FAILED")
+            elif replaced is not None:
                 self._set_state(replaced, "JOB_STATE_UPDATED")
                 replaced["replacedByJobId"] = job["id"]
                 job["replaceJobId"] = replaced["id"]
@@ -244,3 +250,9 @@ def router(state: DataflowState) -> APIRouter:
         return state.update_job(project_id, location, job_id, body)
 
     return api
+
+
+def requested_state(body: dict[str, Any]) -> str:
+    """The state a job update asked for, by name: the REST clients send enums as numbers
+    ($alt=json;enum-encoding=int)."""
+    return enum_name(JobState, body["requestedState"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,7 +18,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from quotestream.adapters.local.processes import free_port
 from tests.standins import cloud_run, dataflow, oauth, pubsub_iam, resource_manager, secret_manager
 from tests.standins.recorder import Call, Recorder
 from tests.standins.wire import ApiError, error_response
@@ -135,13 +135,13 @@ async def _invalid_request(request: Request, error: Exception) -> Response:
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """`app` on a free loopback port, in a thread, for the length of the block."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
-        )
+    # Bound here on port 0, so no other process can take the port between choice and bind.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [listener]}, name=f"standins-{port}", daemon=True
     )
-    thread = threading.Thread(target=server.run, name=f"standins-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
@@ -153,3 +153,4 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        listener.close()

@@ -18,6 +18,8 @@ class IamPolicies:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.policies: dict[str, dict[str, Any]] = {}  # by full resource name
+        # Someone else's binding, made between the next read and the set that follows it.
+        self.concurrent_binding: dict[str, Any] | None = None
         self._sets = 0
 
     def get(self, resource: str) -> dict[str, Any]:
@@ -30,6 +32,9 @@ class IamPolicies:
         sent = request.get("policy") or {}
         fields = [path for path in request.get("updateMask", "bindings,etag").split(",") if path]
         with self._lock:
+            if self.concurrent_binding is not None:
+                binding, self.concurrent_binding = self.concurrent_binding, None
+                self._store(resource, {"bindings": [binding]}, ["bindings"])
             current = self.policies.get(resource, {"version": 1, "etag": EMPTY_ETAG})
             if sent.get("etag") and sent["etag"] != current["etag"]:
                 raise ApiError(
@@ -38,19 +43,23 @@ class IamPolicies:
                     "There were concurrent policy changes. Please retry the whole "
                     "read-modify-write with exponential backoff.",
                 )
-            policy = copy.deepcopy(current)
-            for field in fields:
-                if field == "etag":
-                    continue
-                if field in sent:
-                    policy[field] = copy.deepcopy(sent[field])
-                else:
-                    policy.pop(field, None)
-            self._sets += 1
-            policy["etag"] = base64.b64encode(f"standin-{self._sets}".encode()).decode()
-            self.policies[resource] = policy
-            return copy.deepcopy(policy)
+            return self._store(resource, sent, fields)
+
+    def _store(self, resource: str, sent: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+        policy = copy.deepcopy(self.policies.get(resource, {"version": 1, "etag": EMPTY_ETAG}))
+        for field in fields:
+            if field == "etag":
+                continue
+            if field in sent:
+                policy[field] = copy.deepcopy(sent[field])
+            else:
+                policy.pop(field, None)
+        self._sets += 1
+        policy["etag"] = base64.b64encode(f"standin-{self._sets}".encode()).decode()
+        self.policies[resource] = policy
+        return copy.deepcopy(policy)
 
     def reset(self) -> None:
         with self._lock:
             self.policies.clear()
+            self.concurrent_binding = None

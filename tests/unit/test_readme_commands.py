@@ -28,6 +28,7 @@ OWNED_ROLES = {"roles/pubsub.publisher", "roles/pubsub.subscriber", "roles/pubsu
 GRANT_TARGETS = {
     ("projects", "add-iam-policy-binding"),
     ("iam", "service-accounts"),
+    ("iam", "roles"),
     ("storage", "buckets"),
     ("artifacts", "repositories"),
     ("secrets", "add-iam-policy-binding"),
@@ -80,10 +81,18 @@ def check_grant(arguments: list[str]) -> None:
     if arguments[:3] == ["iam", "service-accounts", "create"]:
         assert arguments[3] in ACCOUNTS, f"not a component's account: {arguments[3]}"
         return
-    assert "add-iam-policy-binding" in arguments[:3], f"not a grant: {arguments}"
     flags = dict(a.removeprefix("--").split("=", 1) for a in arguments if a.startswith("--"))
-    assert re.fullmatch(r"roles/[a-z][a-zA-Z.]+", flags["role"]), flags
+    if arguments[:3] == ["iam", "roles", "create"]:
+        # Only what provisioning and the deploy need to own their resources' IAM.
+        permissions = set(flags["permissions"].split(","))
+        assert all(p.endswith(("getIamPolicy", "setIamPolicy")) for p in permissions), flags
+        assert {p.split(".")[0] for p in permissions} == {"pubsub", "run"}, flags
+        return
+    assert "add-iam-policy-binding" in arguments[:3], f"not a grant: {arguments}"
+    custom = "projects/$PROJECT/roles/"
+    assert re.fullmatch(rf"(roles/|{re.escape(custom)})[a-z][a-zA-Z.]+", flags["role"]), flags
     assert flags["role"] not in OWNED_ROLES, f"{flags['role']} is granted by quotestream itself"
+    assert not flags["role"].endswith(".admin"), f"least privilege: {flags['role']}"
     assert flags["member"] in {"$API", "$WORKERS", "$COMPOSER"}, flags
 
 

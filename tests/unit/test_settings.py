@@ -54,6 +54,18 @@ def test_workers_get_every_setting_but_the_relay_key() -> None:
     assert on_a_worker == settings.model_copy(update={"api_key": None})
 
 
+def test_workers_act_as_themselves_not_through_airflow_s_impersonation() -> None:
+    settings = Settings(
+        target="gcp",
+        project="p",
+        gcp_connection_id="composer_google",
+        impersonation_chains={"dataflow": ("quotestream-composer@p.iam.gserviceaccount.com",)},
+    )
+    on_a_worker = json.loads(settings.for_workers())
+    assert "impersonation_chains" not in on_a_worker
+    assert "gcp_connection_id" not in on_a_worker
+
+
 @pytest.mark.parametrize(
     "api_url",
     [
@@ -74,7 +86,7 @@ def test_on_gcp_the_api_is_never_called_at_a_loopback_or_plain_http_address(
 def test_google_access_settings_come_as_json_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QUOTESTREAM_IMPERSONATION_CHAINS", '{"dataflow": "a@p.iam,b@p.iam"}')
+    monkeypatch.setenv("QUOTESTREAM_IMPERSONATION_CHAINS", '{"dataflow": "a@p.iam, b@p.iam"}')
     monkeypatch.setenv("QUOTESTREAM_GOOGLE_API_ENDPOINTS", '{"run": "http://127.0.0.1:9"}')
     monkeypatch.setenv("QUOTESTREAM_API_INVOKERS", "serviceAccount:c@p.iam, user:d@example.com")
     settings = Settings()

@@ -72,6 +72,16 @@ def test_health_is_good_when_everything_flows() -> None:
     assert report.figures["backlog"].startswith("not measured")
 
 
+def test_freshly_launched_jobs_get_time_before_staleness_counts() -> None:
+    runner = InMemoryJobRunner()
+    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    for name, job in list(runner.jobs.items()):
+        runner.jobs[name] = type(job)(job.name, job.job_id, job.state, int(NOW * 1000) - 60_000)
+    report = service(runner, FixedWarehouse(None, 0, 0)).health()
+    assert report.healthy, report.problems
+    assert report.figures["settling_after_launch"] is True
+
+
 def test_restart_stops_waits_and_relaunches_under_the_same_name() -> None:
     runner = InMemoryJobRunner()
     service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
@@ -93,7 +103,7 @@ def test_a_plain_restart_cancels_the_extract_and_drains_the_load() -> None:
 @pytest.mark.parametrize(
     ("in_place", "stops"), [(True, []), (False, [("quotestream-load", "drain")])]
 )
-def test_an_update_replaces_in_place_where_the_runner_can_else_drains_and_relaunches(
+def test_an_update_replaces_in_place_where_the_runner_can_else_restarts_plainly(
     in_place: bool, stops: list[tuple[str, str]]
 ) -> None:
     runner = InMemoryJobRunner(in_place=in_place)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 from quotestream.domain.schemas import ALL_TABLES
 from quotestream.ports import MessagingAdmin, MessagingIam, Warehouse
-from quotestream.resources import ResourceResult, SubscriptionSpec
+from quotestream.resources import ResourceResult, SubscriptionSpec, service_account_members
 from quotestream.settings import Settings
 
 
@@ -26,10 +26,6 @@ def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
             ack_deadline_s=settings.ack_deadline_s,
         ),
     )
-
-
-def service_account(email: str) -> list[str]:
-    return [f"serviceAccount:{email}"] if email else []
 
 
 class ProvisionService:
@@ -61,8 +57,8 @@ class ProvisionService:
         resources they use, not on the project."""
         settings = self._settings
         agent = [iam.service_agent()]
-        workers = service_account(settings.dataflow_service_account)
-        api = service_account(settings.api_service_account)
+        workers = service_account_members(settings.dataflow_service_account)
+        api = service_account_members(settings.api_service_account)
         yield iam.grant_on_topic(
             settings.quotes_topic,
             {"roles/pubsub.publisher": workers + api, "roles/pubsub.viewer": api},

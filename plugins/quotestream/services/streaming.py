@@ -150,13 +150,12 @@ class RestartService:
         self, pipeline: str, timeout_s: float, renamed: Mapping[str, str] | None = None
     ) -> tuple[Job | None, Job]:
         """Replace the running job in place where the runner can (Dataflow keeps its state
-        and its unacknowledged messages); otherwise drain and relaunch. A job that is not
-        running is simply launched."""
+        and its unacknowledged messages); otherwise restart it as a plain restart does. A job
+        that is not running is simply launched."""
         name = JOB_NAMES[pipeline]
         before = self._runner.find(name)
-        if before is None or before.state is not JobState.RUNNING:
-            return self.restart(pipeline, StopMode.DRAIN, timeout_s)
-        replaced = self._runner.replace(name, pipeline, [], renamed or {})
-        if replaced is None:
-            return self.restart(pipeline, StopMode.DRAIN, timeout_s)
-        return before, replaced
+        if before is not None and before.state is JobState.RUNNING:
+            replaced = self._runner.replace(name, pipeline, [], renamed or {}, timeout_s)
+            if replaced is not None:
+                return before, replaced
+        return self.restart(pipeline, None, timeout_s)

@@ -3,6 +3,7 @@ replaced in place by update launches."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,11 @@ _STATES = {
     _S.JOB_STATE_FAILED: JobState.FAILED,
     _S.JOB_STATE_CANCELLED: JobState.CANCELLED,
 }
+
+
+def _state_name(state: Any) -> str:
+    """proto-plus hands a state this client does not know out as a bare number."""
+    return str(getattr(state, "name", state))
 
 
 def _ms(timestamp: Any) -> int:
@@ -57,6 +63,7 @@ class DataflowJobRunner:
         self._parameters = dict(parameters)
         self._environment = dict(environment)
         self._cannot_launch = cannot_launch
+        self.poll_s = 5.0
         self._jobs = dataflow.JobsV1Beta3Client(**access.client_kwargs())
         self._launcher = dataflow.FlexTemplatesServiceClient(**access.client_kwargs())
 
@@ -69,6 +76,7 @@ class DataflowJobRunner:
                     "project_id": self._project,
                     "location": self._region,
                     "filter": dataflow.ListJobsRequest.Filter.ALL,
+                    "name": name,
                 }
             )
             if job.name == name
@@ -79,7 +87,7 @@ class DataflowJobRunner:
         # An unknown state is treated as still stopping: never launch a second copy on a guess.
         state = _STATES.get(newest.current_state, JobState.STOPPING)
         started = _ms(newest.create_time)
-        return Job(name, newest.id, state, started, _S(newest.current_state).name)
+        return Job(name, newest.id, state, started, _state_name(newest.current_state))
 
     def launch(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
         current = self.find(name)
@@ -88,16 +96,45 @@ class DataflowJobRunner:
         return self._launch(name, pipeline, args, {})
 
     def replace(
-        self, name: str, pipeline: str, args: Sequence[str], renamed: Mapping[str, str]
+        self,
+        name: str,
+        pipeline: str,
+        args: Sequence[str],
+        renamed: Mapping[str, str],
+        timeout_s: float,
     ) -> Job | None:
         """An update launch: Dataflow starts the new job from the running one's state (windows,
         timers, unacknowledged messages) and ends the old one as JOB_STATE_UPDATED. `renamed`
-        maps old transform names to new ones for steps the new code renamed."""
+        maps old transform names to new ones for steps the new code renamed. Dataflow checks
+        compatibility after accepting the launch, so this waits for the verdict."""
         current = self.find(name)
         if current is None or current.state is not JobState.RUNNING:
             raise RuntimeError(f"job {name} is not running: nothing to update in place")
         update = {"update": True, "transform_name_mappings": dict(renamed)}
-        return self._launch(name, pipeline, args, update)
+        replacement = self._launch(name, pipeline, args, update)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            new = self._state_of(replacement.job_id)
+            if _STATES.get(new) in (JobState.FAILED, JobState.CANCELLED):
+                raise RuntimeError(
+                    f"Dataflow refused the update of {name}: its replacement "
+                    f"{replacement.job_id} is {_state_name(new)} (its log says why); "
+                    f"{current.job_id} keeps running"
+                )
+            if self._state_of(current.job_id) == _S.JOB_STATE_UPDATED:
+                return replacement
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{name}: no verdict on the update after {timeout_s:.0f} s "
+                    f"({replacement.job_id} is {_state_name(new)})"
+                )
+            time.sleep(self.poll_s)
+
+    def _state_of(self, job_id: str) -> Any:
+        job = self._jobs.get_job(
+            request={"project_id": self._project, "location": self._region, "job_id": job_id}
+        )
+        return job.current_state
 
     def _launch(
         self, name: str, pipeline: str, args: Sequence[str], update: Mapping[str, Any]

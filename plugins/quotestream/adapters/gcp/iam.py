@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,12 @@ def grant(
     fail (409 ABORTED; over REST the client raises Conflict) instead of being overwritten: then
     it is read and merged again."""
     for attempt in range(_ATTEMPTS):
-        policy = client.get_iam_policy(request={"resource": resource})
+        # Version 3 keeps conditional bindings intact; a v1 read of a policy holding any
+        # would come back rewritten, and could not be written back.
+        policy = client.get_iam_policy(
+            request={"resource": resource, "options": {"requested_policy_version": 3}}
+        )
+        policy.version = 3
         added = _merge(policy, wanted)
         if not added:
             return ResourceResult("iam policy", label, Outcome.EXISTS)
@@ -29,6 +35,7 @@ def grant(
         except Conflict:
             if attempt == _ATTEMPTS - 1:
                 raise
+            time.sleep(0.5 * 2**attempt)
             continue
         return ResourceResult("iam policy", label, Outcome.UPDATED, "granted " + "; ".join(added))
     raise AssertionError("unreachable")

@@ -28,12 +28,16 @@ class IdentityTokens:
     def _fetch(self) -> str:
         import google.auth.transport.requests
         import google.oauth2.id_token
-        from google.auth import impersonated_credentials
+        from google.auth import compute_engine, impersonated_credentials
         from google.oauth2 import service_account
 
         request = google.auth.transport.requests.Request()
         source = self._credentials
         minter: Any
+        if source is None or isinstance(source, compute_engine.Credentials):
+            # Application Default Credentials, or the metadata server's account (Composer's
+            # default connection, Dataflow workers): the same identity either way.
+            return str(google.oauth2.id_token.fetch_id_token(request, self._audience))  # type: ignore[no-untyped-call]
         if isinstance(source, service_account.Credentials):
             minter = service_account.IDTokenCredentials(  # type: ignore[no-untyped-call]
                 source.signer,
@@ -46,8 +50,11 @@ class IdentityTokens:
                 source, target_audience=self._audience, include_email=True
             )
         else:
-            # Application Default Credentials: a key file, or the metadata server (Composer,
-            # Dataflow workers).
-            return str(google.oauth2.id_token.fetch_id_token(request, self._audience))  # type: ignore[no-untyped-call]
+            # Falling back to ADC here would call the API as another identity than the one
+            # the task was given.
+            raise TypeError(
+                f"cannot mint an identity token for the private API from {type(source).__name__}"
+                " credentials: use a service account (key, attached or impersonated)"
+            )
         minter.refresh(request)
         return str(minter.token)

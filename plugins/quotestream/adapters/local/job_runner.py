@@ -57,7 +57,12 @@ class LocalJobRunner:
             return self._start(name, pipeline, args)
 
     def replace(
-        self, name: str, pipeline: str, args: Sequence[str], renamed: Mapping[str, str]
+        self,
+        name: str,
+        pipeline: str,
+        args: Sequence[str],
+        renamed: Mapping[str, str],
+        timeout_s: float,
     ) -> Job | None:
         """The DirectRunner keeps no state to hand over: the caller drains and relaunches."""
         return None
