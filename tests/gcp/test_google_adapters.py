@@ -108,6 +108,8 @@ def test_a_stop_requests_drain_or_cancel_and_the_state_machine_is_followed(
     (update,) = google_apis.recorder.of("dataflow", "PUT")
     assert update.path == f"/v1b3/projects/proj/locations/us-central1/jobs/{job['id']}"
     assert requested_state(update.body) == requested
+    # The reference: a state request and an update mask together are an error.
+    assert "updateMask" not in update.query
     seen = [jobs.find(LOAD).detail for _ in range(3)]
     assert seen[0].endswith(passing)
     assert seen[-1].endswith(final)
