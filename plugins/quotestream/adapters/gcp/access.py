@@ -2,8 +2,8 @@
 
 Inside an Airflow task the credentials come from an Airflow connection through the google
 provider's base hook (with its impersonation chain), as every Composer DAG gets them; anywhere
-else (Beam workers, the CLI) from Application Default Credentials, impersonating the chain
-when one is set.
+else (the CLI, Beam workers) from Application Default Credentials, impersonating the chain
+when one is set (the workers' settings never carry one).
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ _STATES = {
 }
 
 
+# How often an update's verdict is asked for: Dataflow takes minutes to hand a job over.
+_POLL_S = 5.0
+
+
 def _state_name(state: Any) -> str:
     """proto-plus hands a state this client does not know out as a bare number."""
     return str(getattr(state, "name", state))
@@ -63,7 +67,6 @@ class DataflowJobRunner:
         self._parameters = dict(parameters)
         self._environment = dict(environment)
         self._cannot_launch = cannot_launch
-        self.poll_s = 5.0
         self._jobs = dataflow.JobsV1Beta3Client(**access.client_kwargs())
         self._launcher = dataflow.FlexTemplatesServiceClient(**access.client_kwargs())
 
@@ -128,7 +131,7 @@ class DataflowJobRunner:
                     f"{name}: no verdict on the update after {timeout_s:.0f} s "
                     f"({replacement.job_id} is {_state_name(new)})"
                 )
-            time.sleep(self.poll_s)
+            time.sleep(_POLL_S)
 
     def _state_of(self, job_id: str) -> Any:
         job = self._jobs.get_job(
