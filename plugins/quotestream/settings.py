@@ -27,6 +27,11 @@ GOOGLE_APIS = (
 )
 
 
+def _comma_list(text: str) -> tuple[str, ...]:
+    """How the environment writes a list: "a, b" -> ("a", "b")."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 _AIRFLOW_ACCESS = {"gcp_connection_id", "impersonation_chains"}
 
 
@@ -124,9 +129,7 @@ class Settings(BaseSettings):
     @field_validator("api_invokers", mode="before")
     @classmethod
     def _split_members(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(member.strip() for member in value.split(",") if member.strip())
-        return value
+        return _comma_list(value) if isinstance(value, str) else value
 
     @field_validator("api_invokers")
     @classmethod
@@ -143,9 +146,7 @@ class Settings(BaseSettings):
     def _split_chains(cls, value: object) -> object:
         if isinstance(value, dict):
             return {
-                api: [hop.strip() for hop in chain.split(",") if hop.strip()]
-                if isinstance(chain, str)
-                else chain
+                api: _comma_list(chain) if isinstance(chain, str) else chain
                 for api, chain in value.items()
             }
         return value

@@ -111,6 +111,20 @@ def test_a_pull_takes_what_is_there_with_receipts_and_acknowledges_nothing() -> 
     assert subscriber.acked == []
 
 
+def load_in_turn(batches: list[list[RawMessage]], name: str, *, acknowledge: bool = False) -> None:
+    """Each batch through its own load pipeline (a job run, then the next after a crash),
+    writing to the shared warehouse `name`; acknowledging what was stored if asked."""
+    for batch in batches:
+        with direct_pipeline(streaming=True) as pipeline:
+            loaded = (
+                pipeline
+                | beam.Create(batch)
+                | LoadQuotes(partial(shared_forgetful_warehouse, name))
+            )
+            if acknowledge:
+                acknowledge_stored(loaded, name)
+
+
 def test_each_message_is_acknowledged_once_its_row_is_stored_and_never_twice_stored() -> None:
     name = f"ack-{uuid.uuid4()}"
     warehouse = shared_forgetful_warehouse(name)
@@ -129,14 +143,7 @@ def test_each_message_is_acknowledged_once_its_row_is_stored_and_never_twice_sto
     # them, and 20 never stored, come again after the ack deadline.
     first = delivered(good[:40] + bad, 1)
     again = delivered(good + bad, 2)
-    for batch in (first, again):
-        with direct_pipeline(streaming=True) as pipeline:
-            loaded = (
-                pipeline
-                | beam.Create(batch)
-                | LoadQuotes(partial(shared_forgetful_warehouse, name))
-            )
-            acknowledge_stored(loaded, name)
+    load_in_turn([first, again], name, acknowledge=True)
 
     assert sorted(subscriber.acked) == sorted(m.receipt.ack_id for m in first + again)
     quotes = [r["event_id"] for r in warehouse.rows("quotes")]
@@ -221,13 +228,7 @@ def test_a_redelivered_young_quote_is_looked_up_and_stored_once() -> None:
     young = fresh_messages(12)
     first = [m._replace(receipt=Receipt(f"{m.message_id}@1", redelivered=False)) for m in young]
     again = [m._replace(receipt=Receipt(f"{m.message_id}@2", redelivered=True)) for m in young]
-    for batch in (first, again):
-        with direct_pipeline(streaming=True) as pipeline:
-            _ = (
-                pipeline
-                | beam.Create(batch)
-                | LoadQuotes(partial(shared_forgetful_warehouse, name))
-            )
+    load_in_turn([first, again], name)
 
     assert sorted(r["event_id"] for r in warehouse.rows("quotes")) == sorted(
         m.attributes["event_id"] for m in young

@@ -29,6 +29,7 @@ from quotestream.jobs import StopMode
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from tests.conftest import SEED
+from tests.dags.runs import states
 from tests.local_runs import wait_until
 
 pytestmark = pytest.mark.integration
@@ -56,10 +57,6 @@ def local_target(
     }.items():
         monkeypatch.setenv(key, value)
     return Settings()
-
-
-def states(run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def test_provision_through_the_airflow_cli(airflow_db: None, local_target: Settings) -> None:

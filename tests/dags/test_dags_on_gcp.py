@@ -18,10 +18,11 @@ import pytest
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.settings import Settings
-from tests.standins.dataflow import requested_state
+from tests.dags.runs import states
+from tests.standins.dataflow import launch_parameters, requested_state
 from tests.standins.google_apis import GoogleApis
 from tests.standins.monitoring import MonitoringStandIn
-from tests.standins.oauth import claims_of, service_account_info
+from tests.standins.oauth import claims_of, key_file, service_account_info
 
 pytestmark = [pytest.mark.gcp, pytest.mark.integration]
 
@@ -55,12 +56,11 @@ def gcp_target(
     key = service_account_info(token_uri, CONNECTION_ACCOUNT)
     # Outside Airflow (the test's own setup calls) the adapters use Application Default
     # Credentials: another account, so the calls of each are told apart.
-    adc = tmp_path / "adc.json"
-    adc.write_text(json.dumps(service_account_info(token_uri, ADC_ACCOUNT)))
+    adc = key_file(tmp_path / "adc.json", token_uri, ADC_ACCOUNT)
     connection = {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}
     for name, value in {
         "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(connection),
-        "GOOGLE_APPLICATION_CREDENTIALS": str(adc),
+        "GOOGLE_APPLICATION_CREDENTIALS": adc,
         "QUOTESTREAM_TARGET": "gcp",
         "QUOTESTREAM_PROJECT": project,
         "QUOTESTREAM_MESSAGE_ORDERING": "false",
@@ -76,10 +76,6 @@ def gcp_target(
     }.items():
         monkeypatch.setenv(name, value)
     return Settings()
-
-
-def states(run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def restart(dagbag: Any, **conf: Any) -> Any:
@@ -193,7 +189,7 @@ def test_streaming_on_gcp_launches_each_job_once_and_alerts_on_the_backlog(
         "alert_if_unhealthy": "failed",
     }
 
-    launched = [c.body["launchParameter"] for c in google_apis.recorder.of("dataflow", "POST")]
+    launched = launch_parameters(google_apis.recorder)
     assert sorted(p["jobName"] for p in launched) == [EXTRACT, LOAD], "one launch each"
     load = next(p for p in launched if p["jobName"] == LOAD)
     assert load["containerSpecGcsPath"] == "gs://standin-bucket/templates/load_quotes.json"
@@ -229,7 +225,7 @@ def test_restart_on_gcp_stops_as_each_job_needs_then_relaunches(
     first, second = google_apis.dataflow.jobs_named(name)
     assert first["currentState"] == stop
     assert second["currentState"] == "JOB_STATE_RUNNING"
-    launch = google_apis.recorder.of("dataflow", "POST")[0].body["launchParameter"]
+    (launch,) = launch_parameters(google_apis.recorder)
     assert "update" not in launch
 
 
@@ -243,7 +239,7 @@ def test_restart_on_gcp_updates_the_load_in_place(
 
     assert states(run) == {"restart": "success"}
     assert google_apis.recorder.of("dataflow", "PUT") == [], "an update stops nothing"
-    launch = google_apis.recorder.of("dataflow", "POST")[0].body["launchParameter"]
+    (launch,) = launch_parameters(google_apis.recorder)
     assert (launch["update"], launch["transformNameMappings"]) == (True, renamed)
     first, second = google_apis.dataflow.jobs_named(LOAD)
     assert (first["id"], first["currentState"]) == (old["id"], "JOB_STATE_UPDATED")

@@ -4,7 +4,6 @@ checked against Google's public REST reference (field names, requested states, m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ from quotestream.adapters.gcp.pubsub_iam import PubSubIam
 from quotestream.jobs import JobState, StopMode
 from quotestream.resources import Outcome
 from quotestream.settings import Settings
-from tests.standins.dataflow import requested_state
+from tests.standins.dataflow import launch_parameters, requested_state
 from tests.standins.google_apis import GoogleApis
 from tests.standins.monitoring import MonitoringStandIn
-from tests.standins.oauth import service_account_info
+from tests.standins.oauth import key_file
 
 pytestmark = pytest.mark.gcp
 
@@ -50,7 +49,7 @@ def runner(apis: GoogleApis, cannot_launch: str | None = None) -> DataflowJobRun
 
 
 def launches(apis: GoogleApis) -> list[dict[str, Any]]:
-    return [call.body["launchParameter"] for call in apis.recorder.of("dataflow", "POST")]
+    return launch_parameters(apis.recorder)
 
 
 def test_find_follows_the_pages_and_takes_the_newest_job_of_the_name(
@@ -324,9 +323,8 @@ def test_a_gcp_job_runner_stops_jobs_without_the_launch_settings_but_refuses_to_
     loopback_only_google_auth: None,
 ) -> None:
     """Built by bootstrap as the DAGs build it, with Application Default Credentials."""
-    key = tmp_path / "adc.json"
-    key.write_text(json.dumps(service_account_info(f"{google_apis.url}/token")))
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    adc = key_file(tmp_path / "adc.json", f"{google_apis.url}/token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", adc)
     google_apis.dataflow.add_job(LOAD)
     settings = Settings(
         target="gcp",

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from google.cloud.dataflow_v1beta3 import JobState, ListJobsRequest
 
+from tests.standins.recorder import Recorder
 from tests.standins.wire import ApiError, enum_name, now, rfc3339
 
 TERMINAL = frozenset(
@@ -256,3 +257,8 @@ def requested_state(body: dict[str, Any]) -> str:
     """The state a job update asked for, by name: the REST clients send enums as numbers
     ($alt=json;enum-encoding=int)."""
     return enum_name(JobState, body["requestedState"])
+
+
+def launch_parameters(recorder: Recorder) -> list[dict[str, Any]]:
+    """The launch parameters of every flex-template launch, as they went over the wire."""
+    return [call.body["launchParameter"] for call in recorder.of("dataflow", "POST") if call.body]

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+DEFAULT_ACCOUNT = "quotestream-tests@standin-project.iam.gserviceaccount.com"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
@@ -92,7 +94,7 @@ def router(state: OAuthState) -> APIRouter:
 
 def service_account_info(
     token_uri: str,
-    email: str = "quotestream-tests@standin-project.iam.gserviceaccount.com",
+    email: str = DEFAULT_ACCOUNT,
     project_id: str = "standin-project",
 ) -> dict[str, str]:
     """A service-account key, its private key fresh, whose credentials refresh at `token_uri`."""
@@ -111,3 +113,9 @@ def service_account_info(
         "client_id": str(int(uuid.uuid4().hex[:20], 16)),
         "token_uri": token_uri,
     }
+
+
+def key_file(path: Path, token_uri: str, email: str = DEFAULT_ACCOUNT) -> str:
+    """`service_account_info` written where GOOGLE_APPLICATION_CREDENTIALS can name it."""
+    path.write_text(json.dumps(service_account_info(token_uri, email)))
+    return str(path)

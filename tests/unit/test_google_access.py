@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from google.auth import impersonated_credentials
 from quotestream import bootstrap
 from quotestream.adapters.gcp.access import in_airflow_task
 from quotestream.settings import Settings
-from tests.standins.oauth import service_account_info
+from tests.standins.oauth import key_file
 
 pytestmark = pytest.mark.unit
 
@@ -19,9 +18,8 @@ pytestmark = pytest.mark.unit
 def test_outside_airflow_the_chain_is_impersonated_from_application_default_credentials(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    key = tmp_path / "adc.json"
-    key.write_text(json.dumps(service_account_info("http://127.0.0.1:9/token")))
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    adc = key_file(tmp_path / "adc.json", "http://127.0.0.1:9/token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", adc)
     chain = ("hop@p.iam.gserviceaccount.com", "quotestream-composer@p.iam.gserviceaccount.com")
     settings = Settings(
         target="gcp",

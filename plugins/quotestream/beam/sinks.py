@@ -65,7 +65,7 @@ class InsertRowsFn(beam.DoFn):
         # up, so a row whose insert id BigQuery forgot while we waited is looked up too.
         for attempt in itertools.count():
             try:
-                stored, errors = self._insert_new(batch)
+                stored, inserted, errors = self._insert_new(batch)
                 break
             except _TRANSIENT as error:
                 pause = min(2.0**attempt, 30.0)
@@ -73,8 +73,6 @@ class InsertRowsFn(beam.DoFn):
                 time.sleep(pause)
         self.already_stored.inc(len(stored))
         yield from stored
-        skipped = {id(item) for item in stored}
-        inserted = [item for item in batch if id(item) not in skipped]
         self.written.inc(len(inserted) - len(errors))
         self.rejected.inc(len(errors))
         refused = {error["index"]: error for error in errors}
@@ -84,9 +82,12 @@ class InsertRowsFn(beam.DoFn):
             else:
                 yield item
 
-    def _insert_new(self, batch: list[Tracked]) -> tuple[list[Tracked], list[dict[str, Any]]]:
-        """Inserts the items not stored yet: (those found stored, BigQuery's per-row errors
-        indexed over the rest). Only rows BigQuery refuses become dead letters."""
+    def _insert_new(
+        self, batch: list[Tracked]
+    ) -> tuple[list[Tracked], list[Tracked], list[dict[str, Any]]]:
+        """Inserts the items not stored yet: (those found stored, those inserted, BigQuery's
+        per-row errors indexed over the inserted). Only rows BigQuery refuses become dead
+        letters."""
         stored = self._stored_earlier(batch)
         if stored:
             log.info(
@@ -95,12 +96,12 @@ class InsertRowsFn(beam.DoFn):
                 self._table,
             )
         skipped = {id(item) for item in stored}
-        rows = [item.value for item in batch if id(item) not in skipped]
-        if not rows:
-            return stored, []
-        return stored, self._warehouse.insert_rows(
-            self._table, rows, [self._row_id(r) for r in rows]
-        )
+        inserted = [item for item in batch if id(item) not in skipped]
+        if not inserted:
+            return stored, [], []
+        rows = [item.value for item in inserted]
+        errors = self._warehouse.insert_rows(self._table, rows, [self._row_id(r) for r in rows])
+        return stored, inserted, errors
 
     def _may_be_stored(self, item: Tracked, now: int) -> bool:
         if item.receipt is not None and item.receipt.redelivered:

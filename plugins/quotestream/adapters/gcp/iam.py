@@ -20,7 +20,9 @@ def grant(
     The policy goes back with the etag it was read with, so a concurrent change makes the set
     fail (409 ABORTED; over REST the client raises Conflict) instead of being overwritten: then
     it is read and merged again."""
-    for attempt in range(_ATTEMPTS):
+    attempt = 0
+    while True:
+        attempt += 1
         # Version 3 keeps conditional bindings intact; a v1 read of a policy holding any
         # would come back rewritten, and could not be written back.
         policy = client.get_iam_policy(
@@ -33,12 +35,13 @@ def grant(
         try:
             client.set_iam_policy(request={"resource": resource, "policy": policy})
         except Conflict:
-            if attempt == _ATTEMPTS - 1:
+            if attempt == _ATTEMPTS:
                 raise
-            time.sleep(0.5 * 2**attempt)
-            continue
-        return ResourceResult("iam policy", label, Outcome.UPDATED, "granted " + "; ".join(added))
-    raise AssertionError("unreachable")
+            time.sleep(0.5 * 2 ** (attempt - 1))
+        else:
+            return ResourceResult(
+                "iam policy", label, Outcome.UPDATED, "granted " + "; ".join(added)
+            )
 
 
 def _merge(policy: Any, wanted: Mapping[str, Sequence[str]]) -> list[str]:
