@@ -40,7 +40,7 @@ def quotestream_restart() -> None:
     @task
     def restart(params=None) -> str:
         from quotestream import bootstrap
-        from quotestream.jobs import StopMode
+        from quotestream.ports.jobs import StopMode
         from quotestream.settings import Settings
 
         service = bootstrap.build_restart_service(Settings())

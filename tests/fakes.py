@@ -148,7 +148,7 @@ class InMemoryJobRunner:
         return self.jobs.get(name)
 
     def launch(self, name: str, pipeline: str, args: Any) -> Any:
-        from quotestream.jobs import Job, JobState
+        from quotestream.ports.jobs import Job, JobState
 
         self.launches.append(name)
         self.jobs[name] = Job(name, f"{name}-{len(self.launches)}", JobState.RUNNING, 0)
@@ -160,7 +160,7 @@ class InMemoryJobRunner:
     def stop(self, name: str, mode: Any) -> None:
         from dataclasses import replace
 
-        from quotestream.jobs import JobState
+        from quotestream.ports.jobs import JobState
 
         self.stops.append((name, str(mode)))
         self.jobs[name] = replace(self.jobs[name], state=JobState.CANCELLED)

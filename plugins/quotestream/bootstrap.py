@@ -289,7 +289,7 @@ def build_deployer(settings: Settings) -> ServiceDeployer:
             "QUOTESTREAM_PAIRS": ",".join(settings.pairs),
             "QUOTESTREAM_MARKET_SEED": str(settings.market_seed),
         }
-        from quotestream.resources import service_account_members
+        from quotestream.ports.resources import service_account_members
 
         workers = service_account_members(settings.dataflow_service_account)
         invokers = [*workers, *settings.api_invokers]

@@ -25,7 +25,7 @@ from quotestream.adapters.local.airflow import LocalAirflow
 from quotestream.adapters.local.stack import SERVICES, LocalStack
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
-from quotestream.jobs import StopMode
+from quotestream.ports.jobs import StopMode
 from quotestream.ports import JobRunner
 from quotestream.services.accounting import AccountingService
 from quotestream.services.streaming import JOB_NAMES

@@ -19,7 +19,7 @@ from google.cloud.pubsub_v1 import PublisherClient
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.quote import now_ms
-from quotestream.jobs import JobState, StopMode
+from quotestream.ports.jobs import JobState, StopMode
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 from tests.beam.corpus import bad_messages

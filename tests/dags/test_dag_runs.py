@@ -25,7 +25,7 @@ from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import quote_row
-from quotestream.jobs import StopMode
+from quotestream.ports.jobs import StopMode
 from quotestream.settings import Settings
 from quotestream_api.market import MarketSimulator
 from tests.conftest import SEED

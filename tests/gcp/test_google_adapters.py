@@ -17,8 +17,8 @@ from quotestream.adapters.gcp.cloud_run import CloudRunDeployer
 from quotestream.adapters.gcp.dataflow import DataflowJobRunner, LaunchRefused
 from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
 from quotestream.adapters.gcp.pubsub_iam import PubSubIam
-from quotestream.jobs import JobState, StopMode
-from quotestream.resources import Outcome
+from quotestream.ports.jobs import JobState, StopMode
+from quotestream.ports.resources import Outcome
 from quotestream.settings import Settings
 from tests.standins.dataflow import launch_parameters, requested_state
 from tests.standins.google_apis import GoogleApis

@@ -21,7 +21,7 @@ from quotestream.adapters.local.processes import free_port
 from quotestream.adapters.local.stack import read_env_file
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import Quote
-from quotestream.jobs import JobState, StopMode
+from quotestream.ports.jobs import JobState, StopMode
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 from quotestream.synthetic import fresh_quote

@@ -12,7 +12,7 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.schemas import QUOTES, Column
-from quotestream.resources import IncompatibleChange, Outcome
+from quotestream.ports.resources import IncompatibleChange, Outcome
 from quotestream.services.provision import ProvisionService
 from quotestream.settings import Settings
 from tests.builders import quote_dict

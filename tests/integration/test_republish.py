@@ -13,7 +13,7 @@ from google.cloud.pubsub_v1 import PublisherClient
 
 from quotestream import bootstrap
 from quotestream.domain import PAIR_CATALOG
-from quotestream.jobs import StopMode
+from quotestream.ports.jobs import StopMode
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.synthetic import fresh_quote
 from tests.local_runs import wait_until

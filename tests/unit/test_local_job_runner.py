@@ -9,7 +9,7 @@ import pytest
 
 from quotestream.adapters.local.job_runner import LocalJobRunner
 from quotestream.adapters.local.processes import pid_alive
-from quotestream.jobs import JobState, StopMode
+from quotestream.ports.jobs import JobState, StopMode
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from quotestream.jobs import JobState, StopMode
+from quotestream.ports.jobs import JobState, StopMode
 from quotestream.services.streaming import RestartService, StreamingService
 from tests.fakes import InMemoryJobRunner
 

@@ -32,7 +32,7 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
 
     from quotestream.adapters.gcp.pubsub import PubSubAdmin
     from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
-    from quotestream.resources import SubscriptionSpec
+    from quotestream.ports.resources import SubscriptionSpec
     from quotestream_api.market import MarketSimulator
 
     work = Path(tempfile.mkdtemp(prefix="quotestream-bench-"))

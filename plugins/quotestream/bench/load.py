@@ -22,7 +22,7 @@ from typing import Any
 from quotestream.bench.stats import percentile
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
-from quotestream.jobs import StopMode
+from quotestream.ports.jobs import StopMode
 from quotestream.services.accounting import latencies
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.synthetic import fresh_quote

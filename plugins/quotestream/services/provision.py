@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 from quotestream.domain.schemas import ALL_TABLES
 from quotestream.ports import MessagingAdmin, MessagingIam, Warehouse
-from quotestream.resources import ResourceResult, SubscriptionSpec, service_account_members
+from quotestream.ports.resources import ResourceResult, SubscriptionSpec, service_account_members
 from quotestream.settings import Settings
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from quotestream.jobs import Job, JobState, StopMode
+from quotestream.ports.jobs import Job, JobState, StopMode
 from quotestream.ports import BacklogProbe, JobRunner, Warehouse
 
 # Stable names: monitoring and "is it running?" look jobs up by name, never by a suffix.

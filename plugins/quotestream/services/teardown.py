@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quotestream.jobs import StopMode
+from quotestream.ports.jobs import StopMode
 from quotestream.ports import JobRunner, MessagingAdmin, Warehouse
 from quotestream.services.provision import subscriptions
 from quotestream.services.streaming import JOB_NAMES

@@ -12,7 +12,7 @@ from google.api_core.exceptions import Conflict, NotFound
 from google.cloud import bigquery
 
 from quotestream.domain.schemas import Column, TableSpec
-from quotestream.resources import IncompatibleChange, Outcome, ResourceResult
+from quotestream.ports.resources import IncompatibleChange, Outcome, ResourceResult
 
 # bool before int: a bool is an int too.
 _PARAM_TYPES: tuple[tuple[type, str], ...] = (

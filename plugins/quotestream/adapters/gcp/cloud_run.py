@@ -10,7 +10,7 @@ from google.cloud import run_v2, secretmanager_v1
 
 from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
 from quotestream.adapters.gcp.iam import grant
-from quotestream.resources import Outcome, ResourceResult
+from quotestream.ports.resources import Outcome, ResourceResult
 
 _DEPLOY_TIMEOUT_S = 900
 

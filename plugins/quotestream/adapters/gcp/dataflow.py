@@ -10,7 +10,7 @@ from typing import Any
 from google.cloud import dataflow_v1beta3 as dataflow
 
 from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
-from quotestream.jobs import Job, JobState, StopMode
+from quotestream.ports.jobs import Job, JobState, StopMode
 
 _S = dataflow.JobState
 _STATES = {

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.api_core.exceptions import Conflict
 
-from quotestream.resources import Outcome, ResourceResult
+from quotestream.ports.resources import Outcome, ResourceResult
 
 _ATTEMPTS = 3
 

@@ -15,7 +15,7 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberRestTransp
 
 from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
 from quotestream.adapters.gcp.iam import grant
-from quotestream.resources import ResourceResult
+from quotestream.ports.resources import ResourceResult
 
 _HOST = "pubsub.googleapis.com"
 

@@ -7,7 +7,7 @@ by one running the current code and settings, on the same port.
 from __future__ import annotations
 
 from quotestream.adapters.local.stack import LocalStack
-from quotestream.resources import Outcome, ResourceResult
+from quotestream.ports.resources import Outcome, ResourceResult
 
 
 class LocalApiDeployer:

@@ -27,7 +27,7 @@ from quotestream.adapters.local.processes import (
     stop_pid,
 )
 from quotestream.domain.quote import now_ms
-from quotestream.jobs import Job, JobState, StopMode
+from quotestream.ports.jobs import Job, JobState, StopMode
 
 
 class LocalJobRunner:

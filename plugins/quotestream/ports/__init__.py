@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 from quotestream.domain.ledger import PublishedMessage
 from quotestream.domain.schemas import TableSpec
-from quotestream.jobs import Job, StopMode
-from quotestream.resources import ResourceResult, SubscriptionSpec
+from quotestream.ports.jobs import Job, StopMode
+from quotestream.ports.resources import ResourceResult, SubscriptionSpec
 
 
 class PublishFuture(Protocol):
