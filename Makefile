@@ -12,13 +12,16 @@ help: ## list the targets
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # requirements.lock is `uv export` of uv.lock: the same pins and hashes, without the registry
-# addresses uv.lock records, which this project keeps out of its history.
-$(INSTALLED): pyproject.toml requirements.lock scripts/uv scripts/find-python \
+# addresses uv.lock records, which this project keeps out of its history. dev/ is the
+# development harness (demo, bench): a distribution of its own, so no wheel, image or Composer
+# sync of the core carries it; what it imports is in requirements.lock.
+$(INSTALLED): pyproject.toml dev/pyproject.toml requirements.lock scripts/uv scripts/find-python \
 		emulators/bigquery/requirements.txt emulators/bigquery/install.sh
 	@echo "==> installing .venv ($(PYTHON)) with uv, bytecode compiled"
 	$(UV) venv --quiet --allow-existing --python "$(PYTHON)" $(VENV)
 	$(UV) pip sync --python $(BIN)/python --quiet --compile-bytecode --require-hashes requirements.lock
 	$(UV) pip install --python $(BIN)/python --quiet --compile-bytecode --no-deps -e .
+	$(UV) pip install --python $(BIN)/python --quiet --compile-bytecode --no-deps -e dev
 	UV="$(CURDIR)/$(UV)" emulators/bigquery/install.sh
 	@touch $@
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from quotestream.orchestration import default_args, table_asset_uri
+from quotestream.entrypoints.dags import default_args, table_asset_uri
 
 
 @dag(
@@ -37,7 +37,7 @@ def quotestream_backfill() -> None:
         from airflow.sdk.exceptions import AirflowRescheduleException
 
         from quotestream import bootstrap
-        from quotestream.orchestration import data_interval
+        from quotestream.entrypoints.dags import data_interval
         from quotestream.settings import Settings
 
         start, end = data_interval(data_interval_start, data_interval_end)

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from quotestream.orchestration import default_args, table_asset_uri
+from quotestream.entrypoints.dags import default_args, table_asset_uri
 
 
 @dag(
@@ -33,7 +33,7 @@ def quotestream_data_quality() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from quotestream import bootstrap
-        from quotestream.orchestration import data_interval
+        from quotestream.entrypoints.dags import data_interval
         from quotestream.services.quality import DataQualityFailed
         from quotestream.settings import Settings
 

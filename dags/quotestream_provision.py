@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from quotestream.orchestration import RESOURCES_ASSET_URI, default_args
+from quotestream.entrypoints.dags import RESOURCES_ASSET_URI, default_args
 
 
 @dag(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from quotestream.orchestration import default_args
+from quotestream.entrypoints.dags import default_args
 
 
 @dag(

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from quotestream.orchestration import default_args, table_asset_uri
+from quotestream.entrypoints.dags import default_args, table_asset_uri
 
 QUOTES = Asset(table_asset_uri("quotes"))
 

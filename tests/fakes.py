@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
+
+from quotestream.domain.ledger import Bar, LoadedQuote
+from quotestream.domain.quote import to_ms
+from quotestream.domain.rows import dead_letter_row_id
+from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES, QUOTES_DEAD_LETTER, TableSpec
+from quotestream.ports.queries import BarPane, Progress, RecentFlow
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,6 @@ class InMemoryWarehouse:
 
     tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     reject: Callable[[str, dict[str, Any]], str | None] | None = None
-    lookups: list[list[str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def insert_rows(
@@ -110,14 +118,181 @@ class InMemoryWarehouse:
     def rows(self, table: str) -> list[dict[str, Any]]:
         return list(self.tables.get(table, {}).values())
 
-    def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Answers the load's one query, the lookup of stored row ids (`@id_N` parameters)."""
-        self.lookups.append([v for name, v in params.items() if name.startswith("id_")])
-        if "quotes_dead_letter" in sql:
-            stored = {f"{r['stage']}:{r['message_id']}" for r in self.rows("quotes_dead_letter")}
-        else:
-            stored = {r["event_id"] for r in self.rows("quotes")}
-        return [{"row_id": row_id} for row_id in self.lookups[-1] if row_id in stored]
+    def load_rows(self, table: str, spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.insert_rows(table, [dict(row) for row in rows])
+
+    def create_scratch_table(self, table: str, spec: TableSpec) -> None:
+        with self._lock:
+            self.tables[table] = {}
+
+    def drop_table(self, table: str) -> None:
+        with self._lock:
+            self.tables.pop(table, None)
+
+    def close(self) -> None:
+        pass
+
+
+def _ms(timestamp: str) -> int:
+    """A stored timestamp (RFC 3339, as rows are written) in epoch milliseconds."""
+    return to_ms(datetime.fromisoformat(timestamp))
+
+
+def _within(timestamp: str | None, start_ms: int, end_ms: int | None = None) -> bool:
+    """Whether the timestamp lies in [start_ms, end_ms); false for a NULL, as in SQL."""
+    if timestamp is None:
+        return False
+    moment = _ms(timestamp)
+    return start_ms <= moment and (end_ms is None or moment < end_ms)
+
+
+@dataclass
+class InMemoryQuoteQueries:
+    """QuoteQueries answered in plain Python from the rows `warehouse` holds, as the SQL of
+    BigQueryQuoteQueries answers them (a NULL matches no comparison). `lookups` keeps the
+    ids each lookup of stored rows asked for."""
+
+    warehouse: InMemoryWarehouse
+    lookups: list[list[str]] = field(default_factory=list)
+
+    def _quotes(self) -> list[dict[str, Any]]:
+        return self.warehouse.rows(QUOTES.name)
+
+    def _dead_letters(self) -> list[dict[str, Any]]:
+        return self.warehouse.rows(QUOTES_DEAD_LETTER.name)
+
+    def _quotes_of(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The quote rows of the interval's event time."""
+        return [row for row in self._quotes() if _within(row["event_ts"], to_ms(start), to_ms(end))]
+
+    def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
+        event_ids: defaultdict[str, set[str]] = defaultdict(set)
+        for row in self._quotes_of(start, end):
+            event_ids[row["pair"]].add(row["event_id"])
+        return {pair: len(ids) for pair, ids in event_ids.items()}
+
+    def crossed_quotes(self, start: datetime, end: datetime) -> int:
+        return sum(
+            1
+            for row in self._quotes_of(start, end)
+            if None not in (row["bid"], row["ask"]) and Decimal(row["bid"]) > Decimal(row["ask"])
+        )
+
+    def duplicate_quote_rows(self, start: datetime, end: datetime) -> int:
+        rows = self._quotes_of(start, end)
+        return len(rows) - len({row["event_id"] for row in rows})
+
+    def quotes_with_nulls(self, start: datetime, end: datetime) -> int:
+        required = ("bid", "ask", "mid", "spread", "ingest_ts")
+        return sum(
+            1 for row in self._quotes_of(start, end) if any(row.get(c) is None for c in required)
+        )
+
+    def quotes_ingested(self, start: datetime, end: datetime) -> int:
+        interval = (to_ms(start), to_ms(end))
+        return sum(1 for row in self._quotes() if _within(row.get("ingest_ts"), *interval))
+
+    def dead_letters_received(self, start: datetime, end: datetime) -> int:
+        return self._received(to_ms(start), to_ms(end))
+
+    def _received(self, start_ms: int, end_ms: int | None = None) -> int:
+        """The dead letters received in [start_ms, end_ms)."""
+        return sum(
+            1 for row in self._dead_letters() if _within(row["received_ts"], start_ms, end_ms)
+        )
+
+    def newest_event_ms(self) -> int | None:
+        return max((_ms(row["event_ts"]) for row in self._quotes()), default=None)
+
+    def progress_since(self, since_ms: int) -> Progress:
+        loaded = self.loaded_quotes_since(since_ms)
+        newest = max((quote.event_ms for quote in loaded), default=None)
+        return Progress(len(loaded), self._received(since_ms), newest)
+
+    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
+        return [
+            LoadedQuote(row["event_id"], row["pair"], _ms(row["event_ts"]), _ms(row["ingest_ts"]))
+            for row in self._quotes()
+            if _within(row.get("ingest_ts"), since_ms)
+        ]
+
+    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
+        return [
+            BarPane(
+                Bar(
+                    row["pair"],
+                    _ms(row["window_start"]),
+                    float(row["open"]),
+                    float(row["high"]),
+                    float(row["low"]),
+                    float(row["close"]),
+                    row["tick_count"],
+                ),
+                row.get("pane_index") or 0,
+            )
+            for row in self.warehouse.rows(QUOTE_BARS_1M.name)
+            if _within(row["window_end"], since_ms)
+        ]
+
+    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
+        return {
+            row["message_id"]: row["reason"]
+            for row in self._dead_letters()
+            if row.get("message_id") is not None and _within(row["received_ts"], since_ms)
+        }
+
+    def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
+        recent = [row for row in self._quotes() if _within(row["event_ts"], events_since_ms)]
+        return RecentFlow(
+            max((_ms(row["event_ts"]) for row in recent), default=None),
+            sum(1 for row in recent if _within(row.get("ingest_ts"), since_ms)),
+            self._received(since_ms),
+        )
+
+    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
+        present = {row["event_id"] for row in self._quotes_of(start, end)}
+        interval = (to_ms(start), to_ms(end))
+        missing = [
+            row
+            for row in self.warehouse.rows(scratch_table)
+            if _within(row["event_ts"], *interval) and row["event_id"] not in present
+        ]
+        self.warehouse.insert_rows(QUOTES.name, missing)
+        return len(missing)
+
+    def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
+        self.lookups.append(list(event_times))
+        if not event_times:
+            return set()
+        # Found only between the earliest and the latest time asked, as the SQL reads only
+        # those partitions (a chunk of ids at a time there: for ids of real quotes, the same).
+        earliest, latest = to_ms(min(event_times.values())), to_ms(max(event_times.values()))
+        return {
+            row["event_id"]
+            for row in self._quotes()
+            if row["event_id"] in event_times and _within(row["event_ts"], earliest, latest + 1)
+        }
+
+    def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
+        self.lookups.append(list(row_ids))
+        # Only rows with a message id have the SQL's row id; the others' is NULL.
+        stored = {dead_letter_row_id(row) for row in self._dead_letters() if row.get("message_id")}
+        return stored & set(row_ids)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class InMemoryQuoteSource:
+    """The API's history, served from quotes in their wire form."""
+
+    quotes: list[dict[str, str]] = field(default_factory=list)
+
+    def history(self, pair: str, start_ms: int, end_ms: int) -> Iterator[dict[str, str]]:
+        for quote in self.quotes:
+            if quote["pair"] == pair and _within(quote["event_ts"], start_ms, end_ms):
+                yield quote
 
     def close(self) -> None:
         pass
@@ -125,11 +300,17 @@ class InMemoryWarehouse:
 
 # Beam pickles DoFns; they find their fakes again by name through these registries.
 _WAREHOUSES: dict[str, InMemoryWarehouse] = {}
+_QUERIES: dict[str, InMemoryQuoteQueries] = {}
 _PUBLISHERS: dict[str, InMemoryPublisher] = {}
 
 
 def shared_warehouse(name: str) -> InMemoryWarehouse:
     return _WAREHOUSES.setdefault(name, InMemoryWarehouse())
+
+
+def shared_queries(name: str) -> InMemoryQuoteQueries:
+    """The queries over `shared_warehouse(name)`."""
+    return _QUERIES.setdefault(name, InMemoryQuoteQueries(shared_warehouse(name)))
 
 
 def shared_publisher(name: str) -> InMemoryPublisher:

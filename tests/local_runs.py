@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import Quote, now_ms
-from quotestream_api.market import MarketSimulator
 
 
 def wait_until(

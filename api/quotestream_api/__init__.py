@@ -1,1 +1,1 @@
-"""The market-data API: a deterministic market simulator and the push relay, on Cloud Run."""
+"""The market-data API on Cloud Run: the simulated market's quotes and the push relay to Pub/Sub."""

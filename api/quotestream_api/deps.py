@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
 from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
-from quotestream_api.market import MarketSimulator
 from quotestream_api.problems import Problem
 from quotestream_api.rate_limit import TokenBuckets, retry_after_header
 

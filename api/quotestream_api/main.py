@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from quotestream import bootstrap
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
-from quotestream_api.market import MarketSimulator
 from quotestream_api.openapi import describe
 from quotestream_api.problems import install_problem_handlers
 from quotestream_api.rate_limit import TokenBuckets

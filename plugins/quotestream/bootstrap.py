@@ -18,6 +18,7 @@ from quotestream.ports import (
     JobRunner,
     MessagingAdmin,
     Publisher,
+    QuoteQueries,
     QuoteSource,
     ServiceDeployer,
     TopicTap,
@@ -34,7 +35,9 @@ from quotestream.settings import Settings
 
 if TYPE_CHECKING:
     from quotestream.adapters.gcp.access import ApiAccess
+    from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
     from quotestream.adapters.local.stack import LocalStack
+    from quotestream.beam.edges import LoadEdge
 
 
 class ConfigurationError(RuntimeError):
@@ -109,6 +112,22 @@ def build_messaging_admin(settings: Settings) -> MessagingAdmin:
 
 
 def build_warehouse(settings: Settings) -> Warehouse:
+    return _bigquery_warehouse(settings)
+
+
+def build_quote_queries(settings: Settings) -> QuoteQueries:
+    return _warehouse_and_queries(settings)[1]
+
+
+def _warehouse_and_queries(settings: Settings) -> tuple[Warehouse, QuoteQueries]:
+    """The warehouse and the named queries, over one BigQuery client."""
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryQuoteQueries
+
+    warehouse = _bigquery_warehouse(settings)
+    return warehouse, BigQueryQuoteQueries(warehouse)
+
+
+def _bigquery_warehouse(settings: Settings) -> BigQueryWarehouse:
     _require_emulator(settings, "BIGQUERY_EMULATOR_HOST", settings.bigquery_emulator_host)
     from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
 
@@ -156,14 +175,36 @@ def build_quote_source(
     return HttpQuoteSource(settings.api_url, on_outcome=on_outcome, auth=auth)
 
 
+def build_subscriber(settings: Settings) -> Any:
+    from google.cloud.pubsub_v1 import SubscriberClient
+
+    return SubscriberClient(credentials=google_access(settings, "pubsub").credentials)
+
+
+def build_load_edge(settings: Settings, subscription: str) -> LoadEdge:
+    """Dataflow's Pub/Sub source on Google Cloud; locally, a source that leaves each message
+    unacknowledged until what it became is stored."""
+    if settings.target == "gcp":
+        from quotestream.beam.edges import DataflowPubSubEdge
+
+        return DataflowPubSubEdge(subscription)
+    from functools import partial
+
+    from quotestream.beam.pull import LocalPubSubEdge
+
+    return LocalPubSubEdge(
+        subscription, partial(build_subscriber, settings), partial(build_quote_queries, settings)
+    )
+
+
 def build_backfill_service(settings: Settings) -> BackfillService:
-    return BackfillService(build_quote_source(settings), build_warehouse(settings), settings.pairs)
+    warehouse, queries = _warehouse_and_queries(settings)
+    return BackfillService(build_quote_source(settings), warehouse, queries, settings.pairs)
 
 
 def build_data_quality_service(settings: Settings) -> DataQualityService:
-    return DataQualityService(
-        build_warehouse(settings), build_quote_source(settings), settings.pairs
-    )
+    warehouse, queries = _warehouse_and_queries(settings)
+    return DataQualityService(queries, warehouse, build_quote_source(settings), settings.pairs)
 
 
 def repo_root() -> Path:
@@ -264,7 +305,7 @@ def build_streaming_service(settings: Settings) -> StreamingService:
         )
     return StreamingService(
         build_job_runner(settings),
-        build_warehouse(settings),
+        build_quote_queries(settings),
         settings.load_subscription,
         backlog,
     )
@@ -332,4 +373,4 @@ def build_topic_tap(settings: Settings) -> TopicTap:
 
 
 def build_accounting_service(settings: Settings, since_ms: int) -> AccountingService:
-    return AccountingService(build_warehouse(settings), since_ms)
+    return AccountingService(build_quote_queries(settings), since_ms)

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from quotestream.domain import PAIR_CATALOG, parse_quote
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import format_ts
-from quotestream_api.market import MarketSimulator
 from tests.builders import NOW_MS
 
 pytestmark = pytest.mark.unit

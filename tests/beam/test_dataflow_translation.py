@@ -24,7 +24,7 @@ from apache_beam.utils.timestamp import Timestamp
 from google.cloud.dataflow import JobType
 
 import quotestream.beam.options
-from quotestream.beam import run
+from quotestream.beam import edges, run
 from quotestream.beam.options import PIPELINE_OPTIONS
 from quotestream.domain.quote import Quote, format_ts
 from tests.local_runs import stay_on_loopback
@@ -75,16 +75,11 @@ LOAD_STEPS = {
     "LoadQuotes/ParseQuotes",
     "LoadQuotes/QuoteRows",
     "LoadQuotes/WriteQuotes",
-    "LoadQuotes/Quotes",
     "LoadQuotes/OneMinuteBars",
-    "LoadQuotes/BarsUntracked",
     "LoadQuotes/WriteBars",
     "LoadQuotes/DeadLetterRejectedBars",
     "LoadQuotes/DeadLetter",
     "LoadQuotes/DeadLetterRejectedQuotes",
-    "LoadQuotes/QuotesReceipts",
-    "LoadQuotes/DeadLettersReceipts",
-    "LoadQuotes/RejectedQuotesReceipts",
 }
 EXTRACT_STEPS = {
     "Poll",
@@ -225,8 +220,8 @@ def test_the_publisher_sets_the_attributes_the_read_takes_in_a_form_beam_parses(
     )
     attributes = quote.pubsub_attributes()
 
-    assert attributes[run.EVENT_ID_ATTRIBUTE] == quote.event_id
-    stamp = attributes[run.EVENT_TIME_ATTRIBUTE]
+    assert attributes[edges.EVENT_ID_ATTRIBUTE] == quote.event_id
+    stamp = attributes[edges.EVENT_TIME_ATTRIBUTE]
     # The form ReadFromPubSub's docstring gives (as does PubsubIO.Read.withTimestampAttribute
     # in Java): RFC 3339, UTC, e.g. 2015-10-29T23:41:41.123Z.
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)

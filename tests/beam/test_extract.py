@@ -12,7 +12,7 @@ import pytest
 from quotestream.adapters.api_client import SourceUnavailable
 from quotestream.beam.extract import ExtractQuotes, PublishQuotesFn
 from quotestream.domain import PAIR_CATALOG, parse_quote
-from quotestream_api.market import MarketSimulator
+from quotestream.domain.market import MarketSimulator
 from tests.beam.pipelines import direct_pipeline
 from tests.fakes import shared_publisher
 

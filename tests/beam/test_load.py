@@ -13,11 +13,11 @@ from quotestream.beam.load import LoadQuotes, ReadHistory
 from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
-from quotestream_api.market import MarketSimulator
 from tests.beam.corpus import bad_messages
 from tests.beam.pipelines import direct_pipeline
-from tests.fakes import shared_warehouse
+from tests.fakes import shared_queries, shared_warehouse
 
 pytestmark = pytest.mark.unit
 
@@ -40,13 +40,13 @@ def test_the_gate_routes_each_message_to_exactly_one_output() -> None:
     with direct_pipeline() as pipeline:
         parsed = pipeline | beam.Create([m for m, _ in bad] + good) | ParseQuotes()
         assert_that(
-            parsed[QUOTES] | "Ids" >> beam.Map(lambda q: q.value.event_id),
+            parsed[QUOTES] | "Ids" >> beam.Map(lambda q: q.event_id),
             equal_to([m.attributes["event_id"] for m in good]),
             label="GoodQuotes",
         )
         assert_that(
             parsed[DEAD_LETTER]
-            | "Reasons" >> beam.Map(lambda row: (row.value["message_id"], row.value["reason"])),
+            | "Reasons" >> beam.Map(lambda row: (row["message_id"], row["reason"])),
             equal_to([(m.message_id, reason) for m, reason in bad]),
             label="DeadLetters",
         )
@@ -61,7 +61,11 @@ def test_every_message_lands_in_exactly_one_table_and_duplicates_collapse() -> N
     redelivered = [m._replace(message_id=f"{m.message_id}-again") for m in good[:30]]
     messages = [m for m, _ in bad] + good + redelivered
     with direct_pipeline() as pipeline:
-        _ = pipeline | beam.Create(messages) | LoadQuotes(partial(shared_warehouse, name))
+        _ = (
+            pipeline
+            | beam.Create(messages)
+            | LoadQuotes(partial(shared_warehouse, name), partial(shared_queries, name))
+        )
 
     quotes = warehouse.rows("quotes")
     dead = warehouse.rows("quotes_dead_letter")
@@ -90,7 +94,11 @@ def test_rows_bigquery_rejects_are_dead_lettered_with_its_reason() -> None:
     )
     good = good_messages(now_ms(), 10_000)
     with direct_pipeline() as pipeline:
-        _ = pipeline | beam.Create(good) | LoadQuotes(partial(shared_warehouse, name))
+        _ = (
+            pipeline
+            | beam.Create(good)
+            | LoadQuotes(partial(shared_warehouse, name), partial(shared_queries, name))
+        )
 
     btc = {m.attributes["event_id"] for m in good if m.attributes["pair"] == "BTC-USD"}
     assert btc
@@ -132,7 +140,7 @@ def test_the_batch_path_loads_an_interval_of_history_and_reruns_change_nothing()
             _ = (
                 pipeline
                 | ReadHistory(["USD-BRL", "EUR-USD"], HistorySource, start, end)
-                | LoadQuotes(partial(shared_warehouse, name))
+                | LoadQuotes(partial(shared_warehouse, name), partial(shared_queries, name))
             )
     expected = [
         q.event_id

@@ -1,5 +1,5 @@
-"""The local Pub/Sub source and its acknowledgements: a message is acknowledged only once its
-quote row or dead-letter row is stored, and a redelivered message is stored once."""
+"""The local Pub/Sub edge of the load: a message is acknowledged only once its quote row or
+dead-letter row is stored, and a redelivered message is stored once."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ import pytest
 from google.api_core.exceptions import ServiceUnavailable
 
 from quotestream.beam.load import STORED, LoadQuotes
-from quotestream.beam.messages import RawMessage, Receipt
-from quotestream.beam.pull import AcknowledgeMessages, PullMessagesFn
+from quotestream.beam.messages import RawMessage
+from quotestream.beam.pull import AcknowledgeStored, PullMessagesFn, pending_acks
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
-from quotestream.synthetic import fresh_quote
+from quotestream_dev.synthetic import fresh_quote
 from tests.beam.corpus import bad_messages
 from tests.beam.pipelines import direct_pipeline
 from tests.beam.test_load import good_messages
-from tests.fakes import InMemoryWarehouse
+from tests.fakes import InMemoryQuoteQueries, InMemoryWarehouse
 
 pytestmark = pytest.mark.unit
 
@@ -68,6 +68,7 @@ class ForgetfulWarehouse(InMemoryWarehouse):
 
 _SUBSCRIBERS: dict[str, InMemorySubscriber] = {}
 _WAREHOUSES: dict[str, ForgetfulWarehouse] = {}
+_QUERIES: dict[str, InMemoryQuoteQueries] = {}
 
 
 def shared_subscriber(name: str) -> InMemorySubscriber:
@@ -78,11 +79,18 @@ def shared_forgetful_warehouse(name: str) -> ForgetfulWarehouse:
     return _WAREHOUSES.setdefault(name, ForgetfulWarehouse())
 
 
-def acknowledge_stored(loaded: dict[str, Any], name: str) -> None:
-    for path, receipts in loaded[STORED].items():
-        _ = receipts | f"Acknowledge{path}" >> AcknowledgeMessages(
-            SUBSCRIPTION, partial(shared_subscriber, name)
-        )
+def forgetful_queries(name: str) -> InMemoryQuoteQueries:
+    return _QUERIES.setdefault(name, InMemoryQuoteQueries(shared_forgetful_warehouse(name)))
+
+
+def pull_fn(name: str, job: str, max_messages: int = 1000) -> PullMessagesFn:
+    return PullMessagesFn(
+        SUBSCRIPTION,
+        partial(shared_subscriber, name),
+        partial(forgetful_queries, name),
+        job,
+        max_messages,
+    )
 
 
 def received(message: RawMessage, ack_id: str, attempt: int) -> Any:
@@ -95,34 +103,43 @@ def received(message: RawMessage, ack_id: str, attempt: int) -> Any:
     )
 
 
-def test_a_pull_takes_what_is_there_with_receipts_and_acknowledges_nothing() -> None:
+def test_a_pull_takes_what_is_there_leaves_it_pending_and_acknowledges_nothing() -> None:
     name = f"pull-{uuid.uuid4()}"
     subscriber = shared_subscriber(name)
     messages = good_messages(now_ms(), 5)
     subscriber.queue = [received(m, f"ack-{i}", 1 + i % 2) for i, m in enumerate(messages)]
-    pull = PullMessagesFn(SUBSCRIPTION, partial(shared_subscriber, name), max_messages=3)
+    pull = pull_fn(name, job=name, max_messages=3)
     pull.setup()
     first, second, third = (list(pull.process(tick)) for tick in range(3))
-    assert [m.receipt for m in first + second] == [
-        Receipt(f"ack-{i}", redelivered=i % 2 == 1) for i in range(5)
-    ]
-    assert [m._replace(receipt=None) for m in first + second] == messages
+    assert first + second == messages
     assert third == []
+    assert len(pending_acks(name)) == len(messages)
     assert subscriber.acked == []
 
 
-def load_in_turn(batches: list[list[RawMessage]], name: str, *, acknowledge: bool = False) -> None:
-    """Each batch through its own load pipeline (a job run, then the next after a crash),
-    writing to the shared warehouse `name`; acknowledging what was stored if asked."""
-    for batch in batches:
-        with direct_pipeline(streaming=True) as pipeline:
+def load_in_turn(
+    deliveries: list[list[Any]], name: str, *, acknowledge: bool = False, streaming: bool = True
+) -> None:
+    """Each batch of deliveries pulled by its own load job (a job run, then the next after a
+    crash), writing to the shared warehouse `name`; acknowledging what was stored if asked."""
+    for batch in deliveries:
+        shared_subscriber(name).queue = list(batch)
+        job = f"{name}-{uuid.uuid4()}"
+        with direct_pipeline(streaming=streaming) as pipeline:
             loaded = (
                 pipeline
-                | beam.Create(batch)
-                | LoadQuotes(partial(shared_forgetful_warehouse, name))
+                | beam.Create([None])
+                | "Pull" >> beam.ParDo(pull_fn(name, job))
+                | LoadQuotes(
+                    partial(shared_forgetful_warehouse, name), partial(forgetful_queries, name)
+                )
             )
             if acknowledge:
-                acknowledge_stored(loaded, name)
+                for path, rows in loaded[STORED].items():
+                    _ = rows | f"Acknowledge{path}" >> AcknowledgeStored(
+                        SUBSCRIPTION, partial(shared_subscriber, name), job
+                    )
+        assert shared_subscriber(name).queue == []
 
 
 def test_each_message_is_acknowledged_once_its_row_is_stored_and_never_twice_stored() -> None:
@@ -133,11 +150,8 @@ def test_each_message_is_acknowledged_once_its_row_is_stored_and_never_twice_sto
     good = good_messages(now, 60)
     bad = [message for message, _ in bad_messages(now)]
 
-    def delivered(messages: list[RawMessage], attempt: int) -> list[RawMessage]:
-        return [
-            m._replace(receipt=Receipt(f"{m.message_id}@{attempt}", redelivered=attempt > 1))
-            for m in messages
-        ]
+    def delivered(messages: list[RawMessage], attempt: int) -> list[Any]:
+        return [received(m, f"{m.message_id}@{attempt}", attempt) for m in messages]
 
     # The first deliveries are stored; then a crash before their acknowledgement: all of
     # them, and 20 never stored, come again after the ack deadline.
@@ -145,12 +159,12 @@ def test_each_message_is_acknowledged_once_its_row_is_stored_and_never_twice_sto
     again = delivered(good + bad, 2)
     load_in_turn([first, again], name, acknowledge=True)
 
-    assert sorted(subscriber.acked) == sorted(m.receipt.ack_id for m in first + again)
+    assert sorted(subscriber.acked) == sorted(d.ack_id for d in first + again)
     quotes = [r["event_id"] for r in warehouse.rows("quotes")]
     assert sorted(quotes) == sorted(m.attributes["event_id"] for m in good)
     dead = [r["message_id"] for r in warehouse.rows("quotes_dead_letter")]
     assert sorted(dead) == sorted(m.message_id for m in bad)
-    looked_up = {row_id for ids in warehouse.lookups for row_id in ids}
+    looked_up = {row_id for ids in forgetful_queries(name).lookups for row_id in ids}
     assert {m.attributes["event_id"] for m in good} <= looked_up
 
 
@@ -163,15 +177,8 @@ def test_a_row_bigquery_refuses_is_acknowledged_only_once_its_dead_letter_row_is
     refusing = {"quotes", "quotes_dead_letter"} if dead_letter_refused else {"quotes"}
     warehouse.reject = lambda table, row: "no" if table in refusing else None
     subscriber = shared_subscriber(name)
-    messages = [
-        m._replace(receipt=Receipt(f"ack-{i}", redelivered=False))
-        for i, m in enumerate(good_messages(now_ms(), 10))
-    ]
-    with direct_pipeline() as pipeline:
-        loaded = (
-            pipeline | beam.Create(messages) | LoadQuotes(partial(shared_forgetful_warehouse, name))
-        )
-        acknowledge_stored(loaded, name)
+    messages = [received(m, f"ack-{i}", 1) for i, m in enumerate(good_messages(now_ms(), 10))]
+    load_in_turn([messages], name, acknowledge=True, streaming=False)
     assert warehouse.rows("quotes") == []
     if dead_letter_refused:
         # Unacknowledged: Pub/Sub delivers them again, then dead-letters them to its topic.
@@ -183,7 +190,7 @@ def test_a_row_bigquery_refuses_is_acknowledged_only_once_its_dead_letter_row_is
 
 
 def test_a_quote_published_again_after_the_insert_id_window_is_stored_once() -> None:
-    """Fresh deliveries, as Dataflow's own source gives them (no receipt, not redelivered):
+    """Fresh deliveries, as Dataflow's own source gives them (nothing to acknowledge):
     a second copy of a quote a minute old is found stored; a copy of a quote seconds old is
     left to insert-id dedup, with no lookup."""
     name = f"republish-{uuid.uuid4()}"
@@ -202,12 +209,14 @@ def test_a_quote_published_again_after_the_insert_id_window_is_stored_once() -> 
             _ = (
                 pipeline
                 | beam.Create(batch)
-                | LoadQuotes(partial(shared_forgetful_warehouse, name))
+                | LoadQuotes(
+                    partial(shared_forgetful_warehouse, name), partial(forgetful_queries, name)
+                )
             )
 
     quotes = [r["event_id"] for r in warehouse.rows("quotes")]
     assert sorted(quotes) == sorted(m.attributes["event_id"] for m in old + fresh)
-    looked_up = {row_id for ids in warehouse.lookups for row_id in ids}
+    looked_up = {row_id for ids in forgetful_queries(name).lookups for row_id in ids}
     assert looked_up == {m.attributes["event_id"] for m in old}
 
 
@@ -226,15 +235,17 @@ def test_a_redelivered_young_quote_is_looked_up_and_stored_once() -> None:
     name = f"young-{uuid.uuid4()}"
     warehouse = shared_forgetful_warehouse(name)
     young = fresh_messages(12)
-    first = [m._replace(receipt=Receipt(f"{m.message_id}@1", redelivered=False)) for m in young]
-    again = [m._replace(receipt=Receipt(f"{m.message_id}@2", redelivered=True)) for m in young]
-    load_in_turn([first, again], name)
+    first = [received(m, f"{m.message_id}@1", 1) for m in young]
+    again = [received(m, f"{m.message_id}@2", 2) for m in young]
+    load_in_turn([first, again], name, acknowledge=True)
 
     assert sorted(r["event_id"] for r in warehouse.rows("quotes")) == sorted(
         m.attributes["event_id"] for m in young
     )
-    looked_up = {row_id for ids in warehouse.lookups for row_id in ids}
-    assert looked_up == {m.attributes["event_id"] for m in young}
+    looked_up = {row_id for ids in forgetful_queries(name).lookups for row_id in ids}
+    # Looked up as they came again (their dead-letter ids too), before any insert.
+    assert {m.attributes["event_id"] for m in young} <= looked_up
+    assert sorted(shared_subscriber(name).acked) == sorted(d.ack_id for d in first + again)
 
 
 @dataclass
@@ -259,13 +270,35 @@ def flaky_warehouse(name: str) -> FlakyWarehouse:
     return _FLAKY.setdefault(name, FlakyWarehouse())
 
 
+def flaky_queries(name: str) -> InMemoryQuoteQueries:
+    return InMemoryQuoteQueries(flaky_warehouse(name))
+
+
 def test_a_writer_that_does_not_answer_is_waited_for_and_nothing_is_lost() -> None:
     name = f"flaky-{uuid.uuid4()}"
     warehouse = flaky_warehouse(name)
     messages = fresh_messages(10)
     with direct_pipeline(streaming=True) as pipeline:
-        _ = pipeline | beam.Create(messages) | LoadQuotes(partial(flaky_warehouse, name))
+        _ = (
+            pipeline
+            | beam.Create(messages)
+            | LoadQuotes(partial(flaky_warehouse, name), partial(flaky_queries, name))
+        )
     assert warehouse.failures == 0
     assert sorted(r["event_id"] for r in warehouse.rows("quotes")) == sorted(
         m.attributes["event_id"] for m in messages
     )
+
+
+def test_a_settled_message_is_forgotten_under_every_key_it_was_pending_under() -> None:
+    pending = pending_acks(f"settle-{uuid.uuid4()}")
+    pending.add("ack-1", [("message", "m1"), ("event", "e1"), ("message", "quotes:e1")])
+    pending.add("ack-2", [("message", "m2"), ("event", "e1"), ("message", "quotes:e1")])
+    pending.add("ack-3", [("message", "m3")])
+
+    assert sorted(pending.settle(("event", "e1"))) == ["ack-1", "ack-2"]
+    assert pending.settle(("message", "quotes:e1")) == []
+    assert pending.settle(("message", "m1")) == []
+    assert len(pending) == 1
+    assert pending.settle(("message", "m3")) == ["ack-3"]
+    assert len(pending) == 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from quotestream.adapters.local.airflow import deployed_layout
+from quotestream_dev.local_airflow import deployed_layout
 from tests.conftest import REPO
 
 AIRFLOW_HOME = tempfile.mkdtemp(prefix="quotestream-airflow-")

@@ -23,11 +23,11 @@ from google.cloud.pubsub_v1 import PublisherClient
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import quote_row
 from quotestream.ports.jobs import StopMode
 from quotestream.settings import Settings
-from quotestream_api.market import MarketSimulator
 from tests.conftest import SEED
 from tests.dags.runs import states
 from tests.local_runs import wait_until

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from quotestream.orchestration import alert_on_failure, table_asset_uri
+from quotestream.entrypoints.dags import alert_on_failure, table_asset_uri
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit

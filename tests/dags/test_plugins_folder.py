@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from quotestream.adapters.local.airflow import deployed_layout
+from quotestream_dev.local_airflow import deployed_layout
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,9 @@ def test_loading_the_shipped_plugins_folder_imports_no_module_of_the_core(
     assert shipped["beam"] is False
 
 
-def test_without_the_ignore_file_the_loader_would_shadow_airflow(tmp_path: Path) -> None:
+def test_without_the_ignore_file_the_loader_imports_every_core_file_again_and_beam(
+    tmp_path: Path,
+) -> None:
     """What the ignore file prevents, so a test fails if it stops preventing it."""
     copy = tmp_path / "plugins"
     subprocess.run(["cp", "-r", str(REPO / "plugins"), str(copy)], check=True)
@@ -87,4 +89,6 @@ def test_without_the_ignore_file_the_loader_would_shadow_airflow(tmp_path: Path)
 
     loaded = _load_plugins(tmp_path, copy)
 
-    assert "airflow" in loaded["from_plugins_folder"]  # type: ignore[operator]
+    core_files = {path.stem for path in (REPO / "plugins" / "quotestream").rglob("*.py")}
+    assert core_files <= set(loaded["from_plugins_folder"])  # type: ignore[call-overload]
+    assert loaded["beam"] is True

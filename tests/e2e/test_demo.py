@@ -24,7 +24,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _demo_command(state: Path, *options: str) -> list[str]:
-    return [sys.executable, "-m", "quotestream.cli", "demo", *options, "--state-dir", str(state)]
+    return [
+        sys.executable,
+        "-m",
+        "quotestream.entrypoints.cli",
+        "demo",
+        *options,
+        "--state-dir",
+        str(state),
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest
 
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.domain import PAIR_CATALOG, parse_quote
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
-from quotestream_api.market import MarketSimulator
 from tests.integration.pubsub_helpers import PROJECT, drain, make_topic_with_subscription
 
 pytestmark = pytest.mark.integration

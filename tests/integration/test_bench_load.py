@@ -22,7 +22,7 @@ def test_bench_load_prints_its_figures_and_loses_nothing() -> None:
         [
             sys.executable,
             "-m",
-            "quotestream.cli",
+            "quotestream.entrypoints.cli",
             "bench",
             "load",
             "--rate",

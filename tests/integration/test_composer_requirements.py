@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quotestream.composer import wanted_packages
+from quotestream.entrypoints.composer import wanted_packages
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import pytest
 
 from quotestream import bootstrap
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import quote_row
 from quotestream.services.quality import DataQualityFailed
-from quotestream_api.market import MarketSimulator
 from tests.conftest import SEED
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from quotestream.adapters.local.processes import (
     start_service,
 )
 from quotestream.domain import PAIR_CATALOG, parse_quote
-from quotestream_api.market import MarketSimulator
+from quotestream.domain.market import MarketSimulator
 from tests.integration.pubsub_helpers import PROJECT, drain, make_topic_with_subscription
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def test_extraction_publishes_every_quote_once(
             [
                 sys.executable,
                 "-m",
-                "quotestream.cli",
+                "quotestream.entrypoints.cli",
                 "pipeline",
                 "run",
                 "extract",

@@ -11,11 +11,11 @@ import pytest
 from google.cloud.pubsub_v1 import PublisherClient
 
 from quotestream import bootstrap
-from quotestream.bench.load import group_rss_bytes
 from quotestream.domain import PAIR_CATALOG
 from quotestream.ports.jobs import StopMode
 from quotestream.services.streaming import JOB_NAMES
-from quotestream.synthetic import fresh_quote
+from quotestream_dev.bench.load import group_rss_bytes
+from quotestream_dev.synthetic import fresh_quote
 from tests.local_runs import wait_until
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from google.cloud.pubsub_v1 import PublisherClient
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_process
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
 from quotestream.settings import Settings
-from quotestream_api.market import MarketSimulator
 from tests.beam.corpus import bad_messages
 from tests.conftest import REPO
 

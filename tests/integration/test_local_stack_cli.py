@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def quotestream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "quotestream.cli", *args],
+        [sys.executable, "-m", "quotestream.entrypoints.cli", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -24,7 +24,7 @@ from quotestream.domain.quote import Quote
 from quotestream.ports.jobs import JobState, StopMode
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
-from quotestream.synthetic import fresh_quote
+from quotestream_dev.synthetic import fresh_quote
 from tests.integration.test_local_stack_cli import quotestream
 from tests.local_runs import own_stack_env, wait_until
 

@@ -31,7 +31,7 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, start_service
-from quotestream.beam import run
+from quotestream.beam import edges, run
 from quotestream.beam.load import LoadQuotes
 from quotestream.beam.messages import from_pubsub
 from quotestream.domain.quote import Quote, now_ms
@@ -41,7 +41,7 @@ from tests.local_runs import recent_quotes, stay_on_loopback, wait_until
 
 pytestmark = pytest.mark.integration
 
-# The read exactly as the load builds it for Dataflow (run.read_pubsub).
+# The read exactly as the load builds it for Dataflow (edges.read_pubsub).
 AS_ON_DATAFLOW = "as-on-dataflow"
 # The same read without id_label, the one argument the DirectRunner refuses.
 EVENT_TIME_ONLY = "event-time-only"
@@ -64,12 +64,12 @@ def _main(mode: str, subscription: str, project: str, timestamps_path: str) -> N
     stay_on_loopback(lambda where: print(OFFLINE_MARKER, where, flush=True))
     settings = Settings(project=project, target="local", message_ordering=False)
     read = (
-        run.read_pubsub(subscription)
+        edges.read_pubsub(subscription)
         if mode == AS_ON_DATAFLOW
         else ReadFromPubSub(
             subscription=subscription,
             with_attributes=True,
-            timestamp_attribute=run.EVENT_TIME_ATTRIBUTE,
+            timestamp_attribute=edges.EVENT_TIME_ATTRIBUTE,
         )
     )
     options = PipelineOptions(["--runner=DirectRunner", run.SKIP_PRISM, "--streaming"])
@@ -77,7 +77,9 @@ def _main(mode: str, subscription: str, project: str, timestamps_path: str) -> N
     messages = pipeline | "ReadPubSub" >> read | "ToRawMessage" >> beam.Map(from_pubsub)
     _ = messages | "RecordTimestamps" >> beam.ParDo(RecordTimestampFn(timestamps_path))
     _ = messages | "LoadQuotes" >> LoadQuotes(
-        partial(bootstrap.build_warehouse, settings), pairs=settings.pairs
+        partial(bootstrap.build_warehouse, settings),
+        partial(bootstrap.build_quote_queries, settings),
+        pairs=settings.pairs,
     )
     pipeline.run().wait_until_finish()
 

@@ -107,7 +107,9 @@ def test_messages_delivered_again_after_their_ack_deadline_give_one_row_each(
     assert max(attempts.values()) >= 2, "no message had been delivered before"
     text = log.read_text(errors="replace")
     redelivered = sum(int(n) for n in re.findall(r"messages, (\d+) of them redelivered", text))
-    found_stored = sum(int(n) for n in re.findall(r"(\d+) rows already in quotes", text))
+    found_stored = sum(
+        int(n) for n in re.findall(r"(\d+) redelivered messages were stored already", text)
+    )
     print(
         f"first deliveries to the job: {sum(1 for a in attempts.values() if a >= 2)}; "
         f"redelivered to the job: {redelivered}; found already stored: {found_stored}"

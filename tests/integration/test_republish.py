@@ -15,7 +15,7 @@ from quotestream import bootstrap
 from quotestream.domain import PAIR_CATALOG
 from quotestream.ports.jobs import StopMode
 from quotestream.services.streaming import JOB_NAMES
-from quotestream.synthetic import fresh_quote
+from quotestream_dev.synthetic import fresh_quote
 from tests.local_runs import wait_until
 
 pytestmark = pytest.mark.integration

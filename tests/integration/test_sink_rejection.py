@@ -17,10 +17,10 @@ from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.beam.load import LoadQuotes
 from quotestream.beam.messages import RawMessage
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES, QUOTES_DEAD_LETTER, Column, TableSpec
 from quotestream.settings import Settings
-from quotestream_api.market import MarketSimulator
 from tests.beam.corpus import bad_messages
 from tests.beam.pipelines import direct_pipeline
 
@@ -64,7 +64,10 @@ def test_rows_the_emulator_refuses_are_dead_lettered_with_its_reason(
         _ = (
             pipeline
             | beam.Create(good + [message for message, _ in bad])
-            | LoadQuotes(partial(bootstrap.build_warehouse, settings))
+            | LoadQuotes(
+                partial(bootstrap.build_warehouse, settings),
+                partial(bootstrap.build_quote_queries, settings),
+            )
         )
 
     assert warehouse.query("SELECT COUNT(*) AS n FROM {dataset}.quotes")[0]["n"] == 0

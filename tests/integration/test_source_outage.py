@@ -30,10 +30,10 @@ from quotestream.adapters.local.processes import (
     start_pipeline_process,
 )
 from quotestream.domain import PAIR_CATALOG, Quote, parse_quote
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
 from quotestream.services.quality import DataQualityFailed
 from quotestream.settings import Settings
-from quotestream_api.market import MarketSimulator
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 
 DOCKERFILE = REPO / "beam_pipelines" / "Dockerfile"
+API_DOCKERFILE = REPO / "api" / "Dockerfile"
 INSTALL_SCRIPT = "beam_pipelines/install.sh"
 # Where the Dockerfile puts the project's sources for install.sh to build.
 SOURCE_IN_IMAGE = "/tmp/quotestream"
@@ -56,7 +58,7 @@ PROJECT_DOFNS = {
 
 # Run by the venv's python with -I: no PYTHONPATH, no user site, no current directory.
 UNPICKLE = """
-import json, sys
+import importlib.util, json, sys
 from pathlib import Path
 from apache_beam.internal import pickler
 for path in sorted(Path(sys.argv[1]).glob("*.dofn")):
@@ -69,7 +71,8 @@ for path in sorted(Path(sys.argv[1]).glob("*.dofn")):
         kind = type(fn)
         print(json.dumps({"file": path.name, "class": f"{kind.__module__}.{kind.__qualname__}"}))
 project = sys.modules.get("quotestream")
-print(json.dumps({"prefix": sys.prefix, "quotestream": getattr(project, "__file__", None)}))
+print(json.dumps({"prefix": sys.prefix, "quotestream": getattr(project, "__file__", None),
+                  "quotestream_dev": importlib.util.find_spec("quotestream_dev") is not None}))
 """
 
 
@@ -115,8 +118,8 @@ def shipped_dofns() -> list[ShippedDoFn]:
     return found
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+def dockerfile_instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
     lines = (line.strip() for line in text.splitlines())
     return [
         (keyword.upper(), rest.strip())
@@ -264,6 +267,7 @@ def test_installed_image_unpickles_every_dofn_of_both_pipelines(tmp_path: Path) 
     # The project came from what the script installed into the venv, nowhere else.
     assert Path(where["quotestream"]).is_relative_to(Path(where["prefix"])), where
     assert Path(where["prefix"]).resolve() == venv.resolve(), where
+    assert where["quotestream_dev"] is False, "the development harness is in the image"
 
     counts = Counter(f"{dofn.pipeline}: {dofn.class_name}" for dofn in dofns)
     print(
@@ -272,3 +276,35 @@ def test_installed_image_unpickles_every_dofn_of_both_pipelines(tmp_path: Path) 
     )
     for line, count in sorted(counts.items()):
         print(f"  {count} x {line}")
+
+
+def test_the_wheel_and_the_images_carry_nothing_of_the_development_harness(
+    tmp_path: Path,
+) -> None:
+    """The wheel (`make wheel`, and what both images install) holds the core and the API, and
+    neither image copies dev/ in: quotestream_dev, and its commands, ship nowhere."""
+    subprocess.run(
+        [str(UV), "build", "--quiet", "--wheel", "--out-dir", str(tmp_path), str(REPO)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("quotestream-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(
+            archive.read(name).decode() for name in names if name.endswith("entry_points.txt")
+        )
+    packages = {name.split("/")[0] for name in names if ".dist-info/" not in name}
+    assert packages == {"quotestream", "quotestream_api"}
+    assert not any("quotestream_dev" in name for name in names)
+    assert "quotestream.commands" not in entry_points
+
+    for dockerfile in (DOCKERFILE, API_DOCKERFILE):
+        copied = [
+            shlex.split(rest)[:-1]
+            for keyword, rest in dockerfile_instructions(dockerfile)
+            if keyword == "COPY" and not rest.startswith("--from")
+        ]
+        sources = [REPO / source for sources in copied for source in sources]
+        assert sources, dockerfile
+        assert not any(source.is_relative_to(REPO / "dev") for source in sources), dockerfile

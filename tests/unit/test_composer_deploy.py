@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quotestream.composer import wanted_packages
+from quotestream.entrypoints.composer import sync_commands, wanted_packages
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 DEPLOY = [
     sys.executable,
     "-m",
-    "quotestream.cli",
+    "quotestream.entrypoints.cli",
     "composer",
     "deploy",
     "--environment",
@@ -43,6 +43,22 @@ def test_the_dry_run_prints_the_package_update_one_import_per_dag_file_and_the_p
         f"would run: {storage} plugins import {where} --source plugins/quotestream",
         *(f"would run: {storage} dags import {where} --source dags/{name}" for name in dag_files),
     ]
+
+
+def test_the_sync_ships_nothing_of_the_development_harness() -> None:
+    sources = [
+        REPO / command[command.index("--source") + 1]
+        for command in sync_commands(REPO, "prod-composer", "us-central1")
+    ]
+    shipped = [
+        path
+        for source in sources
+        for path in ([source] if source.is_file() else source.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert len(shipped) > 50, shipped
+    assert [path for path in shipped if "quotestream_dev" in path.read_text()] == []
+    assert not any(path.is_relative_to(REPO / "dev") for path in shipped)
 
 
 def test_the_composer_requirements_are_the_core_and_gcp_pins_of_the_lock(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from quotestream.domain import PAIR_CATALOG, parse_quote
-from quotestream_api.market import MarketSimulator
+from quotestream.domain.market import MarketSimulator
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from quotestream.cli import _parser
+from quotestream.entrypoints.cli import _parser
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.market import MarketSimulator
 from quotestream.services.relay import QuoteRelay, RelayClosed
-from quotestream_api.market import MarketSimulator
 from tests.fakes import GatedPublisher, InMemoryPublisher
 
 pytestmark = pytest.mark.unit

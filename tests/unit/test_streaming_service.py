@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from quotestream.ports.jobs import JobState, StopMode
+from quotestream.ports.queries import RecentFlow
 from quotestream.services.streaming import RestartService, StreamingService
 from tests.fakes import InMemoryJobRunner
 
@@ -13,14 +14,14 @@ pytestmark = pytest.mark.unit
 NOW = 1_795_000_000.0
 
 
-class FixedWarehouse:
-    """Answers the health query with the figures a test sets."""
+class FixedQueries:
+    """Answers the health question with the figures a test sets."""
 
     def __init__(self, newest_ms: int | None, loaded: int, dead: int) -> None:
-        self.row = {"newest": newest_ms, "loaded": loaded, "dead": dead}
+        self.flow = RecentFlow(newest_ms, loaded, dead)
 
-    def query(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
-        return [self.row]
+    def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
+        return self.flow
 
 
 class FixedBacklog:
@@ -32,14 +33,14 @@ class FixedBacklog:
 
 
 def service(
-    runner: InMemoryJobRunner, warehouse: FixedWarehouse, backlog: Any = None
+    runner: InMemoryJobRunner, queries: FixedQueries, backlog: Any = None
 ) -> StreamingService:
-    return StreamingService(runner, warehouse, "quotes-load", backlog, clock=lambda: NOW)
+    return StreamingService(runner, queries, "quotes-load", backlog, clock=lambda: NOW)
 
 
 def test_ensure_running_launches_each_missing_job_once() -> None:
     runner = InMemoryJobRunner()
-    healthy = FixedWarehouse(int(NOW * 1000) - 2000, 100, 0)
+    healthy = FixedQueries(int(NOW * 1000) - 2000, 100, 0)
     first = service(runner, healthy).ensure_running()
     second = service(runner, healthy).ensure_running()
     assert runner.launches == ["quotestream-extract", "quotestream-load"]
@@ -49,10 +50,10 @@ def test_ensure_running_launches_each_missing_job_once() -> None:
 
 def test_health_names_every_problem() -> None:
     runner = InMemoryJobRunner()
-    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    service(runner, FixedQueries(None, 0, 0)).ensure_running()
     runner.stop("quotestream-load", StopMode.CANCEL)
     report = service(
-        runner, FixedWarehouse(int(NOW * 1000) - 900_000, 90, 10), FixedBacklog(5000, 1200)
+        runner, FixedQueries(int(NOW * 1000) - 900_000, 90, 10), FixedBacklog(5000, 1200)
     ).health()
     assert not report.healthy
     assert report.problems == [
@@ -66,25 +67,25 @@ def test_health_names_every_problem() -> None:
 
 def test_health_is_good_when_everything_flows() -> None:
     runner = InMemoryJobRunner()
-    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
-    report = service(runner, FixedWarehouse(int(NOW * 1000) - 3000, 500, 1)).health()
+    service(runner, FixedQueries(None, 0, 0)).ensure_running()
+    report = service(runner, FixedQueries(int(NOW * 1000) - 3000, 500, 1)).health()
     assert report.healthy, report.problems
     assert report.figures["backlog"].startswith("not measured")
 
 
 def test_freshly_launched_jobs_get_time_before_staleness_counts() -> None:
     runner = InMemoryJobRunner()
-    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    service(runner, FixedQueries(None, 0, 0)).ensure_running()
     for name, job in list(runner.jobs.items()):
         runner.jobs[name] = type(job)(job.name, job.job_id, job.state, int(NOW * 1000) - 60_000)
-    report = service(runner, FixedWarehouse(None, 0, 0)).health()
+    report = service(runner, FixedQueries(None, 0, 0)).health()
     assert report.healthy, report.problems
     assert report.figures["settling_after_launch"] is True
 
 
 def test_restart_stops_waits_and_relaunches_under_the_same_name() -> None:
     runner = InMemoryJobRunner()
-    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    service(runner, FixedQueries(None, 0, 0)).ensure_running()
     before, after = RestartService(runner, poll_s=0).restart("load", StopMode.DRAIN, 5)
     assert before.state is JobState.RUNNING
     assert (after.name, after.state) == ("quotestream-load", JobState.RUNNING)
@@ -93,7 +94,7 @@ def test_restart_stops_waits_and_relaunches_under_the_same_name() -> None:
 
 def test_a_plain_restart_cancels_the_extract_and_drains_the_load() -> None:
     runner = InMemoryJobRunner()
-    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    service(runner, FixedQueries(None, 0, 0)).ensure_running()
     restarts = RestartService(runner, poll_s=0)
     restarts.restart("extract", None, 5)
     restarts.restart("load", None, 5)
@@ -107,7 +108,7 @@ def test_an_update_replaces_in_place_where_the_runner_can_else_restarts_plainly(
     in_place: bool, stops: list[tuple[str, str]]
 ) -> None:
     runner = InMemoryJobRunner(in_place=in_place)
-    service(runner, FixedWarehouse(None, 0, 0)).ensure_running()
+    service(runner, FixedQueries(None, 0, 0)).ensure_running()
     before, after = RestartService(runner, poll_s=0).update("load", 5)
     assert runner.stops == stops
     assert (after.state, after.job_id != before.job_id) == (JobState.RUNNING, True)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.pairs import PairSpec, split_pairs
 from quotestream.domain.quote import Quote, format_ts, to_ms
 from quotestream.domain.validation import InvalidQuote, Reason, loads_json, quote_from_mapping
@@ -20,7 +21,6 @@ from quotestream_api.deps import (
     limit_push_rate,
     require_api_key,
 )
-from quotestream_api.market import MarketSimulator
 from quotestream_api.problems import Problem
 from quotestream_api.schemas import LatestQuotes, QuoteHistoryPage, RelayReceipt
 

@@ -11,10 +11,16 @@ import apache_beam as beam
 from apache_beam.pvalue import PBegin, PCollection
 
 from quotestream.beam.bars import OneMinuteBars, bar_row_id
-from quotestream.beam.messages import RawMessage, Receipt, Tracked
+from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
-from quotestream.beam.sinks import REJECTED, WRITTEN, WarehouseFactory, WriteRows
-from quotestream.domain.quote import now_ms
+from quotestream.beam.sinks import (
+    REJECTED,
+    WRITTEN,
+    QueriesFactory,
+    WarehouseFactory,
+    WriteRows,
+)
+from quotestream.domain.quote import Quote, now_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
 from quotestream.domain.schemas import QUOTES as QUOTES_TABLE
@@ -23,14 +29,12 @@ from quotestream.ports import QuoteSource
 log = logging.getLogger(__name__)
 
 STORED = "stored"
-# dead_letter_row_id in SQL, for the rows that have a message id (every pulled message has).
-_DEAD_LETTER_ROW_ID_SQL = "CONCAT(stage, ':', message_id)"
 
 
 class LoadQuotes(beam.PTransform[Any, Any]):
     """RawMessage -> rows in the three tables. Returns the quote rows and bar rows it writes,
-    and under STORED, by path, the receipts of the messages whose quote row or dead-letter row
-    is written: what may be acknowledged (bars do not hold a message back).
+    and under STORED, by path, the quote rows and dead-letter rows now stored: what settles
+    the messages they came from (bars do not hold a message back).
 
     No Flatten joins the paths: on the streaming DirectRunner a Flatten's output waits until
     the source ends, which an endless local source never does.
@@ -39,34 +43,27 @@ class LoadQuotes(beam.PTransform[Any, Any]):
     def __init__(
         self,
         warehouse_factory: WarehouseFactory,
+        queries_factory: QueriesFactory,
         allowed_lateness_s: int = 300,
         pairs: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self._factory = warehouse_factory
+        self._queries_factory = queries_factory
         self._allowed_lateness_s = allowed_lateness_s
         self._pairs = pairs
 
     def expand(self, messages: PCollection[Any]) -> dict[str, Any]:
         parsed = messages | "ParseQuotes" >> ParseQuotes(self._pairs)
-        quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(_with_quote_row)
+        quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(_quote_row)
         quotes = quote_rows | "WriteQuotes" >> WriteRows(
             QUOTES_TABLE.name,
             self._factory,
             _event_id,
-            stored_id_sql="event_id",
-            stored_time_column="event_ts",
+            queries_factory=self._queries_factory,
         )
-        bar_rows = (
-            parsed[QUOTES]
-            | "Quotes" >> beam.Map(lambda quote: quote.value)
-            | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
-        )
-        bars = (
-            bar_rows
-            | "BarsUntracked" >> beam.Map(Tracked)
-            | "WriteBars" >> WriteRows(QUOTE_BARS_1M.name, self._factory, bar_row_id)
-        )
+        bar_rows = parsed[QUOTES] | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
+        bars = bar_rows | "WriteBars" >> WriteRows(QUOTE_BARS_1M.name, self._factory, bar_row_id)
         _ = bars[REJECTED] | "DeadLetterRejectedBars" >> WriteDeadLetters(self._factory)
         stored = {
             "Quotes": quotes[WRITTEN],
@@ -77,15 +74,12 @@ class LoadQuotes(beam.PTransform[Any, Any]):
         return {
             QUOTES_TABLE.name: quote_rows,
             QUOTE_BARS_1M.name: bar_rows,
-            STORED: {
-                path: written | f"{path}Receipts" >> beam.FlatMap(_receipt)
-                for path, written in stored.items()
-            },
+            STORED: stored,
         }
 
 
 class WriteDeadLetters(beam.PTransform[Any, Any]):
-    """Tracked dead-letter rows -> those written. One BigQuery refuses is logged and left
+    """Dead-letter rows -> those written. One BigQuery refuses is logged and left
     unacknowledged: Pub/Sub delivers its message again, then dead-letters it to its topic."""
 
     def __init__(self, warehouse_factory: WarehouseFactory) -> None:
@@ -94,33 +88,25 @@ class WriteDeadLetters(beam.PTransform[Any, Any]):
 
     def expand(self, rows: PCollection[Any]) -> PCollection[Any]:
         written = rows | "Write" >> WriteRows(
-            QUOTES_DEAD_LETTER.name,
-            self._factory,
-            dead_letter_row_id,
-            stored_id_sql=_DEAD_LETTER_ROW_ID_SQL,
+            QUOTES_DEAD_LETTER.name, self._factory, dead_letter_row_id
         )
         _ = written[REJECTED] | "LogUnwritable" >> beam.Map(_log_unwritable)
         return written[WRITTEN]
 
 
-def _receipt(item: Tracked) -> list[Receipt]:
-    return [item.receipt] if item.receipt else []
-
-
-def _with_quote_row(quote: Tracked) -> Any:
+def _quote_row(quote: Quote) -> Any:
     # Typed Any: Beam would infer the row's dict type here and pick a coder for dicts.
-    return quote._replace(value=quote_row(quote.value, now_ms()))
+    return quote_row(quote, now_ms())
 
 
 def _event_id(row: dict[str, Any]) -> str:
     return str(row["event_id"])
 
 
-def _log_unwritable(item: Tracked) -> None:
+def _log_unwritable(row: dict[str, Any]) -> None:
     # Only a bug in our own dead-letter rows gets here; say so as loudly as we can.
     log.error(
-        "dead-letter row rejected by BigQuery, message not stored: %s",
-        json.dumps(item.value)[:2000],
+        "dead-letter row rejected by BigQuery, message not stored: %s", json.dumps(row)[:2000]
     )
 
 

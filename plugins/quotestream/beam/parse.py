@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
 
-from quotestream.beam.messages import RawMessage, Tracked
+from quotestream.beam.messages import RawMessage
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row
@@ -41,7 +41,7 @@ class ParseQuoteFn(beam.DoFn):
             yield self._dead_letter(message, "internal_error", repr(error))
             return
         self.parsed.inc()
-        yield Tracked(quote, message.receipt)
+        yield quote
 
     def _dead_letter(self, message: RawMessage, reason: str, detail: str) -> TaggedOutput[str, Any]:
         self.dead_lettered.inc()
@@ -55,12 +55,11 @@ class ParseQuoteFn(beam.DoFn):
             received_ts_ms=now_ms(),
             message_id=message.message_id,
         )
-        return TaggedOutput(DEAD_LETTER, Tracked(row, message.receipt))
+        return TaggedOutput(DEAD_LETTER, row)
 
 
 class ParseQuotes(beam.PTransform[Any, Any]):
-    """RawMessage -> outputs `quotes` (Quote) and `dead_letter` (dead-letter rows), each
-    Tracked with its message's receipt."""
+    """RawMessage -> outputs `quotes` (Quote) and `dead_letter` (dead-letter rows)."""
 
     def __init__(self, pairs: Sequence[str] | None = None) -> None:
         super().__init__()

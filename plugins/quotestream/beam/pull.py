@@ -1,17 +1,25 @@
-"""The local Pub/Sub source: pull, and acknowledge each message only once its row is stored.
+"""The local Pub/Sub edge of the load: a source that pulls, and an acknowledger that settles
+each message once its quote row or dead-letter row is stored.
 
 The DirectRunner's ReadFromPubSub acknowledges messages as it pulls them, so a local job
 killed mid-bundle loses what it held. Here a message stays unacknowledged until the load has
-written its quote row or dead-letter row; whatever a dead job held comes again after the
-subscription's ack deadline (Dataflow's own source acknowledges after its durable commit, so
-Google Cloud keeps ReadFromPubSub).
+stored what it became; whatever a dead job held comes again after the subscription's ack
+deadline. The load's transforms carry plain quotes and rows: the source notes which stored row
+settles which pulled message, and the acknowledger, given the stored rows, finds the messages
+to acknowledge. Both run in the one process of a local job. (Dataflow's own source
+acknowledges after its durable commit, so Google Cloud keeps ReadFromPubSub.)
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
@@ -19,36 +27,151 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PBegin, PCollection
 from google.api_core.exceptions import GoogleAPICallError, RetryError
 
-from quotestream.beam.messages import RawMessage, Receipt
+from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import NAMESPACE
+from quotestream.beam.sinks import QueriesFactory
 from quotestream.beam.ticks import Ticks
+from quotestream.domain.rows import dead_letter_row_id, refused_row_id
+from quotestream.domain.schemas import QUOTES
 
 # A google.cloud.pubsub_v1.SubscriberClient, or anything answering its pull and acknowledge.
 SubscriberFactory = Callable[[], Any]
 # Pub/Sub's limit is 512 KB per request; ack ids are about 200 bytes.
 _ACK_CHUNK = 1000
+# What a stored row settles: ("event", event_id) for a quote row, ("message", message_id)
+# for a dead-letter row (a refused quote row's dead letter is named after its event id).
+SettlementKey = tuple[str, str]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class PendingAcks:
+    """The pulled messages of one local job not acknowledged yet, by what would settle them."""
+
+    _ack_ids: dict[SettlementKey, set[str]] = field(default_factory=dict)
+    _keys: dict[str, list[SettlementKey]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, ack_id: str, keys: list[SettlementKey]) -> None:
+        with self._lock:
+            self._keys[ack_id] = keys
+            for key in keys:
+                self._ack_ids.setdefault(key, set()).add(ack_id)
+
+    def settle(self, key: SettlementKey) -> list[str]:
+        """The ack ids the stored row `key` settles, forgotten from here on."""
+        with self._lock:
+            settled = list(self._ack_ids.pop(key, ()))
+            for ack_id in settled:
+                for other in self._keys.pop(ack_id, ()):
+                    waiting = self._ack_ids.get(other)
+                    if waiting is not None:
+                        waiting.discard(ack_id)
+                        if not waiting:
+                            del self._ack_ids[other]
+            return settled
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keys)
+
+
+# By job: DoFns are pickled, so the source and the acknowledger meet here, in the process.
+_PENDING: dict[str, PendingAcks] = {}
+
+
+def pending_acks(job: str) -> PendingAcks:
+    return _PENDING.setdefault(job, PendingAcks())
+
+
+def settlement_key(row: Mapping[str, Any]) -> SettlementKey:
+    if "stage" in row:
+        return ("message", str(row["message_id"]))
+    return ("event", str(row["event_id"]))
+
+
+@dataclass(frozen=True)
+class _Document:
+    """What a message's payload says of its quote, as far as it reads as one."""
+
+    event_id: str | None
+    event_ts: datetime | None
+
+    @classmethod
+    def of(cls, data: bytes) -> _Document:
+        try:
+            document = json.loads(data)
+            event_id = document["event_id"]
+            event_ts = datetime.fromisoformat(str(document["event_ts"]).replace("Z", "+00:00"))
+        except (ValueError, TypeError, KeyError):
+            return cls(None, None)
+        if not isinstance(event_id, str) or event_ts.tzinfo is None:
+            return cls(None, None)
+        return cls(event_id, event_ts)
+
+
+def _settlement_keys(message_id: str, document: _Document) -> list[SettlementKey]:
+    keys = [("message", message_id)]
+    if document.event_id is not None:
+        refused = refused_row_id(QUOTES.name, document.event_id)
+        keys += [("event", document.event_id), ("message", refused)]
+    return keys
+
+
 class PullMessagesFn(beam.DoFn):
-    """tick -> what the subscription has right now, at most `max_messages`, unacknowledged."""
+    """tick -> what the subscription has right now, at most `max_messages`, each noted as
+    pending. A message delivered again whose row is stored already is acknowledged here and
+    goes no further: BigQuery's insert-id dedup may have forgotten its first insert."""
 
     def __init__(
-        self, subscription: str, subscriber_factory: SubscriberFactory, max_messages: int
+        self,
+        subscription: str,
+        subscriber_factory: SubscriberFactory,
+        queries_factory: QueriesFactory,
+        job: str,
+        max_messages: int,
     ) -> None:
         self._subscription = subscription
         self._factory = subscriber_factory
+        self._queries_factory = queries_factory
+        self._job = job
         self._max_messages = max_messages
         self.pulled = Metrics.counter(NAMESPACE, "pulled")
         self.redelivered = Metrics.counter(NAMESPACE, "redelivered")
+        self.already_stored = Metrics.counter(NAMESPACE, "redelivered_already_stored")
 
     def setup(self) -> None:
         self._subscriber = self._factory()
+        self._queries = self._queries_factory()
+        self._pending = pending_acks(self._job)
         self._failed_pulls = 0
         self._next_failure_log = 0.0
 
     def process(self, _tick: Any) -> Iterator[RawMessage]:
+        received = self._pull()
+        # delivery_attempt is 0 when the subscription has no dead-letter policy: unknown,
+        # so treated as a possible redelivery.
+        again = [item for item in received if item.delivery_attempt != 1]
+        self.pulled.inc(len(received))
+        if again:
+            self.redelivered.inc(len(again))
+            log.info("pulled %d messages, %d of them redelivered", len(received), len(again))
+        documents = {item.ack_id: _Document.of(item.message.data) for item in received}
+        stored = self._stored_already(again, documents)
+        if stored:
+            self.already_stored.inc(len(stored))
+            log.info("%d redelivered messages were stored already: acknowledged", len(stored))
+            acknowledge(self._subscriber, self._subscription, sorted(stored))
+        for item in received:
+            if item.ack_id in stored:
+                continue
+            message = item.message
+            keys = _settlement_keys(message.message_id, documents[item.ack_id])
+            self._pending.add(item.ack_id, keys)
+            yield RawMessage(bytes(message.data), dict(message.attributes), message.message_id)
+
+    def _pull(self) -> list[Any]:
         # A tick takes what is there and returns: the next tick polls again.
         try:
             response = self._subscriber.pull(
@@ -71,47 +194,92 @@ class PullMessagesFn(beam.DoFn):
                 )
                 self._next_failure_log = time.monotonic() + 60
             self._failed_pulls += 1
-            return
+            return []
         if self._failed_pulls:
             log.warning("Pub/Sub back after %d failed pulls", self._failed_pulls)
             self._failed_pulls = 0
-        received = list(response.received_messages)
-        # delivery_attempt is 0 when the subscription has no dead-letter policy: unknown,
-        # so treated as a possible redelivery.
-        again = sum(1 for item in received if item.delivery_attempt != 1)
-        self.pulled.inc(len(received))
-        if again:
-            self.redelivered.inc(again)
-            log.info("pulled %d messages, %d of them redelivered", len(received), again)
-        for item in received:
-            message = item.message
-            yield RawMessage(
-                bytes(message.data),
-                dict(message.attributes),
-                message.message_id,
-                Receipt(item.ack_id, redelivered=item.delivery_attempt != 1),
-            )
+        return list(response.received_messages)
+
+    def _stored_already(self, again: list[Any], documents: Mapping[str, _Document]) -> set[str]:
+        """The ack ids of the redelivered messages whose quote row or dead-letter row is
+        stored."""
+        if not again:
+            return set()
+        quote_times = {
+            document.event_id: document.event_ts
+            for item in again
+            if (document := documents[item.ack_id]).event_id is not None
+            and document.event_ts is not None
+        }
+        dead_letter_ids = {
+            item.ack_id: _dead_letter_ids(item.message.message_id, documents[item.ack_id])
+            for item in again
+        }
+        quotes = self._queries.stored_quote_ids(quote_times)
+        dead = self._queries.stored_dead_letter_ids(
+            {row_id for ids in dead_letter_ids.values() for row_id in ids}
+        )
+        return {
+            item.ack_id
+            for item in again
+            if documents[item.ack_id].event_id in quotes
+            or not dead.isdisjoint(dead_letter_ids[item.ack_id])
+        }
 
     def teardown(self) -> None:
-        subscriber = getattr(self, "_subscriber", None)
-        if subscriber is not None:
-            subscriber.close()
+        for client in (getattr(self, "_subscriber", None), getattr(self, "_queries", None)):
+            if client is not None:
+                client.close()
+
+
+def _dead_letter_ids(message_id: str, document: _Document) -> set[str]:
+    """The ids of the dead-letter rows a message may have become: its own, if the gate
+    refused it, and its quote row's, if BigQuery did."""
+    ids = {dead_letter_row_id({"stage": "parse", "message_id": message_id})}
+    if document.event_id is not None:
+        refused = refused_row_id(QUOTES.name, document.event_id)
+        ids.add(dead_letter_row_id({"stage": "bigquery_insert", "message_id": refused}))
+    return ids
+
+
+def acknowledge(subscriber: Any, subscription: str, ack_ids: list[str]) -> int:
+    """Acknowledges in chunks; returns how many did not go through. Those cost a
+    redelivery, never data: the message comes again and its row is found stored."""
+    failed = 0
+    for start in range(0, len(ack_ids), _ACK_CHUNK):
+        chunk = ack_ids[start : start + _ACK_CHUNK]
+        try:
+            subscriber.acknowledge(
+                request={"subscription": subscription, "ack_ids": chunk}, timeout=30
+            )
+        except (GoogleAPICallError, RetryError) as error:
+            failed += len(chunk)
+            log.warning(
+                "could not acknowledge %d messages (they come again, found stored): %s",
+                len(chunk),
+                error,
+            )
+    return failed
 
 
 class PullFromPubSub(beam.PTransform[Any, Any]):
-    """PBegin -> RawMessage with its receipt, polled every `interval_s`. Pair it with
-    AcknowledgeMessages on what the load stored, or every message comes again."""
+    """PBegin -> RawMessage, polled every `interval_s`, pending until AcknowledgeStored
+    settles them, or they come again."""
 
     def __init__(
         self,
         subscription: str,
         subscriber_factory: SubscriberFactory,
+        queries_factory: QueriesFactory,
+        job: str,
         interval_s: float = 0.2,
         max_messages: int = 500,
     ) -> None:
         super().__init__()
         self._interval_s = interval_s
-        self._pull = PullMessagesFn(subscription, subscriber_factory, max_messages)
+        self._pull = PullMessagesFn(
+            subscription, subscriber_factory, queries_factory, job, max_messages
+        )
 
     def expand(self, begin: PBegin) -> PCollection[Any]:
         return (
@@ -122,41 +290,29 @@ class PullFromPubSub(beam.PTransform[Any, Any]):
 
 
 class AcknowledgeFn(beam.DoFn):
-    """Acknowledges a bundle's receipts together when the bundle finishes."""
+    """Stored rows -> the messages they settle, acknowledged together when the bundle ends."""
 
-    def __init__(self, subscription: str, subscriber_factory: SubscriberFactory) -> None:
+    def __init__(self, subscription: str, subscriber_factory: SubscriberFactory, job: str) -> None:
         self._subscription = subscription
         self._factory = subscriber_factory
+        self._job = job
         self.acknowledged = Metrics.counter(NAMESPACE, "acknowledged")
         self.unacknowledged = Metrics.counter(NAMESPACE, "unacknowledged")
 
     def setup(self) -> None:
         self._subscriber = self._factory()
+        self._pending = pending_acks(self._job)
 
     def start_bundle(self) -> None:
         self._ack_ids: list[str] = []
 
-    def process(self, receipt: Receipt) -> None:
-        self._ack_ids.append(receipt.ack_id)
+    def process(self, row: dict[str, Any]) -> None:
+        self._ack_ids.extend(self._pending.settle(settlement_key(row)))
 
     def finish_bundle(self) -> None:
-        # An acknowledgement that does not arrive (an ack id past its deadline, Pub/Sub away)
-        # costs a redelivery, never data: the message comes again and its row is found stored.
-        for start in range(0, len(self._ack_ids), _ACK_CHUNK):
-            chunk = self._ack_ids[start : start + _ACK_CHUNK]
-            try:
-                self._subscriber.acknowledge(
-                    request={"subscription": self._subscription, "ack_ids": chunk}, timeout=30
-                )
-            except (GoogleAPICallError, RetryError) as error:
-                self.unacknowledged.inc(len(chunk))
-                log.warning(
-                    "could not acknowledge %d messages (they come again, found stored): %s",
-                    len(chunk),
-                    error,
-                )
-                continue
-            self.acknowledged.inc(len(chunk))
+        failed = acknowledge(self._subscriber, self._subscription, self._ack_ids)
+        self.unacknowledged.inc(failed)
+        self.acknowledged.inc(len(self._ack_ids) - failed)
         self._ack_ids = []
 
     def teardown(self) -> None:
@@ -165,12 +321,34 @@ class AcknowledgeFn(beam.DoFn):
             subscriber.close()
 
 
-class AcknowledgeMessages(beam.PTransform[Any, Any]):
-    """Receipts of stored messages -> acknowledged on their subscription."""
+class AcknowledgeStored(beam.PTransform[Any, Any]):
+    """Stored quote rows and dead-letter rows -> their messages acknowledged."""
 
-    def __init__(self, subscription: str, subscriber_factory: SubscriberFactory) -> None:
+    def __init__(self, subscription: str, subscriber_factory: SubscriberFactory, job: str) -> None:
         super().__init__()
-        self._acknowledge = AcknowledgeFn(subscription, subscriber_factory)
+        self._acknowledge = AcknowledgeFn(subscription, subscriber_factory, job)
 
-    def expand(self, receipts: PCollection[Any]) -> PCollection[Any]:
-        return receipts | "Acknowledge" >> beam.ParDo(self._acknowledge)
+    def expand(self, rows: PCollection[Any]) -> PCollection[Any]:
+        return rows | "Acknowledge" >> beam.ParDo(self._acknowledge)
+
+
+@dataclass(frozen=True)
+class LocalPubSubEdge:
+    """The local load's source and acknowledger, over one subscription."""
+
+    subscription: str
+    subscriber_factory: SubscriberFactory
+    queries_factory: QueriesFactory
+    # Names this job's pending messages, which its source and acknowledger share.
+    job: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def read(self, pipeline: beam.Pipeline) -> PCollection[Any]:
+        return pipeline | "PullPubSub" >> PullFromPubSub(
+            self.subscription, self.subscriber_factory, self.queries_factory, self.job
+        )
+
+    def settle(self, stored: Mapping[str, PCollection[Any]]) -> None:
+        for path, rows in stored.items():
+            _ = rows | f"Acknowledge{path}" >> AcknowledgeStored(
+                self.subscription, self.subscriber_factory, self.job
+            )

@@ -10,19 +10,15 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.gcp.pubsub import ReadFromPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
 from quotestream import bootstrap
 from quotestream.beam.extract import ExtractQuotes
 from quotestream.beam.load import STORED, LoadQuotes, ReadHistory
-from quotestream.beam.messages import from_pubsub
 from quotestream.beam.options import ExtractOptions, LoadOptions, QuotestreamOptions
-from quotestream.beam.pull import AcknowledgeMessages, PullFromPubSub
 from quotestream.beam.ticks import Ticks, bound_local_runner_metrics
 from quotestream.domain.quote import to_ms
 from quotestream.settings import Settings
@@ -31,12 +27,6 @@ from quotestream.settings import Settings
 # time (failing offline, after a network attempt). It skips Prism for pipelines that allow
 # unsafe triggers; ours use only safe ones, so for them the flag changes nothing else.
 SKIP_PRISM = "--allow_unsafe_triggers"
-
-# Attributes every quote is published with (Quote.pubsub_attributes). Dataflow's Pub/Sub source
-# takes each element's timestamp, and so the watermark, from the first, and drops a message
-# whose second it has recently seen: a redelivery or a republished copy alike.
-EVENT_TIME_ATTRIBUTE = "event_ts"
-EVENT_ID_ATTRIBUTE = "event_id"
 
 
 class LaunchError(ValueError):
@@ -107,43 +97,17 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         subscription = custom.subscription or (
             f"projects/{settings.project}/subscriptions/{settings.load_subscription}"
         )
-        if settings.target == "local":
-            messages = pipeline | "PullPubSub" >> PullFromPubSub(
-                subscription, partial(_subscriber, settings)
-            )
-        else:
-            messages = (
-                pipeline
-                | "ReadPubSub" >> read_pubsub(subscription)
-                | "ToRawMessage" >> beam.Map(from_pubsub)
-            )
+        edge = bootstrap.build_load_edge(settings, subscription)
+        messages = edge.read(pipeline)
     loaded = messages | "LoadQuotes" >> LoadQuotes(
-        partial(bootstrap.build_warehouse, settings), custom.allowed_lateness_s, settings.pairs
+        partial(bootstrap.build_warehouse, settings),
+        partial(bootstrap.build_quote_queries, settings),
+        custom.allowed_lateness_s,
+        settings.pairs,
     )
-    if not backfill and settings.target == "local":
-        for path, receipts in loaded[STORED].items():
-            _ = receipts | f"Acknowledge{path}" >> AcknowledgeMessages(
-                subscription, partial(_subscriber, settings)
-            )
+    if not backfill:
+        edge.settle(loaded[STORED])
     return pipeline
-
-
-def read_pubsub(subscription: str) -> ReadFromPubSub:
-    """On Dataflow, Dataflow's own Pub/Sub source, which acknowledges a message only once what
-    the first fused stage made of it is durably committed. The DirectRunner refuses it
-    (id_label) and would acknowledge on pull anyway: the local target pulls by itself."""
-    return ReadFromPubSub(
-        subscription=subscription,
-        with_attributes=True,
-        timestamp_attribute=EVENT_TIME_ATTRIBUTE,
-        id_label=EVENT_ID_ATTRIBUTE,
-    )
-
-
-def _subscriber(settings: Settings) -> Any:
-    from google.cloud.pubsub_v1 import SubscriberClient
-
-    return SubscriberClient(credentials=bootstrap.google_access(settings, "pubsub").credentials)
 
 
 def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:

@@ -17,16 +17,15 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
 from google.api_core.exceptions import GoogleAPICallError, RetryError
 
-from quotestream.beam.messages import Tracked
 from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row, refused_row_id
-from quotestream.ports import Warehouse
+from quotestream.ports import QuoteQueries, Warehouse
 
 WRITTEN = "written"
 REJECTED = "rejected"
 WarehouseFactory = Callable[[], Warehouse]
-_LOOKUP_CHUNK = 500
+QueriesFactory = Callable[[], QuoteQueries]
 # BigQuery forgets an insert id about a minute after the first insert, which came no earlier
 # than the row's time: a copy of a younger row is left to that (best-effort) dedup, while an
 # older one (a redelivery, a client's retry, a relay publish that timed out but went through,
@@ -44,22 +43,21 @@ class InsertRowsFn(beam.DoFn):
         table: str,
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
-        stored_id_sql: str | None = None,
-        stored_time_column: str | None = None,
+        queries_factory: QueriesFactory | None = None,
     ) -> None:
         self._table = table
         self._factory = warehouse_factory
         self._row_id = row_id
-        self._stored_id_sql = stored_id_sql
-        self._stored_time_column = stored_time_column
+        self._queries_factory = queries_factory
         self.written = Metrics.counter(NAMESPACE, f"written_{table}")
         self.rejected = Metrics.counter(NAMESPACE, f"rejected_{table}")
         self.already_stored = Metrics.counter(NAMESPACE, f"already_stored_{table}")
 
     def setup(self) -> None:
         self._warehouse = self._factory()
+        self._queries = self._queries_factory() if self._queries_factory else None
 
-    def process(self, batch: list[Tracked]) -> Iterator[Any]:
+    def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
         # A warehouse that does not answer is waited for here rather than failing the bundle
         # (the local runner would end the job): each attempt decides anew which rows to look
         # up, so a row whose insert id BigQuery forgot while we waited is looked up too.
@@ -76,16 +74,16 @@ class InsertRowsFn(beam.DoFn):
         self.written.inc(len(inserted) - len(errors))
         self.rejected.inc(len(errors))
         refused = {error["index"]: error for error in errors}
-        for index, item in enumerate(inserted):
+        for index, row in enumerate(inserted):
             if index in refused:
-                yield TaggedOutput(REJECTED, self._dead_letter(item, refused[index]))
+                yield TaggedOutput(REJECTED, self._dead_letter(row, refused[index]))
             else:
-                yield item
+                yield row
 
     def _insert_new(
-        self, batch: list[Tracked]
-    ) -> tuple[list[Tracked], list[Tracked], list[dict[str, Any]]]:
-        """Inserts the items not stored yet: (those found stored, those inserted, BigQuery's
+        self, batch: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Inserts the rows not stored yet: (those found stored, those inserted, BigQuery's
         per-row errors indexed over the inserted). Only rows BigQuery refuses become dead
         letters."""
         stored = self._stored_earlier(batch)
@@ -95,71 +93,46 @@ class InsertRowsFn(beam.DoFn):
                 len(stored),
                 self._table,
             )
-        skipped = {id(item) for item in stored}
-        inserted = [item for item in batch if id(item) not in skipped]
+        skipped = {id(row) for row in stored}
+        inserted = [row for row in batch if id(row) not in skipped]
         if not inserted:
             return stored, [], []
-        rows = [item.value for item in inserted]
-        errors = self._warehouse.insert_rows(self._table, rows, [self._row_id(r) for r in rows])
+        row_ids = [self._row_id(row) for row in inserted]
+        errors = self._warehouse.insert_rows(self._table, inserted, row_ids)
         return stored, inserted, errors
 
-    def _may_be_stored(self, item: Tracked, now: int) -> bool:
-        if item.receipt is not None and item.receipt.redelivered:
-            return True
-        if self._stored_time_column is None:
-            return False
-        return now - to_ms(_moment(item.value[self._stored_time_column])) > INSERT_ID_TRUSTED_MS
-
-    def _stored_earlier(self, batch: Sequence[Tracked]) -> list[Tracked]:
-        """The items whose row may be stored already and is. BigQuery's insert-id dedup
-        forgets after about a minute, while a message comes again after its ack deadline, or
-        after however long a crashed job stayed down, and a quote may be published again
-        later still: so look."""
-        if self._stored_id_sql is None:
+    def _stored_earlier(self, batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The quote rows old enough that BigQuery's insert-id dedup may have forgotten them,
+        that are stored: a quote may be published again long after its first insert. (A
+        message delivered again is settled at the source, before it gets here.)"""
+        if self._queries is None:
             return []
         now = now_ms()
-        to_check = [item for item in batch if self._may_be_stored(item, now)]
-        found: set[str] = set()
-        by_id = {self._row_id(item.value): item.value for item in to_check}
-        # Ordered by time when there is one, so a chunk's BETWEEN spans few partitions.
-        column = self._stored_time_column
-        ids = sorted(by_id, key=lambda row_id: (by_id[row_id][column] if column else "", row_id))
-        for start in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[start : start + _LOOKUP_CHUNK]
-            names = ", ".join(f"@id_{index}" for index in range(len(chunk)))
-            params: dict[str, Any] = {f"id_{index}": row_id for index, row_id in enumerate(chunk)}
-            # Table and expressions are ours; the values travel as query parameters.
-            sql = (
-                f"SELECT DISTINCT {self._stored_id_sql} AS row_id "  # noqa: S608
-                f"FROM {{dataset}}.{self._table} WHERE {self._stored_id_sql} IN ({names})"
-            )
-            if self._stored_time_column is not None:
-                # The copies' own times bound the partitions read, whatever the table's size.
-                times = [_moment(by_id[row_id][self._stored_time_column]) for row_id in chunk]
-                sql += f" AND {self._stored_time_column} BETWEEN @earliest AND @latest"
-                params.update(earliest=min(times), latest=max(times))
-            rows = self._warehouse.query(sql, params)
-            found.update(str(row["row_id"]) for row in rows)
-        return [item for item in to_check if self._row_id(item.value) in found]
+        old = {
+            str(row["event_id"]): moment
+            for row in batch
+            if now - to_ms(moment := _moment(row["event_ts"])) > INSERT_ID_TRUSTED_MS
+        }
+        if not old:
+            return []
+        found = self._queries.stored_quote_ids(old)
+        return [row for row in batch if row["event_id"] in found]
 
-    def _dead_letter(self, item: Tracked, error: dict[str, Any]) -> Tracked:
-        row = item.value
-        return item._replace(
-            value=dead_letter_row(
-                json.dumps(row, default=str).encode(),
-                {"table": self._table},
-                reason="bigquery_rejected",
-                error=json.dumps(error.get("errors", []), default=str),
-                stage="bigquery_insert",
-                received_ts_ms=now_ms(),
-                message_id=refused_row_id(self._table, self._row_id(row)),
-            )
+    def _dead_letter(self, row: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
+        return dead_letter_row(
+            json.dumps(row, default=str).encode(),
+            {"table": self._table},
+            reason="bigquery_rejected",
+            error=json.dumps(error.get("errors", []), default=str),
+            stage="bigquery_insert",
+            received_ts_ms=now_ms(),
+            message_id=refused_row_id(self._table, self._row_id(row)),
         )
 
     def teardown(self) -> None:
-        warehouse = getattr(self, "_warehouse", None)
-        if warehouse is not None:
-            warehouse.close()
+        for client in (getattr(self, "_warehouse", None), getattr(self, "_queries", None)):
+            if client is not None:
+                client.close()
 
 
 def _moment(text: str) -> datetime:
@@ -167,12 +140,11 @@ def _moment(text: str) -> datetime:
 
 
 class WriteRows(beam.PTransform[Any, Any]):
-    """Tracked rows -> outputs `written` (Tracked rows now stored) and `rejected` (Tracked
-    dead-letter rows for what BigQuery refused), each keeping its message's receipt.
+    """Rows -> outputs `written` (rows now stored) and `rejected` (dead-letter rows for what
+    BigQuery refused).
 
-    `stored_id_sql`, the SQL expression of a row's id in the table, lets a redelivered or
-    republished message whose row is already stored pass as written without a second insert;
-    `stored_time_column`, the partitioning column, narrows that lookup to the rows' times.
+    With `queries_factory` (for quote rows), a quote published again whose row is already
+    stored passes as written without a second insert.
     """
 
     def __init__(
@@ -180,14 +152,11 @@ class WriteRows(beam.PTransform[Any, Any]):
         table: str,
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
-        stored_id_sql: str | None = None,
+        queries_factory: QueriesFactory | None = None,
         max_batch_bytes: int = 2_000_000,
-        stored_time_column: str | None = None,
     ) -> None:
         super().__init__()
-        self._insert = InsertRowsFn(
-            table, warehouse_factory, row_id, stored_id_sql, stored_time_column
-        )
+        self._insert = InsertRowsFn(table, warehouse_factory, row_id, queries_factory)
         self._max_batch_bytes = max_batch_bytes
 
     def expand(self, rows: PCollection[Any]) -> Any:
@@ -201,7 +170,7 @@ class WriteRows(beam.PTransform[Any, Any]):
                 # insert and fit timings with numpy, which fails on degenerate ones.
                 min_batch_size=self._max_batch_bytes,
                 max_batch_size=self._max_batch_bytes,
-                element_size_fn=lambda item: len(json.dumps(item.value, default=str)),
+                element_size_fn=lambda row: len(json.dumps(row, default=str)),
             )
             | "Insert" >> beam.ParDo(self._insert).with_outputs(REJECTED, main=WRITTEN)
         )

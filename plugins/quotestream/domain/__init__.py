@@ -1,4 +1,4 @@
-"""Pure-Python quote domain: no I/O, no cloud clients."""
+"""The quote domain in pure Python, no I/O: quotes, validation, tables, ledger, simulated market."""
 
 from quotestream.domain.pairs import DEFAULT_PAIRS, PAIR_CATALOG, PairSpec
 from quotestream.domain.quote import Quote, make_event_id

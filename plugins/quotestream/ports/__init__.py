@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
-from quotestream.domain.ledger import PublishedMessage
+from quotestream.domain.ledger import LoadedQuote, PublishedMessage
 from quotestream.domain.schemas import TableSpec
 from quotestream.ports.jobs import Job, StopMode
+from quotestream.ports.queries import BarPane, Progress, RecentFlow
 from quotestream.ports.resources import ResourceResult, SubscriptionSpec
 
 
@@ -62,7 +64,8 @@ class MessagingIam(Protocol):
 
 
 class Warehouse(Protocol):
-    """The analytical store: tables from the domain's schemas, streaming inserts, SQL."""
+    """The analytical store: tables from the domain's schemas and the rows written to them.
+    What is asked of those rows goes through QuoteQueries."""
 
     def ensure_dataset(self) -> ResourceResult: ...
 
@@ -72,10 +75,6 @@ class Warehouse(Protocol):
         self, table: str, rows: Sequence[Mapping[str, Any]], row_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]: ...
 
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
-
-    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int: ...
-
     def load_rows(self, table: str, spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
     def create_scratch_table(self, table: str, spec: TableSpec) -> None: ...
@@ -83,6 +82,67 @@ class Warehouse(Protocol):
     def drop_table(self, table: str) -> None: ...
 
     def delete_dataset(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class QuoteQueries(Protocol):
+    """Every question the services ask of the warehouse, each by name and answered with plain
+    data, so a fake can answer them too; beside them the backfill's one set-based insert and
+    the load's lookups of rows already stored. Intervals are [start, end); times in
+    milliseconds are since the epoch."""
+
+    def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
+        """pair -> distinct event ids of the interval's event time; a pair without any is absent."""
+
+    def crossed_quotes(self, start: datetime, end: datetime) -> int:
+        """Quote rows of the interval's event time whose bid is above their ask."""
+
+    def duplicate_quote_rows(self, start: datetime, end: datetime) -> int:
+        """Quote rows of the interval's event time beyond the first of each event id."""
+
+    def quotes_with_nulls(self, start: datetime, end: datetime) -> int:
+        """Quote rows of the interval's event time lacking bid, ask, mid, spread or ingest_ts."""
+
+    def quotes_ingested(self, start: datetime, end: datetime) -> int:
+        """Quote rows written (ingest_ts) in the interval, whatever their event time."""
+
+    def dead_letters_received(self, start: datetime, end: datetime) -> int:
+        """Dead letters written (received_ts) in the interval."""
+
+    def newest_event_ms(self) -> int | None:
+        """The newest event time of all the quotes; None while there is none."""
+
+    def progress_since(self, since_ms: int) -> Progress:
+        """What was written from `since_ms` on (ingest_ts, received_ts)."""
+
+    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
+        """The quote rows written from `since_ms` on."""
+
+    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
+        """Every stored pane of the bars whose window ended at or after `since_ms`."""
+
+    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
+        """message id -> reason of the dead letters received from `since_ms` on that have a
+        message id."""
+
+    def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
+        """The newest event time from `events_since_ms` on; the quote rows of those event times
+        written, and the dead letters received, from `since_ms` on. `events_since_ms` bounds
+        the partitions read."""
+
+    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
+        """Insert into `quotes` the rows of `scratch_table` of the interval's event time whose
+        event id `quotes` lacks there; returns how many. Only inserts, which rows still in
+        BigQuery's streaming buffer allow where a MERGE or DELETE would fail."""
+
+    def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
+        """Which of these event ids (each with its event time) `quotes` holds; the times bound
+        the partitions read."""
+
+    def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
+        """Which of these dead-letter row ids (domain.rows.dead_letter_row_id, of rows with a
+        message id) `quotes_dead_letter` holds."""
 
     def close(self) -> None: ...
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
 from quotestream.domain.rows import refused_row_id
 from quotestream.domain.schemas import QUOTES
-from quotestream.ports import TopicTap, Warehouse
+from quotestream.ports import QuoteQueries, TopicTap
+from quotestream.ports.queries import BarPane, Progress
 
 
 @dataclass(frozen=True)
@@ -34,79 +35,31 @@ class Accounting:
         return not self.unaccounted and not self.duplicate_rows
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
-    loaded: int
-    dead_letters: int
-    newest_event_ms: int | None
-
-
 class AccountingService:
     """Reads what the warehouse holds since `since_ms` (a run's start)."""
 
-    def __init__(self, warehouse: Warehouse, since_ms: int) -> None:
-        self._warehouse = warehouse
+    def __init__(self, queries: QuoteQueries, since_ms: int) -> None:
+        self._queries = queries
         self._since_ms = since_ms
 
     def progress(self) -> Progress:
-        row = self._warehouse.query(
-            "SELECT COUNT(*) AS n, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
-            "WHERE UNIX_MILLIS(ingest_ts) >= @since",
-            {"since": self._since_ms},
-        )[0]
-        dead = self._warehouse.query(
-            "SELECT COUNT(*) AS n FROM {dataset}.quotes_dead_letter "
-            "WHERE UNIX_MILLIS(received_ts) >= @since",
-            {"since": self._since_ms},
-        )[0]
-        return Progress(int(row["n"]), int(dead["n"]), row["newest"])
+        return self._queries.progress_since(self._since_ms)
 
     def loaded_quotes(self) -> list[LoadedQuote]:
-        return [
-            LoadedQuote(row["event_id"], row["pair"], row["event_ms"], row["ingest_ms"])
-            for row in self._warehouse.query(
-                "SELECT event_id, pair, UNIX_MILLIS(event_ts) AS event_ms, "
-                "UNIX_MILLIS(ingest_ts) AS ingest_ms FROM {dataset}.quotes "
-                "WHERE UNIX_MILLIS(ingest_ts) >= @since",
-                {"since": self._since_ms},
-            )
-        ]
+        return self._queries.loaded_quotes_since(self._since_ms)
 
     def bars(self) -> list[Bar]:
         """The final pane of each (pair, minute): late panes are rows of their own."""
-        rows = self._warehouse.query(
-            "SELECT pair, UNIX_MILLIS(window_start) AS start_ms, CAST(open AS FLOAT64) AS o, "
-            "CAST(high AS FLOAT64) AS h, CAST(low AS FLOAT64) AS l, CAST(close AS FLOAT64) AS c, "
-            "tick_count, COALESCE(pane_index, 0) AS pane_index FROM {dataset}.quote_bars_1m "
-            "WHERE UNIX_MILLIS(window_end) >= @since",
-            {"since": self._since_ms},
-        )
-        final: dict[tuple[str, int], tuple[int, Bar]] = {}
-        for row in rows:
-            bar = Bar(
-                row["pair"],
-                row["start_ms"],
-                row["o"],
-                row["h"],
-                row["l"],
-                row["c"],
-                row["tick_count"],
-            )
-            key = (bar.pair, bar.window_start_ms)
-            if key not in final or row["pane_index"] > final[key][0]:
-                final[key] = (row["pane_index"], bar)
-        return [bar for _, (_, bar) in sorted(final.items())]
+        final: dict[tuple[str, int], BarPane] = {}
+        for pane in self._queries.bar_panes_since(self._since_ms):
+            key = (pane.bar.pair, pane.bar.window_start_ms)
+            if key not in final or pane.pane_index > final[key].pane_index:
+                final[key] = pane
+        return [final[key].bar for key in sorted(final)]
 
     def dead_letters(self) -> dict[str, str]:
         """message id -> reason of the run's dead-letter rows."""
-        return {
-            row["message_id"]: row["reason"]
-            for row in self._warehouse.query(
-                "SELECT message_id, reason FROM {dataset}.quotes_dead_letter "
-                "WHERE UNIX_MILLIS(received_ts) >= @since AND message_id IS NOT NULL",
-                {"since": self._since_ms},
-            )
-        }
+        return self._queries.dead_letter_reasons_since(self._since_ms)
 
     def account(
         self, published: Sequence[PublishedMessage], loaded: Sequence[LoadedQuote] | None = None

@@ -19,7 +19,7 @@ from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from quotestream.domain.validation import InvalidQuote, parse_quote
-from quotestream.ports import QuoteSource, Warehouse
+from quotestream.ports import QuoteQueries, QuoteSource, Warehouse
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +40,19 @@ class BackfillResult:
 
 
 class BackfillService:
-    def __init__(self, source: QuoteSource, warehouse: Warehouse, pairs: Sequence[str]) -> None:
+    """Writes the scratch table and the dead letters through `warehouse`; `queries` inserts
+    what `quotes` lacks."""
+
+    def __init__(
+        self,
+        source: QuoteSource,
+        warehouse: Warehouse,
+        queries: QuoteQueries,
+        pairs: Sequence[str],
+    ) -> None:
         self._source = source
         self._warehouse = warehouse
+        self._queries = queries
         self._pairs = list(pairs)
 
     def run(self, start: datetime, end: datetime, run_label: str) -> BackfillResult:
@@ -76,16 +86,7 @@ class BackfillService:
         try:
             if rows:
                 self._warehouse.load_rows(scratch, QUOTES, rows)
-            columns = ", ".join(QUOTES.column_names)
-            inserted = self._warehouse.execute(
-                # Identifiers are our own constants; the values travel as query parameters.
-                f"INSERT INTO {{dataset}}.{QUOTES.name} ({columns}) "  # noqa: S608
-                f"SELECT {columns} FROM {{dataset}}.{scratch} AS s "
-                "WHERE s.event_ts >= @start AND s.event_ts < @end AND NOT EXISTS ("
-                f"  SELECT 1 FROM {{dataset}}.{QUOTES.name} AS q "
-                "  WHERE q.event_id = s.event_id AND q.event_ts >= @start AND q.event_ts < @end)",
-                {"start": start, "end": end},
-            )
+            inserted = self._queries.insert_missing_quotes(scratch, start, end)
         finally:
             self._warehouse.drop_table(scratch)
         return BackfillResult(start, end, len(rows) + len(dead), len(dead), inserted)

@@ -9,7 +9,7 @@ from datetime import datetime
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import format_ts, now_ms, to_ms
 from quotestream.domain.schemas import DQ_RESULTS
-from quotestream.ports import QuoteSource, Warehouse
+from quotestream.ports import QuoteQueries, QuoteSource, Warehouse
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +41,17 @@ class DataQualityFailed(RuntimeError):
 
 
 class DataQualityService:
+    """The checks ask their questions of `queries`; the results are written to `warehouse`."""
+
     def __init__(
         self,
+        queries: QuoteQueries,
         warehouse: Warehouse,
         source: QuoteSource,
         pairs: Sequence[str],
         thresholds: Thresholds = Thresholds(),
     ) -> None:
+        self._queries = queries
         self._warehouse = warehouse
         self._source = source
         self._pairs = list(pairs)
@@ -72,20 +76,8 @@ class DataQualityService:
             raise DataQualityFailed(failures)
         return results
 
-    def _scalar(self, sql: str, start: datetime, end: datetime) -> float:
-        rows = self._warehouse.query(sql, {"start": start, "end": end})
-        value = next(iter(rows[0].values())) if rows else None
-        return float(value or 0)
-
     def _per_pair(self, start: datetime, end: datetime) -> list[CheckResult]:
-        counts = {
-            row["pair"]: int(row["n"])
-            for row in self._warehouse.query(
-                "SELECT pair, COUNT(DISTINCT event_id) AS n FROM {dataset}.quotes "
-                "WHERE event_ts >= @start AND event_ts < @end GROUP BY pair",
-                {"start": start, "end": end},
-            )
-        }
+        counts = self._queries.distinct_quotes_per_pair(start, end)
         results = []
         seconds = (end - start).total_seconds()
         for pair in self._pairs:
@@ -116,45 +108,20 @@ class DataQualityService:
         return results
 
     def _bid_not_above_ask(self, start: datetime, end: datetime) -> CheckResult:
-        crossed = self._scalar(
-            "SELECT COUNT(*) FROM {dataset}.quotes "
-            "WHERE event_ts >= @start AND event_ts < @end AND bid > ask",
-            start,
-            end,
-        )
-        return CheckResult("bid_le_ask", crossed == 0, crossed, 0, f"{crossed:.0f} crossed rows")
+        crossed = self._queries.crossed_quotes(start, end)
+        return CheckResult("bid_le_ask", crossed == 0, crossed, 0, f"{crossed} crossed rows")
 
     def _no_duplicates(self, start: datetime, end: datetime) -> CheckResult:
-        extra = self._scalar(
-            "SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM {dataset}.quotes "
-            "WHERE event_ts >= @start AND event_ts < @end",
-            start,
-            end,
-        )
-        return CheckResult("duplicates", extra == 0, extra, 0, f"{extra:.0f} duplicate rows")
+        extra = self._queries.duplicate_quote_rows(start, end)
+        return CheckResult("duplicates", extra == 0, extra, 0, f"{extra} duplicate rows")
 
     def _no_nulls(self, start: datetime, end: datetime) -> CheckResult:
-        nulls = self._scalar(
-            "SELECT COUNTIF(bid IS NULL OR ask IS NULL OR mid IS NULL OR spread IS NULL "
-            "OR ingest_ts IS NULL) FROM {dataset}.quotes "
-            "WHERE event_ts >= @start AND event_ts < @end",
-            start,
-            end,
-        )
-        return CheckResult("nulls", nulls == 0, nulls, 0, f"{nulls:.0f} rows with nulls")
+        nulls = self._queries.quotes_with_nulls(start, end)
+        return CheckResult("nulls", nulls == 0, nulls, 0, f"{nulls} rows with nulls")
 
     def _dead_letter_ratio(self, start: datetime, end: datetime) -> CheckResult:
-        dead = self._scalar(
-            "SELECT COUNT(*) FROM {dataset}.quotes_dead_letter "
-            "WHERE received_ts >= @start AND received_ts < @end",
-            start,
-            end,
-        )
-        good = self._scalar(
-            "SELECT COUNT(*) FROM {dataset}.quotes WHERE ingest_ts >= @start AND ingest_ts < @end",
-            start,
-            end,
-        )
+        dead = self._queries.dead_letters_received(start, end)
+        good = self._queries.quotes_ingested(start, end)
         ratio = dead / (dead + good) if dead + good else 0.0
         limit = self._thresholds.max_dead_letter_ratio
         return CheckResult(
@@ -162,14 +129,11 @@ class DataQualityService:
             ratio <= limit,
             ratio,
             limit,
-            f"{dead:.0f} dead letters against {good:.0f} loaded",
+            f"{dead} dead letters against {good} loaded",
         )
 
     def _freshness(self) -> CheckResult:
-        rows = self._warehouse.query(
-            "SELECT UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes"
-        )
-        newest = rows[0]["newest"] if rows else None
+        newest = self._queries.newest_event_ms()
         age = (now_ms() - newest) / 1000 if newest else float("inf")
         limit = self._thresholds.freshness_s
         detail = f"newest quote {age:.0f} s old" if newest else "no quotes at all"

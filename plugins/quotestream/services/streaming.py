@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from quotestream.ports import BacklogProbe, JobRunner, QuoteQueries
 from quotestream.ports.jobs import Job, JobState, StopMode
-from quotestream.ports import BacklogProbe, JobRunner, Warehouse
 
 # Stable names: monitoring and "is it running?" look jobs up by name, never by a suffix.
 JOB_NAMES = {"extract": "quotestream-extract", "load": "quotestream-load"}
@@ -38,14 +38,14 @@ class StreamingService:
     def __init__(
         self,
         runner: JobRunner,
-        warehouse: Warehouse,
+        queries: QuoteQueries,
         subscription: str,
         backlog: BacklogProbe | None = None,
         limits: HealthLimits = HealthLimits(),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._runner = runner
-        self._warehouse = warehouse
+        self._queries = queries
         self._subscription = subscription
         self._backlog = backlog
         self._limits = limits
@@ -76,17 +76,11 @@ class StreamingService:
             if state != JobState.RUNNING:
                 report.problems.append(f"{name} is {state}")
         now_ms = int(self._clock() * 1000)
-        # Bounded by the partition column, so the check reads a day, not the whole table.
-        row = self._warehouse.query(
-            "SELECT (SELECT UNIX_MILLIS(MAX(event_ts)) FROM {dataset}.quotes "
-            "WHERE event_ts >= TIMESTAMP_MILLIS(@day_ago)) AS newest, "
-            "(SELECT COUNT(*) FROM {dataset}.quotes WHERE event_ts >= TIMESTAMP_MILLIS(@day_ago) "
-            "AND UNIX_MILLIS(ingest_ts) >= @since) AS loaded, "
-            "(SELECT COUNT(*) FROM {dataset}.quotes_dead_letter "
-            "WHERE received_ts >= TIMESTAMP_MILLIS(@since)) AS dead",
-            {"since": now_ms - self._limits.window_s * 1000, "day_ago": now_ms - 86_400_000},
-        )[0]
-        newest, loaded, dead = row["newest"], int(row["loaded"] or 0), int(row["dead"] or 0)
+        # Event times of the last day only, so the check reads a day's partitions, not the table.
+        flow = self._queries.recent_flow(
+            since_ms=now_ms - self._limits.window_s * 1000, events_since_ms=now_ms - 86_400_000
+        )
+        newest, loaded, dead = flow.newest_event_ms, flow.loaded, flow.dead_lettered
         staleness = self._clock() - newest / 1000 if newest else None
         ratio = dead / (loaded + dead) if loaded + dead else 0.0
         report.figures.update(

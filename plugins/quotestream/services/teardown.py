@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from quotestream.ports.jobs import StopMode
 from quotestream.ports import JobRunner, MessagingAdmin, Warehouse
+from quotestream.ports.jobs import StopMode
 from quotestream.services.provision import subscriptions
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings

@@ -11,7 +11,12 @@ from google.api_core.exceptions import AlreadyExists, GoogleAPIError, NotFound
 from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient, types
 
 from quotestream.ports import PublishFuture
-from quotestream.ports.resources import IncompatibleChange, Outcome, ResourceResult, SubscriptionSpec
+from quotestream.ports.resources import (
+    IncompatibleChange,
+    Outcome,
+    ResourceResult,
+    SubscriptionSpec,
+)
 
 
 class PubSubPublisher:

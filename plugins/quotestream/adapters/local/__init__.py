@@ -1,0 +1,1 @@
+"""The local target: the emulators, the API and the pipelines as processes on this machine."""

@@ -203,7 +203,16 @@ def start_api_process(
     """The API server as its own process (the local stand-in for Cloud Run)."""
     return start_service(
         "api",
-        [sys.executable, "-m", "quotestream.cli", "api", "--host", host, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "quotestream.entrypoints.cli",
+            "api",
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
         host=host,
         port=port,
         log_path=log_path,

@@ -21,16 +21,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from quotestream.adapters.local.airflow import LocalAirflow
 from quotestream.adapters.local.stack import SERVICES, LocalStack
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
-from quotestream.ports.jobs import StopMode
 from quotestream.ports import JobRunner
+from quotestream.ports.jobs import StopMode
 from quotestream.services.accounting import AccountingService
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
-from quotestream.synthetic import fresh_quote
+from quotestream_dev.local_airflow import LocalAirflow
+from quotestream_dev.synthetic import fresh_quote
 
 SETUP_DAGS = ("quotestream_provision", "quotestream_deploy_api")
 STREAMING_DAG = "quotestream_streaming"
@@ -65,7 +65,7 @@ def run(stack: LocalStack, repo_root: Path, options: DemoRun) -> int:
 
 def _run(stack: LocalStack, repo_root: Path, options: DemoRun, cleanup: ExitStack) -> int:
     from quotestream import bootstrap
-    from quotestream.demo_summary import RunRecord, summarize, summary_lines, write_run_report
+    from quotestream_dev.demo_summary import RunRecord, summarize, summary_lines, write_run_report
 
     say("==> local stack: Pub/Sub emulator, BigQuery emulator, API")
     running_before = {status.name for status in stack.status() if status.healthy}

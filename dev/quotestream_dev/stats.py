@@ -1,3 +1,5 @@
+"""Percentiles over measured values: the demo's summary and report and the benchmarks use them."""
+
 from __future__ import annotations
 
 import statistics

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quotestream.bench.stats import percentile
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream.ports.jobs import StopMode
 from quotestream.services.accounting import latencies
 from quotestream.services.streaming import JOB_NAMES
-from quotestream.synthetic import fresh_quote
+from quotestream_dev.stats import percentile
+from quotestream_dev.synthetic import fresh_quote
 
 MAX_BATCH = 1_000
 # Under the relay's default per-client limit (20 requests/s).

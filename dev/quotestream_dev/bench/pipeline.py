@@ -16,11 +16,13 @@ from quotestream.adapters.local.processes import (
     free_port,
     start_pipeline_process,
 )
-from quotestream.bench.stats import percentile
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import Quote, now_ms
 from quotestream.domain.validation import parse_quote
-from quotestream.synthetic import fresh_quote
+from quotestream.ports import QuoteQueries
+from quotestream_dev.stats import percentile
+from quotestream_dev.synthetic import fresh_quote
 
 
 def run(gate_messages: int, rate: float, seconds: float, repo_root: Path) -> int:
@@ -66,8 +68,6 @@ def _best_rate(work: Any, count: int) -> float:
 
 
 def _quotes(count: int, end_ms: int) -> list[Quote]:
-    from quotestream_api.market import MarketSimulator
-
     market = MarketSimulator(1, PAIR_CATALOG)
     specs = list(PAIR_CATALOG.values())
     per_pair = count // len(specs) + 1
@@ -112,7 +112,7 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
         bootstrap.build_provision_service(settings).run()
         job = start_pipeline_process(repo_root, "load", work / "load.log", env)
         services.append(job)
-        warehouse = bootstrap.build_warehouse(settings)
+        queries = bootstrap.build_quote_queries(settings)
         publisher = PublisherClient()
         topic = publisher.topic_path(settings.project, settings.quotes_topic)
 
@@ -130,13 +130,13 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
             event_ms[quote.event_id] = quote.event_ts_ms
             publisher.publish(topic, quote.to_json(), **quote.pubsub_attributes())
             if time.monotonic() >= next_poll:
-                _poll(warehouse, seen_ms, ingest_latency)
+                _poll(queries, seen_ms, ingest_latency)
                 next_poll = time.monotonic() + 0.5
             if index and index % int(rate * 5) == 0:
                 print(f"  published {index:,}, queryable {len(seen_ms):,}")
         deadline = time.monotonic() + 180
         while len(seen_ms) < total and time.monotonic() < deadline:
-            _poll(warehouse, seen_ms, ingest_latency)
+            _poll(queries, seen_ms, ingest_latency)
             time.sleep(0.5)
         elapsed = max(seen_ms.values(), default=0) / 1000 - (
             started - time.monotonic() + time.time()
@@ -161,16 +161,12 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
             service.stop()
 
 
-def _poll(warehouse: Any, seen_ms: dict[str, int], ingest_latency: list[float]) -> None:
+def _poll(queries: QuoteQueries, seen_ms: dict[str, int], ingest_latency: list[float]) -> None:
     # Only rows written lately: a full scan every poll would load the emulator more and more.
     since = now_ms() - 30_000
-    rows = warehouse.query(
-        "SELECT event_id, UNIX_MILLIS(event_ts) AS event_ms, UNIX_MILLIS(ingest_ts) AS ingest_ms "
-        "FROM {dataset}.quotes WHERE UNIX_MILLIS(ingest_ts) > @since",
-        {"since": since},
-    )
+    loaded = queries.loaded_quotes_since(since)
     now = now_ms()
-    for row in rows:
-        if row["event_id"] not in seen_ms:
-            seen_ms[row["event_id"]] = now
-            ingest_latency.append((row["ingest_ms"] - row["event_ms"]) / 1000)
+    for quote in loaded:
+        if quote.event_id not in seen_ms:
+            seen_ms[quote.event_id] = now
+            ingest_latency.append((quote.ingest_ms - quote.event_ms) / 1000)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quotestream.bench.stats import percentile
 from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
+from quotestream_dev.stats import percentile
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

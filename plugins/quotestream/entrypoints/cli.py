@@ -6,17 +6,23 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     from quotestream.adapters.local.stack import LocalStack
 
 STATE_DIR = Path(".local")
+# Commands that other distributions add (the development harness's demo and bench): each entry
+# point of this group is a callable that adds its subparser to `Commands`. The core names none
+# of them, so an environment without them (a wheel install, Composer) simply lists none.
+COMMANDS_GROUP = "quotestream.commands"
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from quotestream.output import survive_closed_readers
+    from quotestream.entrypoints.output import survive_closed_readers
 
     # Commands that start processes must stop them even when their output's reader is gone.
     survive_closed_readers()
@@ -86,39 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="print the gcloud commands only")
     sync.set_defaults(handler=_composer_deploy)
 
-    demo = commands.add_parser(
-        "demo",
-        help="the whole pipeline locally, driven from Airflow, with a summary and a PNG report",
-    )
-    demo.add_argument("--state-dir", type=Path, default=STATE_DIR)
-    demo.add_argument("--seconds", type=float, default=60.0, help="how long quotes flow")
-    demo.add_argument(
-        "--exit", action="store_true", help="stop by itself after the summary (else: Ctrl-C)"
-    )
-    demo.add_argument("--airflow-port", type=int, help="default: a free port")
-    demo.set_defaults(handler=_demo)
-
-    bench = commands.add_parser("bench", help="measure and print figures")
-    kinds = bench.add_subparsers(dest="bench", required=True)
-    bench_api = kinds.add_parser("api", help="relay throughput and GET latency")
-    bench_api.add_argument("--quotes", type=int, default=20_000, help="quotes through the relay")
-    bench_api.add_argument(
-        "--baseline-quotes", type=int, default=300, help="quotes for the one-client-each baseline"
-    )
-    bench_api.add_argument("--seconds", type=float, default=5.0, help="duration of the GET run")
-    bench_api.set_defaults(handler=_bench_api)
-    bench_pipeline = kinds.add_parser("pipeline", help="the gate, and the local load end to end")
-    bench_pipeline.add_argument("--gate-messages", type=int, default=100_000)
-    bench_pipeline.add_argument("--rate", type=float, default=30.0, help="quotes/s published")
-    bench_pipeline.add_argument("--seconds", type=float, default=20.0, help="publishing time")
-    bench_pipeline.set_defaults(handler=_bench_pipeline)
-    bench_load = kinds.add_parser(
-        "load", help="push through the whole local stack: throughput, latency, memory, loss"
-    )
-    bench_load.add_argument("--rate", type=float, default=20.0, help="quotes/s pushed")
-    bench_load.add_argument("--seconds", type=float, default=60.0, help="pushing time")
-    bench_load.set_defaults(handler=_bench_load)
+    _add_plugged_in_commands(commands)
     return parser
+
+
+def _add_plugged_in_commands(commands: Commands) -> None:
+    # By name: `--help` lists them in the same order whatever the install order was.
+    for entry_point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda found: found.name):
+        entry_point.load()(commands)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -128,7 +109,8 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stack(args: argparse.Namespace) -> LocalStack:
+def local_stack(args: argparse.Namespace) -> LocalStack:
+    """The local stack in `args.state_dir`, on the `--<part>-port`s the command has, if any."""
     from quotestream.adapters.local.stack import LocalStack
     from quotestream.settings import Settings
 
@@ -137,7 +119,7 @@ def _stack(args: argparse.Namespace) -> LocalStack:
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    stack = _stack(args)
+    stack = local_stack(args)
     env, restarted = stack.up()
     if "pubsub" in restarted:
         # The Pub/Sub emulator keeps nothing on disk: its topics and subscriptions are gone.
@@ -155,13 +137,13 @@ def _local_up(args: argparse.Namespace) -> int:
 
 
 def _local_down(args: argparse.Namespace) -> int:
-    stack = _stack(args)
+    stack = local_stack(args)
     stack.down()
     return 0
 
 
 def _local_status(args: argparse.Namespace) -> int:
-    stack = _stack(args)
+    stack = local_stack(args)
     statuses = stack.status()
     print(f"{'part':<9} {'state':<10} {'pid':<8} {'port':<6} log")
     for status in statuses:
@@ -207,34 +189,9 @@ def _pipeline_run(args: argparse.Namespace) -> int:
 
 
 def _composer_deploy(args: argparse.Namespace) -> int:
-    from quotestream.composer import deploy
+    from quotestream.entrypoints.composer import deploy
 
     return deploy(_repo_root(), args.environment, args.location, args.dry_run)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from quotestream.demo import DemoRun, run
-
-    options = DemoRun(args.seconds, keep_running=not args.exit, airflow_port=args.airflow_port)
-    return run(_stack(args), _repo_root(), options)
-
-
-def _bench_api(args: argparse.Namespace) -> int:
-    from quotestream.bench.api import run
-
-    return run(quotes=args.quotes, baseline_quotes=args.baseline_quotes, get_seconds=args.seconds)
-
-
-def _bench_pipeline(args: argparse.Namespace) -> int:
-    from quotestream.bench.pipeline import run
-
-    return run(args.gate_messages, args.rate, args.seconds, _repo_root())
-
-
-def _bench_load(args: argparse.Namespace) -> int:
-    from quotestream.bench.load import run
-
-    return run(args.rate, args.seconds, _repo_root())
 
 
 def _load_env_file(path: Path) -> None:

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from quotestream.bench.stats import percentile
 from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
 from quotestream.domain.quote import format_ts
 from quotestream.services.accounting import Accounting, AccountingService, latencies
 from quotestream.services.quality import DataQualityFailed, DataQualityService
+from quotestream_dev.stats import percentile
 
 MIN_QUALITY_WINDOW_MS = 10_000
 
@@ -119,7 +119,7 @@ def check_quality(service: DataQualityService, record: RunRecord) -> dict[str, A
 
 def write_run_report(directory: Path, record: RunRecord, summary: dict[str, Any]) -> Path:
     """The PNG and, beside it, the summary as JSON; returns the PNG's path."""
-    from quotestream.report import write_report
+    from quotestream_dev.report import write_report
 
     stamp = datetime.fromtimestamp(record.start_ms / 1000, UTC).strftime("%Y%m%dT%H%M%SZ")
     path = directory / f"demo-{stamp}.png"

@@ -11,15 +11,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
-from quotestream.bench.stats import summary_ms
+from quotestream.domain.market import MarketSimulator
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
-
-if TYPE_CHECKING:
-    from quotestream_api.market import MarketSimulator
+from quotestream_dev.stats import summary_ms
 
 PROJECT = "quotestream-bench"
 BATCH = 1000
@@ -33,7 +31,6 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
     from quotestream.adapters.gcp.pubsub import PubSubAdmin
     from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
     from quotestream.ports.resources import SubscriptionSpec
-    from quotestream_api.market import MarketSimulator
 
     work = Path(tempfile.mkdtemp(prefix="quotestream-bench-"))
     print(f"logs: {work}")

@@ -66,22 +66,28 @@ class MarketSimulator:
         half_spread_units = mid_units * spec.spread_bps * spread_factor / 20_000
         bid_units = max(1, math.floor(mid_units - half_spread_units))
         ask_units = max(bid_units + 1, math.ceil(mid_units + half_spread_units))
-        bid = Decimal(bid_units).scaleb(-spec.scale)
-        ask = Decimal(ask_units).scaleb(-spec.scale)
-        return Quote(
-            event_id=make_event_id(spec.pair, event_ts_ms, self.source),
-            pair=spec.pair,
-            base=spec.base,
-            quote_currency=spec.quote_currency,
-            bid=bid,
-            ask=ask,
-            mid=(Decimal(bid_units + ask_units) / 2)
-            .scaleb(-spec.scale)
-            .quantize(Decimal(1).scaleb(-spec.mid_scale)),
-            spread=ask - bid,
-            event_ts_ms=event_ts_ms,
-            source=self.source,
-        )
+        return quote_from_units(spec, bid_units, ask_units, event_ts_ms, self.source)
+
+
+def quote_from_units(
+    spec: PairSpec, bid_units: int, ask_units: int, event_ts_ms: int, source: str
+) -> Quote:
+    """The quote with these prices, counted in units of the pair's last price decimal: mid and
+    spread derived as the gate expects them, the event_id from the tick's identity."""
+    bid = Decimal(bid_units).scaleb(-spec.scale)
+    ask = Decimal(ask_units).scaleb(-spec.scale)
+    return Quote(
+        event_id=make_event_id(spec.pair, event_ts_ms, source),
+        pair=spec.pair,
+        base=spec.base,
+        quote_currency=spec.quote_currency,
+        bid=bid,
+        ask=ask,
+        mid=((bid + ask) / 2).quantize(Decimal(1).scaleb(-spec.mid_scale)),
+        spread=ask - bid,
+        event_ts_ms=event_ts_ms,
+        source=source,
+    )
 
 
 def _uniform(seed: int, pair: str, stream: str, index: int) -> float:

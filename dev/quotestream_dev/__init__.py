@@ -1,0 +1,1 @@
+"""The development harness, never shipped: the demo, the benchmarks, the local Airflow they use."""

@@ -1,0 +1,202 @@
+"""The BigQuery SQL of the QuoteQueries port: every statement the services run, in one place.
+
+The text runs through the warehouse adapter: `{dataset}` names its dataset, and values travel
+as query parameters, never in the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
+from quotestream.domain.ledger import Bar, LoadedQuote
+from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
+from quotestream.ports.queries import BarPane, Progress, RecentFlow
+
+# The SQL twin of domain.rows.dead_letter_row_id, for the rows that have a message id (every
+# pulled message has; the Python one digests the content of a row without).
+DEAD_LETTER_ROW_ID_SQL = "CONCAT(stage, ':', message_id)"
+# Ids per lookup: BigQuery caps the parameters of one query.
+_LOOKUP_CHUNK = 500
+
+
+class BigQueryQuoteQueries:
+    """QuoteQueries as BigQuery SQL, run by the warehouse adapter's client."""
+
+    def __init__(self, warehouse: BigQueryWarehouse) -> None:
+        self._warehouse = warehouse
+
+    def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
+        rows = self._warehouse.query(
+            "SELECT pair, COUNT(DISTINCT event_id) AS n FROM {dataset}.quotes "
+            "WHERE event_ts >= @start AND event_ts < @end GROUP BY pair",
+            {"start": start, "end": end},
+        )
+        return {row["pair"]: int(row["n"]) for row in rows}
+
+    def crossed_quotes(self, start: datetime, end: datetime) -> int:
+        return self._count_between(start, end, "COUNTIF(bid > ask)")
+
+    def duplicate_quote_rows(self, start: datetime, end: datetime) -> int:
+        return self._count_between(start, end, "COUNT(*) - COUNT(DISTINCT event_id)")
+
+    def quotes_with_nulls(self, start: datetime, end: datetime) -> int:
+        return self._count_between(
+            start,
+            end,
+            "COUNTIF(bid IS NULL OR ask IS NULL OR mid IS NULL OR spread IS NULL "
+            "OR ingest_ts IS NULL)",
+        )
+
+    def quotes_ingested(self, start: datetime, end: datetime) -> int:
+        return self._count_between(start, end, "COUNT(*)", time_column="ingest_ts")
+
+    def dead_letters_received(self, start: datetime, end: datetime) -> int:
+        return self._count_between(
+            start, end, "COUNT(*)", QUOTES_DEAD_LETTER.name, time_column="received_ts"
+        )
+
+    def newest_event_ms(self) -> int | None:
+        rows = self._warehouse.query(
+            "SELECT UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes"
+        )
+        return rows[0]["newest"] if rows else None
+
+    def progress_since(self, since_ms: int) -> Progress:
+        loaded = self._warehouse.query(
+            "SELECT COUNT(*) AS n, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
+            "WHERE UNIX_MILLIS(ingest_ts) >= @since",
+            {"since": since_ms},
+        )[0]
+        dead = self._warehouse.query(
+            "SELECT COUNT(*) AS n FROM {dataset}.quotes_dead_letter "
+            "WHERE UNIX_MILLIS(received_ts) >= @since",
+            {"since": since_ms},
+        )[0]
+        return Progress(int(loaded["n"]), int(dead["n"]), loaded["newest"])
+
+    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
+        rows = self._warehouse.query(
+            "SELECT event_id, pair, UNIX_MILLIS(event_ts) AS event_ms, "
+            "UNIX_MILLIS(ingest_ts) AS ingest_ms FROM {dataset}.quotes "
+            "WHERE UNIX_MILLIS(ingest_ts) >= @since",
+            {"since": since_ms},
+        )
+        return [
+            LoadedQuote(row["event_id"], row["pair"], row["event_ms"], row["ingest_ms"])
+            for row in rows
+        ]
+
+    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
+        rows = self._warehouse.query(
+            "SELECT pair, UNIX_MILLIS(window_start) AS start_ms, CAST(open AS FLOAT64) AS o, "
+            "CAST(high AS FLOAT64) AS h, CAST(low AS FLOAT64) AS l, CAST(close AS FLOAT64) AS c, "
+            "tick_count, COALESCE(pane_index, 0) AS pane_index FROM {dataset}.quote_bars_1m "
+            "WHERE UNIX_MILLIS(window_end) >= @since",
+            {"since": since_ms},
+        )
+        return [
+            BarPane(
+                Bar(
+                    row["pair"],
+                    row["start_ms"],
+                    row["o"],
+                    row["h"],
+                    row["l"],
+                    row["c"],
+                    row["tick_count"],
+                ),
+                row["pane_index"],
+            )
+            for row in rows
+        ]
+
+    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
+        rows = self._warehouse.query(
+            "SELECT message_id, reason FROM {dataset}.quotes_dead_letter "
+            "WHERE UNIX_MILLIS(received_ts) >= @since AND message_id IS NOT NULL",
+            {"since": since_ms},
+        )
+        return {row["message_id"]: row["reason"] for row in rows}
+
+    def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
+        row = self._warehouse.query(
+            "SELECT (SELECT UNIX_MILLIS(MAX(event_ts)) FROM {dataset}.quotes "
+            "WHERE event_ts >= TIMESTAMP_MILLIS(@events_since)) AS newest, "
+            "(SELECT COUNT(*) FROM {dataset}.quotes "
+            "WHERE event_ts >= TIMESTAMP_MILLIS(@events_since) "
+            "AND UNIX_MILLIS(ingest_ts) >= @since) AS loaded, "
+            "(SELECT COUNT(*) FROM {dataset}.quotes_dead_letter "
+            "WHERE received_ts >= TIMESTAMP_MILLIS(@since)) AS dead",
+            {"since": since_ms, "events_since": events_since_ms},
+        )[0]
+        return RecentFlow(row["newest"], int(row["loaded"] or 0), int(row["dead"] or 0))
+
+    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
+        columns = ", ".join(QUOTES.column_names)
+        return self._warehouse.execute(
+            # Identifiers are ours (the scratch table's too); the values travel as parameters.
+            f"INSERT INTO {{dataset}}.{QUOTES.name} ({columns}) "  # noqa: S608
+            f"SELECT {columns} FROM {{dataset}}.{scratch_table} AS s "
+            "WHERE s.event_ts >= @start AND s.event_ts < @end AND NOT EXISTS ("
+            f"  SELECT 1 FROM {{dataset}}.{QUOTES.name} AS q "
+            "  WHERE q.event_id = s.event_id AND q.event_ts >= @start AND q.event_ts < @end)",
+            {"start": start, "end": end},
+        )
+
+    def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
+        # In time order, so each chunk's time bounds span few partitions.
+        ids = sorted(event_times, key=lambda event_id: (event_times[event_id], event_id))
+        return self._stored_ids(QUOTES.name, "event_id", ids, event_times)
+
+    def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
+        ids = sorted(set(row_ids))
+        return self._stored_ids(QUOTES_DEAD_LETTER.name, DEAD_LETTER_ROW_ID_SQL, ids)
+
+    def close(self) -> None:
+        self._warehouse.close()
+
+    def _stored_ids(
+        self,
+        table: str,
+        id_sql: str,
+        ids: Sequence[str],
+        event_times: Mapping[str, datetime] | None = None,
+    ) -> set[str]:
+        """Those of `ids` (`id_sql` of a row) that `table` holds, looked up a chunk at a time;
+        with `event_times`, each chunk reads only the event_ts partitions of its own times."""
+        found: set[str] = set()
+        for first in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[first : first + _LOOKUP_CHUNK]
+            params: dict[str, Any] = {f"id_{index}": row_id for index, row_id in enumerate(chunk)}
+            names = ", ".join(f"@{name}" for name in params)
+            # Table and expression are ours; the ids travel as query parameters.
+            sql = (
+                f"SELECT DISTINCT {id_sql} AS row_id "  # noqa: S608
+                f"FROM {{dataset}}.{table} WHERE {id_sql} IN ({names})"
+            )
+            if event_times is not None:
+                times = [event_times[row_id] for row_id in chunk]
+                sql += " AND event_ts BETWEEN @earliest AND @latest"
+                params.update(earliest=min(times), latest=max(times))
+            found.update(str(row["row_id"]) for row in self._warehouse.query(sql, params))
+        return found
+
+    def _count_between(
+        self,
+        start: datetime,
+        end: datetime,
+        count: str,
+        table: str = QUOTES.name,
+        time_column: str = "event_ts",
+    ) -> int:
+        """`count`, an aggregate, over the rows of `table` with `time_column` in [start, end)."""
+        rows = self._warehouse.query(
+            # The aggregate, table and column are ours; the times travel as query parameters.
+            f"SELECT {count} AS n FROM {{dataset}}.{table} "  # noqa: S608
+            f"WHERE {time_column} >= @start AND {time_column} < @end",
+            {"start": start, "end": end},
+        )
+        return int(rows[0]["n"] or 0)

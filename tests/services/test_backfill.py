@@ -1,0 +1,70 @@
+"""Backfill over the in-memory fakes: only what `quotes` lacks is inserted, once; what the
+gate refuses is dead-lettered; the scratch table does not outlive the run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from quotestream.domain.quote import to_ms
+from quotestream.services.backfill import BackfillService
+from tests.builders import quote_dict
+from tests.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
+from tests.services.rows import quote_at
+
+pytestmark = pytest.mark.unit
+
+PAIRS = ("USD-BRL", "EUR-BRL")
+END = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
+START = END - timedelta(minutes=5)
+
+
+def backfill(warehouse: InMemoryWarehouse, source: InMemoryQuoteSource) -> BackfillService:
+    return BackfillService(source, warehouse, InMemoryQuoteQueries(warehouse), PAIRS)
+
+
+def served() -> list[dict[str, str]]:
+    """The API's history of the interval: a quote every ten seconds of each pair."""
+    ticks = range(to_ms(START), to_ms(END), 10_000)
+    return [quote_dict(pair, event_ts_ms=ms) for pair in PAIRS for ms in ticks]
+
+
+def test_backfilling_an_interval_twice_inserts_only_what_is_missing_once() -> None:
+    history = served()
+    warehouse = InMemoryWarehouse()
+    # The streaming load already wrote some of the interval, and a quote after it.
+    streamed = [quote_at(to_ms(START) + n * 10_000) for n in range(0, 30, 7)]
+    after = quote_at(to_ms(END) + 5_000)
+    warehouse.insert_rows("quotes", [*streamed, after], [q["event_id"] for q in [*streamed, after]])
+
+    first = backfill(warehouse, InMemoryQuoteSource(history)).run(START, END, "run-1")
+    second = backfill(warehouse, InMemoryQuoteSource(history)).run(START, END, "run-2")
+
+    assert (first.fetched, first.inserted, first.dead_lettered) == (len(history), 55, 0)
+    assert (second.fetched, second.inserted) == (len(history), 0)
+    stored = sorted(row["event_id"] for row in warehouse.rows("quotes"))
+    assert stored == sorted([*(q["event_id"] for q in history), after["event_id"]])
+    assert set(warehouse.tables) == {"quotes"}
+
+
+def test_what_the_gate_refuses_is_dead_lettered_once_and_the_rest_inserted() -> None:
+    crossed = quote_dict("USD-BRL", bid="5.3600", ask="5.3500", event_ts_ms=to_ms(START) + 1_000)
+    history = [*served(), crossed]
+    warehouse = InMemoryWarehouse()
+
+    result = backfill(warehouse, InMemoryQuoteSource(history)).run(START, END, "run-1")
+    backfill(warehouse, InMemoryQuoteSource(history)).run(START, END, "run-2")
+
+    assert (result.fetched, result.inserted, result.dead_lettered) == (61, 60, 1)
+    [dead] = warehouse.rows("quotes_dead_letter")
+    assert (dead["stage"], dead["reason"]) == ("backfill", "crossed_market")
+    assert dead["attributes"] == [{"key": "backfill", "value": "run-1"}]
+
+
+def test_an_interval_must_be_aware_and_not_empty() -> None:
+    service = backfill(InMemoryWarehouse(), InMemoryQuoteSource())
+    with pytest.raises(ValueError, match="start < end"):
+        service.run(END, START, "backwards")
+    with pytest.raises(ValueError, match="aware interval"):
+        service.run(START.replace(tzinfo=None), END, "naive")

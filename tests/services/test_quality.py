@@ -1,0 +1,135 @@
+"""The data-quality checks over the in-memory fakes: which check fails on which data, and
+every result recorded in dq_results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from quotestream.domain.quote import to_ms
+from quotestream.domain.schemas import DQ_RESULTS
+from quotestream.services.quality import CheckResult, DataQualityFailed, DataQualityService
+from tests.builders import quote_dict
+from tests.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
+from tests.services.rows import dead_letter_at, quote_at, unwritten
+
+pytestmark = pytest.mark.unit
+
+PAIRS = ("USD-BRL", "EUR-BRL")
+# One tick a second for USD-BRL, one every two for EUR-BRL: their catalogue rates.
+TICK_MS = {"USD-BRL": 1_000, "EUR-BRL": 2_000}
+
+
+@dataclass
+class Minute:
+    """The minute before last (the freshness check compares with the wall clock), its
+    warehouse and the API's history of it."""
+
+    end: datetime = field(
+        default_factory=lambda: (
+            datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+        )
+    )
+    warehouse: InMemoryWarehouse = field(default_factory=InMemoryWarehouse)
+    source: InMemoryQuoteSource = field(default_factory=InMemoryQuoteSource)
+
+    @property
+    def start(self) -> datetime:
+        return self.end - timedelta(minutes=1)
+
+    def ticks(self, pair: str) -> range:
+        return range(to_ms(self.start), to_ms(self.end), TICK_MS[pair])
+
+    def load_every_tick(self) -> Minute:
+        """Every tick in `quotes`, each written a second after it happened, and served."""
+        rows = [quote_at(ms, pair=pair) for pair in PAIRS for ms in self.ticks(pair)]
+        self.warehouse.insert_rows("quotes", rows, [row["event_id"] for row in rows])
+        self.source.quotes = [quote_dict(p, event_ts_ms=ms) for p in PAIRS for ms in self.ticks(p)]
+        return self
+
+    def check(self, run_id: str) -> list[CheckResult]:
+        queries = InMemoryQuoteQueries(self.warehouse)
+        service = DataQualityService(queries, self.warehouse, self.source, PAIRS)
+        return service.run(self.start, self.end, run_id)
+
+    def failing(self) -> set[tuple[str, str | None]]:
+        with pytest.raises(DataQualityFailed) as failed:
+            self.check("bad-run")
+        return {(failure.check_name, failure.pair) for failure in failed.value.failures}
+
+    def recorded(self, check_name: str) -> dict[str, Any]:
+        """The dq_results row of the failed run's `check_name`."""
+        return next(
+            row
+            for row in self.warehouse.rows(DQ_RESULTS.name)
+            if (row["run_id"], row["check_name"]) == ("bad-run", check_name)
+        )
+
+
+def test_every_check_passes_on_the_whole_interval_and_each_result_is_recorded() -> None:
+    minute = Minute().load_every_tick()
+    results = minute.check("good-run")
+    assert all(result.passed for result in results)
+    assert sorted((r.check_name, r.pair or "") for r in results) == [
+        ("bid_le_ask", ""),
+        ("dead_letter_ratio", ""),
+        ("duplicates", ""),
+        ("freshness", ""),
+        ("nulls", ""),
+        *[("reconciliation", pair) for pair in sorted(PAIRS)],
+        *[("volume", pair) for pair in sorted(PAIRS)],
+    ]
+    recorded = minute.warehouse.rows(DQ_RESULTS.name)
+    assert {(row["run_id"], row["check_name"], row["pair"]) for row in recorded} == {
+        ("good-run", r.check_name, r.pair) for r in results
+    }
+    volume = {r.pair: r.observed for r in results if r.check_name == "volume"}
+    assert volume == {"USD-BRL": 1.0, "EUR-BRL": 1.0}
+
+
+def test_a_crossed_copy_of_a_quote_fails_bid_le_ask_and_duplicates() -> None:
+    minute = Minute().load_every_tick()
+    inside = quote_at(to_ms(minute.start) + 30_000)
+    crossed = {**inside, "bid": "9.9999", "ask": "1.0000"}
+    minute.warehouse.insert_rows("quotes", [crossed], ["planted-crossed"])
+    assert minute.failing() == {("bid_le_ask", None), ("duplicates", None)}
+
+
+def test_missing_quotes_fail_the_volume_and_the_reconciliation_of_their_pair() -> None:
+    minute = Minute().load_every_tick()
+    quotes = minute.warehouse.tables["quotes"]
+    for key in [key for key, row in quotes.items() if row["pair"] == "EUR-BRL"]:
+        del quotes[key]
+    assert minute.failing() == {("volume", "EUR-BRL"), ("reconciliation", "EUR-BRL")}
+
+
+def test_a_row_without_ingest_ts_fails_nulls() -> None:
+    minute = Minute().load_every_tick()
+    quotes = minute.warehouse.tables["quotes"]
+    key = next(iter(quotes))
+    quotes[key] = unwritten(quotes[key])
+    assert minute.failing() == {("nulls", None)}
+
+
+def test_dead_letters_received_in_the_interval_count_against_the_rows_written_in_it() -> None:
+    minute = Minute().load_every_tick()
+    received = to_ms(minute.start) + 10_000
+    dead = [dead_letter_at(received, f"m{n}") for n in range(5)]
+    minute.warehouse.insert_rows("quotes_dead_letter", dead, [row["message_id"] for row in dead])
+    assert minute.failing() == {("dead_letter_ratio", None)}
+    # 89 of the 90 rows were written inside the interval: USD-BRL's last one a second after.
+    assert minute.recorded("dead_letter_ratio")["details"] == "5 dead letters against 89 loaded"
+
+
+def test_an_empty_warehouse_fails_volume_and_freshness_and_records_no_age() -> None:
+    minute = Minute()
+    assert minute.failing() == {
+        ("volume", "USD-BRL"),
+        ("volume", "EUR-BRL"),
+        ("freshness", None),
+    }
+    freshness = minute.recorded("freshness")
+    assert (freshness["details"], freshness["observed"]) == ("no quotes at all", None)
