@@ -13,7 +13,23 @@ from quotestream.adapters.local.processes import ServiceProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.standins.fixtures"]
+pytest_plugins = ["tests.support.standins.fixtures"]
+
+# What a test needs, read from the fixtures it uses (directly or through others), so that the
+# markers cannot drift from the tests.
+NEEDS = {
+    "emulators": {"pubsub_emulator", "bigquery_emulator"},
+    "airflow": {"airflow_db"},
+    "gcp": {"google_apis_server", "monitoring_server"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in NEEDS.items():
+            if used & fixtures:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from quotestream.services.relay import QuoteRelay
 from quotestream.settings import Settings
 from quotestream_api.deps import now_ms
 from quotestream_api.main import create_app
-from tests.builders import NOW_MS
-from tests.fakes import InMemoryPublisher
+from tests.support.builders import NOW_MS
+from tests.support.fakes import InMemoryPublisher
 
 API_KEY = "test-key-not-a-secret"
 

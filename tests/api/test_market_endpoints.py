@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import format_ts
-from tests.builders import NOW_MS
+from tests.support.builders import NOW_MS
 
 pytestmark = pytest.mark.unit
 

@@ -14,8 +14,8 @@ from quotestream_api.deps import get_push_limiter, now_ms
 from quotestream_api.main import create_app
 from quotestream_api.rate_limit import TokenBuckets
 from tests.api.conftest import API_KEY
-from tests.builders import NOW_MS, quote_dict
-from tests.fakes import InMemoryPublisher
+from tests.support.builders import NOW_MS, quote_dict
+from tests.support.fakes import InMemoryPublisher
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ from quotestream.settings import Settings
 from quotestream_api.deps import now_ms
 from quotestream_api.main import create_app
 from tests.api.conftest import API_KEY
-from tests.builders import NOW_MS, quote_dict
-from tests.fakes import GatedPublisher, InMemoryPublisher
+from tests.support.builders import NOW_MS, quote_dict
+from tests.support.fakes import GatedPublisher, InMemoryPublisher
 
 pytestmark = pytest.mark.unit
 

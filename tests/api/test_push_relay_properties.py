@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import API_KEY
-from tests.builders import NOW_MS, quote_dict
+from tests.support.builders import NOW_MS, quote_dict
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from apache_beam.transforms import window
 
 from quotestream.beam.bars import MinuteBarsFn, OneMinuteBars, ohlc
 from quotestream.domain.quote import Quote, format_ts, make_event_id
-from tests.beam.pipelines import direct_pipeline
+from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
 

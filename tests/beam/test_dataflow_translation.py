@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +26,12 @@ import quotestream.beam.options
 from quotestream.beam import edges, run
 from quotestream.beam.options import PIPELINE_OPTIONS
 from quotestream.domain.quote import Quote, format_ts
-from tests.local_runs import stay_on_loopback
+from tests.conftest import REPO
+from tests.support.local_runs import stay_on_loopback
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+
 PROJECT = "quotestream-test"
 SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/quotes-load-replay"
 

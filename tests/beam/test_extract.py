@@ -13,8 +13,8 @@ from quotestream.adapters.api_client import SourceUnavailable
 from quotestream.beam.extract import ExtractQuotes, PublishQuotesFn
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
-from tests.beam.pipelines import direct_pipeline
-from tests.fakes import shared_publisher
+from tests.support.fakes import shared_publisher
+from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
 

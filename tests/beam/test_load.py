@@ -15,9 +15,9 @@ from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
-from tests.beam.corpus import bad_messages
-from tests.beam.pipelines import direct_pipeline
-from tests.fakes import shared_queries, shared_warehouse
+from tests.support.corpus import bad_messages
+from tests.support.fakes import shared_queries, shared_warehouse
+from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
 

@@ -20,10 +20,10 @@ from quotestream.beam.pull import AcknowledgeStored, PullMessagesFn, pending_ack
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream_dev.synthetic import fresh_quote
-from tests.beam.corpus import bad_messages
-from tests.beam.pipelines import direct_pipeline
 from tests.beam.test_load import good_messages
-from tests.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.corpus import bad_messages
+from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
 

@@ -22,10 +22,10 @@ from quotestream.domain.quote import now_ms
 from quotestream.ports.jobs import JobState, StopMode
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
-from tests.beam.corpus import bad_messages
-from tests.dags.runs import states
-from tests.local_runs import recent_quotes, wait_until
-from tests.stalling_proxy import StallingProxy
+from tests.support.corpus import bad_messages
+from tests.support.dag_runs import states
+from tests.support.local_runs import recent_quotes, wait_until
+from tests.support.stalling_proxy import StallingProxy
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,8 @@ from quotestream.domain.rows import quote_row
 from quotestream.ports.jobs import StopMode
 from quotestream.settings import Settings
 from tests.conftest import SEED
-from tests.dags.runs import states
-from tests.local_runs import wait_until
+from tests.support.dag_runs import states
+from tests.support.local_runs import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -18,13 +18,13 @@ import pytest
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.settings import Settings
-from tests.dags.runs import states
-from tests.standins.dataflow import launch_parameters, requested_state
-from tests.standins.google_apis import GoogleApis
-from tests.standins.monitoring import MonitoringStandIn
-from tests.standins.oauth import claims_of, key_file, service_account_info
+from tests.support.dag_runs import states
+from tests.support.standins.dataflow import launch_parameters, requested_state
+from tests.support.standins.google_apis import GoogleApis
+from tests.support.standins.monitoring import MonitoringStandIn
+from tests.support.standins.oauth import claims_of, key_file, service_account_info
 
-pytestmark = [pytest.mark.gcp, pytest.mark.integration]
+pytestmark = pytest.mark.integration
 
 LOAD, EXTRACT = "quotestream-load", "quotestream-extract"
 CONNECTION_ACCOUNT = "quotestream-composer@standin-project.iam.gserviceaccount.com"

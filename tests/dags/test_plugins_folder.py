@@ -15,7 +15,7 @@ import pytest
 from quotestream_dev.local_airflow import deployed_layout
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
 LOAD_PLUGINS = """
 import json, sys, time

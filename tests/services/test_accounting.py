@@ -9,8 +9,8 @@ from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
 from quotestream.domain.rows import dead_letter_row_id, refused_row_id
 from quotestream.ports.queries import Progress
 from quotestream.services.accounting import AccountingService
-from tests.fakes import InMemoryQuoteQueries, InMemoryWarehouse
-from tests.services.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at
+from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ import pytest
 
 from quotestream.domain.quote import to_ms
 from quotestream.services.backfill import BackfillService
-from tests.builders import quote_dict
-from tests.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
-from tests.services.rows import quote_at
+from tests.support.builders import quote_dict
+from tests.support.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
+from tests.support.rows import quote_at
 
 pytestmark = pytest.mark.unit
 

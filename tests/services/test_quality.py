@@ -12,9 +12,9 @@ import pytest
 from quotestream.domain.quote import to_ms
 from quotestream.domain.schemas import DQ_RESULTS
 from quotestream.services.quality import CheckResult, DataQualityFailed, DataQualityService
-from tests.builders import quote_dict
-from tests.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
-from tests.services.rows import dead_letter_at, quote_at, unwritten
+from tests.support.builders import quote_dict
+from tests.support.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
+from tests.support.rows import dead_letter_at, quote_at, unwritten
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,345 @@
+"""The Dataflow, Cloud Run, Secret Manager, Monitoring and Pub/Sub IAM adapters through the real
+Google clients, over their wire format, against the local stand-ins: what reaches the wire is
+checked against Google's public REST reference (field names, requested states, masks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.api_core.exceptions import Conflict, NotFound, TooManyRequests
+from google.auth.credentials import AnonymousCredentials
+
+from quotestream import bootstrap
+from quotestream.adapters.gcp.access import ApiAccess
+from quotestream.adapters.gcp.cloud_run import CloudRunDeployer
+from quotestream.adapters.gcp.dataflow import DataflowJobRunner, LaunchRefused
+from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
+from quotestream.adapters.gcp.pubsub_iam import PubSubIam
+from quotestream.ports.jobs import JobState, StopMode
+from quotestream.ports.resources import Outcome
+from quotestream.settings import Settings
+from tests.support.standins.dataflow import launch_parameters, requested_state
+from tests.support.standins.google_apis import GoogleApis
+from tests.support.standins.monitoring import MonitoringStandIn
+from tests.support.standins.oauth import key_file
+
+pytestmark = pytest.mark.integration
+
+LOAD = "quotestream-load"
+SERVICE = "projects/proj/locations/us-central1/services/quotestream-api"
+DATAFLOW_WORKERS = "serviceAccount:quotestream-dataflow@proj.iam.gserviceaccount.com"
+
+
+def access(url: str) -> ApiAccess:
+    return ApiAccess(AnonymousCredentials(), url)  # type: ignore[no-untyped-call]
+
+
+def runner(apis: GoogleApis, cannot_launch: str | None = None) -> DataflowJobRunner:
+    return DataflowJobRunner(
+        "proj",
+        "us-central1",
+        {"load": "gs://b/t/load_quotes.json"},
+        {"settings": "{}"},
+        {"temp_location": "gs://b/tmp", "sdk_container_image": "r/quotestream-{pipeline}:1"},
+        access=access(apis.url),
+        cannot_launch=cannot_launch,
+    )
+
+
+def launches(apis: GoogleApis) -> list[dict[str, Any]]:
+    return launch_parameters(apis.recorder)
+
+
+def test_find_follows_the_pages_and_takes_the_newest_job_of_the_name(
+    google_apis: GoogleApis,
+) -> None:
+    for state in ("JOB_STATE_CANCELLED", "JOB_STATE_FAILED", "JOB_STATE_DRAINING"):
+        google_apis.dataflow.add_job(LOAD, state)
+    google_apis.dataflow.add_job("other", "JOB_STATE_RUNNING")
+    newest = google_apis.dataflow.jobs_named(LOAD)[-1]["id"]
+
+    found = runner(google_apis).find(LOAD)
+
+    assert (found.job_id, found.state) == (newest, JobState.STOPPING)
+    lists = google_apis.recorder.of("dataflow", "GET")
+    assert len(lists) == 2, "four jobs in pages of two"
+    assert lists[0].path == "/v1b3/projects/proj/locations/us-central1/jobs"
+    assert lists[0].query["filter"] in (["ALL"], ["1"])  # Filter.ALL, by name or number
+    assert runner(google_apis).find("absent") is None
+
+
+def test_a_launch_sends_the_flex_template_and_refuses_a_second_copy(
+    google_apis: GoogleApis,
+) -> None:
+    launched = runner(google_apis).launch(LOAD, "load", ["--allowed_lateness_s=60"])
+
+    call = google_apis.recorder.of("dataflow", "POST")[0]
+    assert call.path == "/v1b3/projects/proj/locations/us-central1/flexTemplates:launch"
+    assert call.body["launchParameter"] == {
+        "jobName": LOAD,
+        "containerSpecGcsPath": "gs://b/t/load_quotes.json",
+        "parameters": {"settings": "{}", "allowed_lateness_s": "60"},
+        "environment": {"tempLocation": "gs://b/tmp", "sdkContainerImage": "r/quotestream-load:1"},
+    }
+    assert google_apis.dataflow.jobs_named(LOAD)[-1]["id"] == launched.job_id
+    with pytest.raises(RuntimeError, match="already running"):
+        runner(google_apis).launch(LOAD, "load", [])
+    assert len(launches(google_apis)) == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "requested", "passing", "final"),
+    [
+        (StopMode.DRAIN, "JOB_STATE_DRAINED", "JOB_STATE_DRAINING", "JOB_STATE_DRAINED"),
+        (StopMode.CANCEL, "JOB_STATE_CANCELLED", "JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"),
+    ],
+)
+def test_a_stop_requests_drain_or_cancel_and_the_state_machine_is_followed(
+    google_apis: GoogleApis, mode: StopMode, requested: str, passing: str, final: str
+) -> None:
+    job = google_apis.dataflow.add_job(LOAD)
+    jobs = runner(google_apis)
+
+    jobs.stop(LOAD, mode)
+
+    (update,) = google_apis.recorder.of("dataflow", "PUT")
+    assert update.path == f"/v1b3/projects/proj/locations/us-central1/jobs/{job['id']}"
+    assert requested_state(update.body) == requested
+    # The reference: a state request and an update mask together are an error.
+    assert "updateMask" not in update.query
+    seen = [jobs.find(LOAD).detail for _ in range(3)]
+    assert seen[0].endswith(passing)
+    assert seen[-1].endswith(final)
+    assert jobs.find(LOAD).state in (JobState.DONE, JobState.CANCELLED)
+    jobs.stop(LOAD, mode)  # a finished job is left alone
+    assert len(google_apis.recorder.of("dataflow", "PUT")) == 1
+
+
+def test_an_update_launch_replaces_the_running_job_with_its_renamed_steps(
+    google_apis: GoogleApis,
+) -> None:
+    old = google_apis.dataflow.add_job(LOAD)
+    jobs = runner(google_apis)
+
+    new = jobs.replace(LOAD, "load", [], {"Bars/Window": "Bars/FixedWindows"}, timeout_s=5)
+
+    (parameter,) = launches(google_apis)
+    assert parameter["update"] is True
+    assert parameter["transformNameMappings"] == {"Bars/Window": "Bars/FixedWindows"}
+    assert parameter["jobName"] == LOAD
+    first, second = google_apis.dataflow.jobs_named(LOAD)
+    assert (first["id"], first["currentState"]) == (old["id"], "JOB_STATE_UPDATED")
+    assert first["replacedByJobId"] == second["id"] == new.job_id
+    assert jobs.find(LOAD).state is JobState.RUNNING
+
+
+def test_an_update_dataflow_finds_incompatible_fails_and_leaves_the_job_running(
+    google_apis: GoogleApis,
+) -> None:
+    old = google_apis.dataflow.add_job(LOAD)
+    google_apis.dataflow.update_incompatible = True
+    jobs = runner(google_apis)
+
+    with pytest.raises(RuntimeError, match=f"refused the update .* {old['id']} keeps running"):
+        jobs.replace(LOAD, "load", [], {}, timeout_s=5)
+
+    assert [j["currentState"] for j in google_apis.dataflow.jobs_named(LOAD)] == [
+        "JOB_STATE_RUNNING",
+        "JOB_STATE_FAILED",
+    ]
+
+
+def test_a_launch_refused_here_sends_nothing_and_one_refused_by_dataflow_surfaces(
+    google_apis: GoogleApis,
+) -> None:
+    with pytest.raises(LaunchRefused, match="QUOTESTREAM_DATAFLOW_IMAGE"):
+        runner(google_apis, "needs QUOTESTREAM_DATAFLOW_IMAGE").launch(LOAD, "load", [])
+    assert launches(google_apis) == []
+    # Another launcher won the race for the name between our look-up and our launch.
+    google_apis.recorder.fail("dataflow", "POST", "flexTemplates:launch", 409)
+    with pytest.raises(Conflict):
+        runner(google_apis).launch(LOAD, "load", [])
+    google_apis.recorder.fail("dataflow", "POST", "flexTemplates:launch", 429)
+    with pytest.raises(TooManyRequests):
+        runner(google_apis).launch(LOAD, "load", [])
+    assert google_apis.dataflow.jobs_named(LOAD) == []
+
+
+def deployer(apis: GoogleApis, **overrides: Any) -> CloudRunDeployer:
+    arguments: dict[str, Any] = {
+        "api_key_secret": "relay-key",
+        "invokers": [DATAFLOW_WORKERS],
+        "access": access(apis.url),
+        "secrets_access": access(apis.url),
+        **overrides,
+    }
+    return CloudRunDeployer(
+        "proj",
+        "us-central1",
+        "quotestream-api",
+        "img:1",
+        {"QUOTESTREAM_TARGET": "gcp"},
+        **arguments,
+    )
+
+
+def test_a_deploy_creates_then_updates_the_private_service(google_apis: GoogleApis) -> None:
+    google_apis.secrets.add_version("relay-key", b"k" * 32)
+
+    created = deployer(google_apis).deploy()
+    updated = deployer(google_apis).deploy()
+
+    assert [(r.kind, r.outcome) for r in created] == [
+        ("cloud run service", Outcome.CREATED),
+        ("iam policy", Outcome.UPDATED),
+    ]
+    assert [r.outcome for r in updated] == [Outcome.UPDATED, Outcome.EXISTS]
+    create = google_apis.recorder.of("run", "POST", "/services")[0]
+    assert create.path == "/v2/projects/proj/locations/us-central1/services"
+    assert create.query["serviceId"] == ["quotestream-api"]
+    container = create.body["template"]["containers"][0]
+    assert container["image"] == "img:1"
+    key = next(e for e in container["env"] if e["name"] == "QUOTESTREAM_API_KEY")
+    # The relay key is mounted from Secret Manager, never sent as a value.
+    assert key == {
+        "name": "QUOTESTREAM_API_KEY",
+        "valueSource": {"secretKeyRef": {"secret": "relay-key", "version": "latest"}},
+    }
+    assert not create.body.get("invokerIamDisabled")
+    (patch,) = google_apis.recorder.of("run", "PATCH")
+    assert patch.path == f"/v2/{SERVICE}"
+    assert google_apis.run.services[SERVICE]["generation"] == "2"
+    (policy_set,) = google_apis.recorder.of("run", "POST", ":setIamPolicy")
+    bindings = policy_set.body["policy"]["bindings"]
+    assert bindings == [{"role": "roles/run.invoker", "members": [DATAFLOW_WORKERS]}]
+    members = {m for b in google_apis.run.policies[SERVICE]["bindings"] for m in b["members"]}
+    assert members.isdisjoint({"allUsers", "allAuthenticatedUsers"})
+    assert deployer(google_apis).url() == "https://quotestream-api-standin.a.run.app"
+
+
+@pytest.mark.parametrize(
+    ("state", "message"), [(None, "does not exist"), ("DISABLED", "is DISABLED")]
+)
+def test_a_deploy_without_an_enabled_relay_key_says_so_and_deploys_nothing(
+    google_apis: GoogleApis, state: str | None, message: str
+) -> None:
+    if state:
+        google_apis.secrets.add_version("relay-key", b"k" * 32, state=state)
+    with pytest.raises(RuntimeError, match=message):
+        deployer(google_apis).deploy()
+    (check,) = google_apis.recorder.of("secretmanager")
+    assert check.path == "/v1/projects/proj/secrets/relay-key/versions/latest"
+    assert google_apis.recorder.of("run") == []
+
+
+def test_a_revision_that_fails_is_reported_by_the_deploy_and_by_url(
+    google_apis: GoogleApis,
+) -> None:
+    google_apis.secrets.add_version("relay-key", b"k" * 32)
+    google_apis.run.revision_fails = "container failed to start on port 8080"
+    with pytest.raises(RuntimeError, match=r"did not become ready: .*failed to start on port 8080"):
+        deployer(google_apis).deploy()
+    with pytest.raises(RuntimeError, match=r"is not ready .*failed to start on port 8080"):
+        deployer(google_apis).url()
+    assert google_apis.recorder.of("run", "POST", ":setIamPolicy") == []
+
+
+def test_a_concurrent_policy_change_is_merged_not_overwritten(google_apis: GoogleApis) -> None:
+    google_apis.secrets.add_version("relay-key", b"k" * 32)
+    someone_else = {"role": "roles/run.viewer", "members": ["user:ops@example.com"]}
+    google_apis.run.iam.concurrent_binding = someone_else
+
+    _, invokers = deployer(google_apis).deploy()
+
+    assert invokers.outcome is Outcome.UPDATED
+    assert len(google_apis.recorder.of("run", "POST", ":setIamPolicy")) == 2, "one refused"
+    reads = google_apis.recorder.of("run", "GET", ":getIamPolicy")
+    assert [r.query["options.requestedPolicyVersion"] for r in reads] == [["3"], ["3"]]
+    assert sorted(google_apis.run.policies[SERVICE]["bindings"], key=str) == sorted(
+        [someone_else, {"role": "roles/run.invoker", "members": [DATAFLOW_WORKERS]}], key=str
+    )
+
+
+def test_the_backlog_comes_from_the_newest_monitoring_points(monitoring: MonitoringStandIn) -> None:
+    import time
+
+    now = int(time.time())
+    undelivered = "pubsub.googleapis.com/subscription/num_undelivered_messages"
+    oldest = "pubsub.googleapis.com/subscription/oldest_unacked_message_age"
+    monitoring.set_points(undelivered, "quotes-load", [(now - 120, 9), (now - 60, 42)])
+    monitoring.set_points(oldest, "quotes-load", [(now - 60, 17)])
+    monitoring.set_points(oldest, "other", [(now - 60, 999)])
+    probe = CloudMonitoringBacklog("proj", access=access(f"http://{monitoring.address}"))
+
+    assert probe.backlog("quotes-load") == (42, 17.0)
+    assert probe.backlog("absent") == (None, None)
+    request = monitoring.recorder.of("monitoring")[0].body
+    assert request["name"] == "projects/proj"
+    assert request["filter"] == (
+        f'metric.type = "{undelivered}" AND resource.labels.subscription_id = "quotes-load"'
+    )
+    # The client retries what is transient by itself; anything else reaches the health check.
+    calls = len(monitoring.recorder.of("monitoring"))
+    monitoring.recorder.fail("monitoring", "ListTimeSeries", ".*", 503, times=2)
+    assert probe.backlog("quotes-load") == (42, 17.0)
+    assert len(monitoring.recorder.of("monitoring")) == calls + 4
+    monitoring.recorder.fail("monitoring", "ListTimeSeries", ".*", 404)
+    with pytest.raises(NotFound):
+        probe.backlog("quotes-load")
+
+
+def test_provisioning_grants_the_dead_letter_roles_once(google_apis: GoogleApis) -> None:
+    iam = PubSubIam("proj", access=access(google_apis.url), projects_access=access(google_apis.url))
+    agent = iam.service_agent()
+    number = google_apis.projects.number("proj")
+    assert agent == f"serviceAccount:service-{number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+    first = iam.grant_on_topic("quotes-dead-letter", {"roles/pubsub.publisher": [agent]})
+    again = iam.grant_on_topic("quotes-dead-letter", {"roles/pubsub.publisher": [agent]})
+    subscription = iam.grant_on_subscription("quotes-load", {"roles/pubsub.subscriber": [agent]})
+
+    assert (first.outcome, again.outcome, subscription.outcome) == (
+        Outcome.UPDATED,
+        Outcome.EXISTS,
+        Outcome.UPDATED,
+    )
+    sets = google_apis.recorder.of("pubsub", "POST", ":setIamPolicy")
+    assert [call.path for call in sets] == [
+        "/v1/projects/proj/topics/quotes-dead-letter:setIamPolicy",
+        "/v1/projects/proj/subscriptions/quotes-load:setIamPolicy",
+    ]
+    assert sets[0].body["policy"]["bindings"] == [
+        {"role": "roles/pubsub.publisher", "members": [agent]}
+    ]
+    assert sets[0].body["policy"]["etag"], "the set carries the etag it read"
+
+
+def test_a_gcp_job_runner_stops_jobs_without_the_launch_settings_but_refuses_to_launch(
+    google_apis: GoogleApis,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    loopback_only_google_auth: None,
+) -> None:
+    """Built by bootstrap as the DAGs build it, with Application Default Credentials."""
+    adc = key_file(tmp_path / "adc.json", f"{google_apis.url}/token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", adc)
+    google_apis.dataflow.add_job(LOAD)
+    settings = Settings(
+        target="gcp",
+        project="proj",
+        api_url="http://127.0.0.1:8080",
+        dataflow_templates="gs://b/templates",
+        google_api_endpoints={"dataflow": google_apis.url},
+    )
+    jobs = bootstrap.build_job_runner(settings)
+
+    jobs.stop(LOAD, StopMode.CANCEL)
+    with pytest.raises(LaunchRefused) as refused:
+        jobs.launch("quotestream-extract", "extract", [])
+
+    assert "QUOTESTREAM_DATAFLOW_TEMP_LOCATION, QUOTESTREAM_DATAFLOW_IMAGE" in str(refused.value)
+    assert "QUOTESTREAM_API_URL" in str(refused.value)
+    assert len(google_apis.recorder.of("dataflow", "PUT")) == 1
+    assert launches(google_apis) == []

@@ -1,0 +1,118 @@
+"""Messages Pub/Sub delivers again after their ack deadline give one row each.
+
+The BigQuery emulator is frozen while the load pipeline (a DirectRunner process) pulls a
+backlog, longer than the ack deadline, so the job holds pulled messages it cannot store. The
+emulator re-leases an expired message only when someone pulls (Pub/Sub does it on its own),
+and the DirectRunner runs one bundle at a time, so the blocked job cannot pull: the test pulls
+once, acknowledging nothing, as Pub/Sub's redelivery would. Then the writer is let go: the job
+stores what it held (its acknowledgements come too late and count for nothing) and gets every
+message again after the test's lease expires."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
+
+from quotestream import bootstrap
+from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_process
+from quotestream.settings import Settings
+from tests.conftest import REPO
+from tests.support.local_runs import recent_quotes
+
+pytestmark = pytest.mark.integration
+
+ACK_DEADLINE_S = 10
+
+
+def lease_everything(subscription: str) -> dict[str, int]:
+    """Pull until nothing is left, acknowledging nothing: event_id -> delivery attempt."""
+    subscriber = SubscriberClient()
+    attempts: dict[str, int] = {}
+    try:
+        while True:
+            response = subscriber.pull(
+                request={
+                    "subscription": subscription,
+                    "max_messages": 1000,
+                    "return_immediately": True,
+                },
+                timeout=30,
+            )
+            if not response.received_messages:
+                return attempts
+            for item in response.received_messages:
+                attempts[item.message.attributes["event_id"]] = item.delivery_attempt
+    finally:
+        subscriber.close()
+
+
+def test_messages_delivered_again_after_their_ack_deadline_give_one_row_each(
+    pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess, logs_dir: Path
+) -> None:
+    settings = Settings(
+        project=f"again-{uuid.uuid4().hex[:8]}",
+        target="local",
+        message_ordering=False,
+        ack_deadline_s=ACK_DEADLINE_S,
+    )
+    bootstrap.build_provision_service(settings).run()
+    good = recent_quotes(13, "redelivery-test", 1000)
+    publisher = PublisherClient()
+    topic = publisher.topic_path(settings.project, settings.quotes_topic)
+    futures = [publisher.publish(topic, q.to_json(), **q.pubsub_attributes()) for q in good]
+    for future in futures:
+        future.result(timeout=30)
+
+    warehouse = bootstrap.build_warehouse(settings)
+
+    def counts() -> tuple[int, int]:
+        row = warehouse.query(
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM {dataset}.quotes"
+        )[0]
+        return int(row["n"]), int(row["d"])
+
+    log = logs_dir / f"load-{settings.project}.log"
+    env = {"QUOTESTREAM_PROJECT": settings.project, "QUOTESTREAM_TARGET": "local"}
+    # A writer that does not answer: every message the job pulls meanwhile outlives its ack
+    # deadline unacknowledged, and Pub/Sub delivers it again, to the same job.
+    os.killpg(bigquery_emulator.pid, signal.SIGSTOP)
+    try:
+        job = start_pipeline_process(REPO, "load", log, env)
+        time.sleep(ACK_DEADLINE_S + 8)
+        attempts = lease_everything(
+            SubscriberClient.subscription_path(settings.project, settings.load_subscription)
+        )
+    finally:
+        os.killpg(bigquery_emulator.pid, signal.SIGCONT)
+    try:
+        deadline = time.monotonic() + 60
+        while counts()[1] < len(good):
+            assert time.monotonic() < deadline, f"only {counts()} of {len(good)} stored"
+            time.sleep(1)
+        # A second row for a redelivered message would show within this time.
+        time.sleep(ACK_DEADLINE_S + 3)
+        final = counts()
+    finally:
+        job.stop()
+
+    assert final == (len(good), len(good))
+    assert len(attempts) == len(good)
+    assert max(attempts.values()) >= 2, "no message had been delivered before"
+    text = log.read_text(errors="replace")
+    redelivered = sum(int(n) for n in re.findall(r"messages, (\d+) of them redelivered", text))
+    found_stored = sum(
+        int(n) for n in re.findall(r"(\d+) redelivered messages were stored already", text)
+    )
+    print(
+        f"first deliveries to the job: {sum(1 for a in attempts.values() if a >= 2)}; "
+        f"redelivered to the job: {redelivered}; found already stored: {found_stored}"
+    )
+    assert redelivered >= len(good)
+    assert found_stored > 0
