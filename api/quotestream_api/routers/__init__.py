@@ -1,0 +1,1 @@
+"""One router per resource: quotes (latest, history, the push relay), pairs, health."""

@@ -1,2 +1,2 @@
-"""Beam transforms wrapping the domain. Sources and sinks are passed in: tests feed `Create` or
-`TestStream` and an in-memory warehouse, production feeds Pub/Sub and BigQuery."""
+"""Beam's composite transforms around the domain; sources and sinks come in from the caller
+(tests feed `Create` or `TestStream` and in-memory fakes, production Pub/Sub and BigQuery)."""

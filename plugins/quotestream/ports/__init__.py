@@ -1,4 +1,4 @@
-"""The ports of the hexagon. Adapters implement them structurally; fakes need not inherit."""
+"""The ports of the hexagon as Protocols; adapters implement them structurally, fakes too."""
 
 from __future__ import annotations
 
