@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Dataflow image's whole Python install: the hash-pinned dependencies, then the project.
-# beam_pipelines/Dockerfile runs it with pip; tests/integration/test_worker_image.py runs the
+# beam_pipelines/Dockerfile runs it with pip; tests/repository/test_worker_image.py runs the
 # same two steps with uv into a fresh venv, so what that test proves is what the image gets.
 #
 # Usage: beam_pipelines/install.sh [--deps-only | --project-only] PYTHON [SOURCE]

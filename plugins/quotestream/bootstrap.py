@@ -193,7 +193,10 @@ def build_load_edge(settings: Settings, subscription: str) -> LoadEdge:
     from quotestream.beam.pull import LocalPubSubEdge
 
     return LocalPubSubEdge(
-        subscription, partial(build_subscriber, settings), partial(build_quote_queries, settings)
+        subscription,
+        partial(build_subscriber, settings),
+        partial(build_quote_queries, settings),
+        settings.pairs,
     )
 
 

@@ -68,7 +68,7 @@ class ForgetfulWarehouse(InMemoryWarehouse):
 
 _SUBSCRIBERS: dict[str, InMemorySubscriber] = {}
 _WAREHOUSES: dict[str, ForgetfulWarehouse] = {}
-_QUERIES: dict[str, InMemoryQuoteQueries] = {}
+_QUERIES: dict[str, UnansweringQueries] = {}
 
 
 def shared_subscriber(name: str) -> InMemorySubscriber:
@@ -79,8 +79,21 @@ def shared_forgetful_warehouse(name: str) -> ForgetfulWarehouse:
     return _WAREHOUSES.setdefault(name, ForgetfulWarehouse())
 
 
-def forgetful_queries(name: str) -> InMemoryQuoteQueries:
-    return _QUERIES.setdefault(name, InMemoryQuoteQueries(shared_forgetful_warehouse(name)))
+@dataclass
+class UnansweringQueries(InMemoryQuoteQueries):
+    """Leaves its next `unanswered` lookups of stored quotes unanswered, as BigQuery away."""
+
+    unanswered: int = 0
+
+    def stored_quote_ids(self, event_times: Any) -> set[str]:
+        if self.unanswered > 0:
+            self.unanswered -= 1
+            raise ServiceUnavailable("BigQuery away (fake)")
+        return super().stored_quote_ids(event_times)
+
+
+def forgetful_queries(name: str) -> UnansweringQueries:
+    return _QUERIES.setdefault(name, UnansweringQueries(shared_forgetful_warehouse(name)))
 
 
 def pull_fn(name: str, job: str, max_messages: int = 1000) -> PullMessagesFn:
@@ -243,9 +256,57 @@ def test_a_redelivered_young_quote_is_looked_up_and_stored_once() -> None:
         m.attributes["event_id"] for m in young
     )
     looked_up = {row_id for ids in forgetful_queries(name).lookups for row_id in ids}
-    # Looked up as they came again (their dead-letter ids too), before any insert.
-    assert {m.attributes["event_id"] for m in young} <= looked_up
+    # Looked up as they came again, with the dead letters each could have become, at the
+    # source: young quotes are not looked up by the writer.
+    assert looked_up == {m.attributes["event_id"] for m in young} | {
+        row_id for m in young for row_id in (f"parse:{m.message_id}", refused_dead_letter_id(m))
+    }
     assert sorted(shared_subscriber(name).acked) == sorted(d.ack_id for d in first + again)
+
+
+def refused_dead_letter_id(message: RawMessage) -> str:
+    return f"bigquery_insert:quotes:{message.attributes['event_id']}"
+
+
+def test_a_refused_copy_of_a_stored_quote_is_dead_lettered_not_settled_by_that_quote() -> None:
+    """The same bytes with attributes that contradict them: the gate refuses the copy, so the
+    quote's row must not settle it, neither in one pull nor when it comes again."""
+    name = f"copy-{uuid.uuid4()}"
+    warehouse = shared_forgetful_warehouse(name)
+    subscriber = shared_subscriber(name)
+    (quote,) = fresh_messages(1)
+    copies = [
+        RawMessage(quote.data, {**quote.attributes, "pair": "XAU-USD"}, f"copy-{i}")
+        for i in range(2)
+    ]
+    together = [received(quote, "quote@1", 1), received(copies[0], "copy-0@1", 1)]
+    later = [received(copies[1], "copy-1@2", 2)]
+    load_in_turn([together, later], name, acknowledge=True)
+
+    assert [r["event_id"] for r in warehouse.rows("quotes")] == [quote.attributes["event_id"]]
+    dead = warehouse.rows("quotes_dead_letter")
+    assert sorted((r["message_id"], r["reason"]) for r in dead) == [
+        ("copy-0", "attribute_mismatch"),
+        ("copy-1", "attribute_mismatch"),
+    ]
+    assert sorted(subscriber.acked) == ["copy-0@1", "copy-1@2", "quote@1"]
+
+
+def test_what_the_source_cannot_read_or_look_up_goes_through_the_gate() -> None:
+    """A payload nested past the gate's limit, redelivered while BigQuery does not answer the
+    lookup: nothing fails, the gate dead-letters it and its quote-shaped neighbour is loaded."""
+    name = f"unreadable-{uuid.uuid4()}"
+    warehouse = shared_forgetful_warehouse(name)
+    forgetful_queries(name).unanswered = 1
+    nested = RawMessage(b"[" * 2000, {}, "nested")
+    (quote,) = fresh_messages(1)
+    load_in_turn(
+        [[received(nested, "nested@2", 2), received(quote, "quote@2", 2)]], name, acknowledge=True
+    )
+
+    assert [r["reason"] for r in warehouse.rows("quotes_dead_letter")] == ["malformed_json"]
+    assert [r["event_id"] for r in warehouse.rows("quotes")] == [quote.attributes["event_id"]]
+    assert sorted(shared_subscriber(name).acked) == ["nested@2", "quote@2"]
 
 
 @dataclass
@@ -292,13 +353,22 @@ def test_a_writer_that_does_not_answer_is_waited_for_and_nothing_is_lost() -> No
 
 def test_a_settled_message_is_forgotten_under_every_key_it_was_pending_under() -> None:
     pending = pending_acks(f"settle-{uuid.uuid4()}")
-    pending.add("ack-1", [("message", "m1"), ("event", "e1"), ("message", "quotes:e1")])
-    pending.add("ack-2", [("message", "m2"), ("event", "e1"), ("message", "quotes:e1")])
-    pending.add("ack-3", [("message", "m3")])
+    pending.add("ack-1", "m1", [("message", "m1"), ("event", "e1"), ("message", "quotes:e1")])
+    pending.add("ack-2", "m2", [("message", "m2"), ("event", "e1"), ("message", "quotes:e1")])
+    pending.add("ack-3", "m3", [("message", "m3")])
 
     assert sorted(pending.settle(("event", "e1"))) == ["ack-1", "ack-2"]
     assert pending.settle(("message", "quotes:e1")) == []
     assert pending.settle(("message", "m1")) == []
     assert len(pending) == 1
     assert pending.settle(("message", "m3")) == ["ack-3"]
+    assert len(pending) == 0
+
+
+def test_a_message_delivered_again_is_pending_once_under_its_newest_delivery() -> None:
+    pending = pending_acks(f"again-{uuid.uuid4()}")
+    for attempt in range(1, 6):
+        pending.add(f"m1@{attempt}", "m1", [("message", "m1")])
+    assert len(pending) == 1
+    assert pending.settle(("message", "m1")) == ["m1@5"]
     assert len(pending) == 0

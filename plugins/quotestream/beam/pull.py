@@ -4,22 +4,23 @@ each message once its quote row or dead-letter row is stored.
 The DirectRunner's ReadFromPubSub acknowledges messages as it pulls them, so a local job
 killed mid-bundle loses what it held. Here a message stays unacknowledged until the load has
 stored what it became; whatever a dead job held comes again after the subscription's ack
-deadline. The load's transforms carry plain quotes and rows: the source notes which stored row
-settles which pulled message, and the acknowledger, given the stored rows, finds the messages
-to acknowledge. Both run in the one process of a local job. (Dataflow's own source
-acknowledges after its durable commit, so Google Cloud keeps ReadFromPubSub.)
+deadline. The load's transforms carry plain quotes and rows: the source asks the gate what
+each pulled message can become and notes it as pending under those rows (its quote's event id
+if the gate accepts it, its own message id as a dead letter), and the acknowledger, given the
+stored rows, finds the messages to acknowledge. Both run in the one process of a local job.
+(Dataflow's own source acknowledges after its durable commit, so Google Cloud keeps
+ReadFromPubSub.)
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -29,10 +30,13 @@ from google.api_core.exceptions import GoogleAPICallError, RetryError
 
 from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import NAMESPACE
-from quotestream.beam.sinks import QueriesFactory
+from quotestream.beam.sinks import TRANSIENT, QueriesFactory
 from quotestream.beam.ticks import Ticks
+from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.quote import Quote
 from quotestream.domain.rows import dead_letter_row_id, refused_row_id
 from quotestream.domain.schemas import QUOTES
+from quotestream.domain.validation import parse_quote
 
 # A google.cloud.pubsub_v1.SubscriberClient, or anything answering its pull and acknowledge.
 SubscriberFactory = Callable[[], Any]
@@ -51,10 +55,18 @@ class PendingAcks:
 
     _ack_ids: dict[SettlementKey, set[str]] = field(default_factory=dict)
     _keys: dict[str, list[SettlementKey]] = field(default_factory=dict)
+    _by_message: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, ack_id: str, keys: list[SettlementKey]) -> None:
+    def add(self, ack_id: str, message_id: str | None, keys: list[SettlementKey]) -> None:
         with self._lock:
+            # A message delivered again supersedes its earlier delivery, whose ack id has
+            # expired: one entry per message, however often a message no row settles comes.
+            if message_id:
+                earlier = self._by_message.get(message_id)
+                if earlier is not None:
+                    self._forget(earlier)
+                self._by_message[message_id] = ack_id
             self._keys[ack_id] = keys
             for key in keys:
                 self._ack_ids.setdefault(key, set()).add(ack_id)
@@ -62,15 +74,20 @@ class PendingAcks:
     def settle(self, key: SettlementKey) -> list[str]:
         """The ack ids the stored row `key` settles, forgotten from here on."""
         with self._lock:
-            settled = list(self._ack_ids.pop(key, ()))
+            settled = list(self._ack_ids.get(key, ()))
             for ack_id in settled:
-                for other in self._keys.pop(ack_id, ()):
-                    waiting = self._ack_ids.get(other)
-                    if waiting is not None:
-                        waiting.discard(ack_id)
-                        if not waiting:
-                            del self._ack_ids[other]
+                self._forget(ack_id)
             return settled
+
+    def _forget(self, ack_id: str) -> None:
+        for key in self._keys.pop(ack_id, ()):
+            waiting = self._ack_ids.get(key)
+            if waiting is not None:
+                waiting.discard(ack_id)
+                if not waiting:
+                    del self._ack_ids[key]
+        for message_id in [m for m, pending in self._by_message.items() if pending == ack_id]:
+            del self._by_message[message_id]
 
     def __len__(self) -> int:
         with self._lock:
@@ -91,32 +108,43 @@ def settlement_key(row: Mapping[str, Any]) -> SettlementKey:
     return ("event", str(row["event_id"]))
 
 
-@dataclass(frozen=True)
-class _Document:
-    """What a message's payload says of its quote, as far as it reads as one."""
+# Whether a quote is dated ahead of the clock is the gate's one verdict that changes with
+# time: the source asks the gate without it, so it notes what such a quote may become.
+_WITHOUT_FUTURE_CHECK_MS = 2**62
 
-    event_id: str | None
-    event_ts: datetime | None
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a pulled message can end as, by the gate's verdict: the stored rows that would
+    settle it, its quote (if the gate accepts it) and the ids of its possible dead letters."""
+
+    keys: list[SettlementKey]
+    quote: Quote | None
+    dead_letter_ids: set[str]
 
     @classmethod
-    def of(cls, data: bytes) -> _Document:
+    def of(
+        cls, message_id: str | None, data: bytes, attributes: Mapping[str, str], catalog: Any
+    ) -> Outcome:
+        keys: list[SettlementKey] = []
+        dead_letter_ids = set()
+        if message_id:
+            keys.append(("message", message_id))
+            dead_letter_ids.add(dead_letter_row_id({"stage": "parse", "message_id": message_id}))
         try:
-            document = json.loads(data)
-            event_id = document["event_id"]
-            event_ts = datetime.fromisoformat(str(document["event_ts"]).replace("Z", "+00:00"))
-        except (ValueError, TypeError, KeyError):
-            return cls(None, None)
-        if not isinstance(event_id, str) or event_ts.tzinfo is None:
-            return cls(None, None)
-        return cls(event_id, event_ts)
+            quote = parse_quote(data, attributes, pairs=catalog, now_ms=_WITHOUT_FUTURE_CHECK_MS)
+        except Exception:  # refused by the gate, or a gate bug the load dead-letters alike
+            return cls(keys, None, dead_letter_ids)
+        refused = refused_row_id(QUOTES.name, quote.event_id)
+        keys += [("event", quote.event_id), ("message", refused)]
+        dead_letter_ids.add(dead_letter_row_id({"stage": "bigquery_insert", "message_id": refused}))
+        return cls(keys, quote, dead_letter_ids)
 
-
-def _settlement_keys(message_id: str, document: _Document) -> list[SettlementKey]:
-    keys = [("message", message_id)]
-    if document.event_id is not None:
-        refused = refused_row_id(QUOTES.name, document.event_id)
-        keys += [("event", document.event_id), ("message", refused)]
-    return keys
+    def stored_in(self, quote_ids: set[str], dead_letter_ids: set[str]) -> bool:
+        """Whether one of the rows this message can end as is among those found stored."""
+        if self.quote is not None and self.quote.event_id in quote_ids:
+            return True
+        return not self.dead_letter_ids.isdisjoint(dead_letter_ids)
 
 
 class PullMessagesFn(beam.DoFn):
@@ -131,12 +159,14 @@ class PullMessagesFn(beam.DoFn):
         queries_factory: QueriesFactory,
         job: str,
         max_messages: int,
+        pairs: Sequence[str] | None = None,
     ) -> None:
         self._subscription = subscription
         self._factory = subscriber_factory
         self._queries_factory = queries_factory
         self._job = job
         self._max_messages = max_messages
+        self._pairs = tuple(pairs) if pairs else tuple(PAIR_CATALOG)
         self.pulled = Metrics.counter(NAMESPACE, "pulled")
         self.redelivered = Metrics.counter(NAMESPACE, "redelivered")
         self.already_stored = Metrics.counter(NAMESPACE, "redelivered_already_stored")
@@ -145,6 +175,7 @@ class PullMessagesFn(beam.DoFn):
         self._subscriber = self._factory()
         self._queries = self._queries_factory()
         self._pending = pending_acks(self._job)
+        self._catalog = {pair: PAIR_CATALOG[pair] for pair in self._pairs}
         self._failed_pulls = 0
         self._next_failure_log = 0.0
 
@@ -157,8 +188,13 @@ class PullMessagesFn(beam.DoFn):
         if again:
             self.redelivered.inc(len(again))
             log.info("pulled %d messages, %d of them redelivered", len(received), len(again))
-        documents = {item.ack_id: _Document.of(item.message.data) for item in received}
-        stored = self._stored_already(again, documents)
+        outcomes = {
+            item.ack_id: Outcome.of(
+                item.message.message_id, item.message.data, item.message.attributes, self._catalog
+            )
+            for item in received
+        }
+        stored = self._stored_already([item.ack_id for item in again], outcomes)
         if stored:
             self.already_stored.inc(len(stored))
             log.info("%d redelivered messages were stored already: acknowledged", len(stored))
@@ -167,8 +203,7 @@ class PullMessagesFn(beam.DoFn):
             if item.ack_id in stored:
                 continue
             message = item.message
-            keys = _settlement_keys(message.message_id, documents[item.ack_id])
-            self._pending.add(item.ack_id, keys)
+            self._pending.add(item.ack_id, message.message_id, outcomes[item.ack_id].keys)
             yield RawMessage(bytes(message.data), dict(message.attributes), message.message_id)
 
     def _pull(self) -> list[Any]:
@@ -200,46 +235,34 @@ class PullMessagesFn(beam.DoFn):
             self._failed_pulls = 0
         return list(response.received_messages)
 
-    def _stored_already(self, again: list[Any], documents: Mapping[str, _Document]) -> set[str]:
-        """The ack ids of the redelivered messages whose quote row or dead-letter row is
-        stored."""
+    def _stored_already(self, again: list[str], outcomes: Mapping[str, Outcome]) -> set[str]:
+        """The ack ids (of `again`, redelivered) whose quote row or dead-letter row is stored.
+        Should BigQuery not answer, none: they go through the load, whose writer still looks
+        up old quotes, with insert-id dedup behind it."""
         if not again:
             return set()
         quote_times = {
-            document.event_id: document.event_ts
-            for item in again
-            if (document := documents[item.ack_id]).event_id is not None
-            and document.event_ts is not None
+            quote.event_id: datetime.fromtimestamp(quote.event_ts_ms / 1000, tz=UTC)
+            for ack_id in again
+            if (quote := outcomes[ack_id].quote) is not None
         }
         dead_letter_ids = {
-            item.ack_id: _dead_letter_ids(item.message.message_id, documents[item.ack_id])
-            for item in again
+            row_id for ack_id in again for row_id in outcomes[ack_id].dead_letter_ids
         }
-        quotes = self._queries.stored_quote_ids(quote_times)
-        dead = self._queries.stored_dead_letter_ids(
-            {row_id for ids in dead_letter_ids.values() for row_id in ids}
-        )
-        return {
-            item.ack_id
-            for item in again
-            if documents[item.ack_id].event_id in quotes
-            or not dead.isdisjoint(dead_letter_ids[item.ack_id])
-        }
+        try:
+            quotes = self._queries.stored_quote_ids(quote_times)
+            dead = self._queries.stored_dead_letter_ids(dead_letter_ids)
+        except TRANSIENT as error:
+            log.warning(
+                "could not look up %d redelivered messages, loading them: %s", len(again), error
+            )
+            return set()
+        return {ack_id for ack_id in again if outcomes[ack_id].stored_in(quotes, dead)}
 
     def teardown(self) -> None:
         for client in (getattr(self, "_subscriber", None), getattr(self, "_queries", None)):
             if client is not None:
                 client.close()
-
-
-def _dead_letter_ids(message_id: str, document: _Document) -> set[str]:
-    """The ids of the dead-letter rows a message may have become: its own, if the gate
-    refused it, and its quote row's, if BigQuery did."""
-    ids = {dead_letter_row_id({"stage": "parse", "message_id": message_id})}
-    if document.event_id is not None:
-        refused = refused_row_id(QUOTES.name, document.event_id)
-        ids.add(dead_letter_row_id({"stage": "bigquery_insert", "message_id": refused}))
-    return ids
 
 
 def acknowledge(subscriber: Any, subscription: str, ack_ids: list[str]) -> int:
@@ -272,13 +295,14 @@ class PullFromPubSub(beam.PTransform[Any, Any]):
         subscriber_factory: SubscriberFactory,
         queries_factory: QueriesFactory,
         job: str,
+        pairs: Sequence[str] | None = None,
         interval_s: float = 0.2,
         max_messages: int = 500,
     ) -> None:
         super().__init__()
         self._interval_s = interval_s
         self._pull = PullMessagesFn(
-            subscription, subscriber_factory, queries_factory, job, max_messages
+            subscription, subscriber_factory, queries_factory, job, max_messages, pairs
         )
 
     def expand(self, begin: PBegin) -> PCollection[Any]:
@@ -339,12 +363,18 @@ class LocalPubSubEdge:
     subscription: str
     subscriber_factory: SubscriberFactory
     queries_factory: QueriesFactory
+    # The pairs the load's gate accepts: the source judges each message as the gate will.
+    pairs: Sequence[str] | None = None
     # Names this job's pending messages, which its source and acknowledger share.
     job: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def read(self, pipeline: beam.Pipeline) -> PCollection[Any]:
         return pipeline | "PullPubSub" >> PullFromPubSub(
-            self.subscription, self.subscriber_factory, self.queries_factory, self.job
+            self.subscription,
+            self.subscriber_factory,
+            self.queries_factory,
+            self.job,
+            self.pairs,
         )
 
     def settle(self, stored: Mapping[str, PCollection[Any]]) -> None:

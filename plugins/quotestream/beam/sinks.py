@@ -34,7 +34,7 @@ INSERT_ID_TRUSTED_MS = 30_000
 
 log = logging.getLogger(__name__)
 # A warehouse away or overloaded; BigQuery's refusals of single rows come back as row errors.
-_TRANSIENT = (GoogleAPICallError, RetryError, ConnectionError, requests.ConnectionError)
+TRANSIENT = (GoogleAPICallError, RetryError, ConnectionError, requests.ConnectionError)
 
 
 class InsertRowsFn(beam.DoFn):
@@ -65,7 +65,7 @@ class InsertRowsFn(beam.DoFn):
             try:
                 stored, inserted, errors = self._insert_new(batch)
                 break
-            except _TRANSIENT as error:
+            except TRANSIENT as error:
                 pause = min(2.0**attempt, 30.0)
                 log.warning("writing %s failed, again in %.0f s: %s", self._table, pause, error)
                 time.sleep(pause)

@@ -97,9 +97,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_plugged_in_commands(commands: Commands) -> None:
-    # By name: `--help` lists them in the same order whatever the install order was.
-    for entry_point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda found: found.name):
-        entry_point.load()(commands)
+    """A command that cannot be added is left out with a warning: the product's own commands
+    (`quotestream api` is what the API image runs) never depend on a plug-in."""
+    # By name, once each: `--help` lists them in the same order whatever the install order
+    # was, and a distribution installed twice (editable and not) adds its commands once.
+    found = {entry_point.name: entry_point for entry_point in entry_points(group=COMMANDS_GROUP)}
+    for name in sorted(found):
+        try:
+            found[name].load()(commands)
+        except Exception as error:
+            print(f"quotestream: warning: command {name!r} not loaded: {error}", file=sys.stderr)
 
 
 def _api(args: argparse.Namespace) -> int:
