@@ -6,7 +6,10 @@ and the load generator, so the figures share one machine state and compare fairl
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,7 +19,8 @@ from typing import Any
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.pairs import PAIR_CATALOG
-from quotestream.domain.quote import now_ms
+from quotestream.domain.quote import Quote, now_ms
+from quotestream_dev.bench.relay_client import post_until_accepted
 from quotestream_dev.stats import summary_ms
 
 PROJECT = "quotestream-bench"
@@ -25,7 +29,6 @@ BENCH_KEY = "bench-key-0123456789"
 
 
 def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
-    import httpx
     from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
     from quotestream.adapters.gcp.pubsub import PubSubAdmin
@@ -39,27 +42,31 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
     api: ServiceProcess | None = None
     try:
         admin = PubSubAdmin(PROJECT)
-        for name in ("relay", "baseline"):
+        for name in ("relay", "raw", "baseline"):
             admin.ensure_topic(name)
             admin.ensure_subscription(SubscriptionSpec(f"{name}-sub", name))
         api = _start_api(work, emulator)
         market = MarketSimulator(1, PAIR_CATALOG)
-        payloads = _history(market, quotes)
-        print(f"\nrelay: POST {len(payloads)} quotes in batches of {BATCH} -> Pub/Sub emulator")
+        history = _history(market, quotes)
+        print(f"\nrelay: POST {len(history)} quotes in batches of {BATCH} -> Pub/Sub emulator")
         counter = _Counter(SubscriberClient(), admin.subscription_path("relay-sub"))
         counter.start()
         started = time.perf_counter()
-        with httpx.Client(base_url=f"http://{api.address}", timeout=30) as client:
-            for offset in range(0, len(payloads), BATCH):
-                response = client.post(
-                    "/v1/quotes",
-                    json=payloads[offset : offset + BATCH],
-                    headers={"X-API-Key": BENCH_KEY},
-                )
-                response.raise_for_status()
-        counter.wait_for(len(payloads), timeout=300)
-        relay_rate = len(payloads) / (counter.last_seen - started)
-        print(f"  {relay_rate:,.0f} quotes/s (all {counter.count} received by a subscriber)")
+        full = 0
+        for offset in range(0, len(history), BATCH):
+            batch = [quote.to_dict() for quote in history[offset : offset + BATCH]]
+            _, waited = post_until_accepted(f"http://{api.address}/v1/quotes", batch, BENCH_KEY)
+            full += waited
+        counter.wait_for(len(history), timeout=300)
+        relay_rate = len(history) / (counter.last_seen - started)
+        print(
+            f"  {relay_rate:,.0f} quotes/s (all {counter.count} received by a subscriber; "
+            f"{full} answers of 503 relay full waited out)"
+        )
+
+        print(f"\nceiling: the same {len(history)} quotes from one batched PublisherClient")
+        raw_rate = _raw_publisher_rate(history, work, emulator, admin)
+        print(f"  {raw_rate:,.0f} quotes/s")
 
         sample = [market.latest(PAIR_CATALOG["USD-BRL"], 0).to_json()] * baseline_quotes
         print(f"\nbaseline: {len(sample)} quotes, a new publisher client for each message")
@@ -77,9 +84,10 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
         print(f"  {len(latencies) / get_seconds:,.0f} requests/s  {summary_ms(latencies)}")
 
         print("\nsummary")
-        print(f"  relay    {relay_rate:>10,.0f} quotes/s")
-        print(f"  baseline {baseline_rate:>10,.0f} quotes/s")
-        print(f"  ratio    {relay_rate / baseline_rate:>10,.1f}x")
+        print(f"  relay    {relay_rate:>10,.0f} quotes/s  ({full} x 503, waited out)")
+        print(f"  ceiling  {raw_rate:>10,.0f} quotes/s  relay/ceiling {relay_rate / raw_rate:.2f}x")
+        ratio = relay_rate / baseline_rate
+        print(f"  baseline {baseline_rate:>10,.0f} quotes/s  relay/baseline {ratio:,.1f}x")
         print(f"  GET latest {len(latencies) / get_seconds:,.0f} requests/s")
         admin.close()
         return 0
@@ -107,11 +115,42 @@ def _start_api(work: Path, emulator: ServiceProcess) -> ServiceProcess:
     )
 
 
-def _history(market: MarketSimulator, count: int) -> list[dict[str, str]]:
+def _history(market: MarketSimulator, count: int) -> list[Quote]:
     spec = PAIR_CATALOG["BTC-USD"]
     end = now_ms() - 1000
     start = end - count * spec.tick_interval_ms
-    return [q.to_dict() for _, q in market.quotes_between(spec, start, end)][:count]
+    return [quote for _, quote in market.quotes_between(spec, start, end)][:count]
+
+
+def _raw_publisher_rate(
+    history: list[Quote], work: Path, emulator: ServiceProcess, admin: Any
+) -> float:
+    """Quotes/s from the first publish to the last message a subscriber got, as for the
+    relay: the publisher in a process of its own, the subscriber in this one."""
+    messages = work / "raw-messages.jsonl"
+    with messages.open("w", encoding="utf-8") as lines:
+        for quote in history:
+            data = quote.to_json().decode()
+            lines.write(json.dumps({"data": data, "attributes": quote.pubsub_attributes()}))
+            lines.write("\n")
+    from google.cloud.pubsub_v1 import SubscriberClient
+
+    counter = _Counter(SubscriberClient(), admin.subscription_path("raw-sub"))
+    counter.start()
+    started = time.perf_counter()
+    subprocess.run(  # noqa: S603 - this interpreter, a module of this package
+        [
+            sys.executable,
+            "-m",
+            "quotestream_dev.bench.raw_publish",
+            admin.topic_path("raw"),
+            str(messages),
+        ],
+        env={**os.environ, "PUBSUB_EMULATOR_HOST": emulator.address},
+        check=True,
+    )
+    counter.wait_for(len(history), timeout=300)
+    return len(history) / (counter.last_seen - started)
 
 
 class _Counter(threading.Thread):

@@ -8,13 +8,10 @@ measured, not assumed. Memory is sampled per process group while it runs.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +21,13 @@ from quotestream.domain.quote import now_ms
 from quotestream.ports.jobs import StopMode
 from quotestream.services.accounting import latencies
 from quotestream.services.streaming import JOB_NAMES
+from quotestream_dev.bench.relay_client import post_until_accepted
 from quotestream_dev.stats import percentile
 from quotestream_dev.synthetic import fresh_quote
 
 MAX_BATCH = 1_000
 # Under the relay's default per-client limit (20 requests/s).
 POSTS_PER_S = 10
-MAX_RETRIES = 20
 SETTLE_TIMEOUT_S = 180.0
 
 
@@ -109,7 +106,7 @@ def _push(api_url: str, api_key: str, rate: float, total: int) -> PushResult:
         quotes = [
             fresh_quote(specs[i % len(specs)], i, f"bench{i}").to_dict() for i in range(index, due)
         ]
-        receipt, retries = _post_until_accepted(f"{api_url}/v1/quotes", quotes, api_key)
+        receipt, retries = post_until_accepted(f"{api_url}/v1/quotes", quotes, api_key)
         accepted += int(receipt["accepted"])
         rejected += int(receipt["rejected"])
         retried += retries
@@ -118,26 +115,6 @@ def _push(api_url: str, api_key: str, rate: float, total: int) -> PushResult:
             print(f"  t+{time.monotonic() - started:4.0f} s  pushed {accepted:,}")
             next_report += 10
     return PushResult(accepted, rejected, retried, time.monotonic() - started)
-
-
-def _post_until_accepted(url: str, body: Any, api_key: str) -> tuple[Any, int]:
-    """POST, waiting out 429 (rate limit) and 503 (relay full) as their Retry-After says."""
-    retries = 0
-    while True:
-        request = urllib.request.Request(  # noqa: S310 - the bench's own loopback API
-            url,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "X-API-Key": api_key},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                return json.load(response), retries
-        except urllib.error.HTTPError as error:
-            if error.code not in (429, 503) or retries == MAX_RETRIES:
-                raise
-            retries += 1
-            time.sleep(float(error.headers.get("Retry-After") or 1))
 
 
 def _print_figures(
