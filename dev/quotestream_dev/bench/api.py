@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,23 +50,28 @@ def run(quotes: int, baseline_quotes: int, get_seconds: float) -> int:
         market = MarketSimulator(1, PAIR_CATALOG)
         history = _history(market, quotes)
         print(f"\nrelay: POST {len(history)} quotes in batches of {BATCH} -> Pub/Sub emulator")
-        counter = _Counter(SubscriberClient(), admin.subscription_path("relay-sub"))
-        counter.start()
-        started = time.perf_counter()
-        full = 0
-        for offset in range(0, len(history), BATCH):
-            batch = [quote.to_dict() for quote in history[offset : offset + BATCH]]
-            _, waited = post_until_accepted(f"http://{api.address}/v1/quotes", batch, BENCH_KEY)
-            full += waited
-        counter.wait_for(len(history), timeout=300)
-        relay_rate = len(history) / (counter.last_seen - started)
-        print(
-            f"  {relay_rate:,.0f} quotes/s (all {counter.count} received by a subscriber; "
-            f"{full} answers of 503 relay full waited out)"
+        waited_out: list[int] = []
+
+        def post_to_relay() -> None:
+            for offset in range(0, len(history), BATCH):
+                batch = [quote.to_dict() for quote in history[offset : offset + BATCH]]
+                _, waited = post_until_accepted(f"http://{api.address}/v1/quotes", batch, BENCH_KEY)
+                waited_out.append(waited)
+
+        relay_rate = _rate_to_subscriber(
+            post_to_relay, len(history), SubscriberClient(), admin.subscription_path("relay-sub")
         )
+        full = sum(waited_out)
+        print(f"  {relay_rate:,.0f} quotes/s ({full} answers of 503 relay full waited out)")
 
         print(f"\nceiling: the same {len(history)} quotes from one batched PublisherClient")
-        raw_rate = _raw_publisher_rate(history, work, emulator, admin)
+        messages = _write_messages(history, work / "raw-messages.jsonl")
+        raw_rate = _rate_to_subscriber(
+            lambda: _publish_in_own_process(admin.topic_path("raw"), messages, emulator),
+            len(history),
+            SubscriberClient(),
+            admin.subscription_path("raw-sub"),
+        )
         print(f"  {raw_rate:,.0f} quotes/s")
 
         sample = [market.latest(PAIR_CATALOG["USD-BRL"], 0).to_json()] * baseline_quotes
@@ -122,35 +128,35 @@ def _history(market: MarketSimulator, count: int) -> list[Quote]:
     return [quote for _, quote in market.quotes_between(spec, start, end)][:count]
 
 
-def _raw_publisher_rate(
-    history: list[Quote], work: Path, emulator: ServiceProcess, admin: Any
+def _rate_to_subscriber(
+    publish: Callable[[], None], count: int, subscriber: Any, subscription: str
 ) -> float:
-    """Quotes/s from the first publish to the last message a subscriber got, as for the
-    relay: the publisher in a process of its own, the subscriber in this one."""
-    messages = work / "raw-messages.jsonl"
-    with messages.open("w", encoding="utf-8") as lines:
+    """Quotes/s from the start of `publish` to the last of `count` messages a subscriber in
+    this process pulls from `subscription`."""
+    counter = _Counter(subscriber, subscription)
+    counter.start()
+    started = time.perf_counter()
+    publish()
+    counter.wait_for(count, timeout=300)
+    return count / (counter.last_seen - started)
+
+
+def _write_messages(history: list[Quote], path: Path) -> Path:
+    """The quotes as the relay publishes them, a JSON line each, for raw_publish to read."""
+    with path.open("w", encoding="utf-8") as lines:
         for quote in history:
             data = quote.to_json().decode()
             lines.write(json.dumps({"data": data, "attributes": quote.pubsub_attributes()}))
             lines.write("\n")
-    from google.cloud.pubsub_v1 import SubscriberClient
+    return path
 
-    counter = _Counter(SubscriberClient(), admin.subscription_path("raw-sub"))
-    counter.start()
-    started = time.perf_counter()
+
+def _publish_in_own_process(topic: str, messages: Path, emulator: ServiceProcess) -> None:
     subprocess.run(  # noqa: S603 - this interpreter, a module of this package
-        [
-            sys.executable,
-            "-m",
-            "quotestream_dev.bench.raw_publish",
-            admin.topic_path("raw"),
-            str(messages),
-        ],
+        [sys.executable, "-m", "quotestream_dev.bench.raw_publish", topic, str(messages)],
         env={**os.environ, "PUBSUB_EMULATOR_HOST": emulator.address},
         check=True,
     )
-    counter.wait_for(len(history), timeout=300)
-    return len(history) / (counter.last_seen - started)
 
 
 class _Counter(threading.Thread):

@@ -55,7 +55,6 @@ class PendingAcks:
 
     _ack_ids: dict[SettlementKey, set[str]] = field(default_factory=dict)
     _keys: dict[str, list[SettlementKey]] = field(default_factory=dict)
-    _by_message: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, ack_id: str, message_id: str | None, keys: list[SettlementKey]) -> None:
@@ -63,10 +62,8 @@ class PendingAcks:
             # A message delivered again supersedes its earlier delivery, whose ack id has
             # expired: one entry per message, however often a message no row settles comes.
             if message_id:
-                earlier = self._by_message.get(message_id)
-                if earlier is not None:
+                for earlier in list(self._ack_ids.get(("message", message_id), ())):
                     self._forget(earlier)
-                self._by_message[message_id] = ack_id
             self._keys[ack_id] = keys
             for key in keys:
                 self._ack_ids.setdefault(key, set()).add(ack_id)
@@ -86,8 +83,6 @@ class PendingAcks:
                 waiting.discard(ack_id)
                 if not waiting:
                     del self._ack_ids[key]
-        for message_id in [m for m, pending in self._by_message.items() if pending == ack_id]:
-            del self._by_message[message_id]
 
     def __len__(self) -> int:
         with self._lock:
