@@ -52,6 +52,11 @@ def add_bench(commands: Commands) -> None:
     bench_load.add_argument("--rate", type=float, default=20.0, help="quotes/s pushed")
     bench_load.add_argument("--seconds", type=float, default=60.0, help="pushing time")
     bench_load.set_defaults(handler=_bench_load)
+    bench_drain = kinds.add_parser(
+        "drain", help="the load job against a plain loop, draining the same backlog"
+    )
+    bench_drain.add_argument("--messages", type=int, default=20_000, help="backlog size")
+    bench_drain.set_defaults(handler=_bench_drain)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -80,3 +85,10 @@ def _bench_load(args: argparse.Namespace) -> int:
     from quotestream_dev.bench.load import run
 
     return run(args.rate, args.seconds, repo_root())
+
+
+def _bench_drain(args: argparse.Namespace) -> int:
+    from quotestream.bootstrap import repo_root
+    from quotestream_dev.bench.drain import run
+
+    return run(args.messages, repo_root())

@@ -14,7 +14,7 @@ from quotestream import bootstrap
 from quotestream.domain import PAIR_CATALOG
 from quotestream.ports.jobs import StopMode
 from quotestream.services.streaming import JOB_NAMES
-from quotestream_dev.bench.load import group_rss_bytes
+from quotestream_dev.bench.procfs import group_rss_bytes
 from quotestream_dev.synthetic import fresh_quote
 from tests.support.local_runs import wait_until
 

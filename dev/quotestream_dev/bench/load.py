@@ -21,6 +21,7 @@ from quotestream.domain.quote import now_ms
 from quotestream.ports.jobs import StopMode
 from quotestream.services.accounting import latencies
 from quotestream.services.streaming import JOB_NAMES
+from quotestream_dev.bench.procfs import group_rss_bytes
 from quotestream_dev.bench.relay_client import post_until_accepted
 from quotestream_dev.stats import percentile
 from quotestream_dev.synthetic import fresh_quote
@@ -175,26 +176,3 @@ class PeakMemory:
         while not self._stopped.wait(self._every_s):
             for name, total in group_rss_bytes(self._groups).items():
                 self._peaks[name] = max(self._peaks.get(name, 0), total)
-
-
-def group_rss_bytes(groups: dict[str, int]) -> dict[str, int]:
-    """name -> resident bytes of every process in the named process group, right now."""
-    totals = dict.fromkeys(groups, 0)
-    by_group = {pgid: name for name, pgid in groups.items()}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            pgid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
-            if pgid in by_group:
-                totals[by_group[pgid]] += _rss_bytes(proc)
-        except (OSError, IndexError, ValueError):
-            continue
-    return totals
-
-
-def _rss_bytes(proc: Path) -> int:
-    for line in (proc / "status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0

@@ -16,13 +16,12 @@ from quotestream.adapters.local.processes import (
     free_port,
     start_pipeline_process,
 )
-from quotestream.domain.market import MarketSimulator
 from quotestream.domain.pairs import PAIR_CATALOG
-from quotestream.domain.quote import Quote, now_ms
+from quotestream.domain.quote import now_ms
 from quotestream.domain.validation import parse_quote
 from quotestream.ports import QuoteQueries
 from quotestream_dev.stats import percentile
-from quotestream_dev.synthetic import fresh_quote
+from quotestream_dev.synthetic import fresh_quote, market_quotes
 
 
 def run(gate_messages: int, rate: float, seconds: float, repo_root: Path) -> int:
@@ -47,7 +46,7 @@ def gate(count: int) -> None:
         event_ts: str
         source: str
 
-    messages = [quote.to_json() for quote in _quotes(count, now_ms() - 60_000)]
+    messages = [quote.to_json() for quote in market_quotes(count, now_ms() - 60_000)]
     print(f"gate: {len(messages):,} quote messages, one core, best of 3")
     ours = _best_rate(lambda: [parse_quote(m) for m in messages], len(messages))
     baseline = _best_rate(
@@ -65,17 +64,6 @@ def _best_rate(work: Any, count: int) -> float:
         work()
         best = min(best, time.perf_counter() - started)
     return count / best
-
-
-def _quotes(count: int, end_ms: int) -> list[Quote]:
-    market = MarketSimulator(1, PAIR_CATALOG)
-    specs = list(PAIR_CATALOG.values())
-    per_pair = count // len(specs) + 1
-    quotes: list[Quote] = []
-    for spec in specs:
-        start = end_ms - per_pair * spec.tick_interval_ms
-        quotes += [q for _, q in market.quotes_between(spec, start, end_ms)][:per_pair]
-    return quotes[:count]
 
 
 def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:

@@ -1,0 +1,68 @@
+"""The baseline `quotestream bench drain` holds the load job against: a hand-written consumer
+that pulls 1,000 messages, passes them through the gate, inserts quote rows and dead-letter rows
+with insert ids, and acknowledges them, until it is stopped. No bars, no lookups, no redelivery
+handling: the least a correct consumer of the subscription does.
+
+Run as `python -m quotestream_dev.bench.plain_loop`, with the settings in the environment.
+"""
+
+from __future__ import annotations
+
+import time
+
+PULL_SIZE = 1_000
+
+
+def main() -> None:
+    from quotestream import bootstrap
+    from quotestream.domain.quote import now_ms
+    from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
+    from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
+    from quotestream.domain.validation import InvalidQuote, parse_quote
+    from quotestream.settings import Settings
+
+    settings = Settings()
+    subscriber = bootstrap.build_subscriber(settings)
+    warehouse = bootstrap.build_warehouse(settings)
+    subscription = subscriber.subscription_path(settings.project, settings.load_subscription)
+    while True:
+        received = subscriber.pull(
+            request={"subscription": subscription, "max_messages": PULL_SIZE}, timeout=30
+        ).received_messages
+        if not received:
+            time.sleep(0.1)
+            continue
+        quotes, dead_letters = [], []
+        for item in received:
+            message = item.message
+            try:
+                quote = parse_quote(message.data, message.attributes)
+            except InvalidQuote as error:
+                dead_letters.append(
+                    dead_letter_row(
+                        message.data,
+                        message.attributes,
+                        reason=error.reason,
+                        error=error.detail,
+                        stage="parse",
+                        received_ts_ms=now_ms(),
+                        message_id=message.message_id,
+                    )
+                )
+                continue
+            quotes.append(quote_row(quote, now_ms()))
+        if quotes:
+            warehouse.insert_rows(QUOTES.name, quotes, [row["event_id"] for row in quotes])
+        if dead_letters:
+            warehouse.insert_rows(
+                QUOTES_DEAD_LETTER.name,
+                dead_letters,
+                [dead_letter_row_id(row) for row in dead_letters],
+            )
+        subscriber.acknowledge(
+            request={"subscription": subscription, "ack_ids": [item.ack_id for item in received]}
+        )
+
+
+if __name__ == "__main__":
+    main()
