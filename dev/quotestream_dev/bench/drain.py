@@ -115,9 +115,9 @@ def _backlog(count: int) -> Backlog:
     quote_ids: set[str] = set()
     for index, quote in enumerate(quotes):
         if index % POISON_EVERY == POISON_EVERY - 1:
-            # Two of the gate's reasons: bytes that are not JSON, a quote whose ask is below its bid.
-            crossed = quote.to_json().replace(b'"ask":"', b'"ask":"-')
-            messages.append((b"{not json" if index // POISON_EVERY % 2 else crossed, {}))
+            # Two of the gate's reasons: bytes that are not JSON, a negative ask.
+            negative = quote.to_json().replace(b'"ask":"', b'"ask":"-')
+            messages.append((b"{not json" if index // POISON_EVERY % 2 else negative, {}))
             continue
         messages.append((quote.to_json(), quote.pubsub_attributes()))
         quote_ids.add(quote.event_id)
