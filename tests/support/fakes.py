@@ -150,10 +150,12 @@ def _within(timestamp: str | None, start_ms: int, end_ms: int | None = None) -> 
 class InMemoryQuoteQueries:
     """QuoteQueries answered in plain Python from the rows `warehouse` holds, as the SQL of
     BigQueryQuoteQueries answers them (a NULL matches no comparison). `lookups` keeps the
-    ids each lookup of stored rows asked for."""
+    ids each lookup of stored rows asked for, `span_lookups` the spans of event time asked
+    for."""
 
     warehouse: InMemoryWarehouse
     lookups: list[list[str]] = field(default_factory=list)
+    span_lookups: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def _quotes(self) -> list[dict[str, Any]]:
         return self.warehouse.rows(QUOTES.name)
@@ -259,6 +261,10 @@ class InMemoryQuoteQueries:
         ]
         self.warehouse.insert_rows(QUOTES.name, missing)
         return len(missing)
+
+    def quote_ids_between(self, start: datetime, end: datetime) -> set[str]:
+        self.span_lookups.append((start, end))
+        return {row["event_id"] for row in self._quotes_of(start, end)}
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         self.lookups.append(list(event_times))

@@ -33,7 +33,7 @@ from quotestream_dev.bench.procfs import group_cpu_seconds
 from quotestream_dev.synthetic import market_quotes
 
 POISON_EVERY = 100
-POLL_S = 0.2
+POLL_S = 1.0
 # A consumer that stores nothing more for this long has stopped: what is missing is lost.
 STALL_S = 120.0
 

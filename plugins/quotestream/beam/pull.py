@@ -202,12 +202,24 @@ class PullMessagesFn(beam.DoFn):
             yield RawMessage(bytes(message.data), dict(message.attributes), message.message_id)
 
     def _pull(self) -> list[Any]:
-        # A tick takes what is there and returns: the next tick polls again.
+        """What the subscription has right now, up to max_messages: a pull answers with a
+        hundred or so at a time, and each bundle's inserts cost about the same whatever their
+        size, so a tick pulls until it has enough or the subscription is empty, and the next
+        tick polls again."""
+        received: list[Any] = []
+        while len(received) < self._max_messages:
+            more = self._pull_once(self._max_messages - len(received))
+            if not more:
+                break
+            received += more
+        return received
+
+    def _pull_once(self, max_messages: int) -> list[Any]:
         try:
             response = self._subscriber.pull(
                 request={
                     "subscription": self._subscription,
-                    "max_messages": self._max_messages,
+                    "max_messages": max_messages,
                     "return_immediately": True,
                 },
                 timeout=30,
@@ -292,7 +304,7 @@ class PullFromPubSub(beam.PTransform[Any, Any]):
         job: str,
         pairs: Sequence[str] | None = None,
         interval_s: float = 0.2,
-        max_messages: int = 500,
+        max_messages: int = 2_000,
     ) -> None:
         super().__init__()
         self._interval_s = interval_s

@@ -7,8 +7,9 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -31,6 +32,10 @@ QueriesFactory = Callable[[], QuoteQueries]
 # older one (a redelivery, a client's retry, a relay publish that timed out but went through,
 # a catch-up) may follow a first insert BigQuery no longer remembers, so it is looked up.
 INSERT_ID_TRUSTED_MS = 30_000
+# One lookup of old quotes asks for every stored id of this much event time from the oldest
+# quote asked about on, so the batches after it (a backlog drained in event-time order) are
+# answered from memory. A batch that spans more asks for its own ids.
+LOOKUP_SPAN_MS = 10 * 60_000
 
 log = logging.getLogger(__name__)
 # A warehouse away or overloaded; BigQuery's refusals of single rows come back as row errors.
@@ -56,6 +61,7 @@ class InsertRowsFn(beam.DoFn):
     def setup(self) -> None:
         self._warehouse = self._factory()
         self._queries = self._queries_factory() if self._queries_factory else None
+        self._known: StoredQuoteIds | None = None
 
     def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
         # A warehouse that does not answer is waited for here rather than failing the bundle
@@ -99,6 +105,9 @@ class InsertRowsFn(beam.DoFn):
             return stored, [], []
         row_ids = [self._row_id(row) for row in inserted]
         errors = self._warehouse.insert_rows(self._table, inserted, row_ids)
+        if self._known is not None:
+            refused = {error["index"] for error in errors}
+            self._known.note(row for index, row in enumerate(inserted) if index not in refused)
         return stored, inserted, errors
 
     def _stored_earlier(self, batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,7 +124,13 @@ class InsertRowsFn(beam.DoFn):
         }
         if not old:
             return []
-        found = self._queries.stored_quote_ids(old)
+        earliest, latest = (to_ms(moment) for moment in (min(old.values()), max(old.values())))
+        if latest - earliest >= LOOKUP_SPAN_MS:
+            found = self._queries.stored_quote_ids(old)
+        else:
+            if self._known is None or not self._known.answers(earliest, latest, now):
+                self._known = StoredQuoteIds.look_up(self._queries, earliest, now)
+            found = self._known.ids
         return [row for row in batch if row["event_id"] in found]
 
     def _dead_letter(self, row: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +148,40 @@ class InsertRowsFn(beam.DoFn):
         for client in (getattr(self, "_warehouse", None), getattr(self, "_queries", None)):
             if client is not None:
                 client.close()
+
+
+@dataclass
+class StoredQuoteIds:
+    """The event ids `quotes` held in [start_ms, end_ms) of event time when looked up at
+    `asked_ms`, with those this writer stored since. It answers while BigQuery's insert-id
+    dedup still covers what another writer (a Dataflow worker) inserted after the lookup: a
+    copy inserted here within INSERT_ID_TRUSTED_MS of the lookup is deduplicated by it."""
+
+    start_ms: int
+    end_ms: int
+    asked_ms: int
+    ids: set[str]
+
+    @classmethod
+    def look_up(cls, queries: QuoteQueries, start_ms: int, now: int) -> StoredQuoteIds:
+        # Up to where quotes are old enough to be looked up at all.
+        end_ms = min(start_ms + LOOKUP_SPAN_MS, now - INSERT_ID_TRUSTED_MS + 1)
+        ids = queries.quote_ids_between(_utc(start_ms), _utc(end_ms))
+        return cls(start_ms, end_ms, now, ids)
+
+    def answers(self, earliest_ms: int, latest_ms: int, now: int) -> bool:
+        return (
+            self.start_ms <= earliest_ms
+            and latest_ms < self.end_ms
+            and now - self.asked_ms < INSERT_ID_TRUSTED_MS
+        )
+
+    def note(self, stored: Iterable[dict[str, Any]]) -> None:
+        self.ids.update(str(row["event_id"]) for row in stored)
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _moment(text: str) -> datetime:

@@ -140,6 +140,10 @@ class QuoteQueries(Protocol):
         """Which of these event ids (each with its event time) `quotes` holds; the times bound
         the partitions read."""
 
+    def quote_ids_between(self, start: datetime, end: datetime) -> set[str]:
+        """The event ids `quotes` holds with start <= event_ts < end: one lookup that answers
+        for every quote of that span."""
+
     def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
         """Which of these dead-letter row ids (domain.rows.dead_letter_row_id, of rows with a
         message id) `quotes_dead_letter` holds."""

@@ -182,6 +182,12 @@ QUESTIONS: list[tuple[str, Callable[[QuoteQueries], Any], Any]] = [
         {id_of(Q1), id_of(Q3)},
     ),
     (
+        # The end is excluded; Q3's second row is one id.
+        "quote ids between",
+        lambda q: q.quote_ids_between(START, END),
+        {id_of(Q1), id_of(Q2), id_of(Q3), id_of(Q4_UNWRITTEN)},
+    ),
+    (
         # A dead letter without a message id has no row id in SQL: it is never found.
         "stored dead-letter ids",
         lambda q: q.stored_dead_letter_ids([*map(dead_letter_row_id, DEAD_LETTERS), "parse:no"]),

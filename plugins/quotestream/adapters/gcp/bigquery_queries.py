@@ -151,6 +151,14 @@ class BigQueryQuoteQueries:
         ids = sorted(event_times, key=lambda event_id: (event_times[event_id], event_id))
         return self._stored_ids(QUOTES.name, "event_id", ids, event_times)
 
+    def quote_ids_between(self, start: datetime, end: datetime) -> set[str]:
+        rows = self._warehouse.query(
+            "SELECT DISTINCT event_id FROM {dataset}.quotes "
+            "WHERE event_ts >= @start AND event_ts < @end",
+            {"start": start, "end": end},
+        )
+        return {str(row["event_id"]) for row in rows}
+
     def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
         ids = sorted(set(row_ids))
         return self._stored_ids(QUOTES_DEAD_LETTER.name, DEAD_LETTER_ROW_ID_SQL, ids)

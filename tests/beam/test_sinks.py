@@ -1,0 +1,90 @@
+"""How the quote writer looks up quotes old enough that BigQuery's insert-id dedup may have
+forgotten their first insert: one lookup of a span of event time answers for the batches after
+it while that dedup covers what others inserted since; a batch wider than a span asks for its
+own ids."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from quotestream.beam.sinks import INSERT_ID_TRUSTED_MS, LOOKUP_SPAN_MS, InsertRowsFn
+from quotestream.domain.quote import now_ms
+from quotestream.domain.schemas import QUOTES
+from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.rows import quote_at
+
+pytestmark = pytest.mark.unit
+
+
+def writer(warehouse: InMemoryWarehouse, queries: InMemoryQuoteQueries) -> InsertRowsFn:
+    fn = InsertRowsFn(
+        QUOTES.name, lambda: warehouse, lambda row: row["event_id"], lambda: queries
+    )
+    fn.setup()
+    return fn
+
+
+def written(fn: InsertRowsFn, rows: list[dict[str, Any]]) -> list[Any]:
+    return list(fn.process(rows))
+
+
+def rows_from(start_ms: int, count: int, step_ms: int = 1_000) -> list[dict[str, Any]]:
+    return [quote_at(start_ms + index * step_ms) for index in range(count)]
+
+
+def test_one_lookup_answers_the_batches_of_its_span_and_copies_are_not_inserted() -> None:
+    warehouse = InMemoryWarehouse()
+    queries = InMemoryQuoteQueries(warehouse)
+    start = now_ms() - 3 * LOOKUP_SPAN_MS
+    stored_before = rows_from(start, 5)
+    warehouse.insert_rows(QUOTES.name, stored_before)
+    fn = writer(warehouse, queries)
+
+    backlog = rows_from(start, 120)
+    for offset in range(0, len(backlog), 20):
+        assert len(written(fn, backlog[offset : offset + 20])) == 20
+
+    ids = [row["event_id"] for row in warehouse.rows(QUOTES.name)]
+    assert sorted(ids) == sorted(row["event_id"] for row in backlog)
+    assert len(queries.span_lookups) == 1
+    assert queries.lookups == []
+    # Copies of what this writer stored itself are known without asking again.
+    assert len(written(fn, backlog[30:60])) == 30
+    assert len(warehouse.rows(QUOTES.name)) == len(backlog)
+    assert len(queries.span_lookups) == 1
+
+
+def test_the_lookup_is_asked_again_once_insert_id_dedup_no_longer_covers_it() -> None:
+    warehouse = InMemoryWarehouse()
+    queries = InMemoryQuoteQueries(warehouse)
+    start = now_ms() - 3 * LOOKUP_SPAN_MS
+    fn = writer(warehouse, queries)
+    written(fn, rows_from(start, 10))
+    # Another writer stores a quote of the same span after the lookup.
+    late = quote_at(start + 20_000)
+    warehouse.insert_rows(QUOTES.name, [late])
+
+    later = now_ms() + INSERT_ID_TRUSTED_MS
+    with mock.patch("quotestream.beam.sinks.now_ms", return_value=later):
+        assert written(fn, [late]) == [late]
+
+    assert len(queries.span_lookups) == 2
+    assert [row["event_id"] for row in warehouse.rows(QUOTES.name)].count(late["event_id"]) == 1
+
+
+def test_a_batch_wider_than_a_span_asks_for_its_own_ids_and_young_quotes_are_not_asked() -> None:
+    warehouse = InMemoryWarehouse()
+    queries = InMemoryQuoteQueries(warehouse)
+    now = now_ms()
+    wide = [quote_at(now - 3 * LOOKUP_SPAN_MS), quote_at(now - LOOKUP_SPAN_MS)]
+    young = [quote_at(now - 1_000)]
+    fn = writer(warehouse, queries)
+
+    written(fn, wide + young)
+
+    assert queries.span_lookups == []
+    assert queries.lookups == [[row["event_id"] for row in wide]]
+    assert len(warehouse.rows(QUOTES.name)) == 3
