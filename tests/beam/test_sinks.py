@@ -20,9 +20,7 @@ pytestmark = pytest.mark.unit
 
 
 def writer(warehouse: InMemoryWarehouse, queries: InMemoryQuoteQueries) -> InsertRowsFn:
-    fn = InsertRowsFn(
-        QUOTES.name, lambda: warehouse, lambda row: row["event_id"], lambda: queries
-    )
+    fn = InsertRowsFn(QUOTES.name, lambda: warehouse, lambda row: row["event_id"], lambda: queries)
     fn.setup()
     return fn
 
