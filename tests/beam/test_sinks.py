@@ -1,20 +1,25 @@
 """How the quote writer looks up quotes old enough that BigQuery's insert-id dedup may have
 forgotten their first insert: one lookup of a span of event time answers for the batches after
-it while that dedup covers what others inserted since; a batch wider than a span asks for its
-own ids."""
+it while that dedup covers what others inserted since."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from unittest import mock
 
 import pytest
 
 from quotestream.beam.sinks import INSERT_ID_TRUSTED_MS, LOOKUP_SPAN_MS, InsertRowsFn
-from quotestream.domain.quote import now_ms
+from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.schemas import QUOTES
 from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
 from tests.support.rows import quote_at
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
 
 pytestmark = pytest.mark.unit
 
@@ -73,16 +78,19 @@ def test_the_lookup_is_asked_again_once_insert_id_dedup_no_longer_covers_it() ->
     assert [row["event_id"] for row in warehouse.rows(QUOTES.name)].count(late["event_id"]) == 1
 
 
-def test_a_batch_wider_than_a_span_asks_for_its_own_ids_and_young_quotes_are_not_asked() -> None:
+def test_a_batch_wider_than_a_span_asks_for_each_span_and_young_quotes_are_not_asked() -> None:
     warehouse = InMemoryWarehouse()
     queries = InMemoryQuoteQueries(warehouse)
     now = now_ms()
     wide = [quote_at(now - 3 * LOOKUP_SPAN_MS), quote_at(now - LOOKUP_SPAN_MS)]
-    young = [quote_at(now - 1_000)]
+    young = quote_at(now - 1_000)
     fn = writer(warehouse, queries)
 
-    written(fn, wide + young)
+    written(fn, [*wide, young])
 
-    assert queries.span_lookups == []
-    assert queries.lookups == [[row["event_id"] for row in wide]]
+    assert queries.lookups == []
+    asked = [(to_ms(start), to_ms(end)) for start, end in queries.span_lookups]
+    assert [start for start, _ in asked] == [to_ms(moment(row["event_ts"])) for row in wide]
+    young_ms = to_ms(moment(young["event_ts"]))
+    assert not any(start <= young_ms < end for start, end in asked)
     assert len(warehouse.rows(QUOTES.name)) == 3

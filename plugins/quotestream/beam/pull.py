@@ -27,6 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PBegin, PCollection
 from google.api_core.exceptions import GoogleAPICallError, RetryError
+from google.pubsub_v1.types import PullResponse
 
 from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import NAMESPACE
@@ -240,7 +241,7 @@ class PullMessagesFn(beam.DoFn):
         if self._failed_pulls:
             log.warning("Pub/Sub back after %d failed pulls", self._failed_pulls)
             self._failed_pulls = 0
-        return list(response.received_messages)
+        return list(_unwrapped(response).received_messages)
 
     def _stored_already(self, again: list[str], outcomes: Mapping[str, Outcome]) -> set[str]:
         """The ack ids (of `again`, redelivered) whose quote row or dead-letter row is stored.
@@ -270,6 +271,12 @@ class PullMessagesFn(beam.DoFn):
         for client in (getattr(self, "_subscriber", None), getattr(self, "_queries", None)):
             if client is not None:
                 client.close()
+
+
+def _unwrapped(response: Any) -> Any:
+    """The protobuf beneath the client's PullResponse: proto-plus converts every field it is
+    asked for, which cost a fifth of a local load's CPU."""
+    return PullResponse.pb(response) if isinstance(response, PullResponse) else response
 
 
 def acknowledge(subscriber: Any, subscription: str, ack_ids: list[str]) -> int:

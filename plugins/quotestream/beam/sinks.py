@@ -34,7 +34,7 @@ QueriesFactory = Callable[[], QuoteQueries]
 INSERT_ID_TRUSTED_MS = 30_000
 # One lookup of old quotes asks for every stored id of this much event time from the oldest
 # quote asked about on, so the batches after it (a backlog drained in event-time order) are
-# answered from memory. A batch that spans more asks for its own ids.
+# answered from memory.
 LOOKUP_SPAN_MS = 10 * 60_000
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class InsertRowsFn(beam.DoFn):
     def setup(self) -> None:
         self._warehouse = self._factory()
         self._queries = self._queries_factory() if self._queries_factory else None
-        self._known: StoredQuoteIds | None = None
+        self._known: list[StoredQuoteIds] = []
 
     def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
         # A warehouse that does not answer is waited for here rather than failing the bundle
@@ -105,9 +105,9 @@ class InsertRowsFn(beam.DoFn):
             return stored, [], []
         row_ids = [self._row_id(row) for row in inserted]
         errors = self._warehouse.insert_rows(self._table, inserted, row_ids)
-        if self._known is not None:
+        if self._known:
             refused = {error["index"] for error in errors}
-            self._known.note(row for index, row in enumerate(inserted) if index not in refused)
+            self._known[-1].note(row for index, row in enumerate(inserted) if index not in refused)
         return stored, inserted, errors
 
     def _stored_earlier(self, batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -124,14 +124,17 @@ class InsertRowsFn(beam.DoFn):
         }
         if not old:
             return []
-        earliest, latest = (to_ms(moment) for moment in (min(old.values()), max(old.values())))
-        if latest - earliest >= LOOKUP_SPAN_MS:
-            found = self._queries.stored_quote_ids(old)
-        else:
-            if self._known is None or not self._known.answers(earliest, latest, now):
-                self._known = StoredQuoteIds.look_up(self._queries, earliest, now)
-            found = self._known.ids
-        return [row for row in batch if row["event_id"] in found]
+        self._known = [known for known in self._known if known.trusted(now)]
+        unanswered = sorted(
+            ms for moment in old.values() if not self._answered(ms := to_ms(moment))
+        )
+        while unanswered:
+            self._known.append(StoredQuoteIds.look_up(self._queries, unanswered[0], now))
+            unanswered = [ms for ms in unanswered if not self._known[-1].covers(ms)]
+        return [row for row in batch if any(row["event_id"] in k.ids for k in self._known)]
+
+    def _answered(self, event_ms: int) -> bool:
+        return any(known.covers(event_ms) for known in self._known)
 
     def _dead_letter(self, row: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
         return dead_letter_row(
@@ -169,12 +172,11 @@ class StoredQuoteIds:
         ids = queries.quote_ids_between(_utc(start_ms), _utc(end_ms))
         return cls(start_ms, end_ms, now, ids)
 
-    def answers(self, earliest_ms: int, latest_ms: int, now: int) -> bool:
-        return (
-            self.start_ms <= earliest_ms
-            and latest_ms < self.end_ms
-            and now - self.asked_ms < INSERT_ID_TRUSTED_MS
-        )
+    def covers(self, event_ms: int) -> bool:
+        return self.start_ms <= event_ms < self.end_ms
+
+    def trusted(self, now: int) -> bool:
+        return now - self.asked_ms < INSERT_ID_TRUSTED_MS
 
     def note(self, stored: Iterable[dict[str, Any]]) -> None:
         self.ids.update(str(row["event_id"]) for row in stored)
