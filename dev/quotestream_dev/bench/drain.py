@@ -3,8 +3,9 @@ same backlog of the load subscription on the same emulators, one after the other
 
 Each consumer gets a project of its own (its own topic, subscription and tables) holding the
 same messages: the simulated market's ticks of the last half hour, with one message in a
-hundred that the gate refuses. Rates count from the first stored row on, so start-up is not
-counted; CPU is that of the consumer's process group (children included) over the same span.
+hundred that the gate refuses. Rates count from the first poll that sees a stored row on, so
+start-up is not counted; CPU is that of the consumer's process group (children included) over
+the same span. The poll is one count of each table every POLL_S, the same for both.
 Afterwards every message is looked up: a quote row for each valid one, a dead-letter row for
 each refused one, exactly once.
 """
@@ -33,7 +34,7 @@ from quotestream_dev.bench.procfs import group_cpu_seconds
 from quotestream_dev.synthetic import market_quotes
 
 POISON_EVERY = 100
-POLL_S = 1.0
+POLL_S = 0.25
 # A consumer that stores nothing more for this long has stopped: what is missing is lost.
 STALL_S = 120.0
 
@@ -139,7 +140,7 @@ def _drain(
     queries = bootstrap.build_quote_queries(settings)
     consumer = start(work / f"{name.replace(' ', '-')}.log", env)
     try:
-        cpu_s, cpu_rows = _watch(consumer, queries, len(backlog.messages))
+        span = _watch(consumer, queries, len(backlog.messages))
     finally:
         consumer.stop()
     loaded = queries.loaded_quotes_since(0)
@@ -147,12 +148,10 @@ def _drain(
     dead_rows = queries.progress_since(0).dead_letters
     queries.close()
     copies = Counter(quote.event_id for quote in loaded)
-    ingest = sorted(quote.ingest_ms for quote in loaded)
-    span_s = max((ingest[-1] - ingest[0]) / 1000, 1e-9) if ingest else 1e-9
     return Drain(
         name,
-        rows_per_s=(len(ingest) - 1) / span_s if ingest else 0.0,
-        cpu_per_1000=1000 * cpu_s / max(cpu_rows, 1),
+        rows_per_s=span.rows / max(span.seconds, 1e-9),
+        cpu_per_1000=1000 * span.cpu_s / max(span.rows, 1),
         quote_rows=len(loaded),
         dead_letters=dead_rows,
         lost=len(backlog.quote_ids - copies.keys()) + len(poison_ids - dead.keys()),
@@ -172,10 +171,19 @@ def _publish(settings: Any, messages: list[tuple[bytes, dict[str, str]]]) -> set
     return poison
 
 
-def _watch(consumer: ServiceProcess, queries: Any, expected: int) -> tuple[float, int]:
-    """Polls until every message is stored (or nothing moves for STALL_S); returns the
-    consumer's CPU seconds from the first stored row on, and the rows stored over them."""
-    first: tuple[float, int] | None = None
+@dataclass(frozen=True)
+class Span:
+    """What a consumer did from the first poll that saw a stored row to the one that saw the
+    last: rows stored, seconds, and CPU seconds of its process group."""
+
+    rows: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+
+
+def _watch(consumer: ServiceProcess, queries: Any, expected: int) -> Span:
+    """Polls until every message is stored, or nothing moves for STALL_S."""
+    first: tuple[int, float, float] | None = None
     stored, last_change = 0, time.monotonic()
     next_report = time.monotonic() + 10
     while stored < expected and time.monotonic() - last_change < STALL_S:
@@ -185,13 +193,15 @@ def _watch(consumer: ServiceProcess, queries: Any, expected: int) -> tuple[float
         if now_stored != stored:
             stored, last_change = now_stored, time.monotonic()
         if first is None and stored:
-            first = (group_cpu_seconds(consumer.pid), stored)
+            first = (stored, last_change, group_cpu_seconds(consumer.pid))
         if time.monotonic() >= next_report:
             print(f"  {stored:,} of {expected:,} stored")
             next_report += 10
     if first is None:
-        return 0.0, 0
-    return group_cpu_seconds(consumer.pid) - first[0], stored - first[1]
+        return Span()
+    return Span(
+        stored - first[0], last_change - first[1], group_cpu_seconds(consumer.pid) - first[2]
+    )
 
 
 def _print_figures(drains: list[Drain]) -> None:

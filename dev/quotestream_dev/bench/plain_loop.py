@@ -1,7 +1,7 @@
 """The baseline `quotestream bench drain` holds the load job against: a hand-written consumer
-that pulls 1,000 messages, passes them through the gate, inserts quote rows and dead-letter rows
-with insert ids, and acknowledges them, until it is stopped. No bars, no lookups, no redelivery
-handling: the least a correct consumer of the subscription does.
+that pulls up to 1,000 messages, passes them through the gate, inserts quote rows and
+dead-letter rows with insert ids, and acknowledges them, until it is stopped. No bars, no
+lookups, no redelivery handling: the least a correct consumer of the subscription does.
 
 Run as `python -m quotestream_dev.bench.plain_loop`, with the settings in the environment.
 """
@@ -9,6 +9,7 @@ Run as `python -m quotestream_dev.bench.plain_loop`, with the settings in the en
 from __future__ import annotations
 
 import time
+from typing import Any
 
 PULL_SIZE = 1_000
 
@@ -26,9 +27,7 @@ def main() -> None:
     warehouse = bootstrap.build_warehouse(settings)
     subscription = subscriber.subscription_path(settings.project, settings.load_subscription)
     while True:
-        received = subscriber.pull(
-            request={"subscription": subscription, "max_messages": PULL_SIZE}, timeout=30
-        ).received_messages
+        received = _pull(subscriber, subscription)
         if not received:
             time.sleep(0.1)
             continue
@@ -62,6 +61,24 @@ def main() -> None:
         subscriber.acknowledge(
             request={"subscription": subscription, "ack_ids": [item.ack_id for item in received]}
         )
+
+
+def _pull(subscriber: Any, subscription: str) -> list[Any]:
+    """Up to PULL_SIZE messages: the emulator answers a pull with a hundred or so at a time."""
+    received: list[Any] = []
+    while len(received) < PULL_SIZE:
+        response = subscriber.pull(
+            request={
+                "subscription": subscription,
+                "max_messages": PULL_SIZE - len(received),
+                "return_immediately": True,
+            },
+            timeout=30,
+        )
+        if not response.received_messages:
+            break
+        received += response.received_messages
+    return received
 
 
 if __name__ == "__main__":

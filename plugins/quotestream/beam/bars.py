@@ -87,6 +87,7 @@ class MinuteBarsFn(beam.DoFn):
         if minute not in bars and minute + MINUTE_MS + self._lateness_ms <= newest:
             self.too_late.inc()
             return
+        opens_latest = not bars or minute > max(bars)
         bar = bars.setdefault(minute, MinuteBar())
         if quote.event_id not in bar.ticks:
             bar.ticks[quote.event_id] = (quote.event_ts_ms, quote.mid)
@@ -98,7 +99,10 @@ class MinuteBarsFn(beam.DoFn):
             del bars[expired]
         bars_state.write(bars)
         newest_state.write(newest)
-        flush.set(Timestamp.of((max(bars) + MINUTE_MS) / 1000))
+        # The flush is due when the latest minute ends: set once when a later minute opens
+        # (setting a timer costs as much as the rest of a quote's bar update).
+        if opens_latest:
+            flush.set(Timestamp.of((minute + MINUTE_MS) / 1000))
 
     @on_timer(_FLUSH)
     def on_flush(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -25,8 +26,14 @@ def now_ms() -> int:
 def format_ts(event_ts_ms: int) -> str:
     """RFC 3339, UTC, millisecond precision, `Z` suffix: the only timestamp form on the wire."""
     seconds, millis = divmod(event_ts_ms, 1000)
+    return f"{_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    # A load formats the same few seconds thousands of times over (event and ingest times).
     moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{millis:03d}Z"
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
 
 
 def to_ms(moment: datetime) -> int:

@@ -249,7 +249,7 @@ def _parse_timestamp(text: str) -> int:
             "event_ts must be RFC 3339 UTC with milliseconds, like 2026-01-31T12:00:00.000Z",
             "event_ts",
         )
-    year, month, day, hour, minute, second, millis = (int(part) for part in match.groups())
+    year, month, day, hour, minute, second, millis = map(int, match.groups())
     if year < _OLDEST_YEAR:
         raise InvalidQuote(
             Reason.BAD_TIMESTAMP, f"event_ts before {_OLDEST_YEAR} is not a live quote", "event_ts"
