@@ -14,7 +14,8 @@ from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
-from quotestream.domain.quote import now_ms
+from quotestream.domain.quote import Quote, now_ms
+from quotestream.domain.validation import parse_quote
 from tests.support.corpus import bad_messages
 from tests.support.fakes import shared_queries, shared_warehouse
 from tests.support.pipelines import direct_pipeline
@@ -50,6 +51,47 @@ def test_the_gate_routes_each_message_to_exactly_one_output() -> None:
             equal_to([(m.message_id, reason) for m, reason in bad]),
             label="DeadLetters",
         )
+
+
+def test_a_message_the_source_judged_is_only_checked_against_the_clock_by_the_gate() -> None:
+    """The local source hands the gate the quote it made of a message without the clock
+    check: the gate checks the clock alone, and parses anything it did not judge for its
+    pairs itself."""
+    now = now_ms()
+    judged = [m._replace(judged=parse_quote(m.data, m.attributes)) for m in good_messages(now, 20)]
+    ahead = market_quote("EUR-USD", now + 60_000)
+    # Judged for pairs the gate does not take: the gate's own verdict counts.
+    other = market_quote("BTC-USD", now - 60_000)
+    with direct_pipeline() as pipeline:
+        parsed = (
+            pipeline
+            | beam.Create(
+                [
+                    *judged,
+                    RawMessage(ahead.to_json(), ahead.pubsub_attributes(), "ahead", ahead),
+                    RawMessage(other.to_json(), other.pubsub_attributes(), "other-pair", other),
+                ]
+            )
+            | ParseQuotes([pair for pair in PAIR_CATALOG if pair != "BTC-USD"])
+        )
+        assert_that(
+            parsed[QUOTES] | "Ids" >> beam.Map(lambda q: q.event_id),
+            equal_to([m.attributes["event_id"] for m in judged]),
+            label="GoodQuotes",
+        )
+        assert_that(
+            parsed[DEAD_LETTER]
+            | "Reasons" >> beam.Map(lambda row: (row["message_id"], row["reason"])),
+            equal_to([("ahead", "future_timestamp"), ("other-pair", "unknown_pair")]),
+            label="DeadLetters",
+        )
+
+
+def market_quote(pair: str, event_ms: int) -> Quote:
+    ticks = MarketSimulator(5, PAIR_CATALOG).quotes_between(
+        PAIR_CATALOG[pair], event_ms, event_ms + 1_000
+    )
+    return next(quote for _, quote in ticks)
 
 
 def test_every_message_lands_in_exactly_one_table_and_duplicates_collapse() -> None:

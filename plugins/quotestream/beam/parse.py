@@ -13,7 +13,7 @@ from quotestream.beam.messages import RawMessage
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row
-from quotestream.domain.validation import InvalidQuote, parse_quote
+from quotestream.domain.validation import InvalidQuote, check_not_ahead, parse_quote
 
 NAMESPACE = "quotestream"
 QUOTES = "quotes"
@@ -33,7 +33,11 @@ class ParseQuoteFn(beam.DoFn):
     def process(self, message: RawMessage) -> Iterator[Any]:
         self.received.inc()
         try:
-            quote = parse_quote(message.data, message.attributes, pairs=self._catalog)
+            judged = message.judged
+            if judged is not None and judged.pair in self._catalog:
+                quote = check_not_ahead(judged)
+            else:
+                quote = parse_quote(message.data, message.attributes, pairs=self._catalog)
         except InvalidQuote as error:
             yield self._dead_letter(message, error.reason, error.detail)
             return

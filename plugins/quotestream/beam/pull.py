@@ -198,9 +198,11 @@ class PullMessagesFn(beam.DoFn):
         for item in received:
             if item.ack_id in stored:
                 continue
-            message = item.message
-            self._pending.add(item.ack_id, message.message_id, outcomes[item.ack_id].keys)
-            yield RawMessage(bytes(message.data), dict(message.attributes), message.message_id)
+            message, outcome = item.message, outcomes[item.ack_id]
+            self._pending.add(item.ack_id, message.message_id, outcome.keys)
+            yield RawMessage(
+                bytes(message.data), dict(message.attributes), message.message_id, outcome.quote
+            )
 
     def _pull(self) -> list[Any]:
         """What the subscription has right now, up to max_messages: a pull answers with a

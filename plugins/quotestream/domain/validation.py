@@ -148,13 +148,7 @@ def quote_from_mapping(
         )
 
     event_ts_ms = _parse_timestamp(document["event_ts"])
-    current_ms = current_time_ms() if now_ms is None else now_ms
-    if event_ts_ms > current_ms + FUTURE_TOLERANCE_MS:
-        raise InvalidQuote(
-            Reason.FUTURE_TIMESTAMP,
-            f"event_ts is {event_ts_ms - current_ms} ms in the future",
-            "event_ts",
-        )
+    _check_not_ahead(event_ts_ms, now_ms)
 
     bid = _parse_price(document, "bid", spec.scale)
     ask = _parse_price(document, "ask", spec.scale)
@@ -191,6 +185,23 @@ def quote_from_mapping(
     if attributes:
         _check_attributes(quote, attributes)
     return quote
+
+
+def check_not_ahead(quote: Quote, now_ms: int | None = None) -> Quote:
+    """The one check of the gate that changes with time, for a quote the gate accepted when
+    asked without it (`now_ms` far ahead): together, the gate's verdict now."""
+    _check_not_ahead(quote.event_ts_ms, now_ms)
+    return quote
+
+
+def _check_not_ahead(event_ts_ms: int, now_ms: int | None) -> None:
+    current_ms = current_time_ms() if now_ms is None else now_ms
+    if event_ts_ms > current_ms + FUTURE_TOLERANCE_MS:
+        raise InvalidQuote(
+            Reason.FUTURE_TIMESTAMP,
+            f"event_ts is {event_ts_ms - current_ms} ms in the future",
+            "event_ts",
+        )
 
 
 _EXPONENTS = {scale: Decimal(1).scaleb(-scale) for scale in range(0, 21)}
