@@ -313,7 +313,7 @@ class PullFromPubSub(beam.PTransform[Any, Any]):
         job: str,
         pairs: Sequence[str] | None = None,
         interval_s: float = 0.2,
-        max_messages: int = 2_000,
+        max_messages: int = 5_000,
     ) -> None:
         super().__init__()
         self._interval_s = interval_s

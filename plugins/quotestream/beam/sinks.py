@@ -34,8 +34,9 @@ QueriesFactory = Callable[[], QuoteQueries]
 INSERT_ID_TRUSTED_MS = 30_000
 # One lookup of old quotes asks for every stored id of this much event time from the oldest
 # quote asked about on, so the batches after it (a backlog drained in event-time order) are
-# answered from memory.
-LOOKUP_SPAN_MS = 10 * 60_000
+# answered from memory. Each lookup reads the span's ids whatever it is asked: fewer, wider
+# ones cost less (about 18,000 ids an answer at 10 quotes/s).
+LOOKUP_SPAN_MS = 30 * 60_000
 
 log = logging.getLogger(__name__)
 # A warehouse away or overloaded; BigQuery's refusals of single rows come back as row errors.
