@@ -59,10 +59,11 @@ compose-config: ## validate docker-compose.yaml (installs docker-compose 1.29.2 
 wheel: setup ## build the quotestream wheel (for a Composer environment's PyPI packages)
 	$(UV) build --wheel --out-dir dist
 
-bench: setup ## print the benchmark figures: API, pipeline, whole stack under load
+bench: setup ## print the benchmark figures: API, pipeline, whole stack under load, backlog drain
 	$(BIN)/quotestream bench api
 	$(BIN)/quotestream bench pipeline
 	$(BIN)/quotestream bench load
+	$(BIN)/quotestream bench drain
 
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

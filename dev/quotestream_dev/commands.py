@@ -57,6 +57,11 @@ def add_bench(commands: Commands) -> None:
     )
     bench_drain.add_argument("--messages", type=int, default=20_000, help="backlog size")
     bench_drain.set_defaults(handler=_bench_drain)
+    bench_cost = kinds.add_parser(
+        "cost", help="CPU per quote of the load's transforms on the FnApiRunner, and vCPUs"
+    )
+    bench_cost.add_argument("--messages", type=int, default=20_000, help="corpus size")
+    bench_cost.set_defaults(handler=_bench_cost)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -92,3 +97,9 @@ def _bench_drain(args: argparse.Namespace) -> int:
     from quotestream_dev.bench.drain import run
 
     return run(args.messages, repo_root())
+
+
+def _bench_cost(args: argparse.Namespace) -> int:
+    from quotestream_dev.bench.cost import run
+
+    return run(args.messages)

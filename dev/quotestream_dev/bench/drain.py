@@ -25,11 +25,11 @@ from typing import Any
 
 from quotestream.adapters.local.processes import (
     ServiceProcess,
-    free_port,
     start_pipeline_process,
     start_service,
 )
 from quotestream.domain.quote import now_ms
+from quotestream_dev.bench.emulators import start_emulators
 from quotestream_dev.bench.procfs import group_cpu_seconds
 from quotestream_dev.synthetic import market_quotes
 
@@ -65,29 +65,15 @@ Starter = Callable[[Path, dict[str, str]], ServiceProcess]
 
 
 def run(count: int, repo_root: Path) -> int:
-    from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
-    from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
-
     work = Path(tempfile.mkdtemp(prefix="quotestream-bench-drain-"))
-    backlog = _backlog(count)
+    backlog = backlog_of(count)
     print(
         f"bench drain: a backlog of {count:,} messages ({backlog.poison_count:,} the gate "
         f"refuses) drained by each consumer in turn, on the same emulators; logs in {work}"
     )
     services: list[ServiceProcess] = []
     try:
-        pubsub = start_pubsub_emulator(free_port(), work / "pubsub.log")
-        services.append(pubsub)
-        bigquery = start_bigquery_emulator(
-            repo_root, free_port(), work / "bigquery.log", work / "bigquery-data", "bench"
-        )
-        services.append(bigquery)
-        emulators = {
-            "PUBSUB_EMULATOR_HOST": pubsub.address,
-            "BIGQUERY_EMULATOR_HOST": f"http://{bigquery.address}",
-            "QUOTESTREAM_TARGET": "local",
-            "QUOTESTREAM_MESSAGE_ORDERING": "false",
-        }
+        emulators = start_emulators(work, repo_root, services)
         consumers: dict[str, Starter] = {
             "plain loop": lambda log, env: start_service(
                 "plain-loop",
@@ -110,7 +96,7 @@ def run(count: int, repo_root: Path) -> int:
     return 0 if all(drain.clean for drain in drains) else 1
 
 
-def _backlog(count: int) -> Backlog:
+def backlog_of(count: int) -> Backlog:
     quotes = market_quotes(count, now_ms() - 1000)
     messages: list[tuple[bytes, dict[str, str]]] = []
     quote_ids: set[str] = set()

@@ -13,13 +13,13 @@ from typing import Any
 
 from quotestream.adapters.local.processes import (
     ServiceProcess,
-    free_port,
     start_pipeline_process,
 )
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream.domain.validation import parse_quote
 from quotestream.ports import QuoteQueries
+from quotestream_dev.bench.emulators import start_emulators
 from quotestream_dev.stats import percentile
 from quotestream_dev.synthetic import fresh_quote, market_quotes
 
@@ -70,8 +70,6 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
     from google.cloud.pubsub_v1 import PublisherClient
 
     from quotestream import bootstrap
-    from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
-    from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
     from quotestream.settings import Settings
 
     work = Path(tempfile.mkdtemp(prefix="quotestream-bench-"))
@@ -82,18 +80,9 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
     )
     services: list[ServiceProcess] = []
     try:
-        pubsub = start_pubsub_emulator(free_port(), work / "pubsub.log")
-        services.append(pubsub)
-        bigquery = start_bigquery_emulator(
-            repo_root, free_port(), work / "bigquery.log", work / "bigquery-data", "bench"
-        )
-        services.append(bigquery)
         env = {
-            "PUBSUB_EMULATOR_HOST": pubsub.address,
-            "BIGQUERY_EMULATOR_HOST": f"http://{bigquery.address}",
+            **start_emulators(work, repo_root, services),
             "QUOTESTREAM_PROJECT": f"bench-{uuid.uuid4().hex[:6]}",
-            "QUOTESTREAM_TARGET": "local",
-            "QUOTESTREAM_MESSAGE_ORDERING": "false",
         }
         os.environ.update(env)
         settings = Settings()

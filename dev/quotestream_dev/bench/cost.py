@@ -1,0 +1,158 @@
+"""`quotestream bench cost`: the CPU a quote costs in the load's transforms, as Dataflow would
+bill it, beside the plain loop's.
+
+The load's transforms (LoadQuotes: gate, quote rows, bars, dead letters, writers) run in batch
+mode over a fixed corpus on Beam's FnApiRunner, in this process: the portable runner that fuses
+steps into stages as Dataflow does. The warehouse only counts what reaches it, so the figure is
+the transforms' own CPU, without the BigQuery client's. The plain loop does the least a correct
+consumer does to the same corpus: gate, row, dead-letter row. Each cost is marginal (the CPU of
+the whole corpus less that of a tenth of it, per quote), so the pipeline's start-up is not in it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, cast
+
+from quotestream.beam.messages import RawMessage
+from quotestream.domain.quote import now_ms
+from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
+from quotestream.ports import QuoteQueries, Warehouse
+from quotestream_dev.bench.drain import Backlog, backlog_of
+
+# The quote rates the vCPU estimate is printed for.
+RATES = (1_000, 10_000, 100_000)
+
+
+class CountingWarehouse:
+    """Keeps the row ids it is given, per table: enough to check that every quote arrived once."""
+
+    def __init__(self) -> None:
+        self.row_ids: dict[str, set[str]] = {}
+
+    def insert_rows(
+        self, table: str, rows: Sequence[Mapping[str, Any]], row_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        self.row_ids.setdefault(table, set()).update(row_ids or ())
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class NothingStored:
+    """The writer's and the source's lookups, answered: nothing stored yet."""
+
+    def quote_ids_between(self, start: datetime, end: datetime) -> set[str]:
+        return set()
+
+    def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
+        return set()
+
+    def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
+        return set()
+
+    def close(self) -> None:
+        pass
+
+
+# By run: the pipeline's DoFns are pickled, and meet their warehouse here.
+_WAREHOUSES: dict[str, CountingWarehouse] = {}
+
+
+def _warehouse(run: str) -> Warehouse:
+    return cast(Warehouse, _WAREHOUSES.setdefault(run, CountingWarehouse()))
+
+
+def _nothing_stored() -> QuoteQueries:
+    return cast(QuoteQueries, NothingStored())
+
+
+def run(count: int) -> int:
+    backlog = backlog_of(count)
+    small = backlog_of(max(count // 10, 1))
+    print(
+        f"bench cost: CPU per quote over {count:,} messages ({backlog.poison_count:,} the gate "
+        f"refuses), marginal over {len(small.messages):,}, one process, no I/O"
+    )
+    costs: dict[str, float] = {}
+    for name, consume in (("plain loop", _plain_loop), ("load transforms", _load_transforms)):
+        spent = [_cpu_seconds(consume, corpus) for corpus in (small, backlog)]
+        costs[name] = (spent[1] - spent[0]) / (len(backlog.messages) - len(small.messages))
+    print(f"\n  {'consumer':<28} {'CPU us/quote':>12} {'quotes/s a vCPU':>16}")
+    for name, cost in costs.items():
+        print(
+            f"  {name + ' (FnApiRunner)' * (name != 'plain loop'):<28} "
+            f"{cost * 1e6:>12,.1f} {1 / cost:>16,.0f}"
+        )
+    per_quote = costs["load transforms"]
+    print(f"  load transforms / plain loop: {per_quote / costs['plain loop']:.2f}x")
+    print("\n  vCPUs the load's transforms need (busy at 100 %; add headroom and the clients'):")
+    for rate in RATES:
+        print(f"  {rate:>9,} quotes/s   {rate * per_quote:6.2f} vCPU")
+    return 0
+
+
+def _cpu_seconds(consume: Callable[[Backlog, str], CountingWarehouse], corpus: Backlog) -> float:
+    run = f"run-{time.monotonic_ns()}"
+    started = time.process_time()
+    warehouse = consume(corpus, run)
+    spent = time.process_time() - started
+    stored = warehouse.row_ids
+    quotes, dead = len(stored.get(QUOTES.name, ())), len(stored.get(QUOTES_DEAD_LETTER.name, ()))
+    if (quotes, dead) != (len(corpus.quote_ids), corpus.poison_count):
+        raise RuntimeError(
+            f"{quotes} quote rows and {dead} dead letters stored, expected "
+            f"{len(corpus.quote_ids)} and {corpus.poison_count}"
+        )
+    return spent
+
+
+def _plain_loop(corpus: Backlog, run: str) -> CountingWarehouse:
+    from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
+    from quotestream.domain.validation import InvalidQuote, parse_quote
+
+    warehouse = _WAREHOUSES.setdefault(run, CountingWarehouse())
+    quotes, dead_letters = [], []
+    for index, (data, attributes) in enumerate(corpus.messages):
+        try:
+            quotes.append(quote_row(parse_quote(data, attributes), now_ms()))
+        except InvalidQuote as error:
+            dead_letters.append(
+                dead_letter_row(
+                    data,
+                    attributes,
+                    reason=error.reason,
+                    error=error.detail,
+                    stage="parse",
+                    received_ts_ms=now_ms(),
+                    message_id=f"m{index}",
+                )
+            )
+    warehouse.insert_rows(QUOTES.name, quotes, [row["event_id"] for row in quotes])
+    warehouse.insert_rows(
+        QUOTES_DEAD_LETTER.name, dead_letters, [dead_letter_row_id(row) for row in dead_letters]
+    )
+    return warehouse
+
+
+def _load_transforms(corpus: Backlog, run: str) -> CountingWarehouse:
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from quotestream.beam.load import LoadQuotes
+
+    messages = [
+        RawMessage(data, attributes, f"m{index}")
+        for index, (data, attributes) in enumerate(corpus.messages)
+    ]
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        _ = (
+            pipeline
+            | "Corpus" >> beam.Create(messages, reshuffle=False)
+            | "LoadQuotes" >> LoadQuotes(partial(_warehouse, run), _nothing_stored)
+        )
+    return _WAREHOUSES[run]
