@@ -4,17 +4,24 @@ it while that dedup covers what others inserted since."""
 
 from __future__ import annotations
 
+import json
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from unittest import mock
 
+import apache_beam as beam
 import pytest
 
-from quotestream.beam.sinks import INSERT_ID_TRUSTED_MS, LOOKUP_SPAN_MS, InsertRowsFn
+from quotestream.beam.sinks import INSERT_ID_TRUSTED_MS, LOOKUP_SPAN_MS, InsertRowsFn, WriteRows
 from quotestream.domain.quote import now_ms, to_ms
-from quotestream.domain.schemas import QUOTES
+from quotestream.domain.rows import DEAD_LETTER_PAYLOAD_BYTES, dead_letter_row_id
+from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
-from tests.support.rows import quote_at
+from tests.support.pipelines import direct_pipeline
+from tests.support.rows import dead_letter_at, quote_at
 
 
 def moment(text: str) -> datetime:
@@ -94,3 +101,52 @@ def test_a_batch_wider_than_a_span_asks_for_each_span_and_young_quotes_are_not_a
     young_ms = to_ms(moment(young["event_ts"]))
     assert not any(start <= young_ms < end for start, end in asked)
     assert len(warehouse.rows(QUOTES.name)) == 3
+
+
+@dataclass
+class RecordingWarehouse(InMemoryWarehouse):
+    """Keeps the size of each insert request's rows, as JSON."""
+
+    request_bytes: list[int] = field(default_factory=list)
+
+    def insert_rows(
+        self, table: str, rows: list[dict[str, Any]], row_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        self.request_bytes.append(len(json.dumps(rows)))
+        return super().insert_rows(table, rows, row_ids)
+
+
+_RECORDING: dict[str, RecordingWarehouse] = {}
+
+
+def recording(name: str) -> RecordingWarehouse:
+    return _RECORDING.setdefault(name, RecordingWarehouse())
+
+
+def test_inserts_stay_under_bigquerys_request_limit_and_take_a_bundles_quotes_at_once() -> None:
+    name = f"weights-{uuid.uuid4()}"
+    warehouse = recording(name)
+    now = now_ms()
+    quotes = [quote_at(now - 1_000 - index) for index in range(5_000)]
+    # Payloads that JSON escapes to twice their size: weighed as they travel.
+    heavy = [
+        {**dead_letter_at(now, f"m{index}"), "payload": '"' * DEAD_LETTER_PAYLOAD_BYTES}
+        for index in range(200)
+    ]
+    with direct_pipeline() as pipeline:
+        for label, rows, table, row_id in (
+            ("Quotes", quotes, QUOTES.name, lambda row: row["event_id"]),
+            ("DeadLetters", heavy, QUOTES_DEAD_LETTER.name, dead_letter_row_id),
+        ):
+            _ = (
+                pipeline
+                | f"{label}Rows" >> beam.Create(rows, reshuffle=False)
+                | f"Write{label}" >> WriteRows(table, partial(recording, name), row_id)
+            )
+
+    assert len(warehouse.rows(QUOTES.name)) == len(quotes)
+    assert len(warehouse.rows(QUOTES_DEAD_LETTER.name)) == len(heavy)
+    assert max(warehouse.request_bytes) < 10_000_000
+    assert len(warehouse.request_bytes) <= 1 + -(
+        -len(heavy) * 2 * DEAD_LETTER_PAYLOAD_BYTES // 6_000_000
+    )
