@@ -59,11 +59,12 @@ compose-config: ## validate docker-compose.yaml (installs docker-compose 1.29.2 
 wheel: setup ## build the quotestream wheel (for a Composer environment's PyPI packages)
 	$(UV) build --wheel --out-dir dist
 
-bench: setup ## print the benchmark figures: API, pipeline, whole stack under load, backlog drain
+bench: setup ## print the benchmark figures: API, pipeline, whole stack, backlog drain, CPU per quote
 	$(BIN)/quotestream bench api
 	$(BIN)/quotestream bench pipeline
 	$(BIN)/quotestream bench load
 	$(BIN)/quotestream bench drain
+	$(BIN)/quotestream bench cost
 
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
