@@ -114,6 +114,31 @@ def test_minutes_close_on_the_next_minute_or_the_watermark_and_late_quotes_resta
         )
 
 
+def test_the_first_quote_of_an_earlier_minute_after_the_watermark_passed_is_flushed() -> None:
+    """A quote opening minute 0 after the watermark closed minute 1: the pair then sends
+    nothing more, and minute 0 is emitted all the same, by the watermark."""
+    stream = (
+        test_stream.TestStream()
+        .advance_watermark_to(T0 / 1000)
+        .add_elements([at(quote(61_000, "5.25"))])
+        .advance_watermark_to((T0 + 2 * MINUTE_MS) / 1000)
+        .add_elements([at(quote(30_000, "5.50"))])
+        .advance_watermark_to((T0 + 3 * MINUTE_MS) / 1000)
+        .advance_watermark_to_infinity()
+    )
+    with direct_pipeline(streaming=True) as pipeline:
+        bars = pipeline | stream | OneMinuteBars(allowed_lateness_s=120)
+        assert_that(
+            bars,
+            equal_to(
+                [
+                    bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
+                    bar("USD-BRL", 0, ("5.50", "5.50", "5.50", "5.50"), 1, "ON_TIME:0"),
+                ]
+            ),
+        )
+
+
 def test_without_a_watermark_the_data_alone_closes_minutes() -> None:
     """What Beam's local runner does with a streaming source: the watermark never moves."""
     fn = MinuteBarsFn(allowed_lateness_ms=120_000)

@@ -59,6 +59,8 @@ def test_a_message_the_source_judged_is_only_checked_against_the_clock_by_the_ga
     pairs itself."""
     now = now_ms()
     judged = [m._replace(judged=parse_quote(m.data, m.attributes)) for m in good_messages(now, 20)]
+    # Bytes the gate could not parse: only a gate that takes the judged quote accepts it.
+    unparsed = market_quote("GBP-USD", now - 60_000)
     ahead = market_quote("EUR-USD", now + 60_000)
     # Judged for pairs the gate does not take: the gate's own verdict counts.
     other = market_quote("BTC-USD", now - 60_000)
@@ -68,6 +70,7 @@ def test_a_message_the_source_judged_is_only_checked_against_the_clock_by_the_ga
             | beam.Create(
                 [
                     *judged,
+                    RawMessage(b"{", {}, "unparsed", unparsed),
                     RawMessage(ahead.to_json(), ahead.pubsub_attributes(), "ahead", ahead),
                     RawMessage(other.to_json(), other.pubsub_attributes(), "other-pair", other),
                 ]
@@ -76,7 +79,7 @@ def test_a_message_the_source_judged_is_only_checked_against_the_clock_by_the_ga
         )
         assert_that(
             parsed[QUOTES] | "Ids" >> beam.Map(lambda q: q.event_id),
-            equal_to([m.attributes["event_id"] for m in judged]),
+            equal_to([m.attributes["event_id"] for m in judged] + [unparsed.event_id]),
             label="GoodQuotes",
         )
         assert_that(

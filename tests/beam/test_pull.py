@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import apache_beam as beam
 import pytest
@@ -134,6 +135,48 @@ def test_a_pull_takes_what_is_there_leaves_it_pending_and_acknowledges_nothing()
     assert third == []
     assert len(pending_acks(name)) == len(messages)
     assert subscriber.acked == []
+
+
+@dataclass
+class HundredAtATime(InMemorySubscriber):
+    """Answers a pull with a hundred messages at most, as the emulator does; counts pulls."""
+
+    pulls: int = 0
+
+    def pull(self, request: dict[str, Any], timeout: float) -> Any:
+        self.pulls += 1
+        return super().pull({**request, "max_messages": min(request["max_messages"], 100)}, timeout)
+
+
+def test_a_tick_pulls_until_it_has_enough_or_the_subscription_is_empty() -> None:
+    name = f"pull-many-{uuid.uuid4()}"
+    subscriber = _SUBSCRIBERS[name] = HundredAtATime()
+    messages = [
+        m._replace(message_id=f"m{i}") for i, m in enumerate(good_messages(now_ms(), 50) * 5)
+    ]
+    subscriber.queue = [received(m, f"ack-{i}", 1) for i, m in enumerate(messages)]
+    pull = pull_fn(name, job=name, max_messages=200)
+    pull.setup()
+
+    assert len(list(pull.process(0))) == 200
+    assert subscriber.pulls == 2
+    assert len(list(pull.process(1))) == 50
+    assert subscriber.pulls == 4  # the second pull of that tick found nothing
+
+
+def test_a_tick_stops_pulling_once_its_messages_hold_enough_bytes() -> None:
+    name = f"pull-bytes-{uuid.uuid4()}"
+    subscriber = _SUBSCRIBERS[name] = HundredAtATime()
+    messages = [
+        m._replace(message_id=f"m{i}") for i, m in enumerate(good_messages(now_ms(), 50) * 5)
+    ]
+    subscriber.queue = [received(m, f"ack-{i}", 1) for i, m in enumerate(messages)]
+    pull = pull_fn(name, job=name, max_messages=1_000)
+    pull.setup()
+
+    with mock.patch("quotestream.beam.pull.MAX_BUNDLE_BYTES", 1_000):
+        assert len(list(pull.process(0))) == 100
+    assert subscriber.pulls == 1
 
 
 def load_in_turn(

@@ -30,5 +30,7 @@ def test_a_run_that_stores_less_than_its_corpus_is_refused() -> None:
         warehouse.insert_rows("quotes", [], sorted(corpus.quote_ids))
         return warehouse
 
-    with pytest.raises(RuntimeError, match="594 quote rows and 0 dead letters stored, expected 594 and 6"):
+    with pytest.raises(
+        RuntimeError, match="594 quote rows and 0 dead letters stored, expected 594 and 6"
+    ):
         cost._cpu_seconds(loses_the_dead_letters, backlog_of(600))

@@ -36,8 +36,8 @@ def test_bench_drain_drains_the_backlog_with_each_consumer_and_loses_nothing() -
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-3000:]
     for consumer in ("plain loop", "load job"):
-        # 594 quotes and 6 dead letters, nothing lost, nothing twice.
-        assert re.search(rf"{consumer}\s+[\d,]+\s+\d+\.\d+\s+594\s+6\s+0\s+0\n", output), output[
-            -3000:
-        ]
-    assert re.search(r"rate \d+\.\d\dx, CPU per row \d+\.\d\dx", output)
+        # 594 quotes and 6 dead letters, nothing lost, nothing twice; 600 messages drain
+        # within a poll or two, so the figures may be n/a.
+        assert re.search(
+            rf"{consumer}\s+([\d,]+|n/a)\s+(\d+\.\d+|n/a)\s+594\s+6\s+0\s+0\n", output
+        ), output[-3000:]

@@ -31,7 +31,8 @@ RATES = (1_000, 10_000, 100_000)
 
 
 class CountingWarehouse:
-    """Keeps the row ids it is given, per table: enough to check that every quote arrived once."""
+    """Keeps the row ids it is given, per table: enough to check that every quote and dead
+    letter arrived."""
 
     def __init__(self) -> None:
         self.row_ids: dict[str, set[str]] = {}
@@ -154,7 +155,7 @@ def _plain_loop(corpus: Backlog, run: str) -> CountingWarehouse:
 
 def _load_transforms(corpus: Backlog, run: str) -> CountingWarehouse:
     import apache_beam as beam
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
     from quotestream.beam.load import LoadQuotes
 

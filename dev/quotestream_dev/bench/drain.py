@@ -47,10 +47,19 @@ class Backlog:
 
 
 @dataclass(frozen=True)
+class Span:
+    """What a consumer did from the first poll that saw a stored row to the one that saw the
+    last: rows stored, seconds, and CPU seconds of its process group."""
+
+    rows: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Drain:
     consumer: str
-    rows_per_s: float
-    cpu_per_1000: float
+    span: Span
     quote_rows: int
     dead_letters: int
     lost: int
@@ -59,6 +68,20 @@ class Drain:
     @property
     def clean(self) -> bool:
         return self.lost == 0 and self.duplicates == 0
+
+    @property
+    def measured(self) -> bool:
+        """Whether rows were stored after the first poll that saw some: a backlog drained
+        between two polls has no rate."""
+        return self.span.rows > 0 and self.span.seconds > 0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.span.rows / self.span.seconds
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return 1000 * self.span.cpu_s / self.span.rows
 
 
 Starter = Callable[[Path, dict[str, str]], ServiceProcess]
@@ -136,8 +159,7 @@ def _drain(
     copies = Counter(quote.event_id for quote in loaded)
     return Drain(
         name,
-        rows_per_s=span.rows / max(span.seconds, 1e-9),
-        cpu_per_1000=1000 * span.cpu_s / max(span.rows, 1),
+        span,
         quote_rows=len(loaded),
         dead_letters=dead_rows,
         lost=len(backlog.quote_ids - copies.keys()) + len(poison_ids - dead.keys()),
@@ -155,16 +177,6 @@ def _publish(settings: Any, messages: list[tuple[bytes, dict[str, str]]]) -> set
     poison = {future.result(timeout=120) for future, attrs in futures if not attrs}
     publisher.stop()
     return poison
-
-
-@dataclass(frozen=True)
-class Span:
-    """What a consumer did from the first poll that saw a stored row to the one that saw the
-    last: rows stored, seconds, and CPU seconds of its process group."""
-
-    rows: int = 0
-    seconds: float = 0.0
-    cpu_s: float = 0.0
 
 
 def _watch(consumer: ServiceProcess, queries: Any, expected: int) -> Span:
@@ -196,13 +208,20 @@ def _print_figures(drains: list[Drain]) -> None:
         f"{'dead letters':>13} {'lost':>5} {'duplicates':>11}"
     )
     for drain in drains:
+        rate, cpu = (
+            (f"{drain.rows_per_s:,.0f}", f"{drain.cpu_per_1000:.3f}")
+            if drain.measured
+            else ("n/a", "n/a")
+        )
         print(
-            f"  {drain.consumer:<12} {drain.rows_per_s:>8,.0f} {drain.cpu_per_1000:>17.3f} "
-            f"{drain.quote_rows:>11,} {drain.dead_letters:>13,} {drain.lost:>5,} "
-            f"{drain.duplicates:>11,}"
+            f"  {drain.consumer:<12} {rate:>8} {cpu:>17} {drain.quote_rows:>11,} "
+            f"{drain.dead_letters:>13,} {drain.lost:>5,} {drain.duplicates:>11,}"
         )
     baseline, job = drains[0], drains[-1]
+    if not (baseline.measured and job.measured):
+        print("  drained between two polls: too quick to measure, give it more --messages")
+        return
     print(
-        f"  load job / plain loop: rate {job.rows_per_s / max(baseline.rows_per_s, 1e-9):.2f}x, "
-        f"CPU per row {job.cpu_per_1000 / max(baseline.cpu_per_1000, 1e-9):.2f}x"
+        f"  load job / plain loop: rate {job.rows_per_s / baseline.rows_per_s:.2f}x, "
+        f"CPU per row {job.cpu_per_1000 / baseline.cpu_per_1000:.2f}x"
     )

@@ -87,7 +87,7 @@ class MinuteBarsFn(beam.DoFn):
         if minute not in bars and minute + MINUTE_MS + self._lateness_ms <= newest:
             self.too_late.inc()
             return
-        opens_latest = not bars or minute > max(bars)
+        opens_a_bar = minute not in bars
         bar = bars.setdefault(minute, MinuteBar())
         if quote.event_id not in bar.ticks:
             bar.ticks[quote.event_id] = (quote.event_ts_ms, quote.mid)
@@ -99,10 +99,11 @@ class MinuteBarsFn(beam.DoFn):
             del bars[expired]
         bars_state.write(bars)
         newest_state.write(newest)
-        # The flush is due when the latest minute ends: set once when a later minute opens
-        # (setting a timer costs as much as the rest of a quote's bar update).
-        if opens_latest:
-            flush.set(Timestamp.of((minute + MINUTE_MS) / 1000))
+        # The flush is due when the latest minute ends. Set when a bar opens, so every bar not
+        # emitted yet has a flush pending (even the first quote of an earlier minute after the
+        # latest one's flush fired), not for every quote: a timer costs as much as the rest.
+        if opens_a_bar:
+            flush.set(Timestamp.of((max(bars) + MINUTE_MS) / 1000))
 
     @on_timer(_FLUSH)
     def on_flush(

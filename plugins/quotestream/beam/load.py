@@ -19,7 +19,9 @@ from quotestream.beam.sinks import (
     QueriesFactory,
     WarehouseFactory,
     WriteRows,
+    lookup_span_ms,
 )
+from quotestream.domain.pairs import PAIR_CATALOG, ticks_per_s
 from quotestream.domain.quote import Quote, now_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
@@ -61,6 +63,7 @@ class LoadQuotes(beam.PTransform[Any, Any]):
             self._factory,
             _event_id,
             queries_factory=self._queries_factory,
+            lookup_span_ms=lookup_span_ms(ticks_per_s(self._pairs or PAIR_CATALOG)),
         )
         bar_rows = parsed[QUOTES] | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
         bars = bar_rows | "WriteBars" >> WriteRows(QUOTE_BARS_1M.name, self._factory, bar_row_id)

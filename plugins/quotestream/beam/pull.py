@@ -43,6 +43,9 @@ from quotestream.domain.validation import parse_quote
 SubscriberFactory = Callable[[], Any]
 # Pub/Sub's limit is 512 KB per request; ack ids are about 200 bytes.
 _ACK_CHUNK = 1000
+# A tick stops pulling once its messages hold this much (a message may hold 10 MB, and each
+# the gate refuses keeps up to 64 KB in its dead-letter row).
+MAX_BUNDLE_BYTES = 32 * 2**20
 # What a stored row settles: ("event", event_id) for a quote row, ("message", message_id)
 # for a dead-letter row (a refused quote row's dead letter is named after its event id).
 SettlementKey = tuple[str, str]
@@ -210,11 +213,13 @@ class PullMessagesFn(beam.DoFn):
         size, so a tick pulls until it has enough or the subscription is empty, and the next
         tick polls again."""
         received: list[Any] = []
-        while len(received) < self._max_messages:
+        held = 0
+        while len(received) < self._max_messages and held < MAX_BUNDLE_BYTES:
             more = self._pull_once(self._max_messages - len(received))
             if not more:
                 break
             received += more
+            held += sum(len(item.message.data) for item in more)
         return received
 
     def _pull_once(self, max_messages: int) -> list[Any]:

@@ -32,11 +32,15 @@ QueriesFactory = Callable[[], QuoteQueries]
 # older one (a redelivery, a client's retry, a relay publish that timed out but went through,
 # a catch-up) may follow a first insert BigQuery no longer remembers, so it is looked up.
 INSERT_ID_TRUSTED_MS = 30_000
-# One lookup of old quotes asks for every stored id of this much event time from the oldest
-# quote asked about on, so the batches after it (a backlog drained in event-time order) are
-# answered from memory. Each lookup reads the span's ids whatever it is asked: fewer, wider
-# ones cost less (about 18,000 ids an answer at 10 quotes/s).
+# One lookup of old quotes asks for every stored id of a span of event time from the oldest
+# quote asked about on, and answers the batches after it (a backlog drained in event-time
+# order) for LOOKUP_TRUSTED_MS: well inside the insert-id window that deduplicates a copy
+# another writer inserts meanwhile. Each lookup reads its span's ids whatever it is asked, so
+# fewer, wider ones cost less: at most LOOKUP_SPAN_MS, narrowed so that a span holds about
+# LOOKUP_IDS quotes at the configured pairs' tick rate (18,000 at 10 quotes/s).
+LOOKUP_TRUSTED_MS = 10_000
 LOOKUP_SPAN_MS = 30 * 60_000
+LOOKUP_IDS = 100_000
 
 log = logging.getLogger(__name__)
 # A warehouse away or overloaded; BigQuery's refusals of single rows come back as row errors.
@@ -50,11 +54,13 @@ class InsertRowsFn(beam.DoFn):
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
         queries_factory: QueriesFactory | None = None,
+        lookup_span_ms: int = LOOKUP_SPAN_MS,
     ) -> None:
         self._table = table
         self._factory = warehouse_factory
         self._row_id = row_id
         self._queries_factory = queries_factory
+        self._lookup_span_ms = lookup_span_ms
         self.written = Metrics.counter(NAMESPACE, f"written_{table}")
         self.rejected = Metrics.counter(NAMESPACE, f"rejected_{table}")
         self.already_stored = Metrics.counter(NAMESPACE, f"already_stored_{table}")
@@ -118,6 +124,8 @@ class InsertRowsFn(beam.DoFn):
         if self._queries is None:
             return []
         now = now_ms()
+        # Before anything returns: what this writer notes as stored lives only as long.
+        self._known = [known for known in self._known if known.trusted(now)]
         old = {
             str(row["event_id"]): moment
             for row in batch
@@ -125,12 +133,13 @@ class InsertRowsFn(beam.DoFn):
         }
         if not old:
             return []
-        self._known = [known for known in self._known if known.trusted(now)]
         unanswered = sorted(
             ms for moment in old.values() if not self._answered(ms := to_ms(moment))
         )
         while unanswered:
-            self._known.append(StoredQuoteIds.look_up(self._queries, unanswered[0], now))
+            self._known.append(
+                StoredQuoteIds.look_up(self._queries, unanswered[0], self._lookup_span_ms, now)
+            )
             unanswered = [ms for ms in unanswered if not self._known[-1].covers(ms)]
         return [row for row in batch if any(row["event_id"] in k.ids for k in self._known)]
 
@@ -157,9 +166,10 @@ class InsertRowsFn(beam.DoFn):
 @dataclass
 class StoredQuoteIds:
     """The event ids `quotes` held in [start_ms, end_ms) of event time when looked up at
-    `asked_ms`, with those this writer stored since. It answers while BigQuery's insert-id
-    dedup still covers what another writer (a Dataflow worker) inserted after the lookup: a
-    copy inserted here within INSERT_ID_TRUSTED_MS of the lookup is deduplicated by it."""
+    `asked_ms`, with those this writer stored while it answers. It answers for
+    LOOKUP_TRUSTED_MS: a copy another writer (a Dataflow worker) inserts meanwhile with an
+    insert id is deduplicated by BigQuery. (The backfill's inserts have none: a backfill of an
+    hour the load is still catching up on can race it for that long.)"""
 
     start_ms: int
     end_ms: int
@@ -167,9 +177,11 @@ class StoredQuoteIds:
     ids: set[str]
 
     @classmethod
-    def look_up(cls, queries: QuoteQueries, start_ms: int, now: int) -> StoredQuoteIds:
+    def look_up(
+        cls, queries: QuoteQueries, start_ms: int, span_ms: int, now: int
+    ) -> StoredQuoteIds:
         # Up to where quotes are old enough to be looked up at all.
-        end_ms = min(start_ms + LOOKUP_SPAN_MS, now - INSERT_ID_TRUSTED_MS + 1)
+        end_ms = min(start_ms + span_ms, now - INSERT_ID_TRUSTED_MS + 1)
         ids = queries.quote_ids_between(_utc(start_ms), _utc(end_ms))
         return cls(start_ms, end_ms, now, ids)
 
@@ -177,10 +189,16 @@ class StoredQuoteIds:
         return self.start_ms <= event_ms < self.end_ms
 
     def trusted(self, now: int) -> bool:
-        return now - self.asked_ms < INSERT_ID_TRUSTED_MS
+        return now - self.asked_ms < LOOKUP_TRUSTED_MS
 
     def note(self, stored: Iterable[dict[str, Any]]) -> None:
         self.ids.update(str(row["event_id"]) for row in stored)
+
+
+def lookup_span_ms(quotes_per_s: float) -> int:
+    """The span of event time that holds about LOOKUP_IDS quotes at this rate, at most
+    LOOKUP_SPAN_MS."""
+    return int(min(LOOKUP_SPAN_MS, 1000 * LOOKUP_IDS / max(quotes_per_s, 1e-3)))
 
 
 def _utc(ms: int) -> datetime:
@@ -217,9 +235,12 @@ class WriteRows(beam.PTransform[Any, Any]):
         row_id: Callable[[Any], str],
         queries_factory: QueriesFactory | None = None,
         max_batch_bytes: int = 6_000_000,
+        lookup_span_ms: int = LOOKUP_SPAN_MS,
     ) -> None:
         super().__init__()
-        self._insert = InsertRowsFn(table, warehouse_factory, row_id, queries_factory)
+        self._insert = InsertRowsFn(
+            table, warehouse_factory, row_id, queries_factory, lookup_span_ms
+        )
         self._max_batch_bytes = max_batch_bytes
 
     def expand(self, rows: PCollection[Any]) -> Any:

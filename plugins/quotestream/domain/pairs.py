@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -51,3 +52,8 @@ DEFAULT_PAIRS: tuple[str, ...] = tuple(PAIR_CATALOG)
 def split_pairs(text: str) -> tuple[str, ...]:
     """`"usd-brl, EUR-BRL"` -> `("USD-BRL", "EUR-BRL")`, as settings and URLs write pairs."""
     return tuple(part.strip().upper() for part in text.split(",") if part.strip())
+
+
+def ticks_per_s(pairs: Iterable[str]) -> float:
+    """The quotes a second these pairs tick at together."""
+    return sum(1000 / PAIR_CATALOG[pair].tick_interval_ms for pair in pairs)
