@@ -148,15 +148,20 @@ class HundredAtATime(InMemorySubscriber):
         return super().pull({**request, "max_messages": min(request["max_messages"], 100)}, timeout)
 
 
-def test_a_tick_pulls_until_it_has_enough_or_the_subscription_is_empty() -> None:
-    name = f"pull-many-{uuid.uuid4()}"
+def hundred_at_a_time(name: str, max_messages: int) -> tuple[HundredAtATime, PullMessagesFn]:
+    """250 messages waiting on a subscriber that answers a hundred a pull, and a source."""
     subscriber = _SUBSCRIBERS[name] = HundredAtATime()
     messages = [
         m._replace(message_id=f"m{i}") for i, m in enumerate(good_messages(now_ms(), 50) * 5)
     ]
     subscriber.queue = [received(m, f"ack-{i}", 1) for i, m in enumerate(messages)]
-    pull = pull_fn(name, job=name, max_messages=200)
+    pull = pull_fn(name, job=name, max_messages=max_messages)
     pull.setup()
+    return subscriber, pull
+
+
+def test_a_tick_pulls_until_it_has_enough_or_the_subscription_is_empty() -> None:
+    subscriber, pull = hundred_at_a_time(f"pull-many-{uuid.uuid4()}", max_messages=200)
 
     assert len(list(pull.process(0))) == 200
     assert subscriber.pulls == 2
@@ -165,14 +170,7 @@ def test_a_tick_pulls_until_it_has_enough_or_the_subscription_is_empty() -> None
 
 
 def test_a_tick_stops_pulling_once_its_messages_hold_enough_bytes() -> None:
-    name = f"pull-bytes-{uuid.uuid4()}"
-    subscriber = _SUBSCRIBERS[name] = HundredAtATime()
-    messages = [
-        m._replace(message_id=f"m{i}") for i, m in enumerate(good_messages(now_ms(), 50) * 5)
-    ]
-    subscriber.queue = [received(m, f"ack-{i}", 1) for i, m in enumerate(messages)]
-    pull = pull_fn(name, job=name, max_messages=1_000)
-    pull.setup()
+    subscriber, pull = hundred_at_a_time(f"pull-bytes-{uuid.uuid4()}", max_messages=1_000)
 
     with mock.patch("quotestream.beam.pull.MAX_BUNDLE_BYTES", 1_000):
         assert len(list(pull.process(0))) == 100

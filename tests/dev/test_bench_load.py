@@ -4,39 +4,19 @@ figures and measures a loss of zero."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
-from tests.support.local_runs import own_stack_env
+from tests.support.local_runs import run_own_stack_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.emulators]
 
 
 def test_bench_load_prints_its_figures_and_loses_nothing() -> None:
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "quotestream.entrypoints.cli",
-            "bench",
-            "load",
-            "--rate",
-            "20",
-            "--seconds",
-            "10",
-        ],
-        cwd=REPO,
-        env=own_stack_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
+    code, output = run_own_stack_command(
+        "bench", "load", "--rate", "20", "--seconds", "10", timeout=400
     )
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 0, output[-3000:]
+    assert code == 0, output[-3000:]
     assert re.search(r"rows in quotes\s+200 of 200 pushed", output), output[-3000:]
     assert re.search(r"lost\s+0\n", output)
     assert re.search(r"duplicates\s+0\n", output)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from quotestream.bootstrap import repo_root
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import Quote, now_ms
@@ -21,6 +24,21 @@ def wait_until(
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(poll_s)
+
+
+def run_own_stack_command(*args: str, timeout: float) -> tuple[int, str]:
+    """`quotestream ARGS` from the repository, starting its own emulators: (exit code, what it
+    printed)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "quotestream.entrypoints.cli", *args],
+        cwd=repo_root(),
+        env=own_stack_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return completed.returncode, completed.stdout + completed.stderr
 
 
 def own_stack_env() -> dict[str, str]:
