@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from apache_beam.testing import test_stream
@@ -98,20 +99,23 @@ def test_minutes_close_on_the_next_minute_or_the_watermark_and_late_quotes_resta
         .advance_watermark_to((T0 + 7 * MINUTE_MS) / 1000)
         .advance_watermark_to_infinity()
     )
+    assert_bars(
+        stream,
+        [
+            bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.20"), 3, "ON_TIME:0"),
+            bar("BTC-USD", 0, ("7.00", "7.00", "7.00", "7.00"), 1, "ON_TIME:0"),
+            bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
+            bar("USD-BRL", 0, ("5.10", "5.50", "5.10", "5.20"), 4, "LATE:1"),
+            bar("USD-BRL", 5, ("6.00", "6.00", "6.00", "6.00"), 1, "ON_TIME:0"),
+        ],
+    )
+
+
+def assert_bars(stream: test_stream.TestStream, expected: list[dict[str, Any]]) -> None:
+    """The bars a streaming run over `stream` emits, with 2 minutes of allowed lateness."""
     with direct_pipeline(streaming=True) as pipeline:
         bars = pipeline | stream | OneMinuteBars(allowed_lateness_s=120)
-        assert_that(
-            bars,
-            equal_to(
-                [
-                    bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.20"), 3, "ON_TIME:0"),
-                    bar("BTC-USD", 0, ("7.00", "7.00", "7.00", "7.00"), 1, "ON_TIME:0"),
-                    bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
-                    bar("USD-BRL", 0, ("5.10", "5.50", "5.10", "5.20"), 4, "LATE:1"),
-                    bar("USD-BRL", 5, ("6.00", "6.00", "6.00", "6.00"), 1, "ON_TIME:0"),
-                ]
-            ),
-        )
+        assert_that(bars, equal_to(expected))
 
 
 def test_the_first_quote_of_an_earlier_minute_after_the_watermark_passed_is_flushed() -> None:
@@ -126,17 +130,13 @@ def test_the_first_quote_of_an_earlier_minute_after_the_watermark_passed_is_flus
         .advance_watermark_to((T0 + 3 * MINUTE_MS) / 1000)
         .advance_watermark_to_infinity()
     )
-    with direct_pipeline(streaming=True) as pipeline:
-        bars = pipeline | stream | OneMinuteBars(allowed_lateness_s=120)
-        assert_that(
-            bars,
-            equal_to(
-                [
-                    bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
-                    bar("USD-BRL", 0, ("5.50", "5.50", "5.50", "5.50"), 1, "ON_TIME:0"),
-                ]
-            ),
-        )
+    assert_bars(
+        stream,
+        [
+            bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
+            bar("USD-BRL", 0, ("5.50", "5.50", "5.50", "5.50"), 1, "ON_TIME:0"),
+        ],
+    )
 
 
 def test_without_a_watermark_the_data_alone_closes_minutes() -> None:

@@ -19,7 +19,6 @@ from functools import partial
 from typing import Any, cast
 
 from quotestream.beam.messages import RawMessage
-from quotestream.domain.quote import now_ms
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from quotestream.ports import QuoteQueries, Warehouse
 from quotestream_dev.bench.drain import Backlog, backlog_of
@@ -126,26 +125,13 @@ def _cpu_seconds(consume: Callable[[Backlog, str], CountingWarehouse], corpus: B
 
 
 def _plain_loop(corpus: Backlog, run: str) -> CountingWarehouse:
-    from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
-    from quotestream.domain.validation import InvalidQuote, parse_quote
+    from quotestream.domain.rows import dead_letter_row_id
+    from quotestream_dev.bench.plain_loop import gated_rows
 
     warehouse = _WAREHOUSES.setdefault(run, CountingWarehouse())
-    quotes, dead_letters = [], []
-    for index, (data, attributes) in enumerate(corpus.messages):
-        try:
-            quotes.append(quote_row(parse_quote(data, attributes), now_ms()))
-        except InvalidQuote as error:
-            dead_letters.append(
-                dead_letter_row(
-                    data,
-                    attributes,
-                    reason=error.reason,
-                    error=error.detail,
-                    stage="parse",
-                    received_ts_ms=now_ms(),
-                    message_id=f"m{index}",
-                )
-            )
+    quotes, dead_letters = gated_rows(
+        (data, attributes, f"m{index}") for index, (data, attributes) in enumerate(corpus.messages)
+    )
     warehouse.insert_rows(QUOTES.name, quotes, [row["event_id"] for row in quotes])
     warehouse.insert_rows(
         QUOTES_DEAD_LETTER.name, dead_letters, [dead_letter_row_id(row) for row in dead_letters]

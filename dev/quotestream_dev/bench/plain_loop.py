@@ -9,6 +9,7 @@ Run as `python -m quotestream_dev.bench.plain_loop`, with the settings in the en
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 PULL_SIZE = 1_000
@@ -16,10 +17,8 @@ PULL_SIZE = 1_000
 
 def main() -> None:
     from quotestream import bootstrap
-    from quotestream.domain.quote import now_ms
-    from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
+    from quotestream.domain.rows import dead_letter_row_id
     from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
-    from quotestream.domain.validation import InvalidQuote, parse_quote
     from quotestream.settings import Settings
 
     settings = Settings()
@@ -31,25 +30,10 @@ def main() -> None:
         if not received:
             time.sleep(0.1)
             continue
-        quotes, dead_letters = [], []
-        for item in received:
-            message = item.message
-            try:
-                quote = parse_quote(message.data, message.attributes)
-            except InvalidQuote as error:
-                dead_letters.append(
-                    dead_letter_row(
-                        message.data,
-                        message.attributes,
-                        reason=error.reason,
-                        error=error.detail,
-                        stage="parse",
-                        received_ts_ms=now_ms(),
-                        message_id=message.message_id,
-                    )
-                )
-                continue
-            quotes.append(quote_row(quote, now_ms()))
+        quotes, dead_letters = gated_rows(
+            (item.message.data, item.message.attributes, item.message.message_id)
+            for item in received
+        )
         if quotes:
             warehouse.insert_rows(QUOTES.name, quotes, [row["event_id"] for row in quotes])
         if dead_letters:
@@ -61,6 +45,33 @@ def main() -> None:
         subscriber.acknowledge(
             request={"subscription": subscription, "ack_ids": [item.ack_id for item in received]}
         )
+
+
+def gated_rows(
+    messages: Iterable[tuple[bytes, Mapping[str, str], str]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(data, attributes, message id) -> the quote rows and dead-letter rows the gate makes."""
+    from quotestream.domain.quote import now_ms
+    from quotestream.domain.rows import dead_letter_row, quote_row
+    from quotestream.domain.validation import InvalidQuote, parse_quote
+
+    quotes, dead_letters = [], []
+    for data, attributes, message_id in messages:
+        try:
+            quotes.append(quote_row(parse_quote(data, attributes), now_ms()))
+        except InvalidQuote as error:
+            dead_letters.append(
+                dead_letter_row(
+                    data,
+                    attributes,
+                    reason=error.reason,
+                    error=error.detail,
+                    stage="parse",
+                    received_ts_ms=now_ms(),
+                    message_id=message_id,
+                )
+            )
+    return quotes, dead_letters
 
 
 def _pull(subscriber: Any, subscription: str) -> list[Any]:

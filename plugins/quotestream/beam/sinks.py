@@ -126,16 +126,14 @@ class InsertRowsFn(beam.DoFn):
         now = now_ms()
         # Before anything returns: what this writer notes as stored lives only as long.
         self._known = [known for known in self._known if known.trusted(now)]
-        old = {
-            str(row["event_id"]): moment
+        old = [
+            event_ms
             for row in batch
-            if now - to_ms(moment := _moment(row["event_ts"])) > INSERT_ID_TRUSTED_MS
-        }
+            if now - (event_ms := to_ms(_moment(row["event_ts"]))) > INSERT_ID_TRUSTED_MS
+        ]
         if not old:
             return []
-        unanswered = sorted(
-            ms for moment in old.values() if not self._answered(ms := to_ms(moment))
-        )
+        unanswered = sorted(event_ms for event_ms in old if not self._answered(event_ms))
         while unanswered:
             self._known.append(
                 StoredQuoteIds.look_up(self._queries, unanswered[0], self._lookup_span_ms, now)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.pairs import ticks_per_s
 from quotestream.domain.quote import format_ts, now_ms, to_ms
 from quotestream.domain.schemas import DQ_RESULTS
 from quotestream.ports import QuoteQueries, QuoteSource, Warehouse
@@ -82,7 +82,7 @@ class DataQualityService:
         seconds = (end - start).total_seconds()
         for pair in self._pairs:
             loaded = counts.get(pair, 0)
-            expected_rate = seconds * 1000 / PAIR_CATALOG[pair].tick_interval_ms
+            expected_rate = seconds * ticks_per_s([pair])
             ratio = loaded / expected_rate if expected_rate else 1.0
             results.append(
                 CheckResult(
