@@ -73,6 +73,7 @@ def test_provision_through_the_airflow_cli(airflow_db: None, local_target: Setti
         "SELECT table_name FROM {dataset}.INFORMATION_SCHEMA.TABLES ORDER BY table_name"
     )
     assert [t["table_name"] for t in tables] == [
+        "dead_letter_replays",
         "dq_results",
         "quote_bars_1m",
         "quotes",
@@ -237,6 +238,43 @@ def test_data_quality_passes_on_good_data_and_fails_and_alerts_on_bad(
     assert len(webhook) == 1, "a failed check is not retried: one alert"
     assert "quotestream_data_quality.check failed" in webhook[0]["text"]
     assert "bid_le_ask" in webhook[0]["text"]
+
+
+def test_replay_dead_letters_dry_run_then_for_real_then_again(
+    dagbag: Any, local_target: Settings
+) -> None:
+    from quotestream.domain.schemas import QUOTES_DEAD_LETTER
+    from tests.support.dead_letters import DeadLetters
+
+    bootstrap.build_provision_service(local_target).run()
+    warehouse = bootstrap.build_warehouse(local_target)
+    letters = DeadLetters()
+    # USD-BRL is configured here: its dead letter now parses; BTC-USD is not: still refused.
+    assert warehouse.insert_rows(QUOTES_DEAD_LETTER.name, letters.rows, letters.ids) == []
+    conf = {"start": letters.start.isoformat(), "end": letters.end.isoformat(), "reasons": []}
+
+    def replays() -> list[tuple[str, str | None]]:
+        rows = warehouse.query(
+            "SELECT outcome, reason FROM {dataset}.dead_letter_replays ORDER BY outcome, reason"
+        )
+        return [(row["outcome"], row["reason"]) for row in rows]
+
+    dry = dagbag.get_dag("quotestream_replay_dead_letters").test(run_conf=conf)
+    assert states(dry) == {"replay": "success"}
+    assert replays() == []
+    for _ in range(2):
+        run = dagbag.get_dag("quotestream_replay_dead_letters").test(
+            run_conf={**conf, "dry_run": False}
+        )
+        assert states(run) == {"replay": "success"}
+        assert replays() == [
+            ("replayed", None),
+            ("still_failing", "bad_encoding"),
+            ("still_failing", "malformed_json"),
+            ("still_failing", "unknown_pair"),
+        ]
+    quotes = warehouse.query("SELECT event_id FROM {dataset}.quotes")
+    assert [row["event_id"] for row in quotes] == [letters.loaded_quote["event_id"]]
 
 
 def test_deploy_replaces_the_local_api_and_smoke_tests_it(

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
+from quotestream.domain.pairs import PairSpec, cross_legs
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +53,33 @@ def test_latest_is_the_last_tick_at_or_before_now() -> None:
     now = START_MS + 12_345
     ticks = list(market.quotes_between(spec, START_MS, now + 1))
     assert market.latest(spec, now) == ticks[-1][1]
+
+
+def test_the_catalog_has_one_triangle_and_triangles_are_found_whatever_the_names() -> None:
+    assert cross_legs(PAIR_CATALOG) == {"EUR-BRL": ("EUR-USD", "USD-BRL")}
+    assert cross_legs(["USD-BRL", "EUR-BRL"]) == {}
+    # A pair that is a leg of one triangle is never the cross of another.
+    assert cross_legs(["EUR-GBP", "GBP-USD", "EUR-USD", "USD-BRL", "EUR-BRL"]) == {
+        "EUR-USD": ("EUR-GBP", "GBP-USD")
+    }
+    for cross, (first, second) in cross_legs(PAIR_CATALOG).items():
+        implied = PAIR_CATALOG[first].reference_price * PAIR_CATALOG[second].reference_price
+        quantum = Decimal(1).scaleb(-PAIR_CATALOG[cross].scale)
+        assert PAIR_CATALOG[cross].reference_price == implied.quantize(quantum)
+
+
+@pytest.mark.parametrize("configured", [PAIR_CATALOG, {"EUR-BRL": PAIR_CATALOG["EUR-BRL"]}])
+def test_a_cross_is_its_legs_multiplied_at_their_latest_ticks(
+    configured: dict[str, PairSpec],
+) -> None:
+    cross, (first, second) = next(iter(cross_legs(PAIR_CATALOG).items()))
+    market = MarketSimulator(5, configured)
+    legs = MarketSimulator(5, PAIR_CATALOG)
+    for _, quote in market.quotes_between(PAIR_CATALOG[cross], START_MS, START_MS + HOUR_MS):
+        at = {pair: legs.latest(PAIR_CATALOG[pair], quote.event_ts_ms) for pair in (first, second)}
+        implied = float(at[first].mid) * float(at[second].mid)
+        # Each mid is off the exact product by at most half a price unit of its bid and ask.
+        rounding = sum(
+            10.0 ** -PAIR_CATALOG[q.pair].scale / float(q.mid) for q in (quote, *at.values())
+        )
+        assert abs(float(quote.mid) / implied - 1) < rounding

@@ -43,6 +43,7 @@ def test_provisioning_twice_creates_once_then_changes_nothing(service: Provision
         ("bigquery table", "quotes_dead_letter", Outcome.CREATED),
         ("bigquery table", "quote_bars_1m", Outcome.CREATED),
         ("bigquery table", "dq_results", Outcome.CREATED),
+        ("bigquery table", "dead_letter_replays", Outcome.CREATED),
     ]
     second = service.run()
     assert {r.outcome for r in second} == {Outcome.EXISTS}

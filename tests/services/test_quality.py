@@ -60,12 +60,12 @@ class Minute:
             self.check("bad-run")
         return {(failure.check_name, failure.pair) for failure in failed.value.failures}
 
-    def recorded(self, check_name: str) -> dict[str, Any]:
-        """The dq_results row of the failed run's `check_name`."""
+    def recorded(self, check_name: str, pair: str | None = None) -> dict[str, Any]:
+        """The dq_results row of the failed run's `check_name` (of `pair`)."""
         return next(
             row
             for row in self.warehouse.rows(DQ_RESULTS.name)
-            if (row["run_id"], row["check_name"]) == ("bad-run", check_name)
+            if (row["run_id"], row["check_name"], row["pair"]) == ("bad-run", check_name, pair)
         )
 
 
@@ -73,15 +73,18 @@ def test_every_check_passes_on_the_whole_interval_and_each_result_is_recorded() 
     minute = Minute().load_every_tick()
     results = minute.check("good-run")
     assert all(result.passed for result in results)
-    assert sorted((r.check_name, r.pair or "") for r in results) == [
-        ("bid_le_ask", ""),
-        ("dead_letter_ratio", ""),
-        ("duplicates", ""),
-        ("freshness", ""),
-        ("nulls", ""),
-        *[("reconciliation", pair) for pair in sorted(PAIRS)],
-        *[("volume", pair) for pair in sorted(PAIRS)],
-    ]
+    per_pair = ("bars", "price_jump", "reconciliation", "stale_pair", "tick_gaps", "volume")
+    # No cross_rate: these two pairs form no triangle.
+    assert sorted((r.check_name, r.pair or "") for r in results) == sorted(
+        [
+            ("bid_le_ask", ""),
+            ("dead_letter_ratio", ""),
+            ("duplicates", ""),
+            ("freshness", ""),
+            ("nulls", ""),
+            *[(check, pair) for check in per_pair for pair in PAIRS],
+        ]
+    )
     recorded = minute.warehouse.rows(DQ_RESULTS.name)
     assert {(row["run_id"], row["check_name"], row["pair"]) for row in recorded} == {
         ("good-run", r.check_name, r.pair) for r in results
@@ -98,12 +101,18 @@ def test_a_crossed_copy_of_a_quote_fails_bid_le_ask_and_duplicates() -> None:
     assert minute.failing() == {("bid_le_ask", None), ("duplicates", None)}
 
 
-def test_missing_quotes_fail_the_volume_and_the_reconciliation_of_their_pair() -> None:
+def test_a_pair_without_quotes_fails_its_volume_reconciliation_and_staleness() -> None:
     minute = Minute().load_every_tick()
     quotes = minute.warehouse.tables["quotes"]
     for key in [key for key, row in quotes.items() if row["pair"] == "EUR-BRL"]:
         del quotes[key]
-    assert minute.failing() == {("volume", "EUR-BRL"), ("reconciliation", "EUR-BRL")}
+    assert minute.failing() == {
+        ("volume", "EUR-BRL"),
+        ("reconciliation", "EUR-BRL"),
+        ("stale_pair", "EUR-BRL"),
+    }
+    # Behind from the interval's start to USD-BRL's last tick, a second before its end.
+    assert minute.recorded("stale_pair", "EUR-BRL")["observed"] == 59.0
 
 
 def test_a_row_without_ingest_ts_fails_nulls() -> None:

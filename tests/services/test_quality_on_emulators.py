@@ -37,6 +37,10 @@ def test_checks_pass_on_good_data_and_fail_on_planted_bad_data(provisioned: Any)
         "nulls",
         "dead_letter_ratio",
         "freshness",
+        "price_jump",
+        "stale_pair",
+        "tick_gaps",
+        "bars",
     }
 
     warehouse = bootstrap.build_warehouse(settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -9,13 +11,29 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from quotestream.domain.ledger import Bar, LoadedQuote
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import dead_letter_row_id
-from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES, QUOTES_DEAD_LETTER, TableSpec
-from quotestream.ports.queries import BarPane, Progress, RecentFlow
+from quotestream.domain.schemas import (
+    DEAD_LETTER_REPLAYS,
+    QUOTE_BARS_1M,
+    QUOTES,
+    QUOTES_DEAD_LETTER,
+    TableSpec,
+)
+from quotestream.ports.queries import (
+    BarPane,
+    KeptDeadLetter,
+    MidMoves,
+    MinuteSummary,
+    PairTicks,
+    Progress,
+    RecentFlow,
+    ReplayVerdict,
+)
 
 
 @dataclass(frozen=True)
@@ -202,6 +220,119 @@ class InMemoryQuoteQueries:
         return sum(
             1 for row in self._dead_letters() if _within(row["received_ts"], start_ms, end_ms)
         )
+
+    def _distinct_ticks(self, start: datetime, end: datetime) -> dict[str, list[dict[str, Any]]]:
+        """pair -> its rows of the interval, each event id once (the first written, as the
+        SQL keeps), in event-time then event-id order."""
+        first: dict[str, dict[str, Any]] = {}
+        for row in sorted(
+            self._quotes_of(start, end),
+            key=lambda row: (row.get("ingest_ts") or "", Decimal(row["bid"]), Decimal(row["ask"])),
+        ):
+            first.setdefault(row["event_id"], row)
+        by_pair: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in sorted(first.values(), key=lambda row: (_ms(row["event_ts"]), row["event_id"])):
+            by_pair[row["pair"]].append(row)
+        return by_pair
+
+    def minute_summaries(self, start: datetime, end: datetime) -> list[MinuteSummary]:
+        minutes: defaultdict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for pair, rows in self._distinct_ticks(start, end).items():
+            for row in rows:
+                minutes[pair, _ms(row["event_ts"]) // 60_000 * 60_000].append(row)
+        summaries = []
+        for (pair, minute_ms), rows in minutes.items():
+            mids = [float(row["mid"]) for row in rows]
+            bar = Bar(pair, minute_ms, mids[0], max(mids), min(mids), mids[-1], len(mids))
+            summaries.append(MinuteSummary(bar, float(rows[-1]["spread"])))
+        return summaries
+
+    def final_bars(self, start: datetime, end: datetime) -> list[Bar]:
+        final: dict[tuple[str, int], BarPane] = {}
+        for pane in self.bar_panes_since(to_ms(start)):
+            key = (pane.bar.pair, pane.bar.window_start_ms)
+            if pane.bar.window_start_ms < to_ms(end) and (
+                key not in final or pane.pane_index > final[key].pane_index
+            ):
+                final[key] = pane
+        return [pane.bar for pane in final.values()]
+
+    def mid_moves(self, start: datetime, end: datetime) -> list[MidMoves]:
+        summaries = []
+        for pair, rows in self._distinct_ticks(start, end).items():
+            if len(rows) < 2:
+                continue
+            mids = [float(row["mid"]) for row in rows]
+            moves = [math.log(later / earlier) for earlier, later in pairwise(mids)]
+            median = statistics.median(moves)
+            deviations = [abs(move - median) for move in moves]
+            largest = max(range(len(moves)), key=lambda index: deviations[index])
+            summaries.append(
+                MidMoves(
+                    pair,
+                    len(moves),
+                    median,
+                    statistics.median(deviations),
+                    deviations[largest],
+                    _ms(rows[largest + 1]["event_ts"]),
+                    min(mids),
+                )
+            )
+        return summaries
+
+    def pair_ticks(
+        self,
+        start: datetime,
+        end: datetime,
+        tick_intervals_ms: Mapping[str, int],
+        max_gap_intervals: float,
+    ) -> dict[str, PairTicks]:
+        answers = {}
+        for pair, rows in self._distinct_ticks(start, end).items():
+            times = [_ms(row["event_ts"]) for row in rows]
+            gaps = [(later - earlier, later) for earlier, later in pairwise(times)]
+            interval = tick_intervals_ms.get(pair)
+            too_long = [gap for gap, _ in gaps if interval and gap > max_gap_intervals * interval]
+            longest = max(gaps, default=(0, None))
+            answers[pair] = PairTicks(
+                pair,
+                len(times),
+                times[-1],
+                len(too_long),
+                # ROUND in SQL takes halves away from zero, Python's round to even.
+                sum(math.floor(gap / interval + 0.5) - 1 for gap in too_long if interval),
+                longest[0],
+                longest[1],
+            )
+        return answers
+
+    def dead_letters_between(
+        self, start: datetime, end: datetime, reasons: Collection[str]
+    ) -> list[KeptDeadLetter]:
+        return [
+            KeptDeadLetter(
+                dead_letter_row_id(row),
+                row["payload"],
+                row["payload_encoding"],
+                {item["key"]: item["value"] for item in row["attributes"]},
+                row["reason"],
+                row["stage"],
+            )
+            for row in self._dead_letters()
+            if _within(row["received_ts"], to_ms(start), to_ms(end))
+            and (not reasons or row["reason"] in reasons)
+        ]
+
+    def replay_verdicts(self, dead_letter_ids: Collection[str]) -> dict[str, ReplayVerdict]:
+        newest: dict[str, dict[str, Any]] = {}
+        for row in sorted(
+            self.warehouse.rows(DEAD_LETTER_REPLAYS.name),
+            key=lambda row: (_ms(row["replayed_ts"]), row["outcome"]),
+            reverse=True,
+        ):
+            if row["dead_letter_id"] in dead_letter_ids:
+                newest.setdefault(row["dead_letter_id"], row)
+        return {key: ReplayVerdict(row["outcome"], row["reason"]) for key, row in newest.items()}
 
     def newest_event_ms(self) -> int | None:
         return max((_ms(row["event_ts"]) for row in self._quotes()), default=None)

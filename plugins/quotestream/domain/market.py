@@ -4,6 +4,10 @@ Prices follow a seeded random walk: slow multi-scale noise fixes an anchor every
 `_BLOCK` ticks, and a Brownian bridge walks from one anchor to the next. Any tick can be
 computed without the ticks before it, so the history of any past interval is served again
 exactly, with no stored state: what makes backfills and reconciliation testable.
+
+A cross whose two legs are in the catalog (EUR-BRL = EUR-USD x USD-BRL) does not walk: its
+mid at its own tick time is the product of its legs' mids at their latest tick at or before
+that time, so the market holds no arbitrage and a cross is still a pure function of its tick.
 """
 
 from __future__ import annotations
@@ -15,13 +19,18 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from functools import lru_cache
 
-from quotestream.domain.pairs import PairSpec
+from quotestream.domain.pairs import PAIR_CATALOG, PairSpec, cross_legs
 from quotestream.domain.quote import Quote, make_event_id
 
 _BLOCK = 64
 _DAY_MS = 86_400_000
 # Periods of the anchor noise, in days, from intraday swings to monthly trends.
 _ANCHOR_PERIODS_DAYS = (1 / 24, 1 / 4, 1.0, 7.0, 30.0)
+# Legs from the catalog, configured or not: a cross is priced alike whatever the pair list.
+_CROSS_LEGS = {
+    cross: (PAIR_CATALOG[first], PAIR_CATALOG[second])
+    for cross, (first, second) in cross_legs(PAIR_CATALOG).items()
+}
 
 
 class MarketSimulator:
@@ -58,15 +67,29 @@ class MarketSimulator:
 
     def quote(self, spec: PairSpec, tick: int) -> Quote:
         event_ts_ms = self.tick_time_ms(spec, tick)
-        block, position = divmod(tick, _BLOCK)
-        log_mid = _block_path(self.seed, spec, block)[position]
-        units = 10**spec.scale
-        mid_units = float(spec.reference_price) * math.exp(log_mid) * units
+        mid_units = self._mid(spec, tick, event_ts_ms) * 10**spec.scale
         spread_factor = 0.8 + 0.4 * _uniform(self.seed, spec.pair, "spread", tick)
         half_spread_units = mid_units * spec.spread_bps * spread_factor / 20_000
         bid_units = max(1, math.floor(mid_units - half_spread_units))
         ask_units = max(bid_units + 1, math.ceil(mid_units + half_spread_units))
         return quote_from_units(spec, bid_units, ask_units, event_ts_ms, self.source)
+
+    def _mid(self, spec: PairSpec, tick: int, event_ts_ms: int) -> float:
+        """The unrounded mid at a tick: walked, or for a cross its legs' mids multiplied."""
+        legs = _CROSS_LEGS.get(spec.pair)
+        if legs is None:
+            return self._walked_mid(spec, tick)
+        mid = 1.0
+        for leg in legs:
+            leg_tick = event_ts_ms // leg.tick_interval_ms
+            if self.tick_time_ms(leg, leg_tick) > event_ts_ms:
+                leg_tick -= 1
+            mid *= self._walked_mid(leg, leg_tick)
+        return mid
+
+    def _walked_mid(self, spec: PairSpec, tick: int) -> float:
+        block, position = divmod(tick, _BLOCK)
+        return float(spec.reference_price) * math.exp(_block_path(self.seed, spec, block)[position])
 
 
 def quote_from_units(

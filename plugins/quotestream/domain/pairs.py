@@ -38,7 +38,8 @@ PAIR_CATALOG: dict[str, PairSpec] = {
     spec.pair: spec
     for spec in (
         PairSpec("USD-BRL", 4, Decimal("5.3500"), 0.008, 3.0, 1000),
-        PairSpec("EUR-BRL", 4, Decimal("6.2000"), 0.009, 4.0, 2000),
+        # A cross of EUR-USD and USD-BRL (see `cross_legs`): its price is theirs multiplied.
+        PairSpec("EUR-BRL", 4, Decimal("5.8048"), 0.009, 4.0, 2000),
         PairSpec("EUR-USD", 5, Decimal("1.08500"), 0.005, 0.8, 500),
         PairSpec("GBP-USD", 5, Decimal("1.27000"), 0.006, 1.0, 750),
         PairSpec("USD-JPY", 3, Decimal("151.250"), 0.006, 1.0, 750),
@@ -57,3 +58,25 @@ def split_pairs(text: str) -> tuple[str, ...]:
 def ticks_per_s(pairs: Iterable[str]) -> float:
     """The quotes a second these pairs tick at together."""
     return sum(1000 / PAIR_CATALOG[pair].tick_interval_ms for pair in pairs)
+
+
+def cross_legs(pairs: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """The triangles among `pairs`: cross A-C -> legs (A-B, B-C), the cross's price being
+    the product of theirs. A leg is never a cross itself, so prices resolve in one step."""
+    named = set(pairs)
+    by_base: dict[str, list[str]] = {}
+    for pair in sorted(named):
+        by_base.setdefault(pair.split("-", 1)[0], []).append(pair)
+    candidates = {}
+    for pair in sorted(named):
+        base, quote_currency = pair.split("-", 1)
+        for first in by_base.get(base, []):
+            middle = first.split("-", 1)[1]
+            if f"{middle}-{quote_currency}" in named:
+                candidates[pair] = (first, f"{middle}-{quote_currency}")
+                break
+    return {
+        cross: legs
+        for cross, legs in candidates.items()
+        if not any(leg in candidates for leg in legs)
+    }

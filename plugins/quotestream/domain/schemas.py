@@ -122,4 +122,28 @@ DQ_RESULTS = TableSpec(
     clustering=("check_name",),
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (QUOTES, QUOTES_DEAD_LETTER, QUOTE_BARS_1M, DQ_RESULTS)
+# Streamed dead letters cannot be updated (BigQuery refuses DML on its streaming buffer): a
+# replay's verdict on one is a row here, and the dead letter itself is never touched.
+DEAD_LETTER_REPLAYS = TableSpec(
+    name="dead_letter_replays",
+    description="What each replay of a dead letter through the gate made of it.",
+    columns=(
+        _c("dead_letter_id", "STRING", "REQUIRED", "domain.rows.dead_letter_row_id of the row"),
+        _c("outcome", "STRING", "REQUIRED", "replayed (now in quotes) or still_failing"),
+        _c("event_id", "STRING", "NULLABLE", "The quote it became, when replayed"),
+        _c("reason", "STRING", "NULLABLE", "The gate's reason now, when still failing"),
+        _c("original_reason", "STRING", "REQUIRED", "The dead letter's reason"),
+        _c("run_id", "STRING", "NULLABLE", "Airflow run id of the replay"),
+        _c("replayed_ts", "TIMESTAMP", "REQUIRED"),
+    ),
+    partition_column="replayed_ts",
+    clustering=("outcome",),
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (
+    QUOTES,
+    QUOTES_DEAD_LETTER,
+    QUOTE_BARS_1M,
+    DQ_RESULTS,
+    DEAD_LETTER_REPLAYS,
+)

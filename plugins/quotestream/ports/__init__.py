@@ -6,10 +6,19 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from quotestream.domain.ledger import LoadedQuote, PublishedMessage
+from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
 from quotestream.domain.schemas import TableSpec
 from quotestream.ports.jobs import Job, StopMode
-from quotestream.ports.queries import BarPane, Progress, RecentFlow
+from quotestream.ports.queries import (
+    BarPane,
+    KeptDeadLetter,
+    MidMoves,
+    MinuteSummary,
+    PairTicks,
+    Progress,
+    RecentFlow,
+    ReplayVerdict,
+)
 from quotestream.ports.resources import ResourceResult, SubscriptionSpec
 
 
@@ -112,6 +121,35 @@ class QuoteQueries(Protocol):
 
     def newest_event_ms(self) -> int | None:
         """The newest event time of all the quotes; None while there is none."""
+
+    def minute_summaries(self, start: datetime, end: datetime) -> list[MinuteSummary]:
+        """Every pair-minute of the interval's event time with quotes, recomputed from them."""
+
+    def final_bars(self, start: datetime, end: datetime) -> list[Bar]:
+        """The final pane (highest pane_index) of each stored bar whose window starts in the
+        interval."""
+
+    def mid_moves(self, start: datetime, end: datetime) -> list[MidMoves]:
+        """Per pair with at least two ticks in the interval's event time, its mid moves."""
+
+    def pair_ticks(
+        self,
+        start: datetime,
+        end: datetime,
+        tick_intervals_ms: Mapping[str, int],
+        max_gap_intervals: float,
+    ) -> dict[str, PairTicks]:
+        """pair -> its ticks of the interval's event time, for every pair with any; a gap is
+        longer than `max_gap_intervals` of the pair's interval in `tick_intervals_ms` (pairs
+        not there have no gaps)."""
+
+    def dead_letters_between(
+        self, start: datetime, end: datetime, reasons: Collection[str]
+    ) -> list[KeptDeadLetter]:
+        """The dead letters received in the interval, of these reasons (all when empty)."""
+
+    def replay_verdicts(self, dead_letter_ids: Collection[str]) -> dict[str, ReplayVerdict]:
+        """dead-letter row id -> the newest replay verdict, for those of these ids replayed."""
 
     def progress_since(self, since_ms: int) -> Progress:
         """What was written from `since_ms` on (ingest_ts, received_ts)."""

@@ -33,3 +33,62 @@ class BarPane:
 
     bar: Bar
     pane_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteSummary:
+    """One pair's minute recomputed from `quotes`, each event id once: the bar of its mids
+    (open and close by event time, then event id) and the spread of its closing quote."""
+
+    bar: Bar
+    close_spread: float
+
+
+@dataclass(frozen=True, slots=True)
+class MidMoves:
+    """A pair's tick-to-tick moves of ln(mid) in event-time order, summarised robustly: their
+    median, the median absolute deviation from it (MAD), the largest deviation and the event
+    time of the tick that made it, and the lowest mid (what one price quantum weighs most)."""
+
+    pair: str
+    moves: int
+    median: float
+    mad: float
+    largest_deviation: float
+    largest_at_ms: int
+    lowest_mid: float
+
+
+@dataclass(frozen=True, slots=True)
+class PairTicks:
+    """A pair's ticks in an interval, each event id once: how many, the newest event time, and
+    the gaps between consecutive ticks longer than allowed, with the ticks they miss (a gap
+    of g intervals misses round(g) - 1) and the longest gap and the event time ending it."""
+
+    pair: str
+    ticks: int
+    newest_event_ms: int
+    gaps: int
+    missing_ticks: int
+    longest_gap_ms: int
+    longest_gap_end_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeptDeadLetter:
+    """A dead letter as kept, with its row id (domain.rows.dead_letter_row_id)."""
+
+    row_id: str
+    payload: str | None
+    payload_encoding: str
+    attributes: dict[str, str]
+    reason: str
+    stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayVerdict:
+    """The newest replay's verdict on a dead letter: replayed, or still failing and why."""
+
+    outcome: str
+    reason: str | None

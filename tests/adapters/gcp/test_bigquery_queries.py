@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import dead_letter_row_id, refused_row_id
 from quotestream.domain.schemas import ALL_TABLES, QUOTES
 from quotestream.ports import QuoteQueries, Warehouse
-from quotestream.ports.queries import BarPane, Progress, RecentFlow
+from quotestream.ports.queries import BarPane, MinuteSummary, PairTicks, Progress, RecentFlow
 from quotestream.settings import Settings
 from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
 from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at, unwritten
@@ -149,6 +150,19 @@ QUESTIONS: list[tuple[str, Callable[[QuoteQueries], Any], Any]] = [
         ),
     ),
     (
+        # The final pane of each bar starting in the span: pane 1 over pane 0, a NULL index 0.
+        "final bars",
+        lambda q: sorted(q.final_bars(START - timedelta(minutes=2), END), key=repr),
+        sorted(
+            [
+                bar("USD-BRL", 5.37, 4),
+                bar("EUR-BRL", 5.35, 3),
+                Bar("USD-BRL", T - 2 * MINUTE_MS, 5.35, 5.36, 5.34, 5.30, 3),
+            ],
+            key=repr,
+        ),
+    ),
+    (
         "dead-letter reasons",
         lambda q: q.dead_letter_reasons_since(T),
         {"m1": "malformed_json", D3_REFUSED["message_id"]: "bigquery_rejected"},
@@ -234,3 +248,32 @@ def test_only_the_quotes_missing_from_the_interval_are_inserted(stores: Stores) 
     every = {id_of(row): moment(row["event_ts"]) for row in (present, missing, after)}
     assert stores.bigquery.stored_quote_ids(every) == {id_of(present), id_of(missing)}
     assert stores.fake.stored_quote_ids(every) == {id_of(present), id_of(missing)}
+
+
+def test_the_market_questions_of_a_short_series_are_answered_alike(stores: Stores) -> None:
+    asks = ["5.3510", "5.3512", "5.3511", "5.3513", "5.3610"]
+    seconds = [0, 1, 2, 3, 7]  # a gap of four intervals before the last: three ticks missing
+    series = [
+        quote_at(T + s * 1_000, bid=f"{Decimal(ask) - Decimal('0.001')}", ask=ask)
+        for s, ask in zip(seconds, asks, strict=True)
+    ]
+    rewritten = {**series[1], "ingest_ts": series[2]["ingest_ts"], "mid": "9.99995"}
+    other = quote_at(T + 30_000, pair="EUR-BRL")
+    rows = [*series, rewritten, other]
+    stores.insert("quotes", rows, [f"row-{n}" for n in range(len(rows))])
+    intervals = {"USD-BRL": 1_000, "EUR-BRL": 2_000}
+
+    for queries in (stores.bigquery, stores.fake):
+        ticks = queries.pair_ticks(START, END, intervals, 1.5)
+        # The second row of an event id is left out: the first written counts.
+        assert ticks["USD-BRL"] == PairTicks("USD-BRL", 5, T + 7_000, 1, 3, 4_000, T + 7_000)
+        assert ticks["EUR-BRL"] == PairTicks("EUR-BRL", 1, T + 30_000, 0, 0, 0, None)
+        mids = [float(row["mid"]) for row in series]
+        usd_brl = next(s for s in queries.minute_summaries(START, END) if s.bar.pair == "USD-BRL")
+        assert usd_brl == MinuteSummary(
+            Bar("USD-BRL", T, mids[0], max(mids), min(mids), mids[-1], 5), 0.001
+        )
+        (moves,) = [m for m in queries.mid_moves(START, END) if m.pair == "USD-BRL"]
+        assert (moves.moves, moves.largest_at_ms, moves.lowest_mid) == (4, T + 7_000, min(mids))
+        assert moves.largest_deviation > 10 * moves.mad > 0
+    assert stores.bigquery.mid_moves(START, END) == pytest.approx(stores.fake.mid_moves(START, END))

@@ -12,14 +12,32 @@ from typing import Any
 
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
 from quotestream.domain.ledger import Bar, LoadedQuote
-from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
-from quotestream.ports.queries import BarPane, Progress, RecentFlow
+from quotestream.domain.rows import dead_letter_row_id
+from quotestream.domain.schemas import DEAD_LETTER_REPLAYS, QUOTES, QUOTES_DEAD_LETTER
+from quotestream.ports.queries import (
+    BarPane,
+    KeptDeadLetter,
+    MidMoves,
+    MinuteSummary,
+    PairTicks,
+    Progress,
+    RecentFlow,
+    ReplayVerdict,
+)
 
 # The SQL twin of domain.rows.dead_letter_row_id, for the rows that have a message id (every
 # pulled message has; the Python one digests the content of a row without).
 DEAD_LETTER_ROW_ID_SQL = "CONCAT(stage, ':', message_id)"
 # Ids per lookup: BigQuery caps the parameters of one query.
 _LOOKUP_CHUNK = 500
+# The quotes of [@start, @end), each event id once (its first written row), mid as FLOAT64:
+# a duplicate row is the duplicates check's finding, and must not skew the others.
+_DISTINCT_TICKS = (
+    "SELECT pair, event_id, event_ts, CAST(mid AS FLOAT64) AS mid, "
+    "CAST(spread AS FLOAT64) AS spread FROM {dataset}.quotes "
+    "WHERE event_ts >= @start AND event_ts < @end "
+    "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY ingest_ts, bid, ask) = 1"
+)
 
 
 class BigQueryQuoteQueries:
@@ -63,6 +81,187 @@ class BigQueryQuoteQueries:
             "SELECT UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes"
         )
         return rows[0]["newest"] if rows else None
+
+    def minute_summaries(self, start: datetime, end: datetime) -> list[MinuteSummary]:
+        rows = self._warehouse.query(
+            # The shared CTE is ours; the times travel as query parameters.
+            f"WITH ticks AS ({_DISTINCT_TICKS}) "  # noqa: S608
+            "SELECT pair, UNIX_MILLIS(TIMESTAMP_TRUNC(event_ts, MINUTE)) AS minute_ms, "
+            "ARRAY_AGG(mid ORDER BY event_ts, event_id LIMIT 1)[OFFSET(0)] AS o, "
+            "MAX(mid) AS h, MIN(mid) AS l, "
+            "ARRAY_AGG(mid ORDER BY event_ts DESC, event_id DESC LIMIT 1)[OFFSET(0)] AS c, "
+            "ARRAY_AGG(spread ORDER BY event_ts DESC, event_id DESC LIMIT 1)[OFFSET(0)] "
+            "AS close_spread, COUNT(*) AS ticks FROM ticks GROUP BY pair, minute_ms",
+            {"start": start, "end": end},
+        )
+        return [
+            MinuteSummary(
+                Bar(
+                    row["pair"],
+                    row["minute_ms"],
+                    row["o"],
+                    row["h"],
+                    row["l"],
+                    row["c"],
+                    row["ticks"],
+                ),
+                row["close_spread"],
+            )
+            for row in rows
+        ]
+
+    def final_bars(self, start: datetime, end: datetime) -> list[Bar]:
+        rows = self._warehouse.query(
+            "SELECT pair, UNIX_MILLIS(window_start) AS start_ms, CAST(open AS FLOAT64) AS o, "
+            "CAST(high AS FLOAT64) AS h, CAST(low AS FLOAT64) AS l, CAST(close AS FLOAT64) AS c, "
+            "tick_count FROM {dataset}.quote_bars_1m "
+            "WHERE window_start >= @start AND window_start < @end "
+            "QUALIFY ROW_NUMBER() OVER ("
+            "  PARTITION BY pair, window_start ORDER BY COALESCE(pane_index, 0) DESC) = 1",
+            {"start": start, "end": end},
+        )
+        return [
+            Bar(
+                row["pair"],
+                row["start_ms"],
+                row["o"],
+                row["h"],
+                row["l"],
+                row["c"],
+                row["tick_count"],
+            )
+            for row in rows
+        ]
+
+    def mid_moves(self, start: datetime, end: datetime) -> list[MidMoves]:
+        # PERCENTILE_CONT is analytic only in BigQuery: each median is a window over the pair.
+        rows = self._warehouse.query(
+            f"WITH ticks AS ({_DISTINCT_TICKS}), "  # noqa: S608
+            "moves AS (SELECT pair, event_ts, MIN(mid) OVER (PARTITION BY pair) AS lowest_mid, "
+            "  LN(mid / LAG(mid) OVER (PARTITION BY pair ORDER BY event_ts, event_id)) AS move "
+            "  FROM ticks), "
+            "centred AS (SELECT pair, event_ts, lowest_mid, move, "
+            "  PERCENTILE_CONT(move, 0.5) OVER (PARTITION BY pair) AS median "
+            "  FROM moves WHERE move IS NOT NULL), "
+            "deviations AS (SELECT pair, event_ts, lowest_mid, median, "
+            "  ABS(move - median) AS deviation, "
+            "  PERCENTILE_CONT(ABS(move - median), 0.5) OVER (PARTITION BY pair) AS mad "
+            "  FROM centred) "
+            "SELECT pair, COUNT(*) AS moves, MAX(median) AS median, MAX(mad) AS mad, "
+            "MAX(deviation) AS largest, "
+            "UNIX_MILLIS(ARRAY_AGG(event_ts ORDER BY deviation DESC LIMIT 1)[OFFSET(0)]) "
+            "AS largest_at, MAX(lowest_mid) AS lowest_mid FROM deviations GROUP BY pair",
+            {"start": start, "end": end},
+        )
+        return [
+            MidMoves(
+                row["pair"],
+                row["moves"],
+                row["median"],
+                row["mad"],
+                row["largest"],
+                row["largest_at"],
+                row["lowest_mid"],
+            )
+            for row in rows
+        ]
+
+    def pair_ticks(
+        self,
+        start: datetime,
+        end: datetime,
+        tick_intervals_ms: Mapping[str, int],
+        max_gap_intervals: float,
+    ) -> dict[str, PairTicks]:
+        params: dict[str, Any] = {"start": start, "end": end, "allowed": max_gap_intervals}
+        interval = "NULL"
+        if tick_intervals_ms:
+            whens = []
+            for index, (pair, interval_ms) in enumerate(tick_intervals_ms.items()):
+                params.update({f"pair_{index}": pair, f"interval_{index}": interval_ms})
+                whens.append(f"WHEN @pair_{index} THEN @interval_{index}")
+            interval = f"CASE pair {' '.join(whens)} END"
+        too_long = "gap_ms > @allowed * interval_ms"
+        rows = self._warehouse.query(
+            # The CASE names only parameters; the values travel as such.
+            f"WITH ticks AS ({_DISTINCT_TICKS}), "  # noqa: S608
+            f"gaps AS (SELECT pair, event_ts, {interval} AS interval_ms, "
+            "  UNIX_MILLIS(event_ts) - UNIX_MILLIS(LAG(event_ts) OVER ("
+            "    PARTITION BY pair ORDER BY event_ts, event_id)) AS gap_ms FROM ticks) "
+            "SELECT pair, COUNT(*) AS ticks, UNIX_MILLIS(MAX(event_ts)) AS newest, "
+            f"COUNTIF({too_long}) AS gaps, "
+            f"SUM(IF({too_long}, CAST(ROUND(gap_ms / interval_ms) AS INT64) - 1, 0)) AS missing, "
+            "MAX(gap_ms) AS longest, "
+            # No NULL element: BigQuery refuses arrays holding one.
+            "UNIX_MILLIS(ARRAY_AGG(event_ts ORDER BY IFNULL(gap_ms, -1) DESC LIMIT 1)[OFFSET(0)]) "
+            "AS longest_end "
+            "FROM gaps GROUP BY pair",
+            params,
+        )
+        return {
+            row["pair"]: PairTicks(
+                row["pair"],
+                row["ticks"],
+                row["newest"],
+                int(row["gaps"] or 0),
+                int(row["missing"] or 0),
+                int(row["longest"] or 0),
+                # A single tick has no gap: its own time is no gap's end.
+                row["longest_end"] if row["longest"] is not None else None,
+            )
+            for row in rows
+        }
+
+    def dead_letters_between(
+        self, start: datetime, end: datetime, reasons: Collection[str]
+    ) -> list[KeptDeadLetter]:
+        params: dict[str, Any] = {"start": start, "end": end}
+        params.update({f"reason_{index}": reason for index, reason in enumerate(sorted(reasons))})
+        only = ""
+        if reasons:
+            only = f" AND reason IN ({', '.join(f'@reason_{i}' for i in range(len(reasons)))})"
+        rows = self._warehouse.query(
+            # The filter names only parameters; the values travel as such.
+            "SELECT payload, payload_encoding, message_id, reason, stage, "  # noqa: S608
+            "ARRAY(SELECT AS STRUCT a.key AS key, a.value AS value FROM UNNEST(attributes) AS a) "
+            "AS attributes FROM {dataset}.quotes_dead_letter "
+            f"WHERE received_ts >= @start AND received_ts < @end{only}",
+            params,
+        )
+        return [
+            KeptDeadLetter(
+                dead_letter_row_id(row),
+                row["payload"],
+                row["payload_encoding"],
+                {item["key"]: item["value"] for item in row["attributes"] or []},
+                row["reason"],
+                row["stage"],
+            )
+            for row in rows
+        ]
+
+    def replay_verdicts(self, dead_letter_ids: Collection[str]) -> dict[str, ReplayVerdict]:
+        ids = sorted(set(dead_letter_ids))
+        verdicts: dict[str, ReplayVerdict] = {}
+        for first in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[first : first + _LOOKUP_CHUNK]
+            params = {f"id_{index}": row_id for index, row_id in enumerate(chunk)}
+            names = ", ".join(f"@{name}" for name in params)
+            rows = self._warehouse.query(
+                # The table is ours; the ids travel as query parameters.
+                "SELECT dead_letter_id, outcome, reason "  # noqa: S608
+                f"FROM {{dataset}}.{DEAD_LETTER_REPLAYS.name} WHERE dead_letter_id IN ({names}) "
+                "QUALIFY ROW_NUMBER() OVER ("
+                "  PARTITION BY dead_letter_id ORDER BY replayed_ts DESC, outcome) = 1",
+                params,
+            )
+            verdicts.update(
+                {
+                    row["dead_letter_id"]: ReplayVerdict(row["outcome"], row["reason"])
+                    for row in rows
+                }
+            )
+        return verdicts
 
     def progress_since(self, since_ms: int) -> Progress:
         loaded = self._warehouse.query(

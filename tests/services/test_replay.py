@@ -1,0 +1,70 @@
+"""Dead-letter replay over the in-memory fakes: what now parses joins `quotes` once, every
+verdict is a row of dead_letter_replays, nothing is deleted, and a second run changes
+nothing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from quotestream.domain.schemas import DEAD_LETTER_REPLAYS, QUOTES, QUOTES_DEAD_LETTER
+from quotestream.services.replay import DeadLetterReplayService, ReplayCounts
+from tests.support.dead_letters import FIXED_PAIRS, DeadLetters
+from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+
+pytestmark = pytest.mark.unit
+
+REASONS = ("unknown_pair", "malformed_json")
+
+
+def filled() -> tuple[DeadLetters, InMemoryWarehouse, DeadLetterReplayService]:
+    letters = DeadLetters()
+    warehouse = InMemoryWarehouse()
+    warehouse.insert_rows(QUOTES_DEAD_LETTER.name, letters.rows, letters.ids)
+    warehouse.insert_rows(QUOTES.name, [letters.loaded_quote], [letters.loaded_quote["event_id"]])
+    queries = InMemoryQuoteQueries(warehouse)
+    return letters, warehouse, DeadLetterReplayService(queries, warehouse, FIXED_PAIRS)
+
+
+def test_a_dry_run_counts_and_writes_nothing() -> None:
+    letters, warehouse, service = filled()
+    before = copy.deepcopy(warehouse.tables)
+    counts = service.run(letters.start, letters.end, REASONS, "dry", dry_run=True)
+    assert counts == ReplayCounts(3, 1, 1, 1, 0, dry_run=True)
+    assert str(counts).startswith("dry run, nothing written: 3 dead letters examined: 2 replayed")
+    assert warehouse.tables == before
+
+
+def test_what_parses_is_inserted_once_and_a_second_run_changes_nothing() -> None:
+    letters, warehouse, service = filled()
+    first = service.run(letters.start, letters.end, REASONS, "first", dry_run=False)
+    assert first == ReplayCounts(3, 1, 1, 1, 0, dry_run=False)
+    assert sorted(row["event_id"] for row in warehouse.rows(QUOTES.name)) == sorted(
+        [letters.new_quote["event_id"], letters.loaded_quote["event_id"]]
+    )
+    marks = {row["dead_letter_id"]: row for row in warehouse.rows(DEAD_LETTER_REPLAYS.name)}
+    btc, usd, bad, _ = letters.ids
+    assert {
+        key: (row["outcome"], row["event_id"], row["reason"]) for key, row in marks.items()
+    } == {
+        btc: ("replayed", letters.new_quote["event_id"], None),
+        usd: ("replayed", letters.loaded_quote["event_id"], None),
+        bad: ("still_failing", None, "malformed_json"),
+    }
+    assert len(warehouse.rows(QUOTES_DEAD_LETTER.name)) == len(letters.rows), "never deleted"
+
+    after_first = copy.deepcopy(warehouse.tables)
+    second = service.run(letters.start, letters.end, REASONS, "second", dry_run=False)
+    assert second == ReplayCounts(3, 0, 0, 0, 3, dry_run=False)
+    assert warehouse.tables == after_first
+
+
+def test_every_reason_is_replayed_when_none_is_named_and_a_new_reason_is_recorded() -> None:
+    letters, warehouse, service = filled()
+    service.run(letters.start, letters.end, ["malformed_json"], "first", dry_run=False)
+    counts = service.run(letters.start, letters.end, [], "all", dry_run=False)
+    # The malformed one fails as before: unchanged; the undecodable bytes fail anew.
+    assert counts == ReplayCounts(4, 1, 1, 1, 1, dry_run=False)
+    verdicts = InMemoryQuoteQueries(warehouse).replay_verdicts(letters.ids)
+    assert verdicts[letters.ids[3]].reason == "bad_encoding"
