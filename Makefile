@@ -46,7 +46,10 @@ format: setup ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint ## the whole suite: lint, unit, api, integration (starts the emulators itself)
+browser: ## Debian's chromium for the browser test (apt-get; nothing once it is there)
+	scripts/install-browser
+
+test: lint browser ## the whole suite: lint, unit, api, integration, e2e in a browser (starts the emulators itself)
 	$(BIN)/pytest
 
 demo: setup ## the whole pipeline locally, driven from Airflow, until Ctrl-C (DEMO_SECONDS=60)
@@ -59,14 +62,15 @@ compose-config: ## validate docker-compose.yaml (installs docker-compose 1.29.2 
 wheel: setup ## build the quotestream wheel (for a Composer environment's PyPI packages)
 	$(UV) build --wheel --out-dir dist
 
-bench: setup ## print the benchmark figures: API, pipeline, whole stack, backlog drain, CPU per quote
+bench: setup ## print the benchmark figures: API, pipeline, whole stack, backlog drain, CPU per quote, Airflow start
 	$(BIN)/quotestream bench api
 	$(BIN)/quotestream bench pipeline
 	$(BIN)/quotestream bench load
 	$(BIN)/quotestream bench drain
 	$(BIN)/quotestream bench cost
+	$(BIN)/quotestream bench airflow
 
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup lock lint format test demo compose-config wheel bench clean
+.PHONY: help setup lock lint format browser test demo compose-config wheel bench clean

@@ -62,6 +62,11 @@ def add_bench(commands: Commands) -> None:
     )
     bench_cost.add_argument("--messages", type=int, default=20_000, help="corpus size")
     bench_cost.set_defaults(handler=_bench_cost)
+    bench_airflow = kinds.add_parser(
+        "airflow", help="Airflow's API server start, with and without the project's plugin"
+    )
+    bench_airflow.add_argument("--runs", type=int, default=3, help="starts of each")
+    bench_airflow.set_defaults(handler=_bench_airflow)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -103,3 +108,10 @@ def _bench_cost(args: argparse.Namespace) -> int:
     from quotestream_dev.bench.cost import run
 
     return run(args.messages)
+
+
+def _bench_airflow(args: argparse.Namespace) -> int:
+    from quotestream.bootstrap import repo_root
+    from quotestream_dev.bench.airflow_start import run
+
+    return run(args.runs, repo_root())

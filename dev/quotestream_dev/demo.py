@@ -92,6 +92,7 @@ def _run(stack: LocalStack, repo_root: Path, options: DemoRun, cleanup: ExitStac
         f"  UI {airflow.url}  user admin  password in {airflow.passwords_file}"
         f"  (up in {time.monotonic() - started_at:.0f} s)"
     )
+    say(f"  Quotes pipeline page {airflow.pipeline_page}")
     airflow.wait_for_dags([*SETUP_DAGS, STREAMING_DAG])
     for dag_id in SETUP_DAGS:
         _run_dag(airflow, dag_id)
@@ -130,7 +131,12 @@ def _run(stack: LocalStack, repo_root: Path, options: DemoRun, cleanup: ExitStac
         )
 
     record = RunRecord.read(accountant, tap.published(), start_ms)
-    summary = summarize(record, bootstrap.build_data_quality_service(settings), airflow.url)
+    summary = summarize(
+        record,
+        bootstrap.build_data_quality_service(settings),
+        airflow.url,
+        _page_figures(airflow),
+    )
     say("\n==> summary")
     for line in summary_lines(summary, airflow.passwords_file):
         say(line)
@@ -149,6 +155,18 @@ def _run(stack: LocalStack, repo_root: Path, options: DemoRun, cleanup: ExitStac
             f"see {report.with_suffix('.json')}"
         )
     return 0
+
+
+def _page_figures(airflow: LocalAirflow) -> dict[str, Any]:
+    """What the pipeline page showed at the end of the run, as the summary keeps it."""
+    figures = airflow.pipeline_figures()
+    return {
+        "url": airflow.pipeline_page,
+        "rows_last_hour": figures["rows_last_hour"],
+        "dead_letters_last_hour": sum(group["count"] for group in figures["dead_letters"]),
+        "jobs": {job["name"]: job["state"] for job in figures["jobs"]},
+        "warehouse_error": figures["warehouse_error"],
+    }
 
 
 def say(line: str) -> None:

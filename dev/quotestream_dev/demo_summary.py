@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,12 @@ class RunRecord:
         )
 
 
-def summarize(record: RunRecord, quality: DataQualityService, airflow_url: str) -> dict[str, Any]:
+def summarize(
+    record: RunRecord,
+    quality: DataQualityService,
+    airflow_url: str,
+    pipeline_page: Mapping[str, Any],
+) -> dict[str, Any]:
     accounting = record.accounting
     distinct_quotes = len({m.event_id for m in record.published if m.event_id})
     delays = latencies(record.published, record.loaded)
@@ -57,6 +63,7 @@ def summarize(record: RunRecord, quality: DataQualityService, airflow_url: str) 
         "latency_s": {label: _percentiles(values) for label, values in delays.items()},
         "data_quality": check_quality(quality, record),
         "airflow_ui": airflow_url,
+        "pipeline_page": dict(pipeline_page),
         "started": format_ts(record.start_ms),
     }
 
@@ -84,6 +91,11 @@ def summary_lines(summary: dict[str, Any], passwords_file: Path) -> list[str]:
     lines += [f"    {line}" for line in quality["results"]]
     lines.append(
         f"  Airflow UI              {summary['airflow_ui']}  (admin / password in {passwords_file})"
+    )
+    page = summary["pipeline_page"]
+    lines.append(
+        f"  Quotes pipeline page    {page['url']}  (showed {page['rows_last_hour']:,} rows "
+        f"and {page['dead_letters_last_hour']:,} dead letters in the last hour)"
     )
     return lines
 

@@ -149,6 +149,16 @@ class LocalAirflow:
             time.sleep(1)
         raise AirflowError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
 
+    @property
+    def pipeline_page(self) -> str:
+        """The "Quotes pipeline" page of the project's plugin."""
+        return f"{self.url}/quotestream/"
+
+    def pipeline_figures(self) -> dict[str, Any]:
+        """What that page shows, from the JSON behind it."""
+        figures: dict[str, Any] = self._request("GET", "/quotestream/api/figures")
+        return figures
+
     def _healthy(self) -> bool:
         try:
             health = self._request("GET", "/api/v2/monitor/health", auth=False)

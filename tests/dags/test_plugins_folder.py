@@ -1,6 +1,7 @@
 """Airflow loads the plugins folder as shipped (what Composer and docker-compose point it at)
-and nothing breaks: the core stays a package that the DAG tasks import, never a pile of
-top-level plugin modules (its local/airflow.py once replaced `airflow` itself)."""
+and nothing breaks: the one plugin module registers the cockpit page, and the core stays a
+package that the DAG tasks import, never a pile of top-level plugin modules (its
+local/airflow.py once replaced `airflow` itself)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ print(json.dumps({
         and name != "quotestream"
     ),
     "beam": "apache_beam" in sys.modules,
+    "google_cloud": sorted(name for name in sys.modules if name.startswith("google.cloud.")),
+    "fastapi_apps": [app["url_prefix"] for app, _ in [plugins_manager.get_fastapi_plugins()]
+                     for app in app],
+    "views": [view["href"] for view in plugins_manager._get_ui_plugins()[0]],
     "seconds": took,
 }))
 """
@@ -75,8 +80,12 @@ def test_loading_the_shipped_plugins_folder_imports_no_module_of_the_core(
     assert shipped["airflow"] == baseline["airflow"]
     assert "site-packages" in str(shipped["airflow"])
     assert shipped["errors"] == {}
-    assert shipped["from_plugins_folder"] == []
+    assert shipped["from_plugins_folder"] == ["quotestream_cockpit"]
+    assert shipped["fastapi_apps"] == ["/quotestream"]
+    assert shipped["views"] == ["/quotestream/"]
+    # The page's services are built on its first request: loading costs no client import.
     assert shipped["beam"] is False
+    assert shipped["google_cloud"] == baseline["google_cloud"]
 
 
 def test_without_the_ignore_file_the_loader_imports_every_core_file_again_and_beam(

@@ -84,6 +84,14 @@ def test_the_summary_reports_latency_quality_and_where_airflow_was(
     assert any("reconciliation" in line for line in summary["data_quality"]["results"])
     assert summary["bars"] >= 6  # one closed minute per pair at least
     assert summary["airflow_ui"].startswith("http://127.0.0.1:")
+    page = summary["pipeline_page"]
+    assert page["url"] == summary["airflow_ui"] + "/quotestream/"
+    assert f"Quotes pipeline page {page['url']}" in output
+    # The page, read through Airflow, counted what the run loaded (all of it within the hour).
+    assert page["warehouse_error"] is None
+    assert page["rows_last_hour"] == summary["rows_in_quotes"]
+    assert page["dead_letters_last_hour"] == summary["messages_dead_lettered"]
+    assert page["jobs"]["quotestream-load"] == "running"
     assert "quotestream_streaming.ensure_running: success" in output
     report = next((state / "reports").glob("demo-*.png"))
     assert report.read_bytes()[:8] == PNG_SIGNATURE

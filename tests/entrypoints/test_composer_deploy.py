@@ -41,6 +41,7 @@ def test_the_dry_run_prints_the_package_update_one_import_per_dag_file_and_the_p
         "composer/requirements.txt",
         f"would run: {storage} plugins import {where} --source plugins/.airflowignore",
         f"would run: {storage} plugins import {where} --source plugins/quotestream",
+        f"would run: {storage} plugins import {where} --source plugins/quotestream_cockpit.py",
         *(f"would run: {storage} dags import {where} --source dags/{name}" for name in dag_files),
     ]
 
@@ -102,4 +103,4 @@ def test_a_deploy_updates_the_packages_only_when_the_environment_lacks_them(
         subprocess.run(DEPLOY, cwd=REPO, env=env, capture_output=True, check=True)
         made = calls.read_text().splitlines()
         assert sum(call.startswith("composer environments update") for call in made) == updates
-        assert sum(" import " in call for call in made) == len(list(REPO.glob("dags/*.py"))) + 2
+        assert sum(" import " in call for call in made) == len(list(REPO.glob("dags/*.py"))) + 3

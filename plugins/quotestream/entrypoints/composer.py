@@ -1,7 +1,7 @@
 """`quotestream composer deploy`: give a Composer environment the PyPI packages the DAG tasks
-need, then sync dags/ and the plugins folder (the quotestream package and the .airflowignore
-that keeps Airflow's plugin loader out of it) to its bucket, with gcloud (or print the
-commands with --dry-run)."""
+need, then sync dags/ and the plugins folder (the quotestream package, the .airflowignore that
+keeps Airflow's plugin loader out of it, and the plugin module of the cockpit page) to its
+bucket, with gcloud (or print the commands with --dry-run)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,11 @@ def sync_commands(repo_root: Path, environment: str, location: str) -> list[list
     # The plugins folder first: DAGs that need new core code would fail to import before it.
     commands = [
         [*base, "plugins", "import", *where, "--source", source]
-        for source in ("plugins/.airflowignore", "plugins/quotestream")
+        for source in (
+            "plugins/.airflowignore",
+            "plugins/quotestream",
+            "plugins/quotestream_cockpit.py",
+        )
     ]
     commands += [
         [*base, "dags", "import", *where, "--source", str(path.relative_to(repo_root))]

@@ -1,0 +1,194 @@
+"""What the operator's page shows: the jobs, the flow of quotes, dead letters, quality, bars.
+
+Every figure comes from the ports the DAGs' services use (the job runner, the health verdict
+of `quotestream_streaming`, the stored bars) or from the page's read model; a warehouse that
+cannot be reached leaves the jobs on the page and says why the rest is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from quotestream.domain.ledger import Bar
+from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.ports import JobRunner, QuoteQueries
+from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, PipelineViews, QualityResult
+from quotestream.services.streaming import JOB_NAMES, StreamingService
+
+log = logging.getLogger(__name__)
+
+HOUR_MS = 3_600_000
+# Failed hours and open gaps are looked for this far back: a week of hourly checks.
+QUALITY_LOOKBACK_MS = 7 * 24 * HOUR_MS
+# The checks whose failure means quotes are missing from an hour: a backfill's work.
+GAP_CHECKS = frozenset({"volume", "reconciliation", "tick_gaps"})
+# A pair is quiet once it has missed this many of its own ticks (and at least a minute).
+QUIET_AFTER_TICKS = 30
+QUIET_FLOOR_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    name: str
+    state: str
+    job_id: str | None
+    since_ms: int | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PairFreshness:
+    pair: str
+    newest_ms: int | None
+    age_s: float | None
+    quiet: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HourView:
+    """An hour whose newest check results include failures: which checks, for which pairs."""
+
+    interval_start_ms: int
+    interval_end_ms: int
+    failures: list[str]
+
+
+@dataclass
+class Figures:
+    generated_ms: int
+    jobs: list[JobView] = field(default_factory=list)
+    jobs_error: str | None = None
+    verdict: list[str] | None = None
+    throughput: list[MinuteCount] = field(default_factory=list)
+    rows_last_hour: int = 0
+    lag: Lag | None = None
+    freshness: list[PairFreshness] = field(default_factory=list)
+    dead_letters: list[DeadLetterGroup] = field(default_factory=list)
+    latest_quality: list[QualityResult] = field(default_factory=list)
+    failed_hours: list[HourView] = field(default_factory=list)
+    open_gaps: list[HourView] = field(default_factory=list)
+    bars_pair: str = ""
+    bars: list[Bar] = field(default_factory=list)
+    warehouse_error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CockpitService:
+    def __init__(
+        self,
+        runner: JobRunner,
+        streaming: StreamingService,
+        queries: QuoteQueries,
+        views: PipelineViews,
+        pairs: Sequence[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._runner = runner
+        self._streaming = streaming
+        self._queries = queries
+        self._views = views
+        self._pairs = list(pairs)
+        self._clock = clock
+
+    @property
+    def pairs(self) -> list[str]:
+        return list(self._pairs)
+
+    def figures(self, bars_pair: str | None = None) -> Figures:
+        """Everything the page shows; `bars_pair` (default: the first configured pair) is the
+        pair whose 1-minute bars of the last hour come along."""
+        pair = bars_pair or self._pairs[0]
+        if pair not in self._pairs:
+            raise ValueError(f"unknown pair {pair!r}: configured are {', '.join(self._pairs)}")
+        now_ms = int(self._clock() * 1000)
+        figures = Figures(generated_ms=now_ms, bars_pair=pair)
+        try:
+            figures.jobs = self._jobs()
+        except Exception as error:  # a view says what it cannot show, and shows the rest
+            log.warning("the job runner did not answer: %s", error)
+            figures.jobs_error = f"the job runner did not answer: {error}"
+        try:
+            self._warehouse_figures(figures, now_ms, pair)
+        except Exception as error:
+            log.warning("the warehouse did not answer: %s", error)
+            figures.warehouse_error = f"the warehouse cannot be reached: {error}"
+        return figures
+
+    def _jobs(self) -> list[JobView]:
+        views = []
+        for name in JOB_NAMES.values():
+            job = self._runner.find(name)
+            if job is None:
+                views.append(JobView(name, "absent", None, None, "never launched"))
+            else:
+                views.append(
+                    JobView(name, str(job.state), job.job_id, job.started_ts_ms, job.detail)
+                )
+        return views
+
+    def _warehouse_figures(self, figures: Figures, now_ms: int, pair: str) -> None:
+        hour_ago = now_ms - HOUR_MS
+        figures.throughput = self._views.rows_per_minute(hour_ago)
+        figures.rows_last_hour = sum(minute.rows for minute in figures.throughput)
+        figures.lag = self._views.lag(hour_ago)
+        figures.freshness = self._freshness(now_ms)
+        figures.dead_letters = self._views.dead_letters_by_reason(hour_ago)
+        self._quality(figures, self._views.quality_results(now_ms - QUALITY_LOOKBACK_MS))
+        figures.bars = self._bars(pair, hour_ago)
+        figures.verdict = self._streaming.health().problems
+
+    def _freshness(self, now_ms: int) -> list[PairFreshness]:
+        newest = self._views.newest_event_per_pair(now_ms - 24 * HOUR_MS)
+        result = []
+        for pair in self._pairs:
+            stamp = newest.get(pair)
+            age_s = None if stamp is None else max(0.0, (now_ms - stamp) / 1000)
+            limit_s = max(
+                QUIET_FLOOR_S, QUIET_AFTER_TICKS * PAIR_CATALOG[pair].tick_interval_ms / 1000
+            )
+            result.append(PairFreshness(pair, stamp, age_s, age_s is None or age_s > limit_s))
+        return result
+
+    @staticmethod
+    def _quality(figures: Figures, results: list[QualityResult]) -> None:
+        if not results:
+            return
+        newest_run = max(results, key=lambda result: result.checked_ms).run_id
+        figures.latest_quality = [result for result in results if result.run_id == newest_run]
+        hours: dict[tuple[int, int], list[QualityResult]] = {}
+        for result in results:
+            if not result.passed:
+                hours.setdefault((result.interval_start_ms, result.interval_end_ms), []).append(
+                    result
+                )
+        for (start, end), failed in sorted(hours.items(), reverse=True):
+            names = [_failure_name(result) for result in failed]
+            figures.failed_hours.append(HourView(start, end, names))
+            gaps = [_failure_name(result) for result in failed if result.check_name in GAP_CHECKS]
+            if gaps:
+                figures.open_gaps.append(HourView(start, end, gaps))
+
+    def _bars(self, pair: str, since_ms: int) -> list[Bar]:
+        final: dict[int, tuple[int, Bar]] = {}
+        for pane in self._queries.bar_panes_since(since_ms):
+            bar = pane.bar
+            if bar.pair != pair:
+                continue
+            kept = final.get(bar.window_start_ms)
+            if kept is None or pane.pane_index > kept[0]:
+                final[bar.window_start_ms] = (pane.pane_index, bar)
+        return [bar for _, (_, bar) in sorted(final.items())]
+
+    def close(self) -> None:
+        self._views.close()
+        self._queries.close()
+
+
+def _failure_name(result: QualityResult) -> str:
+    return f"{result.check_name} {result.pair}" if result.pair else result.check_name

@@ -1,0 +1,128 @@
+"""The SQL of the operator page's read model on the BigQuery emulator, against the plain
+Python of InMemoryPipelineViews: both answer alike, and as expected, from the same rows."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from quotestream import bootstrap
+from quotestream.adapters.gcp.bigquery_views import SAMPLE_CHARS, BigQueryPipelineViews
+from quotestream.adapters.local.processes import ServiceProcess
+from quotestream.domain.quote import format_ts, now_ms
+from quotestream.domain.schemas import ALL_TABLES, DQ_RESULTS, QUOTES, QUOTES_DEAD_LETTER
+from quotestream.ports.views import DeadLetterGroup, MinuteCount, PipelineViews
+from quotestream.settings import Settings
+from tests.support.fake_views import InMemoryPipelineViews
+from tests.support.fakes import InMemoryWarehouse
+from tests.support.rows import MINUTE_MS, dead_letter_at, quote_at
+
+pytestmark = pytest.mark.integration
+
+NOW = now_ms() // MINUTE_MS * MINUTE_MS - 5 * MINUTE_MS
+HOUR_MS = 3_600_000
+
+
+def dq_row(check: str, pair: str | None, start: int, passed: bool, checked: int) -> dict[str, Any]:
+    return {
+        "check_name": check,
+        "interval_start": format_ts(start),
+        "interval_end": format_ts(start + HOUR_MS),
+        "pair": pair,
+        "passed": passed,
+        "observed": 1.0,
+        "threshold": 1.0,
+        "details": f"checked at {checked}",
+        "run_id": f"run-{checked}",
+        "checked_ts": format_ts(checked),
+    }
+
+
+QUOTE_ROWS = [
+    # Written in two minutes; event -> row 1 s for most, 9 s for the last.
+    *[quote_at(NOW - 10 * MINUTE_MS + i, NOW - 10 * MINUTE_MS + i + 1_000) for i in range(4)],
+    *[quote_at(NOW + i, NOW + i + 1_000, pair="EUR-USD") for i in range(3)],
+    quote_at(NOW + 50, NOW + 9_050, pair="EUR-USD"),
+    # Written two hours ago: not in the hour's flow, but its pair's newest quote.
+    quote_at(NOW - 2 * HOUR_MS, NOW - 2 * HOUR_MS + 1_000, pair="GBP-USD"),
+]
+NO_PAYLOAD = {**dead_letter_at(NOW - 3_000, "p0", reason="empty"), "payload": None}
+LONG_PAYLOAD = {**dead_letter_at(NOW - 2_000, "p1", reason="too_long"), "payload": "x" * 900}
+DEAD_ROWS = [
+    dead_letter_at(NOW - 9_000, "m0"),
+    {**dead_letter_at(NOW - 1_000, "m1"), "payload": "the newest"},
+    NO_PAYLOAD,
+    LONG_PAYLOAD,
+    dead_letter_at(NOW - 2 * HOUR_MS, "old"),
+]
+HOUR = NOW - NOW % HOUR_MS - HOUR_MS
+DQ_ROWS = [
+    dq_row("volume", "USD-BRL", HOUR, False, NOW - 20_000),
+    dq_row("volume", "USD-BRL", HOUR, True, NOW - 10_000),  # the rerun that passed
+    dq_row("duplicates", None, HOUR, False, NOW - 20_000),
+    dq_row("duplicates", None, HOUR - 30 * HOUR_MS, False, NOW - 20_000),  # before `since`
+]
+
+
+@pytest.fixture(scope="module")
+def both(bigquery_emulator: ServiceProcess) -> list[PipelineViews]:
+    settings = Settings(project=f"views-{uuid.uuid4().hex[:8]}", target="local")
+    warehouse = bootstrap.build_warehouse(settings)
+    memory = InMemoryWarehouse()
+    warehouse.ensure_dataset()
+    for table in ALL_TABLES:
+        warehouse.ensure_table(table)
+    for table, rows in ((QUOTES.name, QUOTE_ROWS), (QUOTES_DEAD_LETTER.name, DEAD_ROWS)):
+        for store in (warehouse, memory):
+            assert store.insert_rows(table, rows) == []
+    for store in (warehouse, memory):
+        assert store.insert_rows(DQ_RESULTS.name, DQ_ROWS) == []
+    return [BigQueryPipelineViews(warehouse), InMemoryPipelineViews(memory)]  # type: ignore[arg-type]
+
+
+def test_rows_per_minute_count_by_the_minute_written(both: list[PipelineViews]) -> None:
+    expected = [MinuteCount(NOW - 10 * MINUTE_MS, 4), MinuteCount(NOW, 4)]
+    for views in both:
+        assert views.rows_per_minute(NOW - HOUR_MS) == expected
+        assert views.rows_per_minute(NOW - MINUTE_MS) == expected[1:]
+
+
+def test_lag_percentiles_of_the_rows_written(both: list[PipelineViews]) -> None:
+    for views in both:
+        lag = views.lag(NOW - HOUR_MS)
+        assert (lag.p50_s, lag.p95_s, lag.rows) == (1.0, 9.0, 8)
+        assert views.lag(NOW + HOUR_MS).rows == 0
+        assert views.lag(NOW + HOUR_MS).p50_s is None
+
+
+def test_the_newest_event_of_each_pair(both: list[PipelineViews]) -> None:
+    for views in both:
+        assert views.newest_event_per_pair(NOW - 3 * HOUR_MS) == {
+            "USD-BRL": NOW - 10 * MINUTE_MS + 3,
+            "EUR-USD": NOW + 50,
+            "GBP-USD": NOW - 2 * HOUR_MS,
+        }
+        assert "GBP-USD" not in views.newest_event_per_pair(NOW - HOUR_MS)
+
+
+def test_dead_letters_grouped_with_their_newest_payload(both: list[PipelineViews]) -> None:
+    expected = [
+        DeadLetterGroup("malformed_json", "parse", 2, NOW - 1_000, "the newest"),
+        DeadLetterGroup("empty", "parse", 1, NOW - 3_000, ""),
+        DeadLetterGroup("too_long", "parse", 1, NOW - 2_000, "x" * SAMPLE_CHARS),
+    ]
+    for views in both:
+        assert views.dead_letters_by_reason(NOW - HOUR_MS) == expected
+
+
+def test_quality_results_keep_the_newest_of_each_check(both: list[PipelineViews]) -> None:
+    for views in both:
+        results = views.quality_results(HOUR - 24 * HOUR_MS)
+        assert [(r.check_name, r.pair, r.passed, r.run_id) for r in results] == [
+            ("duplicates", None, False, f"run-{NOW - 20_000}"),
+            ("volume", "USD-BRL", True, f"run-{NOW - 10_000}"),
+        ]
+        assert results[0].interval_start_ms == HOUR
+        assert results[0].interval_end_ms == HOUR + HOUR_MS

@@ -1,0 +1,187 @@
+"""The "Quotes pipeline" page in a real browser: `airflow standalone` with the plugins folder
+as it ships, Debian's chromium driven by Playwright, a login through Airflow's own form, and
+every figure on the page checked against the rows put in the BigQuery emulator."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quotestream import bootstrap
+from quotestream.domain.quote import now_ms
+from quotestream.domain.schemas import DQ_RESULTS, QUOTE_BARS_1M, QUOTES, QUOTES_DEAD_LETTER
+from quotestream_dev.local_airflow import USER, LocalAirflow
+from tests.conftest import REPO
+from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at
+
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
+
+# Debian's chromium (`make browser`), or another Chromium-family browser named by the
+# environment (a CI image's Chrome).
+CHROMIUM = os.environ.get("QUOTESTREAM_BROWSER", "/usr/bin/chromium")
+# Headless, and nothing that reaches for the network this machine does not have.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = REPO / ".local" / "reports" / "cockpit.png"
+
+
+@pytest.fixture
+def airflow(job_target: Any, tmp_path: Path) -> Iterator[LocalAirflow]:
+    """Airflow standalone on the emulators of a fresh, provisioned project (the environment
+    `job_target` sets is what its API server, and so the page, reads)."""
+    job_target("cockpit")
+    local = LocalAirflow(tmp_path / "airflow", REPO)
+    process = local.start(dict(os.environ))
+    try:
+        yield local
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
+
+
+def _fill_the_warehouse(now: int) -> dict[str, Any]:
+    """Rows of the last hour whose figures are known: quotes written in three minutes, one pair
+    an hour silent, dead letters of two reasons, a failed volume check, three bars."""
+    from quotestream.settings import Settings
+
+    warehouse = bootstrap.build_warehouse(Settings())
+    minute = now - now % MINUTE_MS
+    # Written 20 and 10 minutes ago, and just now (so USD-BRL is flowing).
+    written = {now - 20 * MINUTE_MS: 7, now - 10 * MINUTE_MS: 5, now - 2_000: 3}
+    quotes = [
+        quote_at(at - 1_000 - index, ingest_ms=at + index, pair="USD-BRL")
+        for at, count in written.items()
+        for index in range(count)
+    ]
+    per_minute = Counter(
+        (at + index) // MINUTE_MS * MINUTE_MS for at, n in written.items() for index in range(n)
+    )
+    quotes.append(quote_at(now - 2 * 3_600_000, ingest_ms=now - 2 * 3_600_000, pair="EUR-USD"))
+    assert not warehouse.insert_rows(QUOTES.name, quotes)
+    dead = [dead_letter_at(now - 60_000 - i, f"m{i}") for i in range(3)]
+    dead += [dead_letter_at(now - 30_000 - i, f"n{i}", reason="crossed_market") for i in range(2)]
+    assert not warehouse.insert_rows(QUOTES_DEAD_LETTER.name, dead)
+    hour = now - now % 3_600_000 - 3_600_000
+    assert not warehouse.insert_rows(DQ_RESULTS.name, _quality_rows(hour, now))
+    bars = [bar_at(minute - k * MINUTE_MS, 0, "5.355") for k in (3, 2, 1)]
+    assert not warehouse.insert_rows(QUOTE_BARS_1M.name, bars)
+    warehouse.close()
+    return {"rows_last_hour": len(quotes) - 1, "per_minute": sorted(per_minute.items())}
+
+
+def _quality_rows(hour: int, checked: int) -> list[dict[str, Any]]:
+    from quotestream.domain.quote import format_ts
+
+    def result(check: str, pair: str | None, passed: bool, details: str) -> dict[str, Any]:
+        return {
+            "check_name": check,
+            "interval_start": format_ts(hour),
+            "interval_end": format_ts(hour + 3_600_000),
+            "pair": pair,
+            "passed": passed,
+            "observed": 0.5 if not passed else 1.0,
+            "threshold": 0.9,
+            "details": details,
+            "run_id": "scheduled__test",
+            "checked_ts": format_ts(checked),
+        }
+
+    return [
+        result("volume", "USD-BRL", False, "1800 quotes, 3600 expected from the tick rate"),
+        result("bid_le_ask", None, True, "0 crossed rows"),
+    ]
+
+
+def _log_in(page: Any, airflow: LocalAirflow) -> None:
+    """Through Airflow's own login form, as an operator does."""
+    page.goto(f"{airflow.url}/")
+    page.get_by_label(re.compile("username", re.I)).fill(USER)
+    page.get_by_label(re.compile("password", re.I)).fill(airflow.password)
+    page.get_by_role("button", name=re.compile("sign in|log in|login", re.I)).click()
+    page.wait_for_url(re.compile(r"^(?!.*login).*$"), timeout=60_000)
+
+
+def test_the_page_shows_what_the_warehouse_holds(airflow: LocalAirflow, browser_page: Any) -> None:
+    page = browser_page
+    expected = _fill_the_warehouse(now_ms())
+
+    # Behind Airflow's login: without a session the figures are refused.
+    assert page.request.get(f"{airflow.url}/quotestream/api/figures").status == 401
+
+    _log_in(page, airflow)
+    # From Airflow's navigation, as an operator finds it: Browse -> Quotes pipeline.
+    page.get_by_role("button", name=re.compile("browse", re.I)).click()
+    page.get_by_role("menuitem", name="Quotes pipeline").click()
+    page.wait_for_url(re.compile(r"/plugin/quotes-pipeline$"))
+    embedded = page.frame_locator("iframe").locator("body[data-loaded=true]")
+    embedded.locator("#rows-last-hour").wait_for(timeout=60_000)
+    assert embedded.locator("#rows-last-hour").text_content() == str(expected["rows_last_hour"])
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT.with_name("cockpit-in-airflow.png")))
+    page.goto(f"{airflow.url}/quotestream/")
+    page.wait_for_selector("body[data-loaded=true]", timeout=60_000)
+    figures = page.request.get(f"{airflow.url}/quotestream/api/figures").json()
+
+    assert figures["warehouse_error"] is None
+    assert figures["rows_last_hour"] == expected["rows_last_hour"] == 15
+    assert page.text_content("#rows-last-hour") == "15"
+    shown = [(minute["minute_ms"], minute["rows"]) for minute in figures["throughput"]]
+    assert shown == expected["per_minute"]
+    assert page.locator("#throughput rect").count() == len(shown)
+
+    jobs = page.locator("#jobs tr")
+    assert jobs.count() == 2
+    assert "absent" in jobs.nth(0).text_content()
+
+    freshness = {
+        row.locator("td").nth(0).text_content(): row.locator("td").nth(3).text_content()
+        for row in page.locator("#freshness tr").all()
+    }
+    assert freshness["USD-BRL"] == "flowing"
+    assert freshness["EUR-USD"] == "quiet"
+    assert freshness["BTC-USD"] == "quiet"  # never quoted
+
+    dead = [
+        [cell.text_content() for cell in row.locator("td").all()]
+        for row in page.locator("#dead-letters tr").all()
+    ]
+    assert [row[:3] for row in dead] == [
+        ["malformed_json", "parse", "3"],
+        ["crossed_market", "parse", "2"],
+    ]
+    assert dead[0][3] == "{not json"
+
+    assert "FAIL: 1800 quotes" in page.text_content("#quality")
+    assert "volume USD-BRL" in page.text_content("#open-gaps")
+    assert "volume USD-BRL" in page.text_content("#failed-hours")
+    assert page.locator("#bars rect").count() == 3
+    assert figures["bars_pair"] == "USD-BRL"
+    assert len(figures["bars"]) == 3
+
+    page.screenshot(path=str(SCREENSHOT), full_page=True)

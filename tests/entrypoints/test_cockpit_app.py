@@ -1,0 +1,98 @@
+"""The cockpit app as Airflow mounts it: the page, its JSON, the guard on every route, and
+what it answers when the pipeline cannot be read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import Depends, HTTPException, Request
+from fastapi.testclient import TestClient
+
+from quotestream.entrypoints.cockpit import cockpit_app
+from quotestream.services.cockpit import CockpitService
+from quotestream.services.streaming import StreamingService
+from tests.support.fake_views import InMemoryPipelineViews
+from tests.support.fakes import InMemoryJobRunner, InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.rows import quote_at
+
+pytestmark = pytest.mark.unit
+
+NOW_MS = 1_795_000_020_000
+
+
+def service() -> CockpitService:
+    warehouse = InMemoryWarehouse()
+    warehouse.insert_rows("quotes", [quote_at(NOW_MS - 5_000, NOW_MS - 4_000)])
+    runner = InMemoryJobRunner()
+    queries = InMemoryQuoteQueries(warehouse)
+    clock = lambda: NOW_MS / 1000  # noqa: E731
+    return CockpitService(
+        runner,
+        StreamingService(runner, queries, "quotes-load", clock=clock),
+        queries,
+        InMemoryPipelineViews(warehouse),
+        ("USD-BRL", "EUR-USD"),
+        clock=clock,
+    )
+
+
+def only_with_a_session(request: Request) -> None:
+    if request.cookies.get("_token") != "good":
+        raise HTTPException(401, "Not authenticated")
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return TestClient(
+        cockpit_app(service, [Depends(only_with_a_session)]), cookies={"_token": "good"}
+    )
+
+
+def test_the_page_is_html_that_reads_the_figures_relative_to_itself(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<h1>Quotes pipeline</h1>" in page.text
+    assert 'base + "api/figures"' in page.text
+
+
+def test_the_figures_for_scripts(client: TestClient) -> None:
+    figures = client.get("/api/figures", params={"pair": "EUR-USD"}).json()
+    assert figures["pairs"] == ["USD-BRL", "EUR-USD"]
+    assert figures["bars_pair"] == "EUR-USD"
+    assert figures["rows_last_hour"] == 1
+    assert [p["pair"] for p in figures["freshness"] if not p["quiet"]] == ["USD-BRL"]
+    assert figures["warehouse_error"] is None
+
+
+def test_an_unknown_pair_is_refused_with_the_configured_ones(client: TestClient) -> None:
+    answer = client.get("/api/figures", params={"pair": "XXX-YYY"})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "unknown pair 'XXX-YYY': configured are USD-BRL, EUR-USD"
+
+
+@pytest.mark.parametrize("path", ["/", "/api/figures"])
+def test_every_route_is_behind_the_guard(path: str) -> None:
+    client = TestClient(cockpit_app(service, [Depends(only_with_a_session)]))
+    assert client.get(path).status_code == 401
+
+
+def test_a_service_that_cannot_be_built_says_why_and_is_tried_again() -> None:
+    attempts: list[Any] = []
+
+    def build() -> CockpitService:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("target is local but BIGQUERY_EMULATOR_HOST is not set")
+        return service()
+
+    client = TestClient(cockpit_app(build))
+    first = client.get("/api/figures")
+    assert first.status_code == 503
+    assert first.json()["detail"] == (
+        "the pipeline cannot be read: target is local but BIGQUERY_EMULATOR_HOST is not set"
+    )
+    assert client.get("/api/figures").status_code == 200
+    assert client.get("/api/figures").status_code == 200
+    assert len(attempts) == 2  # built once it could be, then kept

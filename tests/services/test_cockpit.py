@@ -1,0 +1,149 @@
+"""The operator page's figures over the in-memory fakes: what they show, how a pair goes quiet,
+which failed hours are gaps, which bar pane counts, and what a failing warehouse leaves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from quotestream.domain.quote import format_ts
+from quotestream.ports.jobs import Job, JobState
+from quotestream.services.cockpit import CockpitService, Figures
+from quotestream.services.streaming import StreamingService
+from tests.support.fake_views import InMemoryPipelineViews
+from tests.support.fakes import InMemoryJobRunner, InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at
+
+pytestmark = pytest.mark.unit
+
+NOW_MS = 1_795_000_020_000
+HOUR_MS = 3_600_000
+PAIRS = ("USD-BRL", "EUR-USD", "BTC-USD")
+
+
+def cockpit(
+    warehouse: InMemoryWarehouse,
+    runner: InMemoryJobRunner | None = None,
+    views: InMemoryPipelineViews | None = None,
+) -> CockpitService:
+    runner = runner or InMemoryJobRunner()
+    queries = InMemoryQuoteQueries(warehouse)
+    clock = lambda: NOW_MS / 1000  # noqa: E731
+    streaming = StreamingService(runner, queries, "quotes-load", clock=clock)
+    views = views or InMemoryPipelineViews(warehouse)
+    return CockpitService(runner, streaming, queries, views, PAIRS, clock=clock)
+
+
+def dq(check: str, pair: str | None, start: int, passed: bool, run: str, at: int) -> dict[str, Any]:
+    return {
+        "check_name": check,
+        "interval_start": format_ts(start),
+        "interval_end": format_ts(start + HOUR_MS),
+        "pair": pair,
+        "passed": passed,
+        "observed": 0.0,
+        "threshold": 0.0,
+        "details": "",
+        "run_id": run,
+        "checked_ts": format_ts(at),
+    }
+
+
+def test_jobs_show_state_since_and_id_and_an_absent_one_says_so() -> None:
+    runner = InMemoryJobRunner()
+    runner.jobs["quotestream-load"] = Job("quotestream-load", "j-7", JobState.RUNNING, NOW_MS - 5)
+    figures = cockpit(InMemoryWarehouse(), runner).figures()
+    assert [(j.name, j.state, j.job_id, j.since_ms) for j in figures.jobs] == [
+        ("quotestream-extract", "absent", None, None),
+        ("quotestream-load", "running", "j-7", NOW_MS - 5),
+    ]
+    assert "quotestream-extract is absent" in (figures.verdict or [])
+
+
+def test_a_pair_is_quiet_after_thirty_of_its_ticks_and_at_least_a_minute() -> None:
+    warehouse = InMemoryWarehouse()
+    # USD-BRL ticks every second: 59 s is within its minute; BTC-USD every 250 ms: the same.
+    rows = [quote_at(NOW_MS - 59_000), quote_at(NOW_MS - 61_000, pair="EUR-USD")]
+    warehouse.insert_rows("quotes", rows)
+    freshness = {p.pair: p for p in cockpit(warehouse).figures().freshness}
+    assert not freshness["USD-BRL"].quiet
+    assert freshness["USD-BRL"].age_s == 59.0
+    assert freshness["EUR-USD"].quiet
+    assert freshness["BTC-USD"].quiet
+    assert freshness["BTC-USD"].newest_ms is None
+
+
+def test_the_flow_of_the_last_hour() -> None:
+    warehouse = InMemoryWarehouse()
+    rows = [quote_at(NOW_MS - 10_000 - i, NOW_MS - 8_000) for i in range(3)]
+    rows.append(quote_at(NOW_MS - 2 * HOUR_MS))  # written two hours ago
+    warehouse.insert_rows("quotes", rows)
+    warehouse.insert_rows("quotes_dead_letter", [dead_letter_at(NOW_MS - 1_000, "m1")])
+    figures = cockpit(warehouse).figures()
+    assert figures.rows_last_hour == 3
+    assert figures.lag is not None
+    assert figures.lag.rows == 3
+    assert [(d.reason, d.count) for d in figures.dead_letters] == [("malformed_json", 1)]
+
+
+def test_failed_hours_and_the_gaps_among_them_follow_the_newest_results() -> None:
+    warehouse = InMemoryWarehouse()
+    hour = NOW_MS - NOW_MS % HOUR_MS - HOUR_MS
+    warehouse.insert_rows(
+        "dq_results",
+        [
+            dq("volume", "USD-BRL", hour - HOUR_MS, False, "r1", NOW_MS - 9_000),
+            dq("volume", "USD-BRL", hour - HOUR_MS, True, "r3", NOW_MS - 1_000),  # refilled
+            dq("volume", "EUR-USD", hour, False, "r2", NOW_MS - 5_000),
+            dq("duplicates", None, hour, False, "r2", NOW_MS - 5_000),
+            dq("nulls", None, hour, True, "r2", NOW_MS - 5_000),
+        ],
+    )
+    figures = cockpit(warehouse).figures()
+    assert [r.run_id for r in figures.latest_quality] == ["r3"]
+    assert [(h.interval_start_ms, h.failures) for h in figures.failed_hours] == [
+        (hour, ["duplicates", "volume EUR-USD"])
+    ]
+    assert [(h.interval_start_ms, h.failures) for h in figures.open_gaps] == [
+        (hour, ["volume EUR-USD"])
+    ]
+
+
+def test_bars_of_the_chosen_pair_take_each_minutes_final_pane() -> None:
+    warehouse = InMemoryWarehouse()
+    minute = NOW_MS - NOW_MS % MINUTE_MS - 5 * MINUTE_MS
+    warehouse.insert_rows(
+        "quote_bars_1m",
+        [
+            bar_at(minute, 0, "5.350"),
+            bar_at(minute, 1, "5.351"),  # a late pane replaces it
+            bar_at(minute + MINUTE_MS, None, "5.352"),
+            bar_at(minute, 0, "1.1", pair="EUR-USD"),
+        ],
+    )
+    service = cockpit(warehouse)
+    bars = service.figures("USD-BRL").bars
+    assert [(b.window_start_ms, b.close) for b in bars] == [
+        (minute, 5.351),
+        (minute + MINUTE_MS, 5.352),
+    ]
+    assert [b.close for b in service.figures("EUR-USD").bars] == [1.1]
+    with pytest.raises(ValueError, match="unknown pair 'GBP-USD'"):
+        service.figures("GBP-USD")
+
+
+class Unreachable(InMemoryPipelineViews):
+    def rows_per_minute(self, since_ms: int) -> Any:
+        raise ConnectionError("connection refused")
+
+
+def test_an_unreachable_warehouse_leaves_the_jobs_and_says_why() -> None:
+    runner = InMemoryJobRunner()
+    runner.launch("quotestream-load", "load", [])
+    warehouse = InMemoryWarehouse()
+    figures: Figures = cockpit(warehouse, runner, Unreachable(warehouse)).figures()
+    assert figures.warehouse_error == "the warehouse cannot be reached: connection refused"
+    assert [j.state for j in figures.jobs] == ["absent", "running"]
+    assert figures.verdict is None
+    assert figures.as_json()["warehouse_error"] == figures.warehouse_error
