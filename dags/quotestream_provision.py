@@ -1,4 +1,5 @@
-"""Create or update the Pub/Sub topics and subscriptions and the BigQuery tables."""
+"""Create or update the Pub/Sub topics and subscriptions, the BigQuery tables and, on Google
+Cloud, Cloud Monitoring's alert policies and dashboard."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ from quotestream.entrypoints.dags import RESOURCES_ASSET_URI, default_args
     doc_md="""
 Idempotent provisioning: topics `quotes` and `quotes-dead-letter`, subscriptions
 `quotes-load` (dead-letter policy) and `quotes-dead-letter-hold`, the dataset and its four
-tables. Each resource is reported as created, exists or updated; an incompatible change
-fails the task naming the column or field. Safe to trigger any time.
+tables; on Google Cloud also the Cloud Monitoring alert policies (each job's system lag and
+data freshness, the subscription's backlog and oldest unacked age, the load's dead-letter
+rate, the API's 5xx rate; sent to `QUOTESTREAM_ALERT_NOTIFICATION_CHANNELS`) and the
+`quotestream: pipeline` dashboard, so alerts reach people even when Airflow is down. Each
+resource is reported as created, exists or updated; an incompatible change fails the task
+naming the column or field. Safe to trigger any time.
 """,
 )
 def quotestream_provision() -> None:

@@ -24,9 +24,11 @@ QUOTES = Asset(table_asset_uri("quotes"))
 Every 5 minutes: launch `quotestream-extract` / `quotestream-load` when they are not running
 (looked up by their stable names, so never a second copy), then measure health: job states,
 freshness of `quotes`, dead-letter ratio, and on Google Cloud the subscription backlog and
-its oldest unacked age. The figures always go out as an event of the `quotes` asset; an
-unhealthy pipeline then fails `alert_if_unhealthy`, which alerts. Jobs launched in the last
-10 minutes get time to deliver before staleness counts against them.
+its oldest unacked age. The limits are the thresholds of the Cloud Monitoring alert
+policies (`QUOTESTREAM_ALERT_THRESHOLDS` overrides both). The figures always go out as an
+event of the `quotes` asset; an unhealthy pipeline then fails `alert_if_unhealthy`, which
+alerts. Jobs launched in the last 10 minutes get time to deliver before staleness counts
+against them.
 """,
 )
 def quotestream_streaming() -> None:

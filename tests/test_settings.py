@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from quotestream import bootstrap
 from quotestream.bootstrap import ConfigurationError
+from quotestream.services.provision import alert_thresholds
 from quotestream.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -30,11 +31,26 @@ def test_pairs_come_comma_separated_from_the_environment(monkeypatch: pytest.Mon
         ({"google_api_endpoints": {"dataflows": "https://x"}}, "unknown APIs dataflows"),
         ({"google_api_endpoints": {"run": "http://10.0.0.1:80"}}, "only to a loopback"),
         ({"impersonation_chains": {"bq": ["a@p.iam"]}}, "unknown APIs bq"),
+        ({"alert_notification_channels": "123"}, "not a notification channel's resource name"),
+        ({"alert_thresholds": {"max_lag_s": 1}}, "unknown alert thresholds max_lag_s"),
+        ({"alert_thresholds": {"max_system_lag_s": -1}}, "must be positive: max_system_lag_s"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**values)
+
+
+def test_alerting_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    channels = "projects/p/notificationChannels/1, projects/p/notificationChannels/2"
+    monkeypatch.setenv("QUOTESTREAM_ALERT_NOTIFICATION_CHANNELS", channels)
+    monkeypatch.setenv("QUOTESTREAM_ALERT_THRESHOLDS", '{"max_oldest_unacked_s": 900}')
+    settings = Settings()
+    assert settings.alert_notification_channels == (
+        "projects/p/notificationChannels/1",
+        "projects/p/notificationChannels/2",
+    )
+    assert alert_thresholds(settings).max_oldest_unacked_s == 900.0
 
 
 def test_workers_get_every_setting_but_the_relay_key() -> None:

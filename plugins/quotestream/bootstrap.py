@@ -26,10 +26,11 @@ from quotestream.ports import (
 )
 from quotestream.services.accounting import AccountingService
 from quotestream.services.backfill import BackfillService
-from quotestream.services.provision import ProvisionService
+from quotestream.services.provision import ProvisionService, alert_thresholds
 from quotestream.services.quality import DataQualityService
 from quotestream.services.relay import QuoteRelay
-from quotestream.services.streaming import RestartService, StreamingService
+from quotestream.services.replay import DeadLetterReplayService
+from quotestream.services.streaming import HealthLimits, RestartService, StreamingService
 from quotestream.services.teardown import TeardownService
 from quotestream.settings import Settings
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
     from quotestream.adapters.local.stack import LocalStack
     from quotestream.beam.edges import LoadEdge
+    from quotestream.services.cockpit import CockpitService
 
 
 class ConfigurationError(RuntimeError):
@@ -146,9 +148,15 @@ def build_provision_service(settings: Settings) -> ProvisionService:
         # A client against a stopped emulator retries for minutes: say so at once instead.
         _require_answering("the Pub/Sub emulator", settings.pubsub_emulator_host)
         _require_answering("the BigQuery emulator", settings.bigquery_emulator_host)
-    iam = None
+    iam = alerting = None
     if settings.target == "gcp":
+        from quotestream.adapters.gcp.monitoring_alerts import CloudMonitoringAlerting
         from quotestream.adapters.gcp.pubsub_iam import PubSubIam
+
+        # The emulators have no Monitoring: alerting is provisioned on Google Cloud only.
+        alerting = CloudMonitoringAlerting(
+            settings.project, access=google_access(settings, "monitoring")
+        )
 
         iam = PubSubIam(
             settings.project,
@@ -156,7 +164,7 @@ def build_provision_service(settings: Settings) -> ProvisionService:
             projects_access=google_access(settings, "cloudresourcemanager"),
         )
     return ProvisionService(
-        build_messaging_admin(settings), build_warehouse(settings), settings, iam
+        build_messaging_admin(settings), build_warehouse(settings), settings, iam, alerting
     )
 
 
@@ -208,6 +216,11 @@ def build_backfill_service(settings: Settings) -> BackfillService:
 def build_data_quality_service(settings: Settings) -> DataQualityService:
     warehouse, queries = _warehouse_and_queries(settings)
     return DataQualityService(queries, warehouse, build_quote_source(settings), settings.pairs)
+
+
+def build_replay_service(settings: Settings) -> DeadLetterReplayService:
+    warehouse, queries = _warehouse_and_queries(settings)
+    return DeadLetterReplayService(queries, warehouse, settings.pairs)
 
 
 def repo_root() -> Path:
@@ -311,6 +324,7 @@ def build_streaming_service(settings: Settings) -> StreamingService:
         build_quote_queries(settings),
         settings.load_subscription,
         backlog,
+        limits=HealthLimits(alert_thresholds(settings)),
     )
 
 
@@ -377,3 +391,21 @@ def build_topic_tap(settings: Settings) -> TopicTap:
 
 def build_accounting_service(settings: Settings, since_ms: int) -> AccountingService:
     return AccountingService(build_quote_queries(settings), since_ms)
+
+
+def build_cockpit_service(settings: Settings) -> CockpitService:
+    """The operator page's figures: the DAGs' job runner, health verdict and bars, and the
+    page's read model, over one BigQuery client."""
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryQuoteQueries
+    from quotestream.adapters.gcp.bigquery_views import BigQueryPipelineViews
+    from quotestream.services.cockpit import CockpitService
+
+    warehouse = _bigquery_warehouse(settings)
+    streaming = build_streaming_service(settings)
+    return CockpitService(
+        build_job_runner(settings),
+        streaming,
+        BigQueryQuoteQueries(warehouse),
+        BigQueryPipelineViews(warehouse),
+        settings.pairs,
+    )

@@ -7,12 +7,14 @@ variables or Secret Manager, and locally from `.local/env`.
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from quotestream.domain.alerting import AlertThresholds
 from quotestream.domain.pairs import DEFAULT_PAIRS, PAIR_CATALOG, split_pairs
 
 # The Google APIs the adapters call, by their service names (the first label of the host).
@@ -64,6 +66,10 @@ class Settings(BaseSettings):
     local_state_dir: str = ".local"
     # Airflow connection holding the alert webhook (extra.webhook_url) and e-mail settings.
     alerts_connection_id: str = "quotestream_alerts"
+    # A run of these DAGs still unfinished this long after it started is stopped by the
+    # scheduler (the DAG's dagrun_timeout) and alerts: a stuck query, a hung API call.
+    data_quality_deadline_s: Annotated[int, Field(ge=1)] = 30 * 60
+    backfill_deadline_s: Annotated[int, Field(ge=1)] = 2 * 3600
 
     # Google Cloud only. Flex-template specs live at <prefix>/{load,extract}_quotes.json.
     dataflow_templates: str = ""
@@ -107,6 +113,35 @@ class Settings(BaseSettings):
     # quarter of a core, 20,000 quotes/s (the relay's whole queue) at most.
     relay_rate_limit_per_s: Annotated[float, Field(ge=0)] = 20.0
     relay_rate_limit_burst: Annotated[int, Field(ge=1)] = 40
+
+    # Google Cloud only: where Cloud Monitoring's alerts go, comma-separated resource names
+    # projects/P/notificationChannels/ID.
+    alert_notification_channels: Annotated[tuple[str, ...], NoDecode] = ()
+    # Overrides of domain.alerting.AlertThresholds by name, JSON such as
+    # {"max_oldest_unacked_s": 900}: the alert policies and the local verdict both follow.
+    alert_thresholds: dict[str, float] = {}
+
+    @field_validator("alert_notification_channels", mode="before")
+    @classmethod
+    def _split_channels(cls, value: object) -> object:
+        return _comma_list(value) if isinstance(value, str) else value
+
+    @field_validator("alert_notification_channels")
+    @classmethod
+    def _channel_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for channel in value:
+            if not re.fullmatch(r"projects/[^/\s]+/notificationChannels/[^/\s]+", channel):
+                raise ValueError(
+                    f"{channel!r} is not a notification channel's resource name "
+                    "(projects/PROJECT/notificationChannels/ID)"
+                )
+        return value
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        AlertThresholds().overridden(value)
+        return value
 
     @field_validator("pairs", mode="before")
     @classmethod

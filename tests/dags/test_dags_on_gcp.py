@@ -17,6 +17,7 @@ import pytest
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
+from quotestream.services.provision import monitoring_policies
 from quotestream.settings import Settings
 from tests.support.dag_runs import states
 from tests.support.standins.dataflow import launch_parameters, requested_state
@@ -99,7 +100,7 @@ def assert_connection_credentials_on_the_wire(apis: GoogleApis, *kinds: str) -> 
 
 
 def test_provision_on_gcp_grants_the_pubsub_service_agent_its_dead_letter_roles(
-    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
+    dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, monitoring: MonitoringStandIn
 ) -> None:
     run = dagbag.get_dag("quotestream_provision").test()
     assert states(run) == {"provision": "success"}
@@ -122,9 +123,21 @@ def test_provision_on_gcp_grants_the_pubsub_service_agent_its_dead_letter_roles(
     }
     assert_connection_credentials_on_the_wire(google_apis, "pubsub", "resourcemanager")
 
+    # Alerting that does not depend on Airflow: the policies and the dashboard, in the project.
+    policies = monitoring.alerting.policies.values()
+    assert {p.display_name for p in policies} == {
+        spec.display_name for spec in monitoring_policies(gcp_target)
+    }
+    assert all(p.name.startswith(f"projects/{gcp_target.project}/") for p in policies)
+    (board,) = monitoring.alerting.dashboards.values()
+    assert len(board.grid_layout.widgets) == len(policies)
+
     sets = len(google_apis.recorder.of("pubsub", "POST", ":setIamPolicy"))
     assert states(dagbag.get_dag("quotestream_provision").test()) == {"provision": "success"}
     assert len(google_apis.recorder.of("pubsub", "POST", ":setIamPolicy")) == sets, "idempotent"
+    monitoring_writes = [c for c in monitoring.recorder.of("monitoring") if "Create" in c.method]
+    assert len(monitoring_writes) == len(policies) + 1, "created once"
+    assert not [c for c in monitoring.recorder.of("monitoring") if "Update" in c.method]
 
 
 @pytest.fixture

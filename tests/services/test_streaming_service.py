@@ -4,9 +4,10 @@ from typing import Any
 
 import pytest
 
+from quotestream.domain.alerting import AlertThresholds
 from quotestream.ports.jobs import JobState, StopMode
 from quotestream.ports.queries import RecentFlow
-from quotestream.services.streaming import RestartService, StreamingService
+from quotestream.services.streaming import HealthLimits, RestartService, StreamingService
 from tests.support.fakes import InMemoryJobRunner
 
 pytestmark = pytest.mark.unit
@@ -112,3 +113,31 @@ def test_an_update_replaces_in_place_where_the_runner_can_else_restarts_plainly(
     before, after = RestartService(runner, poll_s=0).update("load", 5)
     assert runner.stops == stops
     assert (after.state, after.job_id != before.job_id) == (JobState.RUNNING, True)
+
+
+@pytest.mark.parametrize(
+    ("oldest_s", "undelivered", "problems"),
+    [
+        (120.0, 1000, []),
+        (121.0, 1000, ["the oldest unacked message is 121 s old"]),
+        (60.0, 1001, ["1001 messages wait in quotes-load"]),
+    ],
+)
+def test_the_backlog_verdict_follows_the_alert_thresholds(
+    oldest_s: float, undelivered: int, problems: list[str]
+) -> None:
+    thresholds = AlertThresholds().overridden(
+        {"max_oldest_unacked_s": 120.0, "max_undelivered_messages": 1000}
+    )
+    runner = InMemoryJobRunner()
+    healthy = FixedQueries(int(NOW * 1000) - 2000, 100, 0)
+    StreamingService(runner, healthy, "quotes-load", clock=lambda: NOW).ensure_running()
+    report = StreamingService(
+        runner,
+        healthy,
+        "quotes-load",
+        FixedBacklog(undelivered, oldest_s),
+        HealthLimits(thresholds),
+        clock=lambda: NOW,
+    ).health()
+    assert report.problems == problems

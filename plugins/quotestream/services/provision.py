@@ -1,12 +1,21 @@
-"""Provision Pub/Sub and BigQuery: idempotent, additive, loud about incompatible changes."""
+"""Provision Pub/Sub, BigQuery and (on Google Cloud) Cloud Monitoring's alerting: idempotent,
+additive, loud about incompatible changes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from quotestream.domain.alerting import (
+    AlertPolicySpec,
+    AlertThresholds,
+    alert_policies,
+    dashboard,
+)
 from quotestream.domain.schemas import ALL_TABLES
 from quotestream.ports import MessagingAdmin, MessagingIam, Warehouse
+from quotestream.ports.alerting import AlertingAdmin
 from quotestream.ports.resources import ResourceResult, SubscriptionSpec, service_account_members
+from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 
 
@@ -28,6 +37,22 @@ def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
     )
 
 
+def alert_thresholds(settings: Settings) -> AlertThresholds:
+    """The defaults with the settings' overrides: the alert policies and the local health
+    verdict both take their limits from here."""
+    return AlertThresholds().overridden(settings.alert_thresholds)
+
+
+def monitoring_policies(settings: Settings) -> tuple[AlertPolicySpec, ...]:
+    return alert_policies(
+        alert_thresholds(settings),
+        JOB_NAMES,
+        settings.load_subscription,
+        settings.api_service,
+        settings.alert_notification_channels,
+    )
+
+
 class ProvisionService:
     def __init__(
         self,
@@ -35,11 +60,13 @@ class ProvisionService:
         warehouse: Warehouse,
         settings: Settings,
         iam: MessagingIam | None = None,
+        alerting: AlertingAdmin | None = None,
     ):
         self._messaging = messaging
         self._warehouse = warehouse
         self._settings = settings
         self._iam = iam
+        self._alerting = alerting
 
     def run(
         self, report: Callable[[ResourceResult], None] = lambda _: None
@@ -78,3 +105,8 @@ class ProvisionService:
         yield self._warehouse.ensure_dataset()
         for table in ALL_TABLES:
             yield self._warehouse.ensure_table(table)
+        if self._alerting is not None:
+            policies = monitoring_policies(self._settings)
+            for policy in policies:
+                yield self._alerting.ensure_alert_policy(policy)
+            yield self._alerting.ensure_dashboard(dashboard(policies))

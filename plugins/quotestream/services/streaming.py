@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from quotestream.domain.alerting import AlertThresholds
 from quotestream.ports import BacklogProbe, JobRunner, QuoteQueries
 from quotestream.ports.jobs import Job, JobState, StopMode
 
@@ -16,12 +17,29 @@ JOB_NAMES = {"extract": "quotestream-extract", "load": "quotestream-load"}
 
 @dataclass(frozen=True, slots=True)
 class HealthLimits:
-    max_staleness_s: float = 300.0
-    max_dead_letter_ratio: float = 0.05
-    max_oldest_unacked_s: float = 600.0
+    """The limits with a Cloud Monitoring twin are read from the same AlertThresholds the
+    alert policies are built from: there is no second copy of them to drift."""
+
+    thresholds: AlertThresholds = field(default_factory=AlertThresholds)
     window_s: int = 900
     # A job launched this recently has not had time to deliver: staleness is not held against it.
     launch_grace_s: float = 600.0
+
+    @property
+    def max_staleness_s(self) -> float:
+        return self.thresholds.max_data_freshness_s
+
+    @property
+    def max_dead_letter_ratio(self) -> float:
+        return self.thresholds.max_dead_letter_ratio
+
+    @property
+    def max_oldest_unacked_s(self) -> float:
+        return self.thresholds.max_oldest_unacked_s
+
+    @property
+    def max_undelivered_messages(self) -> float:
+        return self.thresholds.max_undelivered_messages
 
 
 @dataclass
@@ -108,6 +126,8 @@ class StreamingService:
             return
         undelivered, oldest = self._backlog.backlog(self._subscription)
         report.figures.update(backlog_messages=undelivered, oldest_unacked_s=oldest)
+        if undelivered is not None and undelivered > self._limits.max_undelivered_messages:
+            report.problems.append(f"{undelivered} messages wait in {self._subscription}")
         if oldest is not None and oldest > self._limits.max_oldest_unacked_s:
             report.problems.append(f"the oldest unacked message is {oldest:.0f} s old")
 

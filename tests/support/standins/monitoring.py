@@ -1,5 +1,6 @@
 """Cloud Monitoring v3's ListTimeSeries over gRPC (the Python client has no REST transport):
-the Pub/Sub subscription gauges the backlog checks read, newest point first, paged by points."""
+the Pub/Sub subscription gauges the backlog checks read, newest point first, paged by points.
+The same server serves the alert policies and dashboards provisioning manages (`alerting`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import grpc  # type: ignore[import-untyped]
 from google.api import metric_pb2
 from google.cloud import monitoring_v3
 
+from tests.support.standins.monitoring_alerts import AlertingStandIn
 from tests.support.standins.recorder import Call, Recorder
 
 SERVICE = "google.monitoring.v3.MetricService"
@@ -43,6 +45,7 @@ class MonitoringStandIn:
         self._points: dict[tuple[str, str], list[tuple[int, int]]] = {}
         self._server: grpc.Server | None = None
         self.address = ""
+        self.alerting = AlertingStandIn(self.recorder, GRPC_CODES)
 
     def start(self) -> None:
         handler = grpc.method_handlers_generic_handler(
@@ -56,7 +59,7 @@ class MonitoringStandIn:
             },
         )
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        self._server.add_generic_rpc_handlers((handler,))
+        self._server.add_generic_rpc_handlers((handler, *self.alerting.handlers()))
         port = self._server.add_insecure_port("127.0.0.1:0")  # the kernel's free port, no race
         self._server.start()
         self.address = f"127.0.0.1:{port}"
@@ -67,10 +70,12 @@ class MonitoringStandIn:
             self._server = None
 
     def reset(self) -> None:
-        """Forgets the points, and the calls and faults of the recorder (shared or not)."""
+        """Forgets the points, the policies and dashboards, and the calls and faults of the
+        recorder (shared or not)."""
         with self._lock:
             self._points.clear()
             self.page_size = 100_000
+        self.alerting.reset()
         self.recorder.clear()
 
     def set_points(

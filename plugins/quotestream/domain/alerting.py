@@ -1,0 +1,208 @@
+"""Cloud Monitoring's alert policies and dashboard as plain data, built from one set of
+thresholds that the local health verdict (quotestream_streaming) judges by as well: one number
+per limit, so Google's alerting and Airflow's verdict cannot disagree about what is unhealthy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+# The user label that marks a policy (and the dashboard) as provisioning's, valued with its key:
+# found again by it, so a renamed or re-thresholded policy is updated, never duplicated.
+MANAGED_LABEL = "quotestream_policy"
+DASHBOARD_KEY = "dashboard"
+DASHBOARD_NAME = "quotestream: pipeline"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertThresholds:
+    max_system_lag_s: float = 300.0
+    # Dataflow's data freshness (watermark age); locally, the age of the newest loaded quote.
+    max_data_freshness_s: float = 300.0
+    max_undelivered_messages: float = 50_000
+    max_oldest_unacked_s: float = 600.0
+    # Dead-lettered over received messages of the load job.
+    max_dead_letter_ratio: float = 0.05
+    max_api_5xx_per_s: float = 0.5
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(field.name for field in fields(cls))
+
+    def overridden(self, overrides: Mapping[str, float]) -> AlertThresholds:
+        """These thresholds with `overrides` (by field name) in place; names and values checked."""
+        unknown = sorted(set(overrides) - set(self.names()))
+        if unknown:
+            known = ", ".join(self.names())
+            raise ValueError(f"unknown alert thresholds {', '.join(unknown)}; known: {known}")
+        negative = sorted(name for name, value in overrides.items() if value <= 0)
+        if negative:
+            raise ValueError(f"alert thresholds must be positive: {', '.join(negative)}")
+        return replace(self, **overrides)
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """Monitoring's per-series aligner and cross-series reducer, by their enum names."""
+
+    aligner: str
+    reducer: str = "REDUCE_NONE"
+    alignment_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicySpec:
+    key: str  # the MANAGED_LABEL value: stable even when the display name changes
+    display_name: str
+    metric_filter: str
+    aggregation: Aggregation
+    threshold: float
+    duration_s: int
+    documentation: str
+    # A ratio condition: metric_filter's series over this one's (same aggregation).
+    denominator_filter: str = ""
+    notification_channels: tuple[str, ...] = ()
+    comparison: str = "COMPARISON_GT"
+    # The AlertThresholds field the threshold comes from, and whether the local verdict judges
+    # by it too.
+    threshold_name: str = ""
+    judged_locally: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSpec:
+    """One chart per policy, its threshold drawn in."""
+
+    display_name: str
+    policies: tuple[AlertPolicySpec, ...]
+    key: str = DASHBOARD_KEY
+
+
+def _filter(resource_type: str, metric: str, **labels: str) -> str:
+    terms = [f'resource.type = "{resource_type}"', f'metric.type = "{metric}"']
+    terms += [f'{label} = "{value}"' for label, value in labels.items()]
+    return " AND ".join(terms)
+
+
+def _dataflow(metric: str, job: str, **labels: str) -> str:
+    return _filter(
+        "dataflow_job",
+        f"dataflow.googleapis.com/job/{metric}",
+        **{"resource.labels.job_name": job},
+        **labels,
+    )
+
+
+def _subscription(metric: str, subscription: str) -> str:
+    return _filter(
+        "pubsub_subscription",
+        f"pubsub.googleapis.com/subscription/{metric}",
+        **{"resource.labels.subscription_id": subscription},
+    )
+
+
+def _user_counter(job: str, counter: str) -> str:
+    # A Beam counter reaches Monitoring as Dataflow's user_counter, named by a metric label.
+    return _dataflow("user_counter", job, **{"metric.labels.metric_name": counter})
+
+
+def alert_policies(
+    thresholds: AlertThresholds,
+    job_names: Mapping[str, str],
+    subscription: str,
+    api_service: str,
+    notification_channels: tuple[str, ...] = (),
+) -> tuple[AlertPolicySpec, ...]:
+    """The policies, in a stable order: each job's lag and freshness, the load subscription's
+    backlog, the load job's dead-letter share, the API's server errors."""
+    gauge = Aggregation("ALIGN_MAX", "REDUCE_MAX")
+    rate = Aggregation("ALIGN_RATE", "REDUCE_SUM")
+    policies = []
+    for pipeline, job in job_names.items():
+        policies += [
+            AlertPolicySpec(
+                key=f"{pipeline}-system-lag",
+                display_name=f"quotestream: {pipeline} system lag",
+                metric_filter=_dataflow("system_lag", job),
+                aggregation=gauge,
+                threshold=thresholds.max_system_lag_s,
+                duration_s=300,
+                documentation=f"{job} holds data it has not processed for too long: "
+                "workers are short or a step is stuck (the job's page shows which).",
+                threshold_name="max_system_lag_s",
+            ),
+            AlertPolicySpec(
+                key=f"{pipeline}-data-freshness",
+                display_name=f"quotestream: {pipeline} data freshness",
+                metric_filter=_dataflow("data_watermark_age", job),
+                aggregation=gauge,
+                threshold=thresholds.max_data_freshness_s,
+                duration_s=300,
+                documentation=f"The newest data {job} has fully processed is too old: quotes "
+                "reach BigQuery late or not at all.",
+                threshold_name="max_data_freshness_s",
+                judged_locally=pipeline == "load",
+            ),
+        ]
+    policies += [
+        AlertPolicySpec(
+            key="subscription-backlog",
+            display_name="quotestream: subscription backlog",
+            metric_filter=_subscription("num_undelivered_messages", subscription),
+            aggregation=gauge,
+            threshold=thresholds.max_undelivered_messages,
+            duration_s=600,
+            documentation=f"{subscription} holds more unacknowledged messages than the load "
+            "job keeps up with: is it running, and is it scaled?",
+            threshold_name="max_undelivered_messages",
+            judged_locally=True,
+        ),
+        AlertPolicySpec(
+            key="oldest-unacked",
+            display_name="quotestream: oldest unacked message",
+            metric_filter=_subscription("oldest_unacked_message_age", subscription),
+            aggregation=gauge,
+            threshold=thresholds.max_oldest_unacked_s,
+            duration_s=120,
+            documentation=f"A message in {subscription} waits too long: the load job is down "
+            "or one message fails again and again until it is dead-lettered.",
+            threshold_name="max_oldest_unacked_s",
+            judged_locally=True,
+        ),
+        AlertPolicySpec(
+            key="load-dead-letter-rate",
+            display_name="quotestream: load dead-letter rate",
+            metric_filter=_user_counter(job_names["load"], "dead_lettered"),
+            denominator_filter=_user_counter(job_names["load"], "received"),
+            aggregation=rate,
+            threshold=thresholds.max_dead_letter_ratio,
+            duration_s=300,
+            documentation="Too large a share of the received messages is dead-lettered: "
+            "the quotes_dead_letter table says why (its error column).",
+            threshold_name="max_dead_letter_ratio",
+            judged_locally=True,
+        ),
+        AlertPolicySpec(
+            key="api-5xx-rate",
+            display_name="quotestream: API 5xx rate",
+            metric_filter=_filter(
+                "cloud_run_revision",
+                "run.googleapis.com/request_count",
+                **{
+                    "resource.labels.service_name": api_service,
+                    "metric.labels.response_code_class": "5xx",
+                },
+            ),
+            aggregation=rate,
+            threshold=thresholds.max_api_5xx_per_s,
+            duration_s=300,
+            documentation=f"The market-data API ({api_service}) answers with server errors: "
+            "the extract job and the push relay lose quotes meanwhile.",
+            threshold_name="max_api_5xx_per_s",
+        ),
+    ]
+    return tuple(replace(p, notification_channels=notification_channels) for p in policies)
+
+
+def dashboard(policies: tuple[AlertPolicySpec, ...]) -> DashboardSpec:
+    return DashboardSpec(DASHBOARD_NAME, policies)
