@@ -7,7 +7,12 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from quotestream.entrypoints.dags import default_args, table_asset_uri
+from quotestream.entrypoints.dags import (
+    alert_on_missed_deadline,
+    default_args,
+    run_deadline,
+    table_asset_uri,
+)
 
 
 @dag(
@@ -19,6 +24,9 @@ from quotestream.entrypoints.dags import default_args, table_asset_uri
     # Runs are made on purpose, for gaps (`airflow backfill create`); unpause to backfill
     # every closed hour as a safety net.
     is_paused_upon_creation=True,
+    # A run still unfinished after this is stopped and alerts (QUOTESTREAM_BACKFILL_DEADLINE_S).
+    dagrun_timeout=run_deadline("backfill_deadline_s"),
+    on_failure_callback=alert_on_missed_deadline,
     default_args=default_args(),
     tags=["quotestream", "backfill"],
     doc_md="""
@@ -28,7 +36,8 @@ An hour is backfilled only once it is at least an hour old, so the streaming loa
 delivered what it will (a backfill racing it would insert rows the stream then repeats).
 The interval's history goes through the gate into a scratch table (a load job), then one
 INSERT adds only the event_ids `quotes` lacks: safe beside the streaming buffer, and running
-an interval twice changes nothing.
+an interval twice changes nothing. A run still unfinished 2 hours after it started
+(`QUOTESTREAM_BACKFILL_DEADLINE_S`) is stopped by the scheduler and alerts.
 """,
 )
 def quotestream_backfill() -> None:

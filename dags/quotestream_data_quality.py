@@ -7,7 +7,12 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from quotestream.entrypoints.dags import default_args, table_asset_uri
+from quotestream.entrypoints.dags import (
+    alert_on_missed_deadline,
+    default_args,
+    run_deadline,
+    table_asset_uri,
+)
 
 
 @dag(
@@ -15,15 +20,25 @@ from quotestream.entrypoints.dags import default_args, table_asset_uri
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
+    # A run still unfinished after this is stopped and alerts (QUOTESTREAM_DATA_QUALITY_DEADLINE_S).
+    dagrun_timeout=run_deadline("data_quality_deadline_s"),
+    on_failure_callback=alert_on_missed_deadline,
     default_args=default_args(retries=1, retry_delay=timedelta(seconds=10)),
     tags=["quotestream", "quality"],
     doc_md="""
 Checks the hour *before* the run's data interval, so the streaming load has had an hour
 to deliver late data: volume against each pair's tick rate, reconciliation of counts per pair
 with the API's history, bid <= ask, duplicate event_ids, nulls, dead-letter ratio, and (for
-recent hours) freshness. A failed check fails the task at once (no retry: the data will not
+recent hours) freshness. Then how the quotes move: every triangle of the configured pairs
+(EUR-BRL against EUR-USD x USD-BRL) per minute, within the three quotes' spreads and ranges;
+price jumps (a mid move beyond 8 robust deviations, 1.4826 x MAD, of the pair's moves); stale
+pairs (newest quote 10 tick intervals behind the newest of all); tick gaps (consecutive ticks
+over 1.5 intervals apart, counted as missing ticks); and the final pane of each stored 1-minute
+bar against the bar recomputed from `quotes` (minutes without a bar, as a backfill leaves, are
+reported, not failed). A failed check fails the task at once (no retry: the data will not
 change), which alerts; errors reaching BigQuery are retried. All results are kept in
-`dq_results` with the run id.
+`dq_results` with the run id. A run still unfinished 30 minutes after it started
+(`QUOTESTREAM_DATA_QUALITY_DEADLINE_S`) is stopped by the scheduler and alerts.
 """,
 )
 def quotestream_data_quality() -> None:

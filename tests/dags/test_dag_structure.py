@@ -6,11 +6,12 @@ import re
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from quotestream.entrypoints.dags import alert_on_failure, table_asset_uri
+from quotestream.entrypoints.dags import alert_on_failure, alert_on_missed_deadline, table_asset_uri
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -23,6 +24,7 @@ DAG_IDS = {
     "quotestream_backfill",
     "quotestream_data_quality",
     "quotestream_teardown",
+    "quotestream_replay_dead_letters",
 }
 
 
@@ -93,3 +95,17 @@ def test_parse_time_of_the_dags_folder(dagbag: Any) -> None:
             f"{s.file.rsplit('/', 1)[-1]} {s.duration.total_seconds() * 1000:.0f} ms" for s in stats
         )
     )
+
+
+def test_quality_and_backfill_runs_have_a_deadline_that_alerts(dagbag: Any) -> None:
+    deadlines = {
+        dag_id: dagbag.get_dag(dag_id).dagrun_timeout
+        for dag_id in ("quotestream_data_quality", "quotestream_backfill")
+    }
+    assert deadlines == {
+        "quotestream_data_quality": timedelta(minutes=30),
+        "quotestream_backfill": timedelta(hours=2),
+    }
+    for dag_id in deadlines:
+        callbacks = dagbag.get_dag(dag_id).on_failure_callback
+        assert callbacks in ([alert_on_missed_deadline], alert_on_missed_deadline)

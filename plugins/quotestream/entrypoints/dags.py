@@ -1,4 +1,4 @@
-"""What every DAG shares: default arguments, the failure alert, asset names.
+"""What every DAG shares: default arguments, the failure and deadline alerts, asset names.
 
 Imported by DAG files at parse time, so it stays light: Airflow and the adapters are
 imported inside the functions that run in tasks and callbacks.
@@ -45,21 +45,59 @@ def default_args(**overrides: Any) -> dict[str, Any]:
 
 
 def alert_on_failure(context: Any) -> None:
-    """Tell people a task failed for good (after its retries). Never raises: a broken alert
-    channel must not hide the original failure; it is logged instead."""
+    """Tell people a task failed for good (after its retries)."""
     ti = context.get("ti")
     where = f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
-    subject = f"quotestream: {where} failed"
-    body = (
+    _alert(
+        f"quotestream: {where} failed",
         f"run {getattr(ti, 'run_id', '?')}, try {getattr(ti, 'try_number', '?')}\n"
-        f"{context.get('exception')!r}"
+        f"{context.get('exception')!r}",
     )
+
+
+def run_deadline(setting: str) -> timedelta:
+    """How long a run of a DAG may take (`setting`, a Settings field in seconds), read at parse
+    time from the environment alone, as the asset URIs are. The DAG's `dagrun_timeout`: the
+    scheduler fails a run still unfinished then, and `alert_on_missed_deadline` says so.
+
+    Not Airflow 3's DeadlineAlert: in Airflow 3.3.2 any DAG that has one makes `airflow dags
+    test` fail once the run succeeds ('dict' object has no attribute 'hex', apache/airflow
+    issue 73428), which would break every test run of these DAGs, operators' included."""
+    from quotestream.settings import Settings
+
+    default = Settings.model_fields[setting].default
+    return timedelta(seconds=int(os.environ.get(f"QUOTESTREAM_{setting.upper()}", default)))
+
+
+def alert_on_missed_deadline(context: Any) -> None:
+    """The DAG's failure callback: tell people a run was stopped for taking longer than its
+    `dagrun_timeout`. Failures of a task have alerted already (`alert_on_failure`)."""
+    if context.get("reason") != "timed_out":
+        return
+    run = context.get("dag_run")
+    dag_id = getattr(run, "dag_id", "?")
+    timeout = getattr(context.get("dag"), "dagrun_timeout", None)
+    _alert(
+        f"quotestream: {dag_id} missed its deadline",
+        f"run {getattr(run, 'run_id', '?')} not finished {_seconds(timeout)} after it started "
+        f"({getattr(run, 'start_date', '?')}); the scheduler stopped it. The DAG is idempotent: "
+        "clear the run, or let the next one repeat its work.",
+    )
+
+
+def _seconds(timeout: timedelta | None) -> str:
+    return "?" if timeout is None else f"{timeout.total_seconds():.0f} s"
+
+
+def _alert(subject: str, body: str) -> None:
+    """Never raises: a broken alert channel must not hide what it reports; it is logged."""
+    log.warning("%s: %s", subject, body)
     try:
         # Not Settings(): the task may have failed precisely because the settings are invalid.
         connection_id = os.environ.get("QUOTESTREAM_ALERTS_CONNECTION_ID", "quotestream_alerts")
         channels = notifiers(connection_id)
     except Exception:
-        log.exception("could not build the alert channels; the failure is only in the log")
+        log.exception("could not build the alert channels; the alert is only in the log")
         return
     for notifier in channels:
         try:

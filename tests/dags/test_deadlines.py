@@ -1,0 +1,145 @@
+"""Deadlines, enforced by a real scheduler: a `quotestream_backfill` run still unfinished after
+its deadline (here two seconds; the default pool has no slot, so its task never starts) is
+stopped, and the DAG processor's failure callback alerts through the alerts connection's
+webhook. Stopping a run for another reason alerts nothing more than its task did."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from quotestream.adapters.local.processes import ServiceProcess, start_service
+from quotestream.entrypoints import dags
+from quotestream_dev.local_airflow import deployed_layout
+from tests.conftest import REPO
+
+AIRFLOW = str(REPO / ".venv" / "bin" / "airflow")
+
+
+class Webhook(ThreadingHTTPServer):
+    """Keeps the body of every POST it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), WebhookHandler)
+        self.bodies: list[dict[str, str]] = []
+
+
+class WebhookHandler(BaseHTTPRequestHandler):
+    server: Webhook
+
+    def do_POST(self) -> None:
+        self.server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    server = Webhook()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _start(component: str, env: dict[str, str], log: Path) -> ServiceProcess:
+    return start_service(
+        f"airflow-{component}",
+        [AIRFLOW, component],
+        host="127.0.0.1",
+        port=0,
+        log_path=log,
+        ready=lambda: True,
+        env=env,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.airflow
+def test_a_run_past_its_deadline_is_stopped_and_alerts(tmp_path: Path, webhook: Webhook) -> None:
+    home = tmp_path / "airflow"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        # Made with the database: no task can start, so the run outlives its deadline.
+        "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "0",
+        **deployed_layout(REPO),
+        "QUOTESTREAM_BACKFILL_DEADLINE_S": "2",
+        "AIRFLOW_CONN_QUOTESTREAM_ALERTS": json.dumps(
+            {
+                "conn_type": "http",
+                "extra": {"webhook_url": f"http://127.0.0.1:{webhook.server_address[1]}/"},
+            }
+        ),
+    }
+    for args in (
+        ["db", "migrate"],
+        ["dags", "reserialize"],
+        ["dags", "unpause", "quotestream_backfill"],
+        ["dags", "trigger", "quotestream_backfill", "--logical-date", "2026-12-01T10:00:00Z"],
+    ):
+        done = subprocess.run(
+            [AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    started = [
+        _start(component, env, tmp_path / f"{component}.log")
+        for component in ("scheduler", "dag-processor")
+    ]
+    try:
+        give_up = time.monotonic() + 180
+        while not webhook.bodies and time.monotonic() < give_up:
+            time.sleep(0.5)
+    finally:
+        for process in started:
+            process.stop()
+
+    logs = "\n".join(
+        (tmp_path / f"{c}.log").read_text()[-2000:] for c in ("scheduler", "dag-processor")
+    )
+    assert webhook.bodies, logs
+    text = webhook.bodies[0]["text"]
+    assert "quotestream: quotestream_backfill missed its deadline" in text
+    assert "not finished 2 s after it started" in text
+    assert "the scheduler stopped it" in text
+
+
+@pytest.mark.unit
+def test_a_run_failed_by_its_task_alerts_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(dags, "_alert", lambda subject, body: sent.append((subject, body)))
+    run = SimpleNamespace(dag_id="quotestream_backfill", run_id="r1", start_date="t0")
+    dags.alert_on_missed_deadline({"reason": "task_failure", "dag_run": run})
+    assert sent == []
+    dag = SimpleNamespace(dagrun_timeout=dags.run_deadline("backfill_deadline_s"))
+    dags.alert_on_missed_deadline({"reason": "timed_out", "dag_run": run, "dag": dag})
+    assert sent[0][0] == "quotestream: quotestream_backfill missed its deadline"
+    assert "run r1 not finished 7200 s after it started" in sent[0][1]
+
+
+@pytest.mark.unit
+def test_the_deadline_is_read_from_the_environment_at_parse_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert dags.run_deadline("data_quality_deadline_s").total_seconds() == 1800
+    monkeypatch.setenv("QUOTESTREAM_DATA_QUALITY_DEADLINE_S", "90")
+    assert dags.run_deadline("data_quality_deadline_s").total_seconds() == 90
