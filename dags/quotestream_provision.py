@@ -14,6 +14,9 @@ from quotestream.entrypoints.dags import RESOURCES_ASSET_URI, default_args
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    # Provisioning looks each resource up, then creates it: two runs at once could both create
+    # an alert policy (Monitoring does not refuse a second one of the same name).
+    max_active_runs=1,
     default_args=default_args(),
     tags=["quotestream", "provisioning"],
     doc_md="""

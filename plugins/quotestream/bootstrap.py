@@ -394,8 +394,9 @@ def build_accounting_service(settings: Settings, since_ms: int) -> AccountingSer
 
 
 def build_cockpit_service(settings: Settings) -> CockpitService:
-    """The operator page's figures: the DAGs' job runner, health verdict and bars, and the
-    page's read model, over one BigQuery client."""
+    """The operator page's figures: the DAGs' job runner and health verdict (the streaming
+    service, as `quotestream_streaming` builds it), and the stored bars and the page's read
+    model over one BigQuery client of their own."""
     from quotestream.adapters.gcp.bigquery_queries import BigQueryQuoteQueries
     from quotestream.adapters.gcp.bigquery_views import BigQueryPipelineViews
     from quotestream.services.cockpit import CockpitService

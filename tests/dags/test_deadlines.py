@@ -127,13 +127,15 @@ def test_a_run_past_its_deadline_is_stopped_and_alerts(tmp_path: Path, webhook: 
 def test_a_run_failed_by_its_task_alerts_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr(dags, "_alert", lambda subject, body: sent.append((subject, body)))
-    run = SimpleNamespace(dag_id="quotestream_backfill", run_id="r1", start_date="t0")
-    dags.alert_on_missed_deadline({"reason": "task_failure", "dag_run": run})
+    dag = SimpleNamespace(
+        dag_id="quotestream_backfill", dagrun_timeout=dags.run_deadline("backfill_deadline_s")
+    )
+    dags.alert_on_missed_deadline({"reason": "task_failure", "dag": dag, "run_id": "r1"})
     assert sent == []
-    dag = SimpleNamespace(dagrun_timeout=dags.run_deadline("backfill_deadline_s"))
-    dags.alert_on_missed_deadline({"reason": "timed_out", "dag_run": run, "dag": dag})
+    # As the DAG processor passes it for a run that never had a task instance: no dag_run.
+    dags.alert_on_missed_deadline({"reason": "timed_out", "dag": dag, "run_id": "r1"})
     assert sent[0][0] == "quotestream: quotestream_backfill missed its deadline"
-    assert "run r1 not finished 7200 s after it started" in sent[0][1]
+    assert "run r1 not finished 7200 s after it started; the scheduler stopped it" in sent[0][1]
 
 
 @pytest.mark.unit
@@ -143,3 +145,6 @@ def test_the_deadline_is_read_from_the_environment_at_parse_time(
     assert dags.run_deadline("data_quality_deadline_s").total_seconds() == 1800
     monkeypatch.setenv("QUOTESTREAM_DATA_QUALITY_DEADLINE_S", "90")
     assert dags.run_deadline("data_quality_deadline_s").total_seconds() == 90
+    monkeypatch.setenv("QUOTESTREAM_DATA_QUALITY_DEADLINE_S", "0")
+    with pytest.raises(ValueError, match="QUOTESTREAM_DATA_QUALITY_DEADLINE_S must be at least 1"):
+        dags.run_deadline("data_quality_deadline_s")

@@ -95,6 +95,21 @@ def _fill_the_warehouse(now: int) -> dict[str, Any]:
     return {"rows_last_hour": len(quotes) - 1, "per_minute": sorted(per_minute.items())}
 
 
+def _one_more_quote_now(expected: dict[str, Any]) -> dict[str, Any]:
+    from quotestream.settings import Settings
+
+    now = now_ms()
+    warehouse = bootstrap.build_warehouse(Settings())
+    assert not warehouse.insert_rows(QUOTES.name, [quote_at(now - 1_000, ingest_ms=now)])
+    warehouse.close()
+    per_minute = Counter(dict(expected["per_minute"]))
+    per_minute[now // MINUTE_MS * MINUTE_MS] += 1
+    return {
+        "rows_last_hour": expected["rows_last_hour"] + 1,
+        "per_minute": sorted(per_minute.items()),
+    }
+
+
 def _quality_rows(hour: int, checked: int) -> list[dict[str, Any]]:
     from quotestream.domain.quote import format_ts
 
@@ -144,13 +159,20 @@ def test_the_page_shows_what_the_warehouse_holds(airflow: LocalAirflow, browser_
     assert embedded.locator("#rows-last-hour").text_content() == str(expected["rows_last_hour"])
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT.with_name("cockpit-in-airflow.png")))
+    # A USD-BRL quote of this moment, so the pair is flowing however long the steps above took.
+    expected = _one_more_quote_now(expected)
     page.goto(f"{airflow.url}/quotestream/")
     page.wait_for_selector("body[data-loaded=true]", timeout=60_000)
+    # The figures are read again at most every 10 s and the page asks every 15 s: it shows
+    # the new quote by itself, without a reload.
+    page.wait_for_function(
+        "document.querySelector('#rows-last-hour').textContent === '16'", timeout=60_000
+    )
     figures = page.request.get(f"{airflow.url}/quotestream/api/figures").json()
 
     assert figures["warehouse_error"] is None
-    assert figures["rows_last_hour"] == expected["rows_last_hour"] == 15
-    assert page.text_content("#rows-last-hour") == "15"
+    assert figures["rows_last_hour"] == expected["rows_last_hour"] == 16
+    assert page.text_content("#rows-last-hour") == "16"
     shown = [(minute["minute_ms"], minute["rows"]) for minute in figures["throughput"]]
     assert shown == expected["per_minute"]
     assert page.locator("#throughput rect").count() == len(shown)

@@ -78,6 +78,14 @@ def test_every_route_is_behind_the_guard(path: str) -> None:
     assert client.get(path).status_code == 401
 
 
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc"])
+def test_no_schema_or_docs_route_bypasses_the_guard(path: str) -> None:
+    assert (
+        TestClient(cockpit_app(service, [Depends(only_with_a_session)])).get(path).status_code
+        == 404
+    )
+
+
 def test_a_service_that_cannot_be_built_says_why_and_is_tried_again() -> None:
     attempts: list[Any] = []
 

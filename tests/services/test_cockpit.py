@@ -3,6 +3,7 @@ which failed hours are gaps, which bar pane counts, and what a failing warehouse
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -147,3 +148,31 @@ def test_an_unreachable_warehouse_leaves_the_jobs_and_says_why() -> None:
     assert [j.state for j in figures.jobs] == ["absent", "running"]
     assert figures.verdict is None
     assert figures.as_json()["warehouse_error"] == figures.warehouse_error
+
+
+@dataclass
+class CountingViews(InMemoryPipelineViews):
+    readings: int = 0
+
+    def rows_per_minute(self, since_ms: int) -> Any:
+        self.readings += 1
+        return super().rows_per_minute(since_ms)
+
+
+def test_figures_are_read_again_only_after_ten_seconds_however_many_ask() -> None:
+    now = [NOW_MS / 1000]
+    warehouse = InMemoryWarehouse()
+    runner = InMemoryJobRunner()
+    queries = InMemoryQuoteQueries(warehouse)
+    streaming = StreamingService(runner, queries, "quotes-load", clock=lambda: now[0])
+    views = CountingViews(warehouse)
+    service = CockpitService(runner, streaming, queries, views, PAIRS, clock=lambda: now[0])
+    first = service.figures()
+    now[0] += 9.9
+    assert service.figures() is first
+    assert views.readings == 1
+    service.figures("EUR-USD")  # another pair's bars: a reading of its own
+    assert views.readings == 2
+    now[0] += 0.1
+    assert service.figures() is not first
+    assert views.readings == 3

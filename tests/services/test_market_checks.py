@@ -3,9 +3,12 @@ passes every one with margin, and each way of breaking it fails the check aimed 
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
+
 import pytest
 
-from quotestream.domain.quote import to_ms
+from quotestream.domain.quote import format_ts, to_ms
 from quotestream.services.quality import (
     CheckResult,
     DataQualityFailed,
@@ -13,7 +16,15 @@ from quotestream.services.quality import (
     Thresholds,
 )
 from tests.support.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
-from tests.support.market_data import BROKEN, MARKET, TRIANGLE, Broken, MarketData
+from tests.support.market_data import (
+    BROKEN,
+    MARKET,
+    TRIANGLE,
+    Broken,
+    MarketData,
+    bar_row,
+)
+from tests.support.rows import MINUTE_MS
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +72,33 @@ def test_each_breakage_fails_the_check_aimed_at_it(broken: Broken) -> None:
     assert set(failures) == broken.failing
     aimed = failures[broken.aimed_at]
     assert aimed.observed > aimed.threshold
+
+
+def test_a_minute_a_relaunched_load_wrote_in_two_partial_bars_is_reported_not_failed() -> None:
+    """A drained load writes the ticks of a minute it has seen as pane 0; its successor opens
+    the minute again, as pane 0 of the rest: the fuller one is compared, and it holds part of
+    the minute's quotes, within their prices."""
+    data = MarketData.simulated(10, ("USD-BRL",)).with_bars()
+    minute = data.start_ms + 3 * MINUTE_MS
+    ticks = sorted(
+        (row for row in data.of("USD-BRL") if minute <= to_ms_of(row) < minute + MINUTE_MS),
+        key=to_ms_of,
+    )
+    data.bars = [bar for bar in data.bars if bar["window_start"] != format_ts(minute)]
+    data.bars += [
+        bar_row("USD-BRL", minute, ticks[:40], 0),
+        bar_row("USD-BRL", minute, ticks[40:], 0),
+    ]
+    results = {(r.check_name, r.pair): r for r in run_checks(data)}
+    bars = results["bars", "USD-BRL"]
+    assert bars.passed, bars.details
+    assert "0 differ from their quotes, 1 hold part of their quotes" in bars.details
+
+    # A bar of fewer ticks with a price the minute's quotes never had explains nothing.
+    high = bar_row("USD-BRL", minute, ticks[:40], 1)
+    data.bars.append({**high, "high": str(Decimal(high["high"]) * 2)})
+    assert not {(r.check_name, r.pair): r for r in run_checks(data)}["bars", "USD-BRL"].passed
+
+
+def to_ms_of(row: dict[str, str]) -> int:
+    return to_ms(datetime.fromisoformat(row["event_ts"]))

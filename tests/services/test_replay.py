@@ -5,9 +5,12 @@ nothing."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
+from quotestream.domain.pairs import PAIR_CATALOG
+from quotestream.domain.quote import to_ms
 from quotestream.domain.schemas import DEAD_LETTER_REPLAYS, QUOTES, QUOTES_DEAD_LETTER
 from quotestream.services.replay import DeadLetterReplayService, ReplayCounts
 from tests.support.dead_letters import FIXED_PAIRS, DeadLetters
@@ -68,3 +71,30 @@ def test_every_reason_is_replayed_when_none_is_named_and_a_new_reason_is_recorde
     assert counts == ReplayCounts(4, 1, 1, 1, 1, dry_run=False)
     verdicts = InMemoryQuoteQueries(warehouse).replay_verdicts(letters.ids)
     assert verdicts[letters.ids[3]].reason == "bad_encoding"
+
+
+def test_a_row_bigquery_refused_is_replayed_as_the_quote_it_was() -> None:
+    """The writers keep a refused quotes row whole, with the ingest_ts they stamped; the
+    gate's message is that row without it."""
+    from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
+    from quotestream.domain.validation import parse_quote
+
+    letters = DeadLetters()
+    quote = parse_quote(
+        json.dumps(letters.new_quote).encode(), {}, pairs={p: PAIR_CATALOG[p] for p in FIXED_PAIRS}
+    )
+    refused = dead_letter_row(
+        json.dumps(quote_row(quote, to_ms(letters.received))).encode(),
+        {"table": "quotes"},
+        reason="bigquery_rejected",
+        error="[]",
+        stage="bigquery_insert",
+        received_ts_ms=to_ms(letters.received),
+        message_id="quotes:" + quote.event_id,
+    )
+    warehouse = InMemoryWarehouse()
+    warehouse.insert_rows(QUOTES_DEAD_LETTER.name, [refused], [dead_letter_row_id(refused)])
+    service = DeadLetterReplayService(InMemoryQuoteQueries(warehouse), warehouse, FIXED_PAIRS)
+    counts = service.run(letters.start, letters.end, (), "r1", dry_run=False)
+    assert (counts.inserted, counts.still_failing) == (1, 0)
+    assert [row["event_id"] for row in warehouse.rows(QUOTES.name)] == [quote.event_id]

@@ -251,8 +251,9 @@ class InMemoryQuoteQueries:
         final: dict[tuple[str, int], BarPane] = {}
         for pane in self.bar_panes_since(to_ms(start)):
             key = (pane.bar.pair, pane.bar.window_start_ms)
+            rank = (pane.pane_index, pane.bar.tick_count)
             if pane.bar.window_start_ms < to_ms(end) and (
-                key not in final or pane.pane_index > final[key].pane_index
+                key not in final or rank > (final[key].pane_index, final[key].bar.tick_count)
             ):
                 final[key] = pane
         return [pane.bar for pane in final.values()]

@@ -24,6 +24,9 @@ TRIANGLE = ("EUR-BRL", "EUR-USD", "USD-BRL")
 MARKET = MarketSimulator(SEED, PAIR_CATALOG)
 
 Row = dict[str, Any]
+# A fixed hour: the simulated market is a function of time, so every run checks the same
+# quotes (its largest price move among them is known, not drawn anew each run).
+ANCHOR = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -40,8 +43,8 @@ class MarketData:
     def simulated(
         cls, minutes: int, pairs: tuple[str, ...] = TRIANGLE, ago: timedelta = timedelta(hours=2)
     ) -> MarketData:
-        """`minutes` whole minutes ending `ago` before this minute; bars left for `with_bars`."""
-        end = datetime.now(UTC).replace(second=0, microsecond=0) - ago
+        """`minutes` whole minutes ending `ago` before ANCHOR; bars left for `with_bars`."""
+        end = ANCHOR - ago
         start = end - timedelta(minutes=minutes)
         rows = [
             quote_row(quote, quote.event_ts_ms + 1_000)

@@ -117,6 +117,7 @@ def alert_policies(
     backlog, the load job's dead-letter share, the API's server errors."""
     gauge = Aggregation("ALIGN_MAX", "REDUCE_MAX")
     rate = Aggregation("ALIGN_RATE", "REDUCE_SUM")
+    running_total = Aggregation("ALIGN_NEXT_OLDER", "REDUCE_SUM")
     policies = []
     for pipeline, job in job_names.items():
         policies += [
@@ -174,7 +175,10 @@ def alert_policies(
             display_name="quotestream: load dead-letter rate",
             metric_filter=_user_counter(job_names["load"], "dead_lettered"),
             denominator_filter=_user_counter(job_names["load"], "received"),
-            aggregation=rate,
+            # Dataflow reports a Beam counter as the job's running total, a GAUGE, which
+            # Monitoring refuses to align as a rate; the newest totals, divided, are the share
+            # dead-lettered since the job started. ALIGN_NEXT_OLDER fits every metric kind.
+            aggregation=running_total,
             threshold=thresholds.max_dead_letter_ratio,
             duration_s=300,
             documentation="Too large a share of the received messages is dead-lettered: "

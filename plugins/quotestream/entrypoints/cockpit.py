@@ -81,6 +81,8 @@ def cockpit_app(
     app = FastAPI(
         title="quotestream cockpit",
         dependencies=list(dependencies),
+        # FastAPI serves its schema routes past app-level dependencies: none, then.
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )

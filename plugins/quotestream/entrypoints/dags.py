@@ -65,8 +65,11 @@ def run_deadline(setting: str) -> timedelta:
     issue 73428), which would break every test run of these DAGs, operators' included."""
     from quotestream.settings import Settings
 
-    default = Settings.model_fields[setting].default
-    return timedelta(seconds=int(os.environ.get(f"QUOTESTREAM_{setting.upper()}", default)))
+    variable = f"QUOTESTREAM_{setting.upper()}"
+    seconds = int(os.environ.get(variable, Settings.model_fields[setting].default))
+    if seconds < 1:
+        raise ValueError(f"{variable} must be at least 1 (seconds), not {seconds}")
+    return timedelta(seconds=seconds)
 
 
 def alert_on_missed_deadline(context: Any) -> None:
@@ -74,14 +77,15 @@ def alert_on_missed_deadline(context: Any) -> None:
     `dagrun_timeout`. Failures of a task have alerted already (`alert_on_failure`)."""
     if context.get("reason") != "timed_out":
         return
-    run = context.get("dag_run")
-    dag_id = getattr(run, "dag_id", "?")
-    timeout = getattr(context.get("dag"), "dagrun_timeout", None)
+    # The DAG processor passes the run itself only when the run has a task instance.
+    dag, run = context.get("dag"), context.get("dag_run")
+    started = f" ({run.start_date})" if getattr(run, "start_date", None) else ""
     _alert(
-        f"quotestream: {dag_id} missed its deadline",
-        f"run {getattr(run, 'run_id', '?')} not finished {_seconds(timeout)} after it started "
-        f"({getattr(run, 'start_date', '?')}); the scheduler stopped it. The DAG is idempotent: "
-        "clear the run, or let the next one repeat its work.",
+        f"quotestream: {getattr(dag, 'dag_id', '?')} missed its deadline",
+        f"run {context.get('run_id') or getattr(run, 'run_id', '?')} not finished "
+        f"{_seconds(getattr(dag, 'dagrun_timeout', None))} after it started{started}; the "
+        "scheduler stopped it. The DAG is idempotent: clear the run, or let the next one "
+        "repeat its work.",
     )
 
 

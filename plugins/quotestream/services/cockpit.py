@@ -8,6 +8,7 @@ cannot be reached leaves the jobs on the page and says why the rest is missing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,9 @@ GAP_CHECKS = frozenset({"volume", "reconciliation", "tick_gaps"})
 # A pair is quiet once it has missed this many of its own ticks (and at least a minute).
 QUIET_AFTER_TICKS = 30
 QUIET_FLOOR_S = 60.0
+# Figures are read again at most this often, however many pages are open: each reading is
+# about eight warehouse queries and four job lookups.
+FRESH_FOR_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,8 @@ class CockpitService:
         self._views = views
         self._pairs = list(pairs)
         self._clock = clock
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[float, Figures]] = {}
 
     @property
     def pairs(self) -> list[str]:
@@ -106,6 +112,14 @@ class CockpitService:
         pair = bars_pair or self._pairs[0]
         if pair not in self._pairs:
             raise ValueError(f"unknown pair {pair!r}: configured are {', '.join(self._pairs)}")
+        with self._lock:
+            read_at, figures = self._read.get(pair, (float("-inf"), None))
+            if figures is None or self._clock() - read_at >= FRESH_FOR_S:
+                figures = self._read_figures(pair)
+                self._read[pair] = (self._clock(), figures)
+            return figures
+
+    def _read_figures(self, pair: str) -> Figures:
         now_ms = int(self._clock() * 1000)
         figures = Figures(generated_ms=now_ms, bars_pair=pair)
         try:

@@ -248,8 +248,11 @@ class DataQualityService:
         end: datetime,
     ) -> CheckResult:
         """The final pane of each stored bar against the bar recomputed from `quotes`, for the
-        whole minutes of the interval. A minute without a stored bar is reported, not failed:
-        a backfill loads quotes only."""
+        whole minutes of the interval. Reported, not failed: a minute without a stored bar (a
+        backfill loads quotes only), and a bar of fewer ticks whose prices lie within the
+        quotes' (a load drained and relaunched writes a minute in two partial bars; quotes a
+        backfill or a replay added later, or that came too late for their bar, are in no
+        bar). Failed: a bar that no quotes explain."""
         first, last = -(-to_ms(start) // MINUTE_MS) * MINUTE_MS, to_ms(end) - MINUTE_MS
 
         def whole(bar: Bar) -> bool:
@@ -260,7 +263,15 @@ class DataQualityService:
         differ = sorted(
             minute_ms
             for minute_ms, bar in stored.items()
-            if minute_ms not in recomputed or not _same_bar(bar, recomputed[minute_ms])
+            if minute_ms not in recomputed
+            or not (
+                _same_bar(bar, recomputed[minute_ms]) or _partial_bar(bar, recomputed[minute_ms])
+            )
+        )
+        partial = sum(
+            1
+            for minute_ms, bar in stored.items()
+            if minute_ms in recomputed and _partial_bar(bar, recomputed[minute_ms])
         )
         unbarred = len(recomputed.keys() - stored.keys())
         first_differing = ""
@@ -276,8 +287,8 @@ class DataQualityService:
             not differ,
             len(differ),
             0,
-            f"{len(stored)} stored bars, {len(differ)} differ from their quotes, "
-            f"{unbarred} minutes of quotes without a bar{first_differing}",
+            f"{len(stored)} stored bars, {len(differ)} differ from their quotes, {partial} hold "
+            f"part of their quotes, {unbarred} minutes of quotes without a bar{first_differing}",
             pair,
         )
 
@@ -355,6 +366,15 @@ def _same_bar(stored: Bar, recomputed: Bar) -> bool:
     # Both sides are the same NUMERIC digits read as FLOAT64: equal up to the conversion.
     same_prices = all(math.isclose(a, b, rel_tol=1e-12) for a, b in prices)
     return same_prices and stored.tick_count == recomputed.tick_count
+
+
+def _partial_bar(stored: Bar, recomputed: Bar) -> bool:
+    """Fewer ticks than the minute's quotes, and prices within theirs: a bar of some of them."""
+    return (
+        stored.tick_count < recomputed.tick_count
+        and stored.high <= recomputed.high * (1 + 1e-12)
+        and stored.low >= recomputed.low * (1 - 1e-12)
+    )
 
 
 def _ohlc(bar: Bar) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,8 @@ from quotestream.domain.validation import InvalidQuote, Reason, parse_quote
 from quotestream.ports import QuoteQueries, Warehouse
 from quotestream.ports.queries import KeptDeadLetter
 
+# Where the writers keep a row BigQuery refused (beam/sinks.py): its payload is that row.
+REFUSED_ROW_STAGE = "bigquery_insert"
 REPLAYED = "replayed"
 STILL_FAILING = "still_failing"
 
@@ -139,11 +142,27 @@ def _payload(letter: KeptDeadLetter) -> bytes:
     if letter.payload is None:
         raise InvalidQuote(Reason.BAD_ENCODING, "no payload kept")
     if letter.payload_encoding != "base64":
-        return letter.payload.encode("utf-8")
+        body = letter.payload.encode("utf-8")
+    else:
+        try:
+            body = base64.b64decode(letter.payload, validate=True)
+        except binascii.Error as error:
+            raise InvalidQuote(
+                Reason.BAD_ENCODING, f"kept payload is not base64: {error}"
+            ) from None
+    return _as_message(body) if letter.stage == REFUSED_ROW_STAGE else body
+
+
+def _as_message(row: bytes) -> bytes:
+    """A row BigQuery refused is kept as the quotes row it was: the gate's message plus the
+    ingest_ts the writer stamped, which the gate would refuse as an unexpected field."""
     try:
-        return base64.b64decode(letter.payload, validate=True)
-    except binascii.Error as error:
-        raise InvalidQuote(Reason.BAD_ENCODING, f"kept payload is not base64: {error}") from None
+        document = json.loads(row)
+    except ValueError:
+        return row  # the gate says why
+    if isinstance(document, dict):
+        document.pop("ingest_ts", None)
+    return json.dumps(document).encode()
 
 
 def _mark(

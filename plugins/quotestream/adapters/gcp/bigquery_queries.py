@@ -116,8 +116,10 @@ class BigQueryQuoteQueries:
             "CAST(high AS FLOAT64) AS h, CAST(low AS FLOAT64) AS l, CAST(close AS FLOAT64) AS c, "
             "tick_count FROM {dataset}.quote_bars_1m "
             "WHERE window_start >= @start AND window_start < @end "
-            "QUALIFY ROW_NUMBER() OVER ("
-            "  PARTITION BY pair, window_start ORDER BY COALESCE(pane_index, 0) DESC) = 1",
+            # A relaunched load opens a minute its predecessor wrote again, as pane 0: of equal
+            # panes the one with more ticks is the fuller bar.
+            "QUALIFY ROW_NUMBER() OVER (PARTITION BY pair, window_start "
+            "  ORDER BY COALESCE(pane_index, 0) DESC, tick_count DESC) = 1",
             {"start": start, "end": end},
         )
         return [
