@@ -4,7 +4,6 @@ through the `airflow dags test` command itself."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,9 +11,8 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pendulum
 import pytest
@@ -31,6 +29,7 @@ from quotestream.settings import Settings
 from tests.conftest import SEED
 from tests.support.dag_runs import states
 from tests.support.local_runs import wait_until
+from tests.support.webhook import Webhook, serving
 
 pytestmark = pytest.mark.integration
 
@@ -178,36 +177,12 @@ def test_backfill_of_an_interval_twice_gives_the_same_rows(
     assert sorted(r["event_id"] for r in rows) == sorted(expected)
 
 
-class Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """A Slack-compatible webhook receiver on loopback, wired as the alerts connection."""
-    Receiver.received = []
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_QUOTESTREAM_ALERTS",
-        json.dumps({"conn_type": "http", "extra": {"webhook_url": url}}),
-    )
-    try:
-        yield Receiver.received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Webhook()) as hook:
+        monkeypatch.setenv("AIRFLOW_CONN_QUOTESTREAM_ALERTS", hook.alerts_connection)
+        yield hook.bodies
 
 
 def test_data_quality_passes_on_good_data_and_fails_and_alerts_on_bad(

@@ -5,13 +5,10 @@ webhook. Stopping a run for another reason alerts nothing more than its task did
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,40 +18,15 @@ from quotestream.adapters.local.processes import ServiceProcess, start_service
 from quotestream.entrypoints import dags
 from quotestream_dev.local_airflow import deployed_layout
 from tests.conftest import REPO
+from tests.support.webhook import Webhook, serving
 
 AIRFLOW = str(REPO / ".venv" / "bin" / "airflow")
 
 
-class Webhook(ThreadingHTTPServer):
-    """Keeps the body of every POST it is sent."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), WebhookHandler)
-        self.bodies: list[dict[str, str]] = []
-
-
-class WebhookHandler(BaseHTTPRequestHandler):
-    server: Webhook
-
-    def do_POST(self) -> None:
-        self.server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
-    server = Webhook()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Webhook()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _start(component: str, env: dict[str, str], log: Path) -> ServiceProcess:
@@ -83,12 +55,7 @@ def test_a_run_past_its_deadline_is_stopped_and_alerts(tmp_path: Path, webhook: 
         "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "0",
         **deployed_layout(REPO),
         "QUOTESTREAM_BACKFILL_DEADLINE_S": "2",
-        "AIRFLOW_CONN_QUOTESTREAM_ALERTS": json.dumps(
-            {
-                "conn_type": "http",
-                "extra": {"webhook_url": f"http://127.0.0.1:{webhook.server_address[1]}/"},
-            }
-        ),
+        "AIRFLOW_CONN_QUOTESTREAM_ALERTS": webhook.alerts_connection,
     }
     for args in (
         ["db", "migrate"],

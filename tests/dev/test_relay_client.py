@@ -4,7 +4,6 @@ out as its Retry-After says and the same batch sent again; other errors are rais
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from quotestream_dev.bench.relay_client import post_until_accepted
+from tests.support.webhook import serving
 
 pytestmark = pytest.mark.unit
 
@@ -50,14 +50,8 @@ class RelayHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def relay(request: pytest.FixtureRequest) -> Iterator[Relay]:
-    server = Relay(list(request.param))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Relay(list(request.param))) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("relay", [[503, 429, 503]], indirect=True)

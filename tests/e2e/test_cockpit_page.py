@@ -18,7 +18,7 @@ from quotestream.domain.quote import now_ms
 from quotestream.domain.schemas import DQ_RESULTS, QUOTE_BARS_1M, QUOTES, QUOTES_DEAD_LETTER
 from quotestream_dev.local_airflow import USER, LocalAirflow
 from tests.conftest import REPO
-from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at
+from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quality_row, quote_at
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
 
@@ -35,6 +35,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+VOLUME_FAILED = "1800 quotes, 3600 expected from the tick rate"
 SCREENSHOT = REPO / ".local" / "reports" / "cockpit.png"
 
 
@@ -88,7 +89,11 @@ def _fill_the_warehouse(now: int) -> dict[str, Any]:
     dead += [dead_letter_at(now - 30_000 - i, f"n{i}", reason="crossed_market") for i in range(2)]
     assert not warehouse.insert_rows(QUOTES_DEAD_LETTER.name, dead)
     hour = now - now % 3_600_000 - 3_600_000
-    assert not warehouse.insert_rows(DQ_RESULTS.name, _quality_rows(hour, now))
+    quality = [
+        quality_row("volume", "USD-BRL", hour, False, "scheduled__test", now, VOLUME_FAILED),
+        quality_row("bid_le_ask", None, hour, True, "scheduled__test", now, "0 crossed rows"),
+    ]
+    assert not warehouse.insert_rows(DQ_RESULTS.name, quality)
     bars = [bar_at(minute - k * MINUTE_MS, 0, "5.355") for k in (3, 2, 1)]
     assert not warehouse.insert_rows(QUOTE_BARS_1M.name, bars)
     warehouse.close()
@@ -108,29 +113,6 @@ def _one_more_quote_now(expected: dict[str, Any]) -> dict[str, Any]:
         "rows_last_hour": expected["rows_last_hour"] + 1,
         "per_minute": sorted(per_minute.items()),
     }
-
-
-def _quality_rows(hour: int, checked: int) -> list[dict[str, Any]]:
-    from quotestream.domain.quote import format_ts
-
-    def result(check: str, pair: str | None, passed: bool, details: str) -> dict[str, Any]:
-        return {
-            "check_name": check,
-            "interval_start": format_ts(hour),
-            "interval_end": format_ts(hour + 3_600_000),
-            "pair": pair,
-            "passed": passed,
-            "observed": 0.5 if not passed else 1.0,
-            "threshold": 0.9,
-            "details": details,
-            "run_id": "scheduled__test",
-            "checked_ts": format_ts(checked),
-        }
-
-    return [
-        result("volume", "USD-BRL", False, "1800 quotes, 3600 expected from the tick rate"),
-        result("bid_le_ask", None, True, "0 crossed rows"),
-    ]
 
 
 def _log_in(page: Any, airflow: LocalAirflow) -> None:

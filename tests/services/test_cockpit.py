@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from quotestream.domain.quote import format_ts
 from quotestream.ports.jobs import Job, JobState
 from quotestream.services.cockpit import CockpitService, Figures
 from quotestream.services.streaming import StreamingService
 from tests.support.fake_views import InMemoryPipelineViews
 from tests.support.fakes import InMemoryJobRunner, InMemoryQuoteQueries, InMemoryWarehouse
-from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at
+from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quality_row, quote_at
 
 pytestmark = pytest.mark.unit
 
@@ -34,21 +33,6 @@ def cockpit(
     streaming = StreamingService(runner, queries, "quotes-load", clock=clock)
     views = views or InMemoryPipelineViews(warehouse)
     return CockpitService(runner, streaming, queries, views, PAIRS, clock=clock)
-
-
-def dq(check: str, pair: str | None, start: int, passed: bool, run: str, at: int) -> dict[str, Any]:
-    return {
-        "check_name": check,
-        "interval_start": format_ts(start),
-        "interval_end": format_ts(start + HOUR_MS),
-        "pair": pair,
-        "passed": passed,
-        "observed": 0.0,
-        "threshold": 0.0,
-        "details": "",
-        "run_id": run,
-        "checked_ts": format_ts(at),
-    }
 
 
 def test_jobs_show_state_since_and_id_and_an_absent_one_says_so() -> None:
@@ -94,11 +78,13 @@ def test_failed_hours_and_the_gaps_among_them_follow_the_newest_results() -> Non
     warehouse.insert_rows(
         "dq_results",
         [
-            dq("volume", "USD-BRL", hour - HOUR_MS, False, "r1", NOW_MS - 9_000),
-            dq("volume", "USD-BRL", hour - HOUR_MS, True, "r3", NOW_MS - 1_000),  # refilled
-            dq("volume", "EUR-USD", hour, False, "r2", NOW_MS - 5_000),
-            dq("duplicates", None, hour, False, "r2", NOW_MS - 5_000),
-            dq("nulls", None, hour, True, "r2", NOW_MS - 5_000),
+            quality_row("volume", "USD-BRL", hour - HOUR_MS, False, "r1", NOW_MS - 9_000),
+            quality_row(
+                "volume", "USD-BRL", hour - HOUR_MS, True, "r3", NOW_MS - 1_000
+            ),  # refilled
+            quality_row("volume", "EUR-USD", hour, False, "r2", NOW_MS - 5_000),
+            quality_row("duplicates", None, hour, False, "r2", NOW_MS - 5_000),
+            quality_row("nulls", None, hour, True, "r2", NOW_MS - 5_000),
         ],
     )
     figures = cockpit(warehouse).figures()

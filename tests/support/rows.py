@@ -56,3 +56,27 @@ def bar_at(
         "pane": None if pane_index is None else f"LATE:{pane_index}",
         "pane_index": pane_index,
     }
+
+
+def quality_row(
+    check: str,
+    pair: str | None,
+    interval_start_ms: int,
+    passed: bool,
+    run_id: str,
+    checked_ms: int,
+    details: str = "",
+) -> dict[str, Any]:
+    """A `dq_results` row: one check of the hour from `interval_start_ms`."""
+    return {
+        "check_name": check,
+        "interval_start": format_ts(interval_start_ms),
+        "interval_end": format_ts(interval_start_ms + 3_600_000),
+        "pair": pair,
+        "passed": passed,
+        "observed": 1.0 if passed else 0.0,
+        "threshold": 1.0,
+        "details": details,
+        "run_id": run_id,
+        "checked_ts": format_ts(checked_ms),
+    }

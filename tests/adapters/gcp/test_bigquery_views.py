@@ -11,13 +11,13 @@ import pytest
 from quotestream import bootstrap
 from quotestream.adapters.gcp.bigquery_views import SAMPLE_CHARS, BigQueryPipelineViews
 from quotestream.adapters.local.processes import ServiceProcess
-from quotestream.domain.quote import format_ts, now_ms
+from quotestream.domain.quote import now_ms
 from quotestream.domain.schemas import ALL_TABLES, DQ_RESULTS, QUOTES, QUOTES_DEAD_LETTER
 from quotestream.ports.views import DeadLetterGroup, MinuteCount, PipelineViews
 from quotestream.settings import Settings
 from tests.support.fake_views import InMemoryPipelineViews
 from tests.support.fakes import InMemoryWarehouse
-from tests.support.rows import MINUTE_MS, dead_letter_at, quote_at
+from tests.support.rows import MINUTE_MS, dead_letter_at, quality_row, quote_at
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +26,7 @@ HOUR_MS = 3_600_000
 
 
 def dq_row(check: str, pair: str | None, start: int, passed: bool, checked: int) -> dict[str, Any]:
-    return {
-        "check_name": check,
-        "interval_start": format_ts(start),
-        "interval_end": format_ts(start + HOUR_MS),
-        "pair": pair,
-        "passed": passed,
-        "observed": 1.0,
-        "threshold": 1.0,
-        "details": f"checked at {checked}",
-        "run_id": f"run-{checked}",
-        "checked_ts": format_ts(checked),
-    }
+    return quality_row(check, pair, start, passed, f"run-{checked}", checked, f"at {checked}")
 
 
 QUOTE_ROWS = [

@@ -86,29 +86,15 @@ class BigQueryQuoteQueries:
         rows = self._warehouse.query(
             # The shared CTE is ours; the times travel as query parameters.
             f"WITH ticks AS ({_DISTINCT_TICKS}) "  # noqa: S608
-            "SELECT pair, UNIX_MILLIS(TIMESTAMP_TRUNC(event_ts, MINUTE)) AS minute_ms, "
+            "SELECT pair, UNIX_MILLIS(TIMESTAMP_TRUNC(event_ts, MINUTE)) AS start_ms, "
             "ARRAY_AGG(mid ORDER BY event_ts, event_id LIMIT 1)[OFFSET(0)] AS o, "
             "MAX(mid) AS h, MIN(mid) AS l, "
             "ARRAY_AGG(mid ORDER BY event_ts DESC, event_id DESC LIMIT 1)[OFFSET(0)] AS c, "
             "ARRAY_AGG(spread ORDER BY event_ts DESC, event_id DESC LIMIT 1)[OFFSET(0)] "
-            "AS close_spread, COUNT(*) AS ticks FROM ticks GROUP BY pair, minute_ms",
+            "AS close_spread, COUNT(*) AS tick_count FROM ticks GROUP BY pair, start_ms",
             {"start": start, "end": end},
         )
-        return [
-            MinuteSummary(
-                Bar(
-                    row["pair"],
-                    row["minute_ms"],
-                    row["o"],
-                    row["h"],
-                    row["l"],
-                    row["c"],
-                    row["ticks"],
-                ),
-                row["close_spread"],
-            )
-            for row in rows
-        ]
+        return [MinuteSummary(_bar(row), row["close_spread"]) for row in rows]
 
     def final_bars(self, start: datetime, end: datetime) -> list[Bar]:
         rows = self._warehouse.query(
@@ -122,18 +108,7 @@ class BigQueryQuoteQueries:
             "  ORDER BY COALESCE(pane_index, 0) DESC, tick_count DESC) = 1",
             {"start": start, "end": end},
         )
-        return [
-            Bar(
-                row["pair"],
-                row["start_ms"],
-                row["o"],
-                row["h"],
-                row["l"],
-                row["c"],
-                row["tick_count"],
-            )
-            for row in rows
-        ]
+        return [_bar(row) for row in rows]
 
     def mid_moves(self, start: datetime, end: datetime) -> list[MidMoves]:
         # PERCENTILE_CONT is analytic only in BigQuery: each median is a window over the pair.
@@ -298,21 +273,7 @@ class BigQueryQuoteQueries:
             "WHERE UNIX_MILLIS(window_end) >= @since",
             {"since": since_ms},
         )
-        return [
-            BarPane(
-                Bar(
-                    row["pair"],
-                    row["start_ms"],
-                    row["o"],
-                    row["h"],
-                    row["l"],
-                    row["c"],
-                    row["tick_count"],
-                ),
-                row["pane_index"],
-            )
-            for row in rows
-        ]
+        return [BarPane(_bar(row), row["pane_index"]) for row in rows]
 
     def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
         rows = self._warehouse.query(
@@ -409,3 +370,10 @@ class BigQueryQuoteQueries:
             {"start": start, "end": end},
         )
         return int(rows[0]["n"] or 0)
+
+
+def _bar(row: Mapping[str, Any]) -> Bar:
+    """A bar from a row of pair, start_ms, o, h, l, c and tick_count."""
+    return Bar(
+        row["pair"], row["start_ms"], row["o"], row["h"], row["l"], row["c"], row["tick_count"]
+    )
