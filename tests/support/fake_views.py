@@ -5,18 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 
 from quotestream.adapters.gcp.bigquery_views import SAMPLE_CHARS
 from quotestream.domain.schemas import DQ_RESULTS, QUOTES, QUOTES_DEAD_LETTER
 from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, QualityResult
-from tests.support.fakes import InMemoryWarehouse
+from tests.support.fakes import InMemoryWarehouse, ms_of
 
 MINUTE_MS = 60_000
-
-
-def _ms(timestamp: str) -> int:
-    return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 @dataclass
@@ -27,18 +22,20 @@ class InMemoryPipelineViews:
         return [
             row
             for row in self.warehouse.rows(QUOTES.name)
-            if row.get("ingest_ts") and _ms(row["ingest_ts"]) >= since_ms
+            if row.get("ingest_ts") and ms_of(row["ingest_ts"]) >= since_ms
         ]
 
     def rows_per_minute(self, since_ms: int) -> list[MinuteCount]:
         minutes = Counter(
-            _ms(row["ingest_ts"]) // MINUTE_MS * MINUTE_MS for row in self._written_since(since_ms)
+            ms_of(row["ingest_ts"]) // MINUTE_MS * MINUTE_MS
+            for row in self._written_since(since_ms)
         )
         return [MinuteCount(minute, rows) for minute, rows in sorted(minutes.items())]
 
     def lag(self, since_ms: int) -> Lag:
         lags = sorted(
-            _ms(row["ingest_ts"]) - _ms(row["event_ts"]) for row in self._written_since(since_ms)
+            ms_of(row["ingest_ts"]) - ms_of(row["event_ts"])
+            for row in self._written_since(since_ms)
         )
         if not lags:
             return Lag(None, None, 0)
@@ -51,7 +48,7 @@ class InMemoryPipelineViews:
     def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
         newest: dict[str, int] = {}
         for row in self.warehouse.rows(QUOTES.name):
-            stamp = _ms(row["event_ts"])
+            stamp = ms_of(row["event_ts"])
             if stamp >= since_ms:
                 newest[row["pair"]] = max(stamp, newest.get(row["pair"], stamp))
         return newest
@@ -59,35 +56,35 @@ class InMemoryPipelineViews:
     def dead_letters_by_reason(self, since_ms: int) -> list[DeadLetterGroup]:
         groups: dict[tuple[str, str], list[dict]] = {}
         for row in self.warehouse.rows(QUOTES_DEAD_LETTER.name):
-            if _ms(row["received_ts"]) >= since_ms:
+            if ms_of(row["received_ts"]) >= since_ms:
                 groups.setdefault((row["reason"], row["stage"]), []).append(row)
         result = []
         for (reason, stage), rows in groups.items():
-            newest = max(rows, key=lambda row: _ms(row["received_ts"]))
+            newest = max(rows, key=lambda row: ms_of(row["received_ts"]))
             sample = (newest.get("payload") or "")[:SAMPLE_CHARS]
             result.append(
-                DeadLetterGroup(reason, stage, len(rows), _ms(newest["received_ts"]), sample)
+                DeadLetterGroup(reason, stage, len(rows), ms_of(newest["received_ts"]), sample)
             )
         return sorted(result, key=lambda group: (-group.count, group.reason, group.stage))
 
     def quality_results(self, since_ms: int) -> list[QualityResult]:
         newest: dict[tuple[str, str | None, int], dict] = {}
         for row in self.warehouse.rows(DQ_RESULTS.name):
-            key = (row["check_name"], row.get("pair"), _ms(row["interval_start"]))
+            key = (row["check_name"], row.get("pair"), ms_of(row["interval_start"]))
             if key[2] >= since_ms and (
-                key not in newest or _ms(row["checked_ts"]) > _ms(newest[key]["checked_ts"])
+                key not in newest or ms_of(row["checked_ts"]) > ms_of(newest[key]["checked_ts"])
             ):
                 newest[key] = row
         results = [
             QualityResult(
                 row["check_name"],
                 row.get("pair"),
-                _ms(row["interval_start"]),
-                _ms(row["interval_end"]),
+                ms_of(row["interval_start"]),
+                ms_of(row["interval_end"]),
                 bool(row["passed"]),
                 row.get("details") or "",
                 row.get("run_id") or "",
-                _ms(row["checked_ts"]),
+                ms_of(row["checked_ts"]),
             )
             for row in newest.values()
         ]

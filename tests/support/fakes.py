@@ -151,7 +151,7 @@ class InMemoryWarehouse:
         pass
 
 
-def _ms(timestamp: str) -> int:
+def ms_of(timestamp: str) -> int:
     """A stored timestamp (RFC 3339, as rows are written) in epoch milliseconds."""
     return to_ms(datetime.fromisoformat(timestamp))
 
@@ -160,7 +160,7 @@ def _within(timestamp: str | None, start_ms: int, end_ms: int | None = None) -> 
     """Whether the timestamp lies in [start_ms, end_ms); false for a NULL, as in SQL."""
     if timestamp is None:
         return False
-    moment = _ms(timestamp)
+    moment = ms_of(timestamp)
     return start_ms <= moment and (end_ms is None or moment < end_ms)
 
 
@@ -231,7 +231,9 @@ class InMemoryQuoteQueries:
         ):
             first.setdefault(row["event_id"], row)
         by_pair: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in sorted(first.values(), key=lambda row: (_ms(row["event_ts"]), row["event_id"])):
+        for row in sorted(
+            first.values(), key=lambda row: (ms_of(row["event_ts"]), row["event_id"])
+        ):
             by_pair[row["pair"]].append(row)
         return by_pair
 
@@ -239,7 +241,7 @@ class InMemoryQuoteQueries:
         minutes: defaultdict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
         for pair, rows in self._distinct_ticks(start, end).items():
             for row in rows:
-                minutes[pair, _ms(row["event_ts"]) // 60_000 * 60_000].append(row)
+                minutes[pair, ms_of(row["event_ts"]) // 60_000 * 60_000].append(row)
         summaries = []
         for (pair, minute_ms), rows in minutes.items():
             mids = [float(row["mid"]) for row in rows]
@@ -275,7 +277,7 @@ class InMemoryQuoteQueries:
                     median,
                     statistics.median(deviations),
                     deviations[largest],
-                    _ms(rows[largest + 1]["event_ts"]),
+                    ms_of(rows[largest + 1]["event_ts"]),
                     min(mids),
                 )
             )
@@ -290,7 +292,7 @@ class InMemoryQuoteQueries:
     ) -> dict[str, PairTicks]:
         answers = {}
         for pair, rows in self._distinct_ticks(start, end).items():
-            times = [_ms(row["event_ts"]) for row in rows]
+            times = [ms_of(row["event_ts"]) for row in rows]
             gaps = [(later - earlier, later) for earlier, later in pairwise(times)]
             interval = tick_intervals_ms.get(pair)
             too_long = [gap for gap, _ in gaps if interval and gap > max_gap_intervals * interval]
@@ -328,7 +330,7 @@ class InMemoryQuoteQueries:
         newest: dict[str, dict[str, Any]] = {}
         for row in sorted(
             self.warehouse.rows(DEAD_LETTER_REPLAYS.name),
-            key=lambda row: (_ms(row["replayed_ts"]), row["outcome"]),
+            key=lambda row: (ms_of(row["replayed_ts"]), row["outcome"]),
             reverse=True,
         ):
             if row["dead_letter_id"] in dead_letter_ids:
@@ -336,7 +338,7 @@ class InMemoryQuoteQueries:
         return {key: ReplayVerdict(row["outcome"], row["reason"]) for key, row in newest.items()}
 
     def newest_event_ms(self) -> int | None:
-        return max((_ms(row["event_ts"]) for row in self._quotes()), default=None)
+        return max((ms_of(row["event_ts"]) for row in self._quotes()), default=None)
 
     def progress_since(self, since_ms: int) -> Progress:
         loaded = self.loaded_quotes_since(since_ms)
@@ -345,7 +347,12 @@ class InMemoryQuoteQueries:
 
     def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
         return [
-            LoadedQuote(row["event_id"], row["pair"], _ms(row["event_ts"]), _ms(row["ingest_ts"]))
+            LoadedQuote(
+                row["event_id"],
+                row["pair"],
+                ms_of(row["event_ts"]),
+                ms_of(row["ingest_ts"]),
+            )
             for row in self._quotes()
             if _within(row.get("ingest_ts"), since_ms)
         ]
@@ -355,7 +362,7 @@ class InMemoryQuoteQueries:
             BarPane(
                 Bar(
                     row["pair"],
-                    _ms(row["window_start"]),
+                    ms_of(row["window_start"]),
                     float(row["open"]),
                     float(row["high"]),
                     float(row["low"]),
@@ -378,7 +385,7 @@ class InMemoryQuoteQueries:
     def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
         recent = [row for row in self._quotes() if _within(row["event_ts"], events_since_ms)]
         return RecentFlow(
-            max((_ms(row["event_ts"]) for row in recent), default=None),
+            max((ms_of(row["event_ts"]) for row in recent), default=None),
             sum(1 for row in recent if _within(row.get("ingest_ts"), since_ms)),
             self._received(since_ms),
         )

@@ -4,7 +4,6 @@ folder without the plugin, run after run in turn on one metadata database."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from quotestream.adapters.local.processes import free_port, http_answers, start_service
-from quotestream_dev.local_airflow import HOST
+from quotestream_dev.local_airflow import HOST, deployed_layout
 from quotestream_dev.stats import percentile
 
 PLUGIN_FILE = "quotestream_cockpit.py"
@@ -63,15 +62,13 @@ def _airflow() -> str:
 
 
 def _environment(home: Path, repo_root: Path) -> dict[str, str]:
+    """Airflow laid out as shipped (each start then names its own plugins folder)."""
     return {
+        **deployed_layout(repo_root),
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(repo_root / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(repo_root / "plugins"), os.environ.get("PYTHONPATH")])
-        ),
     }
 
 

@@ -22,14 +22,17 @@ RESOURCES_ASSET_URI = "quotestream://resources"
 
 def table_asset_uri(table: str) -> str:
     """The google provider's bigquery://PROJECT/DATASET/TABLE, which Composer's lineage
-    understands. Read at parse time from the environment alone: no connection, no validation
-    of the other settings (a DAG file must import even when they are wrong)."""
+    understands; project and dataset as a DAG file reads them when parsed."""
+    return f"bigquery://{_parse_time('project')}/{_parse_time('dataset')}/{table}"
+
+
+def _parse_time(setting: str) -> str:
+    """A Settings field as a DAG file may read it when parsed: its environment variable or its
+    default, without validating the others (a DAG file must import even when they are wrong)."""
     from quotestream.settings import Settings
 
-    fields = Settings.model_fields
-    project = os.environ.get("QUOTESTREAM_PROJECT", fields["project"].default)
-    dataset = os.environ.get("QUOTESTREAM_DATASET", fields["dataset"].default)
-    return f"bigquery://{project}/{dataset}/{table}"
+    default = Settings.model_fields[setting].default
+    return os.environ.get(f"QUOTESTREAM_{setting.upper()}", str(default))
 
 
 def default_args(**overrides: Any) -> dict[str, Any]:
@@ -63,12 +66,11 @@ def run_deadline(setting: str) -> timedelta:
     Not Airflow 3's DeadlineAlert: in Airflow 3.3.2 any DAG that has one makes `airflow dags
     test` fail once the run succeeds ('dict' object has no attribute 'hex', apache/airflow
     issue 73428), which would break every test run of these DAGs, operators' included."""
-    from quotestream.settings import Settings
-
-    variable = f"QUOTESTREAM_{setting.upper()}"
-    seconds = int(os.environ.get(variable, Settings.model_fields[setting].default))
+    seconds = int(_parse_time(setting))
     if seconds < 1:
-        raise ValueError(f"{variable} must be at least 1 (seconds), not {seconds}")
+        raise ValueError(
+            f"QUOTESTREAM_{setting.upper()} must be at least 1 (seconds), not {seconds}"
+        )
     return timedelta(seconds=seconds)
 
 

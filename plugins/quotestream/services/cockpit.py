@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from quotestream.domain.ledger import Bar
@@ -23,6 +24,7 @@ from quotestream.services.streaming import JOB_NAMES, StreamingService
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
 # Failed hours and open gaps are looked for this far back: a week of hourly checks.
 QUALITY_LOOKBACK_MS = 7 * 24 * HOUR_MS
 # The checks whose failure means quotes are missing from an hour: a backfill's work.
@@ -154,7 +156,7 @@ class CockpitService:
         figures.freshness = self._freshness(now_ms)
         figures.dead_letters = self._views.dead_letters_by_reason(hour_ago)
         self._quality(figures, self._views.quality_results(now_ms - QUALITY_LOOKBACK_MS))
-        figures.bars = self._bars(pair, hour_ago)
+        figures.bars = self._bars(pair, hour_ago, now_ms)
         figures.verdict = self._streaming.health().problems
 
     def _freshness(self, now_ms: int) -> list[PairFreshness]:
@@ -188,16 +190,16 @@ class CockpitService:
             if gaps:
                 figures.open_gaps.append(HourView(start, end, gaps))
 
-    def _bars(self, pair: str, since_ms: int) -> list[Bar]:
-        final: dict[int, tuple[int, Bar]] = {}
-        for pane in self._queries.bar_panes_since(since_ms):
-            bar = pane.bar
-            if bar.pair != pair:
-                continue
-            kept = final.get(bar.window_start_ms)
-            if kept is None or pane.pane_index > kept[0]:
-                final[bar.window_start_ms] = (pane.pane_index, bar)
-        return [bar for _, (_, bar) in sorted(final.items())]
+    def _bars(self, pair: str, since_ms: int, now_ms: int) -> list[Bar]:
+        """The pair's bars whose minute ended from `since_ms` on: the final pane of each, as the
+        quality check compares them."""
+        start, end = (
+            datetime.fromtimestamp(ms / 1000, UTC) for ms in (since_ms - MINUTE_MS, now_ms)
+        )
+        bars = self._queries.final_bars(start, end)
+        return sorted(
+            (bar for bar in bars if bar.pair == pair), key=lambda bar: bar.window_start_ms
+        )
 
     def close(self) -> None:
         self._views.close()

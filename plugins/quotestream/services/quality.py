@@ -260,19 +260,14 @@ class DataQualityService:
 
         recomputed = {s.bar.window_start_ms: s.bar for s in minutes if whole(s.bar)}
         stored = {bar.window_start_ms: bar for bar in stored_bars if whole(bar)}
-        differ = sorted(
-            minute_ms
-            for minute_ms, bar in stored.items()
-            if minute_ms not in recomputed
-            or not (
-                _same_bar(bar, recomputed[minute_ms]) or _partial_bar(bar, recomputed[minute_ms])
-            )
-        )
-        partial = sum(
-            1
-            for minute_ms, bar in stored.items()
-            if minute_ms in recomputed and _partial_bar(bar, recomputed[minute_ms])
-        )
+        differ: list[int] = []
+        partial = 0
+        for minute_ms, bar in sorted(stored.items()):
+            found = recomputed.get(minute_ms)
+            if found is not None and _partial_bar(bar, found):
+                partial += 1
+            elif found is None or not _same_bar(bar, found):
+                differ.append(minute_ms)
         unbarred = len(recomputed.keys() - stored.keys())
         first_differing = ""
         if differ:

@@ -119,10 +119,10 @@ class DeadLetterReplayService:
     ) -> None:
         replayed_ts = format_ts(now_ms())
         rows = [
-            _mark(letter, REPLAYED, quote.event_id, None, run_id, replayed_ts)
+            _replay_row(letter, REPLAYED, quote.event_id, None, run_id, replayed_ts)
             for letter, quote in parsed
         ] + [
-            _mark(letter, STILL_FAILING, None, reason, run_id, replayed_ts)
+            _replay_row(letter, STILL_FAILING, None, reason, run_id, replayed_ts)
             for letter, reason in failing
         ]
         ids = [f"{row['dead_letter_id']}|{row['outcome']}|{row['reason'] or ''}" for row in rows]
@@ -165,7 +165,7 @@ def _as_message(row: bytes) -> bytes:
     return json.dumps(document).encode()
 
 
-def _mark(
+def _replay_row(
     letter: KeptDeadLetter,
     outcome: str,
     event_id: str | None,

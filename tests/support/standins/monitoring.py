@@ -13,12 +13,11 @@ import grpc  # type: ignore[import-untyped]
 from google.api import metric_pb2
 from google.cloud import monitoring_v3
 
-from tests.support.standins.monitoring_alerts import AlertingStandIn
-from tests.support.standins.recorder import Call, Recorder
+from tests.support.standins.monitoring_alerts import AlertingStandIn, recorded_rpc
+from tests.support.standins.recorder import Recorder
 
 SERVICE = "google.monitoring.v3.MetricService"
 METHOD = "ListTimeSeries"
-_PATH = f"/{SERVICE}/{METHOD}"
 _METRIC = re.compile(r'metric\.type\s*=\s*"([^"]+)"')
 _SUBSCRIPTION = re.compile(r'resource\.labels\.subscription_id\s*=\s*"([^"]+)"')
 # The canonical gRPC code of each HTTP status a fault may carry.
@@ -51,10 +50,14 @@ class MonitoringStandIn:
         handler = grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                METHOD: grpc.unary_unary_rpc_method_handler(
-                    self._list_time_series,
-                    request_deserializer=monitoring_v3.ListTimeSeriesRequest.deserialize,
-                    response_serializer=monitoring_v3.ListTimeSeriesResponse.serialize,
+                METHOD: recorded_rpc(
+                    self.recorder,
+                    GRPC_CODES,
+                    SERVICE,
+                    METHOD,
+                    monitoring_v3.ListTimeSeriesRequest,
+                    monitoring_v3.ListTimeSeriesResponse,
+                    self._page,
                 )
             },
         )
@@ -84,25 +87,6 @@ class MonitoringStandIn:
         """`points` as (end time in epoch seconds, int64 value), in any order."""
         with self._lock:
             self._points[(metric_type, subscription_id)] = sorted(points, reverse=True)
-
-    def _list_time_series(
-        self, request: monitoring_v3.ListTimeSeriesRequest, context: grpc.ServicerContext
-    ) -> monitoring_v3.ListTimeSeriesResponse:
-        metadata = dict(context.invocation_metadata())
-        self.recorder.record(
-            Call(
-                api="monitoring",
-                method=METHOD,
-                path=_PATH,
-                query={},
-                body=monitoring_v3.ListTimeSeriesRequest.to_dict(request),
-                authorization=str(metadata.get("authorization", "")),
-            )
-        )
-        fault = self.recorder.take_fault("monitoring", METHOD, _PATH)
-        if fault is not None:
-            context.abort(GRPC_CODES.get(fault.status, grpc.StatusCode.UNKNOWN), "standin: as told")
-        return self._page(request)
 
     def _page(
         self, request: monitoring_v3.ListTimeSeriesRequest

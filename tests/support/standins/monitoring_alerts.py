@@ -52,6 +52,46 @@ def _invalid(message: str) -> Refused:
     return Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+def recorded_rpc(
+    recorder: Recorder,
+    grpc_codes: dict[int, Any],
+    service: str,
+    method: str,
+    request_type: Any,
+    response_type: Any,
+    serve: Callable[[Any], Any],
+) -> Any:
+    """A unary gRPC method of the Monitoring stand-ins: each call recorded as api
+    "monitoring", the recorder's faults served as gRPC status codes, a Refused as its code."""
+    path = f"/{service}/{method}"
+
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        metadata = dict(context.invocation_metadata())
+        recorder.record(
+            Call(
+                api="monitoring",
+                method=method,
+                path=path,
+                query={},
+                body=request_type.to_dict(request),
+                authorization=str(metadata.get("authorization", "")),
+            )
+        )
+        fault = recorder.take_fault("monitoring", method, path)
+        if fault is not None:
+            context.abort(grpc_codes.get(fault.status, grpc.StatusCode.UNKNOWN), "standin: as told")
+        try:
+            return serve(request)
+        except Refused as refused:
+            context.abort(refused.code, str(refused))
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=request_type.deserialize,
+        response_serializer=response_type.serialize,
+    )
+
+
 class AlertingStandIn:
     """Policies and dashboards per project; the notification channels that exist are the
     ones a test adds to `channels`."""
@@ -150,34 +190,12 @@ class AlertingStandIn:
         response_type: Any,
         serve: Callable[[Any], Any],
     ) -> Any:
-        path = f"/{service}/{method}"
+        def locked(request: Any) -> Any:
+            with self._lock:
+                return serve(request)
 
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            metadata = dict(context.invocation_metadata())
-            self.recorder.record(
-                Call(
-                    api="monitoring",
-                    method=method,
-                    path=path,
-                    query={},
-                    body=request_type.to_dict(request),
-                    authorization=str(metadata.get("authorization", "")),
-                )
-            )
-            fault = self.recorder.take_fault("monitoring", method, path)
-            if fault is not None:
-                code = self._grpc_codes.get(fault.status, grpc.StatusCode.UNKNOWN)
-                context.abort(code, "standin: as told")
-            try:
-                with self._lock:
-                    return serve(request)
-            except Refused as refused:
-                context.abort(refused.code, str(refused))
-
-        return grpc.unary_unary_rpc_method_handler(
-            handle,
-            request_deserializer=request_type.deserialize,
-            response_serializer=response_type.serialize,
+        return recorded_rpc(
+            self.recorder, self._grpc_codes, service, method, request_type, response_type, locked
         )
 
     # Alert policies
