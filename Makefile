@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 help: ## list the targets
-	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 # requirements.lock is `uv export` of uv.lock: the same pins and hashes, without the registry
 # addresses uv.lock records, which this project keeps out of its history. dev/ is the
@@ -37,6 +37,9 @@ lock: ## re-resolve the pins after editing pyproject.toml
 		--no-emit-project -o docker/airflow/requirements.txt
 	$(BIN)/python scripts/composer-requirements
 
+composer-constraints: ## re-resolve composer/constraints.txt (Composer's preinstalled packages), then make lock
+	scripts/composer-constraints
+
 lint: setup ## ruff format check, ruff lint (with AIR rules), mypy on the core
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -46,10 +49,14 @@ format: setup ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+airflow-runtimes: setup ## Composer's Airflow 3.1 on Python 3.11 and Airflow 3.3, quotestream installed from its wheel
+	scripts/airflow-runtime composer-3.1
+	scripts/airflow-runtime airflow-3.3
+
 browser: ## Debian's chromium for the browser test (apt-get; nothing once it is there)
 	scripts/install-browser
 
-test: lint browser ## the whole suite: lint, unit, api, integration, e2e in a browser (starts the emulators itself)
+test: lint browser airflow-runtimes ## the whole suite: lint, unit, api, integration, e2e in a browser, the Airflow runtimes (starts the emulators itself)
 	$(BIN)/pytest
 
 demo: setup ## the whole pipeline locally, driven from Airflow, until Ctrl-C (DEMO_SECONDS=60)
@@ -71,6 +78,6 @@ bench: setup ## print the benchmark figures: API, pipeline, whole stack, backlog
 	$(BIN)/quotestream bench airflow
 
 clean: ## remove the venv and local state
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-composer-3.1 .venv-airflow-3.3 .local .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup lock lint format browser test demo compose-config wheel bench clean
+.PHONY: help setup lock composer-constraints airflow-runtimes lint format browser test demo compose-config wheel bench clean

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import Asset, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from quotestream.entrypoints.dags import (
     alert_on_missed_deadline,
@@ -43,17 +44,15 @@ an interval twice changes nothing. A run still unfinished 2 hours after it start
 def quotestream_backfill() -> None:
     @task(outlets=[Asset(table_asset_uri("quotes"))])
     def backfill(data_interval_start=None, data_interval_end=None, run_id=None) -> str:
-        from airflow.sdk.exceptions import AirflowRescheduleException
-
         from quotestream import bootstrap
-        from quotestream.entrypoints.dags import data_interval
+        from quotestream.entrypoints.dags import data_interval, reschedule_at
         from quotestream.settings import Settings
 
         start, end = data_interval(data_interval_start, data_interval_end)
         settled = end + timedelta(hours=1)
         if pendulum.now("UTC") < settled:
             # Come back when the stream has delivered the hour; the slot is free meanwhile.
-            raise AirflowRescheduleException(settled)
+            reschedule_at(settled)
         service = bootstrap.build_backfill_service(Settings())
         return str(service.run(start, end, run_id))
 

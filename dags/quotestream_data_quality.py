@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import Asset, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from quotestream.entrypoints.dags import (
     alert_on_missed_deadline,
@@ -45,10 +46,8 @@ def quotestream_data_quality() -> None:
     # For lineage: what the checks read and where their results go.
     @task(inlets=[Asset(table_asset_uri("quotes"))], outlets=[Asset(table_asset_uri("dq_results"))])
     def check(data_interval_start=None, data_interval_end=None, run_id=None) -> list[str]:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from quotestream import bootstrap
-        from quotestream.entrypoints.dags import data_interval
+        from quotestream.entrypoints.dags import data_interval, fail_without_retry
         from quotestream.services.quality import DataQualityFailed
         from quotestream.settings import Settings
 
@@ -59,7 +58,7 @@ def quotestream_data_quality() -> None:
         try:
             results = service.run(start, end, run_id, check_freshness=recent)
         except DataQualityFailed as failed:
-            raise AirflowFailException(str(failed)) from failed
+            fail_without_retry(str(failed))
         return [str(result) for result in results]
 
     check()

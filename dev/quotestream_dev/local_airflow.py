@@ -30,16 +30,16 @@ USER = "admin"
 FINISHED = {"success", "failed"}
 
 
-def deployed_layout(repo_root: Path) -> dict[str, str]:
-    """Airflow's folders as Composer and docker-compose lay them out: the repository's dags/,
-    its plugins/ as the plugins folder, and that folder on PYTHONPATH (where the DAG tasks
-    import quotestream from)."""
-    plugins = str(repo_root / "plugins")
-    inherited = os.environ.get("PYTHONPATH")
+def deployed_layout(repo_root: Path, airflow_home: Path) -> dict[str, str]:
+    """Airflow's folders as Composer 3 lays them out: the repository's dags/ as the DAGs
+    folder and an empty plugins folder of Airflow's own, as Composer 3's scheduler and
+    triggerer have it. quotestream comes from the installed package, its cockpit plugin
+    through the package's `airflow.plugins` entry point; nothing is added to PYTHONPATH."""
+    plugins = airflow_home / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
     return {
         "AIRFLOW__CORE__DAGS_FOLDER": str(repo_root / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": plugins,
-        "PYTHONPATH": os.pathsep.join([plugins, inherited] if inherited else [plugins]),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
     }
 
 
@@ -77,7 +77,7 @@ class LocalAirflow:
             # standalone starts its components as `airflow ...` from PATH.
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(self.home),
-            **deployed_layout(self.repo_root),
+            **deployed_layout(self.repo_root, self.home),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__PARALLELISM": "4",

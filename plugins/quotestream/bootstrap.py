@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -223,12 +224,16 @@ def build_replay_service(settings: Settings) -> DeadLetterReplayService:
     return DeadLetterReplayService(queries, warehouse, settings.pairs)
 
 
-def repo_root() -> Path:
-    """The clone the local target runs from (its beam_pipelines/ and emulators/)."""
-    root = Path(__file__).resolve().parents[2]
+def repo_root(settings: Settings | None = None) -> Path:
+    """The clone the local target runs from (its beam_pipelines/ and emulators/): the one
+    this package is imported from, unless `local_checkout` names another (the core installed
+    from its wheel, as Composer installs it)."""
+    configured = settings.local_checkout if settings else ""
+    root = Path(configured) if configured else Path(__file__).resolve().parents[2]
     if not (root / "beam_pipelines").is_dir():
         raise ConfigurationError(
-            f"no beam_pipelines/ beside {root}: the local target needs a clone"
+            f"no beam_pipelines/ in {root}: the local target needs a clone "
+            "(set QUOTESTREAM_LOCAL_CHECKOUT when quotestream is installed from its wheel)"
         )
     return root
 
@@ -236,13 +241,13 @@ def repo_root() -> Path:
 def local_state_dir(settings: Settings) -> Path:
     """Relative to the clone, not to wherever a scheduler or worker was started."""
     configured = Path(settings.local_state_dir)
-    return configured if configured.is_absolute() else repo_root() / configured
+    return configured if configured.is_absolute() else repo_root(settings) / configured
 
 
 def _local_stack(settings: Settings) -> LocalStack:
     from quotestream.adapters.local.stack import LocalStack
 
-    return LocalStack(local_state_dir(settings), repo_root(), settings.project)
+    return LocalStack(local_state_dir(settings), repo_root(settings), settings.project)
 
 
 def _require(settings: Settings, *names: str) -> None:
@@ -308,7 +313,11 @@ def build_job_runner(settings: Settings) -> JobRunner:
         )
     from quotestream.adapters.local.job_runner import LocalJobRunner
 
-    return LocalJobRunner(local_state_dir(settings), repo_root())
+    return LocalJobRunner(
+        local_state_dir(settings),
+        repo_root(settings),
+        python=settings.local_python or sys.executable,
+    )
 
 
 def build_streaming_service(settings: Settings) -> StreamingService:

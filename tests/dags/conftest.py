@@ -1,5 +1,5 @@
 """Airflow for the DAG tests: a private AIRFLOW_HOME with a SQLite metadata DB, the folders laid
-out as Composer lays them out (dags/, plugins/ as the plugins folder and on PYTHONPATH), no
+out as Composer 3 lays them out (dags/, an empty plugins folder; quotestream as installed), no
 examples. Set before anything imports Airflow."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ AIRFLOW_HOME = tempfile.mkdtemp(prefix="quotestream-airflow-")
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": AIRFLOW_HOME,
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    **deployed_layout(REPO),
+    **deployed_layout(REPO, Path(AIRFLOW_HOME)),
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
 }
 os.environ.update(AIRFLOW_ENV)

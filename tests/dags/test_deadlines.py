@@ -53,7 +53,7 @@ def test_a_run_past_its_deadline_is_stopped_and_alerts(tmp_path: Path, webhook: 
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         # Made with the database: no task can start, so the run outlives its deadline.
         "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "0",
-        **deployed_layout(REPO),
+        **deployed_layout(REPO, home),
         "QUOTESTREAM_BACKFILL_DEADLINE_S": "2",
         "AIRFLOW_CONN_QUOTESTREAM_ALERTS": webhook.alerts_connection,
     }

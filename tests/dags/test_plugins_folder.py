@@ -1,7 +1,7 @@
-"""Airflow loads the plugins folder as shipped (what Composer and docker-compose point it at)
-and nothing breaks: the one plugin module registers the cockpit page, and the core stays a
-package that the DAG tasks import, never a pile of top-level plugin modules (its
-local/airflow.py once replaced `airflow` itself)."""
+"""Airflow finds the cockpit page's plugin in the installed package (its `airflow.plugins`
+entry point) with the plugins folder empty, as Composer 3 leaves it on the scheduler and the
+triggerer: the plugin registers the page, and loading it imports nothing of the core beyond
+the plugin module, nor Beam, nor a Google client."""
 
 from __future__ import annotations
 
@@ -24,36 +24,29 @@ from airflow import plugins_manager
 started = time.perf_counter()
 plugins_manager.ensure_plugins_loaded()
 took = time.perf_counter() - started
-plugins_folder = sys.argv[1]
 print(json.dumps({
-    "airflow": sys.modules["airflow"].__file__,
     "errors": plugins_manager.get_import_errors(),
-    "from_plugins_folder": sorted(
-        name for name, module in list(sys.modules.items())
-        if "." not in name
-        and str(getattr(module, "__file__", "") or "").startswith(plugins_folder)
-        and name != "quotestream"
-    ),
+    "plugins": sorted(plugin.name for plugin in plugins_manager.plugins),
+    "core_modules": sorted(name for name in sys.modules if name.startswith("quotestream.")),
     "beam": "apache_beam" in sys.modules,
     "google_cloud": sorted(name for name in sys.modules if name.startswith("google.cloud.")),
-    "fastapi_apps": [app["url_prefix"] for app, _ in [plugins_manager.get_fastapi_plugins()]
-                     for app in app],
+    "fastapi_apps": [app["url_prefix"] for app in plugins_manager.get_fastapi_plugins()[0]],
     "views": [view["href"] for view in plugins_manager._get_ui_plugins()[0]],
     "seconds": took,
 }))
 """
 
 
-def _load_plugins(tmp_path: Path, plugins_folder: Path) -> dict[str, object]:
+def test_the_plugin_loads_from_the_package_with_the_plugins_folder_empty(tmp_path: Path) -> None:
+    home = tmp_path / "airflow"
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        **deployed_layout(REPO),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder),
+        **deployed_layout(REPO, home),
     }
     completed = subprocess.run(
-        [sys.executable, "-c", LOAD_PLUGINS, str(plugins_folder)],
+        [sys.executable, "-c", LOAD_PLUGINS],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -61,43 +54,17 @@ def _load_plugins(tmp_path: Path, plugins_folder: Path) -> dict[str, object]:
         timeout=120,
         check=True,
     )
-    result: dict[str, object] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result
-
-
-def test_loading_the_shipped_plugins_folder_imports_no_module_of_the_core(
-    tmp_path: Path,
-) -> None:
-    shipped = _load_plugins(tmp_path, REPO / "plugins")
-    empty = tmp_path / "empty-plugins"
-    empty.mkdir()
-    baseline = _load_plugins(tmp_path, empty)
-
-    print(
-        f"plugin loading: {shipped['seconds'] * 1000:.0f} ms with plugins/, "
-        f"{baseline['seconds'] * 1000:.0f} ms with an empty folder"
-    )
-    assert shipped["airflow"] == baseline["airflow"]
-    assert "site-packages" in str(shipped["airflow"])
-    assert shipped["errors"] == {}
-    assert shipped["from_plugins_folder"] == ["quotestream_cockpit"]
-    assert shipped["fastapi_apps"] == ["/quotestream"]
-    assert shipped["views"] == ["/quotestream/"]
+    loaded = json.loads(completed.stdout.strip().splitlines()[-1])
+    print(f"plugin loading: {loaded['seconds'] * 1000:.0f} ms")
+    assert list((home / "plugins").iterdir()) == []
+    assert loaded["errors"] == {}
+    assert loaded["plugins"] == ["quotestream"]
+    assert loaded["fastapi_apps"] == ["/quotestream"]
+    assert loaded["views"] == ["/quotestream/"]
     # The page's services are built on its first request: loading costs no client import.
-    assert shipped["beam"] is False
-    assert shipped["google_cloud"] == baseline["google_cloud"]
-
-
-def test_without_the_ignore_file_the_loader_imports_every_core_file_again_and_beam(
-    tmp_path: Path,
-) -> None:
-    """What the ignore file prevents, so a test fails if it stops preventing it."""
-    copy = tmp_path / "plugins"
-    subprocess.run(["cp", "-r", str(REPO / "plugins"), str(copy)], check=True)
-    (copy / ".airflowignore").unlink()
-
-    loaded = _load_plugins(tmp_path, copy)
-
-    core_files = {path.stem for path in (REPO / "plugins" / "quotestream").rglob("*.py")}
-    assert core_files <= set(loaded["from_plugins_folder"])  # type: ignore[call-overload]
-    assert loaded["beam"] is True
+    assert loaded["core_modules"] == [
+        "quotestream.entrypoints",
+        "quotestream.entrypoints.airflow_plugin",
+    ]
+    assert loaded["beam"] is False
+    assert loaded["google_cloud"] == []

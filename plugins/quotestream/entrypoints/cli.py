@@ -85,10 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     composer = commands.add_parser("composer", help="Cloud Composer")
     composer_actions = composer.add_subparsers(dest="action", required=True)
     sync = composer_actions.add_parser(
-        "deploy", help="sync dags/ and plugins/quotestream to an environment's bucket"
+        "deploy",
+        help="publish the quotestream wheel, set the environment's PyPI packages, sync dags/",
     )
     sync.add_argument("--environment", required=True)
     sync.add_argument("--location", required=True, help="the environment's region")
+    sync.add_argument(
+        "--python-repository",
+        required=True,
+        help="the Artifact Registry Python repository: LOCATION-python.pkg.dev/PROJECT/REPOSITORY",
+    )
     sync.add_argument("--dry-run", action="store_true", help="print the gcloud commands only")
     sync.set_defaults(handler=_composer_deploy)
 
@@ -196,9 +202,10 @@ def _pipeline_run(args: argparse.Namespace) -> int:
 
 
 def _composer_deploy(args: argparse.Namespace) -> int:
-    from quotestream.entrypoints.composer import deploy
+    from quotestream.entrypoints.composer import Target, deploy
 
-    return deploy(_repo_root(), args.environment, args.location, args.dry_run)
+    target = Target(args.environment, args.location, args.python_repository)
+    return deploy(_repo_root(), target, args.dry_run)
 
 
 def _load_env_file(path: Path) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
 
 from quotestream.ports import Notifier
 
@@ -33,6 +33,28 @@ def _parse_time(setting: str) -> str:
 
     default = Settings.model_fields[setting].default
     return os.environ.get(f"QUOTESTREAM_{setting.upper()}", str(default))
+
+
+def fail_without_retry(message: str) -> NoReturn:
+    """Fail the task for good, skipping its retries: a verdict, not an outage."""
+    raise _task_exception("AirflowFailException")(message)
+
+
+def reschedule_at(moment: datetime) -> NoReturn:
+    """Give the task's slot back and run it again at `moment`."""
+    raise _task_exception("AirflowRescheduleException")(moment)
+
+
+def _task_exception(name: str) -> Any:
+    # Airflow 3.2 moved these to the task SDK and deprecated the old place; 3.1, which
+    # Composer offers, has them only there. The one version branch the DAGs need.
+    from airflow.sdk import exceptions as task_sdk
+
+    if hasattr(task_sdk, name):
+        return getattr(task_sdk, name)
+    from airflow import exceptions as before_3_2
+
+    return getattr(before_3_2, name)
 
 
 def default_args(**overrides: Any) -> dict[str, Any]:

@@ -32,12 +32,18 @@ from quotestream.ports.jobs import Job, JobState, StopMode
 
 class LocalJobRunner:
     def __init__(
-        self, state_dir: Path, repo_root: Path, env: Mapping[str, str] | None = None
+        self,
+        state_dir: Path,
+        repo_root: Path,
+        env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
         self._jobs_dir = state_dir / "jobs"
         self._logs_dir = state_dir / "logs"
         self._repo_root = repo_root
         self._env = dict(env or {})
+        # The jobs' runtime (Beam), which need not be the caller's: Composer's has no Beam.
+        self._python = python
 
     def find(self, name: str) -> Job | None:
         record = self._read(name)
@@ -69,7 +75,7 @@ class LocalJobRunner:
 
     def _start(self, name: str, pipeline: str, args: Sequence[str]) -> Job:
         self._logs_dir.mkdir(parents=True, exist_ok=True)
-        command = pipeline_command(self._repo_root, pipeline, args)
+        command = pipeline_command(self._repo_root, pipeline, args, self._python)
         record: dict[str, Any] = {
             "run_id": uuid.uuid4().hex,
             "pipeline": pipeline,
@@ -79,7 +85,7 @@ class LocalJobRunner:
         }
         supervisor = subprocess.Popen(  # noqa: S603 - our own module and entry point
             [
-                sys.executable,
+                self._python,
                 "-m",
                 "quotestream.adapters.local.job_runner",
                 str(self._path(name)),

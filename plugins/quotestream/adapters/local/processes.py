@@ -221,10 +221,12 @@ def start_api_process(
     )
 
 
-def pipeline_command(repo_root: Path, pipeline: str, args: Sequence[str]) -> list[str]:
+def pipeline_command(
+    repo_root: Path, pipeline: str, args: Sequence[str], python: str = sys.executable
+) -> list[str]:
     """A pipeline's entry point on the local runner (the launcher keeps it off Prism)."""
     entry = repo_root / "beam_pipelines" / f"{pipeline}_quotes.py"
-    return [sys.executable, str(entry), "--runner=DirectRunner", *args]
+    return [python, str(entry), "--runner=DirectRunner", *args]
 
 
 def start_pipeline_process(
