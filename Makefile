@@ -67,7 +67,7 @@ compose-config: ## validate docker-compose.yaml (installs docker-compose 1.29.2 
 		scripts/compose --env-file "$$f" config --quiet && echo "docker-compose.yaml is valid"
 
 wheel: setup ## build the quotestream wheel (for a Composer environment's PyPI packages)
-	$(UV) build --wheel --out-dir dist
+	$(UV) build --wheel --out-dir dist --build-constraints build-requirements.txt --require-hashes
 
 bench: setup ## print the benchmark figures: API, pipeline, whole stack, backlog drain, CPU per quote, Airflow start
 	$(BIN)/quotestream bench api

@@ -6,7 +6,8 @@
 # Usage: beam_pipelines/install.sh [--deps-only | --project-only] PYTHON [SOURCE]
 #   PYTHON          the interpreter to install into (the image's python, a venv's bin/python)
 #   SOURCE          the project: a quotestream wheel, or a directory with its pyproject.toml
-#                   (built into a wheel first); not needed with --deps-only
+#                   (built into a wheel first, by the build backend its
+#                   build-requirements.txt pins with hashes); not needed with --deps-only
 #   --deps-only     only beam_pipelines/requirements.txt
 #   --project-only  only the project, without dependencies
 #   The two steps are separate so the image keeps the dependencies in a layer of their own,
@@ -82,14 +83,25 @@ install_project() {
   elif [[ -f $project/pyproject.toml ]]; then
     # A wheel, never the tree itself: an editable or path install would leave the workers
     # depending on a source directory, and uv would reuse a cached build of an unchanged
-    # pyproject.toml however much the code had changed.
+    # pyproject.toml however much the code had changed. The build backend is the one
+    # build-requirements.txt pins, checked against its hashes: a build never takes whatever
+    # hatchling the index offers that day.
+    local backend="$project/build-requirements.txt"
+    [[ -f $backend ]] || die "$backend is missing: the build backend is installed only from it"
     build_dir="$(mktemp -d)"
     trap 'rm -rf "$build_dir"' EXIT
     log "building the project's wheel from $project"
     if [[ $installer == uv ]]; then
-      "${uv[@]}" build --quiet --wheel --python "$python" --out-dir "$build_dir" "$project"
+      "${uv[@]}" build --quiet --wheel --python "$python" --build-constraints "$backend" \
+        --require-hashes --out-dir "$build_dir" "$project"
     else
-      "$python" -m pip wheel --quiet --no-input --no-deps --wheel-dir "$build_dir" "$project"
+      # pip checks no hash of what it installs for an isolated build: the backend goes into a
+      # venv of its own from its hashes, and the build uses that venv without isolation.
+      "$python" -m venv "$build_dir/backend"
+      "$build_dir/backend/bin/python" -m pip install --quiet --no-input --require-hashes \
+        -r "$backend"
+      "$build_dir/backend/bin/python" -m pip wheel --quiet --no-input --no-deps \
+        --no-build-isolation --wheel-dir "$build_dir" "$project"
     fi
     wheel="$(echo "$build_dir"/quotestream-*.whl)"
     [[ -f $wheel ]] || die "building $project made no single quotestream wheel"

@@ -15,6 +15,12 @@ from quotestream.entrypoints.dags import default_args
     catchup=False,
     default_args=default_args(),
     tags=["quotestream", "deploy"],
+    # Who may run it: Op (and Admin). Read by the FAB auth manager (Composer's), which grants
+    # these per-DAG permissions to the role; it takes nothing from roles with global DAG
+    # permissions (FAB's User), and other auth managers ignore it.
+    access_control={
+        "Op": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
+    },
     doc_md="""
 Create-or-update of the API service (on Cloud Run: private, invokable by the Dataflow workers
 and `QUOTESTREAM_API_INVOKERS`, the relay key mounted from Secret Manager once its latest

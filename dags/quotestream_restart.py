@@ -27,6 +27,12 @@ from quotestream.entrypoints.dags import default_args
         "timeout_s": Param(600, type="integer", minimum=10, description="wait for the stop"),
     },
     tags=["quotestream", "streaming"],
+    # Who may run it: Op (and Admin). Read by the FAB auth manager (Composer's), which grants
+    # these per-DAG permissions to the role; it takes nothing from roles with global DAG
+    # permissions (FAB's User), and other auth managers ignore it.
+    access_control={
+        "Op": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
+    },
     doc_md="""
 Manual. `update` replaces the running job in place: on Dataflow an update launch of the flex
 template, which keeps the 1-minute bars' state and the unacknowledged messages (name renamed

@@ -20,6 +20,12 @@ from quotestream.entrypoints.dags import default_args
         )
     },
     tags=["quotestream", "provisioning"],
+    # Who may run it: Op (and Admin). Read by the FAB auth manager (Composer's), which grants
+    # these per-DAG permissions to the role; it takes nothing from roles with global DAG
+    # permissions (FAB's User), and other auth managers ignore it.
+    access_control={
+        "Op": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
+    },
     doc_md="""
 Manual and destructive: stops the streaming jobs, deletes the subscriptions, the topics and
 the dataset with all its tables. It does nothing unless the `confirm` param equals the

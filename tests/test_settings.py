@@ -9,6 +9,7 @@ from quotestream import bootstrap
 from quotestream.bootstrap import ConfigurationError
 from quotestream.services.provision import alert_thresholds
 from quotestream.settings import Settings
+from tests.support.secrets import MARKER, REFUSED_SECRETS
 
 pytestmark = pytest.mark.unit
 
@@ -24,6 +25,8 @@ def test_pairs_come_comma_separated_from_the_environment(monkeypatch: pytest.Mon
         ({"pairs": "USD-BRL,XAU-USD"}, "unknown pairs XAU-USD"),
         ({"api_key": ""}, "at least 16 characters"),
         ({"api_key": "short"}, "at least 16 characters"),
+        ({"api_key": "a-good-key-of-16-chars,"}, "at least 16 characters"),
+        ({"replay_max_range_h": 0}, "greater than 0"),
         ({"relay_capacity": 10, "relay_max_batch": 20}, "could never be accepted"),
         ({"target": "gcp"}, "target gcp needs QUOTESTREAM_PROJECT"),
         ({"api_invokers": "allUsers"}, "would make the API public"),
@@ -39,6 +42,36 @@ def test_pairs_come_comma_separated_from_the_environment(monkeypatch: pytest.Mon
 def test_bad_settings_are_refused_with_a_reason(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**values)
+
+
+def test_every_secret_setting_has_refused_values_to_test() -> None:
+    assert set(REFUSED_SECRETS) == Settings.secret_fields()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(name, value) for name, values in REFUSED_SECRETS.items() for value in values],
+)
+def test_a_refused_secret_is_never_repeated_in_the_error(name: str, value: object) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(**{name: value})
+    assert MARKER not in str(refused.value)
+    assert MARKER not in repr(refused.value)
+
+
+def test_a_refused_secret_from_the_environment_is_not_repeated_either(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QUOTESTREAM_API_KEY", f"a-good-key-of-16-chars,{MARKER}")
+    with pytest.raises(ValidationError, match="at least 16 characters") as refused:
+        Settings()
+    assert MARKER not in str(refused.value)
+
+
+def test_the_relay_takes_several_keys_comma_separated() -> None:
+    settings = Settings(api_key="producer-one-key-0001, producer-two-key-0002")
+    assert settings.relay_keys() == ("producer-one-key-0001", "producer-two-key-0002")
+    assert Settings().relay_keys() == ()
 
 
 def test_alerting_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

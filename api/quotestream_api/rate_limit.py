@@ -1,5 +1,6 @@
-"""A token bucket per client: each client may send `burst` requests at once, then `rate` a
-second. In-process, so each server instance limits on its own."""
+"""A token bucket per client (a caller's relay key, or an address: see
+deps.limit_push_rate): each client may send `burst` requests at once, then `rate` a second.
+In-process, so each server instance limits on its own."""
 
 from __future__ import annotations
 

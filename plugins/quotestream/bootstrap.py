@@ -130,7 +130,9 @@ def _warehouse_and_queries(settings: Settings) -> tuple[Warehouse, QuoteQueries]
     return warehouse, BigQueryQuoteQueries(warehouse)
 
 
-def _bigquery_warehouse(settings: Settings) -> BigQueryWarehouse:
+def _bigquery_warehouse(
+    settings: Settings, query_timeout_s: float | None = None
+) -> BigQueryWarehouse:
     _require_emulator(settings, "BIGQUERY_EMULATOR_HOST", settings.bigquery_emulator_host)
     from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
 
@@ -141,6 +143,7 @@ def _bigquery_warehouse(settings: Settings) -> BigQueryWarehouse:
         location=settings.bigquery_location,
         credentials=access.credentials,
         api_endpoint=access.endpoint,
+        query_timeout_s=query_timeout_s,
     )
 
 
@@ -402,6 +405,10 @@ def build_accounting_service(settings: Settings, since_ms: int) -> AccountingSer
     return AccountingService(build_quote_queries(settings), since_ms)
 
 
+# A reading of the page's figures runs about eight queries one after another.
+COCKPIT_QUERY_TIMEOUT_S = 30.0
+
+
 def build_cockpit_service(settings: Settings) -> CockpitService:
     """The operator page's figures: the DAGs' job runner and health verdict (the streaming
     service, as `quotestream_streaming` builds it), and the stored bars and the page's read
@@ -410,7 +417,7 @@ def build_cockpit_service(settings: Settings) -> CockpitService:
     from quotestream.adapters.gcp.bigquery_views import BigQueryPipelineViews
     from quotestream.services.cockpit import CockpitService
 
-    warehouse = _bigquery_warehouse(settings)
+    warehouse = _bigquery_warehouse(settings, query_timeout_s=COCKPIT_QUERY_TIMEOUT_S)
     streaming = build_streaming_service(settings)
     return CockpitService(
         build_job_runner(settings),

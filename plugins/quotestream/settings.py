@@ -38,7 +38,12 @@ _AIRFLOW_ACCESS = {"gcp_connection_id", "impersonation_chains"}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="QUOTESTREAM_", extra="ignore")
+    # Errors never repeat a value: pydantic would print a refused relay key as its input, and
+    # the error reaches task logs, failure alerts and the page's 503. Messages name the value
+    # themselves where that is safe.
+    model_config = SettingsConfigDict(
+        env_prefix="QUOTESTREAM_", extra="ignore", hide_input_in_errors=True
+    )
 
     target: Literal["local", "gcp"] = "local"
     project: str = "quotestream-local"
@@ -54,22 +59,46 @@ class Settings(BaseSettings):
     # from an ordered subscription (it fails the pull), so `local up` turns this off.
     message_ordering: bool = True
     ack_deadline_s: Annotated[int, Field(ge=10, le=600)] = 60
+    max_quote_age_s: Annotated[
+        int,
+        Field(
+            ge=3600,
+            description=(
+                "The live load's freshness horizon: a quote whose event time is older than "
+                "this when the load reads it becomes a dead letter `too_old` (payload kept; "
+                "the backfill and the dead-letter replay take history). Six hours covers the "
+                "hour the extract catches up after a relaunch, redeliveries, and a load job "
+                "down for a few hours with its backlog kept in Pub/Sub; every old quote the "
+                "load takes costs a lookup of its id in BigQuery."
+            ),
+        ),
+    ] = 6 * 3600
     bigquery_location: str = "US"
 
     # Locally `local up` writes it; on gcp it must be the Cloud Run service's URL (the
     # deploy DAG prints it): the jobs, backfill and reconciliation call it.
     api_url: str = "http://127.0.0.1:8080"
-    # No key is built in: without one the push relay refuses every request.
+    # No key is built in: without one the push relay refuses every request. Several keys,
+    # comma-separated, give each producer its own (and its own rate limit), or let a key be
+    # rotated while the old one still works.
     api_key: SecretStr | None = None
 
     # Where the local target keeps job state files and logs (the local stand-in for Dataflow).
     local_state_dir: str = ".local"
+    # The local target's jobs run from a clone (its beam_pipelines/) on a Python with Beam:
+    # by default the clone this package is imported from and this interpreter. Set both where
+    # the core runs from its wheel in a runtime without Beam, as in Composer's.
+    local_checkout: str = ""
+    local_python: str = ""
     # Airflow connection holding the alert webhook (extra.webhook_url) and e-mail settings.
     alerts_connection_id: str = "quotestream_alerts"
     # A run of these DAGs still unfinished this long after it started is stopped by the
     # scheduler (the DAG's dagrun_timeout) and alerts: a stuck query, a hung API call.
     data_quality_deadline_s: Annotated[int, Field(ge=1)] = 30 * 60
     backfill_deadline_s: Annotated[int, Field(ge=1)] = 2 * 3600
+    # The dead-letter replay reads, and holds in memory, at most this many hours of dead
+    # letters at once: a longer range is replayed in consecutive chunks of this size.
+    replay_max_range_h: Annotated[float, Field(gt=0)] = 1.0
 
     # Google Cloud only. Flex-template specs live at <prefix>/{load,extract}_quotes.json.
     dataflow_templates: str = ""
@@ -209,8 +238,12 @@ class Settings(BaseSettings):
     @field_validator("api_key")
     @classmethod
     def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("the API key needs at least 16 characters (leave it unset to disable)")
+        if value is not None:
+            keys = value.get_secret_value().split(",")
+            if any(len(key.strip()) < 16 for key in keys):
+                raise ValueError(
+                    "each API key needs at least 16 characters (leave it unset to disable)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -230,17 +263,27 @@ class Settings(BaseSettings):
             )
         return self
 
+    def relay_keys(self) -> tuple[str, ...]:
+        """The push relay's keys (see api_key); none when the relay is off."""
+        if self.api_key is None:
+            return ()
+        return tuple(key.strip() for key in self.api_key.get_secret_value().split(","))
+
     def for_workers(self) -> str:
         """These settings as JSON for jobs that have no environment of ours (flex templates):
         all of them, so a worker never falls back to a default, except secrets (the relay's
         key), which no worker needs, and how Airflow reaches Google: workers act as their own
         account, never through the connection's or the Composer account's impersonation."""
-        secrets = {
+        return self.model_dump_json(exclude=self.secret_fields() | _AIRFLOW_ACCESS)
+
+    @classmethod
+    def secret_fields(cls) -> set[str]:
+        """The settings whose values are secret: typed SecretStr (or optionally so)."""
+        return {
             name
-            for name, field in type(self).model_fields.items()
+            for name, field in cls.model_fields.items()
             if SecretStr in get_args(field.annotation) or field.annotation is SecretStr
         }
-        return self.model_dump_json(exclude=secrets | _AIRFLOW_ACCESS)
 
     @property
     def pubsub_emulator_host(self) -> str | None:

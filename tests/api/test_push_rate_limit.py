@@ -1,8 +1,10 @@
 """The per-client token bucket on POST /v1/quotes: a burst, then 429 with Retry-After and a
-problem body until tokens refill; GET is not limited."""
+problem body until tokens refill; a client is the caller its relay key names, not the address
+it comes from (behind Cloud Run, Google's front end for everyone); GET is not limited."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -40,8 +42,10 @@ def limiter(clock: ManualClock) -> TokenBuckets:
     return TokenBuckets(rate_per_s=2.0, burst=3, clock=clock)
 
 
-def limited_app(limiter: TokenBuckets, publisher: InMemoryPublisher) -> TestClient:
-    app = create_app(Settings(api_key=API_KEY), relay=QuoteRelay(publisher, "quotes", 100))
+def limited_app(
+    limiter: TokenBuckets, publisher: InMemoryPublisher, api_key: str = API_KEY
+) -> TestClient:
+    app = create_app(Settings(api_key=api_key), relay=QuoteRelay(publisher, "quotes", 100))
     app.dependency_overrides[now_ms] = lambda: NOW_MS
     app.dependency_overrides[get_push_limiter] = lambda: limiter
     return TestClient(app)
@@ -69,7 +73,8 @@ def test_a_burst_passes_then_429_with_retry_after_and_a_problem_body(client: Tes
         "rate_limited",
         "Too Many Requests",
     )
-    assert "testclient" in body["detail"]
+    assert re.search(r"for key:[0-9a-f]{12};", body["detail"])
+    assert API_KEY not in body["detail"]
 
 
 def test_tokens_refill_at_the_rate_and_never_beyond_the_burst(
@@ -82,10 +87,25 @@ def test_tokens_refill_at_the_rate_and_never_beyond_the_burst(
     assert [push(client) for _ in range(4)] == [202, 202, 202, 429]
 
 
-def test_requests_with_a_wrong_key_use_up_the_bucket_too(client: TestClient) -> None:
+def test_requests_without_a_valid_key_are_limited_by_address_apart_from_the_callers(
+    client: TestClient,
+) -> None:
     wrong = {"X-API-Key": "not-the-key-at-all"}
     assert [push(client, wrong) for _ in range(4)] == [401, 401, 401, 429]
-    assert push(client) == 429
+    assert push(client, {}) == 429  # no key at all: the same address, the same bucket
+    detail = client.post("/v1/quotes", json=[], headers=wrong).json()["detail"]
+    assert "from testclient without a valid key" in detail
+    # Guessing from the caller's own address does not spend the caller's bucket.
+    assert [push(client) for _ in range(3)] == [202, 202, 202]
+
+
+def test_two_callers_with_their_own_keys_from_one_address_have_their_own_buckets(
+    limiter: TokenBuckets,
+) -> None:
+    first, second = "producer-one-key-0001", "producer-two-key-0002"
+    with limited_app(limiter, InMemoryPublisher(), f"{first},{second}") as client:
+        assert [push(client, {"X-API-Key": first}) for _ in range(4)] == [202, 202, 202, 429]
+        assert [push(client, {"X-API-Key": second}) for _ in range(4)] == [202, 202, 202, 429]
 
 
 def test_get_is_not_limited(client: TestClient) -> None:

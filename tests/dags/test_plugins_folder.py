@@ -26,7 +26,7 @@ plugins_manager.ensure_plugins_loaded()
 took = time.perf_counter() - started
 print(json.dumps({
     "errors": plugins_manager.get_import_errors(),
-    "plugins": sorted(plugin.name for plugin in plugins_manager.plugins),
+    "plugins": sorted(plugin.name for plugin in plugins_manager._get_plugins()[0]),
     "core_modules": sorted(name for name in sys.modules if name.startswith("quotestream.")),
     "beam": "apache_beam" in sys.modules,
     "google_cloud": sorted(name for name in sys.modules if name.startswith("google.cloud.")),

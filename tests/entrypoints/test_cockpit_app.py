@@ -11,30 +11,11 @@ from fastapi.testclient import TestClient
 
 from quotestream.entrypoints.cockpit import cockpit_app
 from quotestream.services.cockpit import CockpitService
-from quotestream.services.streaming import StreamingService
-from tests.support.fake_views import InMemoryPipelineViews
-from tests.support.fakes import InMemoryJobRunner, InMemoryQuoteQueries, InMemoryWarehouse
-from tests.support.rows import quote_at
+from quotestream.settings import Settings
+from tests.support.cockpit import in_memory_cockpit
+from tests.support.secrets import MARKER, REFUSED_SECRETS
 
 pytestmark = pytest.mark.unit
-
-NOW_MS = 1_795_000_020_000
-
-
-def service() -> CockpitService:
-    warehouse = InMemoryWarehouse()
-    warehouse.insert_rows("quotes", [quote_at(NOW_MS - 5_000, NOW_MS - 4_000)])
-    runner = InMemoryJobRunner()
-    queries = InMemoryQuoteQueries(warehouse)
-    clock = lambda: NOW_MS / 1000  # noqa: E731
-    return CockpitService(
-        runner,
-        StreamingService(runner, queries, "quotes-load", clock=clock),
-        queries,
-        InMemoryPipelineViews(warehouse),
-        ("USD-BRL", "EUR-USD"),
-        clock=clock,
-    )
 
 
 def only_with_a_session(request: Request) -> None:
@@ -45,7 +26,7 @@ def only_with_a_session(request: Request) -> None:
 @pytest.fixture
 def client() -> TestClient:
     return TestClient(
-        cockpit_app(service, [Depends(only_with_a_session)]), cookies={"_token": "good"}
+        cockpit_app(in_memory_cockpit, [Depends(only_with_a_session)]), cookies={"_token": "good"}
     )
 
 
@@ -55,6 +36,8 @@ def test_the_page_is_html_that_reads_the_figures_relative_to_itself(client: Test
     assert page.headers["content-type"].startswith("text/html")
     assert "<h1>Quotes pipeline</h1>" in page.text
     assert 'base + "api/figures"' in page.text
+    assert '<span id="stale"' in page.text
+    assert "f.stale ?" in page.text
 
 
 def test_the_figures_for_scripts(client: TestClient) -> None:
@@ -64,6 +47,7 @@ def test_the_figures_for_scripts(client: TestClient) -> None:
     assert figures["rows_last_hour"] == 1
     assert [p["pair"] for p in figures["freshness"] if not p["quiet"]] == ["USD-BRL"]
     assert figures["warehouse_error"] is None
+    assert (figures["stale"], figures["reading_since_ms"]) == (False, None)
 
 
 def test_an_unknown_pair_is_refused_with_the_configured_ones(client: TestClient) -> None:
@@ -74,14 +58,16 @@ def test_an_unknown_pair_is_refused_with_the_configured_ones(client: TestClient)
 
 @pytest.mark.parametrize("path", ["/", "/api/figures"])
 def test_every_route_is_behind_the_guard(path: str) -> None:
-    client = TestClient(cockpit_app(service, [Depends(only_with_a_session)]))
+    client = TestClient(cockpit_app(in_memory_cockpit, [Depends(only_with_a_session)]))
     assert client.get(path).status_code == 401
 
 
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc"])
 def test_no_schema_or_docs_route_bypasses_the_guard(path: str) -> None:
     assert (
-        TestClient(cockpit_app(service, [Depends(only_with_a_session)])).get(path).status_code
+        TestClient(cockpit_app(in_memory_cockpit, [Depends(only_with_a_session)]))
+        .get(path)
+        .status_code
         == 404
     )
 
@@ -93,7 +79,7 @@ def test_a_service_that_cannot_be_built_says_why_and_is_tried_again() -> None:
         attempts.append(1)
         if len(attempts) == 1:
             raise RuntimeError("target is local but BIGQUERY_EMULATOR_HOST is not set")
-        return service()
+        return in_memory_cockpit()
 
     client = TestClient(cockpit_app(build))
     first = client.get("/api/figures")
@@ -104,3 +90,18 @@ def test_a_service_that_cannot_be_built_says_why_and_is_tried_again() -> None:
     assert client.get("/api/figures").status_code == 200
     assert client.get("/api/figures").status_code == 200
     assert len(attempts) == 2  # built once it could be, then kept
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(name, value) for name, values in REFUSED_SECRETS.items() for value in values],
+)
+def test_settings_refused_for_a_secret_say_so_without_the_secret(name: str, value: object) -> None:
+    def build() -> CockpitService:
+        Settings(**{name: value})
+        raise AssertionError("the settings were accepted")
+
+    answer = TestClient(cockpit_app(build)).get("/api/figures")
+    assert answer.status_code == 503
+    assert name in answer.json()["detail"]
+    assert MARKER not in answer.text

@@ -46,7 +46,8 @@ def test_the_dry_run_prints_the_packages_and_every_step_and_runs_nothing() -> No
     assert result.stdout.splitlines() == [
         "PyPI packages of prod-composer:",
         *(f"  {name}{specifier}" for name, specifier in wanted_packages(REPO).items()),
-        "would run: scripts/uv build --wheel --out-dir dist",
+        "would run: scripts/uv build --wheel --out-dir dist --build-constraints "
+        "build-requirements.txt --require-hashes",
         f"would run: scripts/uv publish --publish-url https://{REPOSITORY}/ --check-url "
         f"https://{REPOSITORY}/simple/ --username oauth2accesstoken "
         f"dist/quotestream-{version}-py3-none-any.whl",
@@ -92,8 +93,7 @@ def _fakes(tmp_path: Path, installed: dict[str, str]) -> dict[str, str]:
     )
     uv = bin_dir / "uv"
     uv.write_text(
-        "#!/bin/sh\n"
-        f'echo "uv $* password=${{UV_PUBLISH_PASSWORD:-none}}" >> {tmp_path}/calls\n'
+        f'#!/bin/sh\necho "uv $* password=${{UV_PUBLISH_PASSWORD:-none}}" >> {tmp_path}/calls\n'
     )
     for fake in (gcloud, uv):
         fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
@@ -112,13 +112,15 @@ def test_a_deploy_publishes_the_wheel_points_pip_at_it_and_syncs_only_the_dags(
     assert published[0].endswith(f"password={TOKEN}")
     assert TOKEN not in done.stdout + done.stderr
     assert not any(TOKEN in call for call in calls if not call.startswith("uv publish"))
-    assert calls.index(published[0]) > calls.index("uv build --wheel --out-dir dist password=none")
+    assert calls.index(published[0]) > calls.index(
+        "uv build --wheel --out-dir dist --build-constraints build-requirements.txt "
+        "--require-hashes password=none"
+    )
     assert (tmp_path / "copied").read_text() == (
         f"[global]\nextra-index-url = https://{REPOSITORY}/simple/\n"
     )
     assert any(
-        call.endswith("gs://us-central1-prod-composer-bucket/config/pip/pip.conf")
-        for call in calls
+        call.endswith("gs://us-central1-prod-composer-bucket/config/pip/pip.conf") for call in calls
     )
     imports = [call for call in calls if " import " in call]
     assert [call.split("--source ")[1] for call in imports] == [f"dags/{n}" for n in DAG_FILES]

@@ -123,7 +123,8 @@ def test_airflow_services_share_one_image_environment_and_mounts(
     services: dict[str, dict[str, Any]], secrets: dict[str, str]
 ) -> None:
     scheduler = services["airflow-scheduler"]
-    assert Path(scheduler["build"]["context"]) == REPO / "docker" / "airflow"
+    assert Path(scheduler["build"]["context"]) == REPO
+    assert scheduler["build"]["dockerfile"] == "docker/airflow/Dockerfile"
     assert (REPO / "docker" / "airflow" / "Dockerfile").is_file()
     for name in AIRFLOW:
         service = services[name]
@@ -171,15 +172,18 @@ def test_airflow_runs_the_project_against_the_emulators_and_the_api(
     api_environment = services["api"]["environment"]
     assert api_environment["PUBSUB_EMULATOR_HOST"] == environment["PUBSUB_EMULATOR_HOST"]
 
-    # The folders Airflow reads are the clone's; bootstrap.repo_root() needs beam_pipelines/
-    # beside plugins/, and the DirectRunner jobs import quotestream through PYTHONPATH.
+    # Composer 3's layout: the clone's dags/, an empty plugins folder of the image's own, the
+    # core installed in the image (nothing on PYTHONPATH); the local jobs run the clone's
+    # beam_pipelines/ from the checkout that QUOTESTREAM_LOCAL_CHECKOUT names.
     mounted = mounts(scheduler)
     dags = environment["AIRFLOW__CORE__DAGS_FOLDER"]
-    plugins = environment["AIRFLOW__CORE__PLUGINS_FOLDER"]
     assert Path(mounted[dags]) == REPO / "dags"
-    assert Path(mounted[plugins]) == REPO / "plugins"
-    assert Path(mounted[str(Path(plugins).parent / "beam_pipelines")]) == REPO / "beam_pipelines"
-    assert environment["PYTHONPATH"] == plugins
+    assert environment["AIRFLOW__CORE__PLUGINS_FOLDER"] not in mounted
+    assert "PYTHONPATH" not in environment
+    checkout = environment["QUOTESTREAM_LOCAL_CHECKOUT"]
+    assert Path(mounted[f"{checkout}/beam_pipelines"]) == REPO / "beam_pipelines"
+    dockerfile = (REPO / "docker" / "airflow" / "Dockerfile").read_text()
+    assert "pip install --no-deps /wheels/*.whl" in dockerfile
     state_dir = environment["QUOTESTREAM_LOCAL_STATE_DIR"]
     assert not mounted[state_dir].startswith("/"), "job state lives on a named volume"
 

@@ -1,15 +1,19 @@
 """The operator page's figures over the in-memory fakes: what they show, how a pair goes quiet,
-which failed hours are gaps, which bar pane counts, and what a failing warehouse leaves."""
+which failed hours are gaps, which bar pane counts, what a failing warehouse leaves, and what a
+slow one costs a request (nothing: the last figures, marked stale)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from quotestream.ports.jobs import Job, JobState
-from quotestream.services.cockpit import CockpitService, Figures
+from quotestream.services.cockpit import FRESH_FOR_S, CockpitService, Figures
 from quotestream.services.streaming import StreamingService
 from tests.support.fake_views import InMemoryPipelineViews
 from tests.support.fakes import InMemoryJobRunner, InMemoryQuoteQueries, InMemoryWarehouse
@@ -162,3 +166,90 @@ def test_figures_are_read_again_only_after_ten_seconds_however_many_ask() -> Non
     now[0] += 0.1
     assert service.figures() is not first
     assert views.readings == 3
+
+
+@dataclass
+class SlowViews(InMemoryPipelineViews):
+    """A warehouse that answers only while `gate` is open; `entered` tells a reading waits."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    entered: threading.Event = field(default_factory=threading.Event)
+
+    def rows_per_minute(self, since_ms: int) -> Any:
+        self.entered.set()
+        if not self.gate.wait(10):
+            raise TimeoutError("the test never opened the gate")
+        return super().rows_per_minute(since_ms)
+
+
+def slow_cockpit(now: list[float], wait_for_reading_s: float) -> tuple[CockpitService, SlowViews]:
+    warehouse = InMemoryWarehouse()
+    warehouse.insert_rows("quotes", [quote_at(NOW_MS - 5_000, NOW_MS - 4_000)])
+    runner = InMemoryJobRunner()
+    queries = InMemoryQuoteQueries(warehouse)
+    streaming = StreamingService(runner, queries, "quotes-load", clock=lambda: now[0])
+    views = SlowViews(warehouse)
+    service = CockpitService(
+        runner,
+        streaming,
+        queries,
+        views,
+        PAIRS,
+        clock=lambda: now[0],
+        wait_for_reading_s=wait_for_reading_s,
+    )
+    return service, views
+
+
+def test_a_request_during_a_slow_reading_gets_the_last_figures_at_once_marked_stale() -> None:
+    now = [NOW_MS / 1000]
+    service, views = slow_cockpit(now, wait_for_reading_s=30.0)
+    views.gate.set()
+    first = service.figures()
+    assert (first.stale, first.rows_last_hour) == (False, 1)
+
+    views.gate.clear()
+    now[0] += FRESH_FOR_S
+    with ThreadPoolExecutor(1) as pool:
+        starter = pool.submit(service.figures)  # starts the reading, and waits for it
+        assert views.entered.wait(10)
+        asked = time.monotonic()
+        during = service.figures()
+        took_s = time.monotonic() - asked
+        views.gate.set()
+        newest = starter.result(timeout=10)
+    assert took_s < 1.0
+    assert during.stale
+    assert during.reading_since_ms == NOW_MS + FRESH_FOR_S * 1000
+    assert (during.generated_ms, during.rows_last_hour) == (first.generated_ms, 1)
+    assert not first.stale  # the kept figures are not touched, only what is served
+    assert (newest.stale, newest.generated_ms) == (False, NOW_MS + FRESH_FOR_S * 1000)
+    assert service.figures() is newest
+
+
+def test_the_request_that_starts_a_slow_reading_waits_only_a_little() -> None:
+    now = [NOW_MS / 1000]
+    service, views = slow_cockpit(now, wait_for_reading_s=0.05)
+    views.gate.set()
+    first = service.figures()
+    views.gate.clear()
+    now[0] += FRESH_FOR_S
+    try:
+        served = service.figures()
+        assert (served.stale, served.generated_ms) == (True, first.generated_ms)
+        # The reading still runs: no second one is started meanwhile.
+        assert service.figures().reading_since_ms == served.reading_since_ms
+    finally:
+        views.gate.set()
+
+
+def test_before_the_first_reading_ends_the_page_gets_empty_figures_marked_stale() -> None:
+    now = [NOW_MS / 1000]
+    service, views = slow_cockpit(now, wait_for_reading_s=0.05)
+    try:
+        served = service.figures()
+        assert served.stale
+        assert (served.reading_since_ms, served.jobs, served.warehouse_error) == (NOW_MS, [], None)
+        assert served.as_json()["stale"] is True
+    finally:
+        views.gate.set()

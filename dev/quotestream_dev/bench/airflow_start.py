@@ -1,10 +1,9 @@
-"""`quotestream bench airflow`: how long Airflow's API server takes to answer, with the
-project's plugins folder as it ships (the cockpit page's plugin in it) and with the same
-folder without the plugin, run after run in turn on one metadata database."""
+"""`quotestream bench airflow`: how long Airflow's API server takes to answer with the cockpit
+page's plugin, as the installed package declares it (its `airflow.plugins` entry point), and
+without it, run after run in turn on one metadata database and an empty plugins folder."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,30 +16,45 @@ from quotestream.adapters.local.processes import free_port, http_answers, start_
 from quotestream_dev.local_airflow import HOST, deployed_layout
 from quotestream_dev.stats import percentile
 
-PLUGIN_FILE = "quotestream_cockpit.py"
+# Started first in every Python of the baseline server (PYTHONPATH), it hides quotestream's
+# distribution from importlib.metadata, so Airflow finds no entry point of it.
+HIDE_THE_PLUGIN = """
+import importlib.metadata as metadata
+
+_distributions = metadata.distributions
+
+
+def _without_quotestream(**kwargs):
+    return (d for d in _distributions(**kwargs) if d.metadata["Name"] != "quotestream")
+
+
+metadata.distributions = _without_quotestream
+"""
 
 
 def run(runs: int, repo_root: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-airflow-") as scratch:
         home = Path(scratch) / "airflow"
-        without = _plugins_without_the_plugin(repo_root / "plugins", Path(scratch) / "plugins")
-        folders = {"without the plugin": without, "with the plugin": repo_root / "plugins"}
+        hiding = Path(scratch) / "hide-the-plugin"
+        hiding.mkdir()
+        (hiding / "sitecustomize.py").write_text(HIDE_THE_PLUGIN)
         env = _environment(home, repo_root)
+        variants = {
+            "without the plugin": {**env, "PYTHONPATH": str(hiding)},
+            "with the plugin": env,
+        }
         print("==> a metadata database for both (airflow db migrate)", flush=True)
         subprocess.run(  # noqa: S603 - our own venv's airflow
-            [_airflow(), "db", "migrate"],
-            env={**env, "AIRFLOW__CORE__PLUGINS_FOLDER": str(without)},
-            check=True,
-            capture_output=True,
+            [_airflow(), "db", "migrate"], env=env, check=True, capture_output=True
         )
-        seconds: dict[str, list[float]] = {label: [] for label in folders}
+        seconds: dict[str, list[float]] = {label: [] for label in variants}
         # Where the page is mounted it refuses a stranger (401); elsewhere the UI's catch-all
         # answers the path with its own page.
         mounted = {"without the plugin": False, "with the plugin": True}
         for attempt in range(1, runs + 1):
-            for label, folder in folders.items():
+            for label, variant in variants.items():
                 log = home / f"api-{label.replace(' ', '-')}-{attempt}.log"
-                took = _start_once(env, folder, log, mounted[label])
+                took = _start_once(variant, log, mounted[label])
                 seconds[label].append(took)
                 print(f"  run {attempt}: {label:<20} answered in {took:.2f} s", flush=True)
     base = percentile(seconds["without the plugin"], 0.5)
@@ -51,28 +65,24 @@ def run(runs: int, repo_root: Path) -> int:
     return 0
 
 
-def _plugins_without_the_plugin(shipped: Path, copy: Path) -> Path:
-    shutil.copytree(shipped, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / PLUGIN_FILE).unlink()
-    return copy
-
-
 def _airflow() -> str:
     return str(Path(sys.executable).parent / "airflow")
 
 
 def _environment(home: Path, repo_root: Path) -> dict[str, str]:
-    """Airflow laid out as shipped (each start then names its own plugins folder)."""
+    """Airflow laid out as Composer 3 lays it out."""
     return {
-        **deployed_layout(repo_root),
+        **deployed_layout(repo_root, home),
         "AIRFLOW_HOME": str(home),
+        # Its own database, whatever the caller's environment names.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
     }
 
 
-def _start_once(env: dict[str, str], plugins: Path, log: Path, mounted: bool) -> float:
+def _start_once(env: dict[str, str], log: Path, mounted: bool) -> float:
     """Seconds until the API server answers; checks the page is mounted or not, as expected."""
     port = free_port(HOST)
     started = time.monotonic()
@@ -83,7 +93,7 @@ def _start_once(env: dict[str, str], plugins: Path, log: Path, mounted: bool) ->
         port=port,
         log_path=log,
         ready=lambda: http_answers(f"http://{HOST}:{port}/api/v2/monitor/health"),
-        env={**env, "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins)},
+        env=env,
         timeout=180,
     )
     took = time.monotonic() - started

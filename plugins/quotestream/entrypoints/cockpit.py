@@ -1,8 +1,8 @@
 """The operator's page as a FastAPI app: the page itself and the JSON it refreshes from.
 
-Airflow mounts it in its API server (see plugins/quotestream_cockpit.py) behind its own login;
-the service behind it is built on the first request, not at import, so loading the plugin
-costs Airflow's start nothing.
+Airflow mounts it in its API server (see quotestream/entrypoints/airflow_plugin.py), where
+the plugin guards every route with Airflow's own authorization; the service behind it is built
+on the first request, not at import, so loading the plugin costs Airflow's start nothing.
 """
 
 from __future__ import annotations

@@ -61,7 +61,17 @@ def uv() -> str:
 
 
 def build_command() -> list[str]:
-    return [uv(), "build", "--wheel", "--out-dir", "dist"]
+    # The build backend as pinned, with hashes: never whatever the index offers today.
+    return [
+        uv(),
+        "build",
+        "--wheel",
+        "--out-dir",
+        "dist",
+        "--build-constraints",
+        "build-requirements.txt",
+        "--require-hashes",
+    ]
 
 
 def publish_command(repo_root: Path, target: Target) -> list[str]:

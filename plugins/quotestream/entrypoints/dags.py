@@ -136,10 +136,12 @@ def _alert(subject: str, body: str) -> None:
 
 def notifiers(connection_id: str) -> list[Notifier]:
     """From an Airflow connection: extra.webhook_url (Slack-compatible) and, when
-    extra.email_to is set, SMTP through extra.smtp_host/smtp_port with login/password."""
+    extra.email_to is set, SMTP through extra.smtp_host/smtp_port (587) with login/password,
+    over verified STARTTLS (extra.smtp_ca_file for a private CA; extra.smtp_starttls false
+    only for a relay on a trusted network, and then without a password)."""
     from airflow.sdk import BaseHook
 
-    from quotestream.adapters.notify import SmtpNotifier, WebhookNotifier
+    from quotestream.adapters.notify import SUBMISSION_PORT, SmtpNotifier, WebhookNotifier
 
     try:
         connection = BaseHook.get_connection(connection_id)
@@ -155,11 +157,13 @@ def notifiers(connection_id: str) -> list[Notifier]:
         found.append(
             SmtpNotifier(
                 extra.get("smtp_host", "localhost"),
-                int(extra.get("smtp_port", 25)),
+                int(extra.get("smtp_port", SUBMISSION_PORT)),
                 extra.get("email_from", "quotestream@localhost"),
                 [recipients] if isinstance(recipients, str) else recipients,
                 connection.login,
                 connection.password,
+                starttls=str(extra.get("smtp_starttls", True)).lower() not in {"false", "0"},
+                ca_file=extra.get("smtp_ca_file"),
             )
         )
     return found

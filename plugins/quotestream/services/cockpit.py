@@ -2,7 +2,8 @@
 
 Every figure comes from the ports the DAGs' services use (the job runner, the health verdict
 of `quotestream_streaming`, the stored bars) or from the page's read model; a warehouse that
-cannot be reached leaves the jobs on the page and says why the rest is missing.
+cannot be reached leaves the jobs on the page and says why the rest is missing. Readings run
+on a thread of their own: a slow warehouse makes the figures stale, never a page wait.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,10 @@ QUIET_FLOOR_S = 60.0
 # Figures are read again at most this often, however many pages are open: each reading is
 # about eight warehouse queries and four job lookups.
 FRESH_FOR_S = 10.0
+# The request that starts a reading waits this long for it; past that, and for every request
+# while it runs, the last figures are served marked stale. The API server's threads are
+# Airflow's own: a slow warehouse must not hold them.
+WAIT_FOR_READING_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +85,18 @@ class Figures:
     bars_pair: str = ""
     bars: list[Bar] = field(default_factory=list)
     warehouse_error: str | None = None
+    # Older than FRESH_FOR_S: a newer reading has been running since `reading_since_ms`.
+    stale: bool = False
+    reading_since_ms: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    started_ms: int
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class CockpitService:
@@ -94,6 +108,7 @@ class CockpitService:
         views: PipelineViews,
         pairs: Sequence[str],
         clock: Callable[[], float] = time.time,
+        wait_for_reading_s: float = WAIT_FOR_READING_S,
     ) -> None:
         self._runner = runner
         self._streaming = streaming
@@ -101,8 +116,11 @@ class CockpitService:
         self._views = views
         self._pairs = list(pairs)
         self._clock = clock
+        self._wait_for_reading_s = wait_for_reading_s
+        # Guards the two dicts only, never held across a reading.
         self._lock = threading.Lock()
         self._read: dict[str, tuple[float, Figures]] = {}
+        self._readings: dict[str, _Reading] = {}
 
     @property
     def pairs(self) -> list[str]:
@@ -115,11 +133,44 @@ class CockpitService:
         if pair not in self._pairs:
             raise ValueError(f"unknown pair {pair!r}: configured are {', '.join(self._pairs)}")
         with self._lock:
-            read_at, figures = self._read.get(pair, (float("-inf"), None))
-            if figures is None or self._clock() - read_at >= FRESH_FOR_S:
-                figures = self._read_figures(pair)
+            fresh = self._fresh(pair)
+            if fresh is not None:
+                return fresh
+            last = self._read.get(pair, (0.0, None))[1]
+            reading = self._readings.get(pair)
+            # The request that starts a reading, or any before there is anything to show,
+            # waits for it a little; the others get the last figures at once.
+            wait = reading is None or last is None
+            if reading is None:
+                reading = self._start_reading(pair)
+        if wait and reading.done.wait(self._wait_for_reading_s):
+            with self._lock:
+                fresh = self._fresh(pair)
+            if fresh is not None:
+                return fresh
+        shown = last or Figures(generated_ms=reading.started_ms, bars_pair=pair)
+        return replace(shown, stale=True, reading_since_ms=reading.started_ms)
+
+    def _fresh(self, pair: str) -> Figures | None:
+        read_at, figures = self._read.get(pair, (0.0, None))
+        return figures if figures is not None and self._clock() - read_at < FRESH_FOR_S else None
+
+    def _start_reading(self, pair: str) -> _Reading:
+        reading = self._readings[pair] = _Reading(int(self._clock() * 1000))
+        threading.Thread(
+            target=self._run_reading, args=(pair, reading), name=f"cockpit-{pair}", daemon=True
+        ).start()
+        return reading
+
+    def _run_reading(self, pair: str, reading: _Reading) -> None:
+        try:
+            figures = self._read_figures(pair)
+            with self._lock:
                 self._read[pair] = (self._clock(), figures)
-            return figures
+        finally:
+            with self._lock:
+                del self._readings[pair]
+            reading.done.set()
 
     def _read_figures(self, pair: str) -> Figures:
         now_ms = int(self._clock() * 1000)

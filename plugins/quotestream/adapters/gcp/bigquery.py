@@ -59,10 +59,14 @@ class BigQueryWarehouse:
         location: str = "US",
         credentials: Any = None,
         api_endpoint: str | None = None,
+        query_timeout_s: float | None = None,
     ) -> None:
         self._project = project
         self._dataset = dataset
         self._location = location
+        # A caller that must answer in time (the operator page) bounds each query: BigQuery
+        # cancels the job past it, and the client stops waiting.
+        self._query_timeout_s = query_timeout_s
         self._client = bigquery.Client(
             project=project,
             credentials=credentials,
@@ -113,7 +117,8 @@ class BigQueryWarehouse:
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run standard SQL. `{dataset}` in the text names this warehouse's dataset."""
-        return [dict(row.items()) for row in self._run(sql, params).result()]
+        job = self._run(sql, params)
+        return [dict(row.items()) for row in job.result(timeout=self._query_timeout_s)]
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         """Run a DML statement; returns the rows it affected."""
@@ -144,8 +149,12 @@ class BigQueryWarehouse:
         config = bigquery.QueryJobConfig(
             query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
         )
+        if self._query_timeout_s is not None:
+            config.job_timeout_ms = int(self._query_timeout_s * 1000)
         return self._client.query(
-            sql.replace("{dataset}", f"`{self._project}.{self._dataset}`"), job_config=config
+            sql.replace("{dataset}", f"`{self._project}.{self._dataset}`"),
+            job_config=config,
+            timeout=self._query_timeout_s,
         )
 
     def delete_dataset(self) -> bool:
