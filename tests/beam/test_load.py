@@ -22,6 +22,9 @@ from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
 
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
 
 def good_messages(now: int, count: int) -> list[RawMessage]:
     market = MarketSimulator(5, PAIR_CATALOG)
@@ -129,6 +132,48 @@ def test_every_message_lands_in_exactly_one_table_and_duplicates_collapse() -> N
     assert non_utf8["payload_encoding"] == "base64"
     assert base64.b64decode(non_utf8["payload"]).startswith(b"\xff\xfe\xfd")
     assert all(row["ingest_ts"] for row in quotes)
+
+
+def test_the_live_load_dead_letters_quotes_beyond_its_horizon_with_their_payload() -> None:
+    """As from Dataflow's source (the gate parses) and from the local one (the gate gets the
+    quote it judged without the clock): a quote older than the horizon is a dead letter
+    `too_old` keeping its bytes; without a horizon, as history, it is loaded."""
+    now = now_ms()
+    good = good_messages(now, 20)
+    market = MarketSimulator(5, PAIR_CATALOG)
+    days_old = [
+        next(q for _, q in market.quotes_between(spec, now - (2 + i) * DAY_MS, now))
+        for i, spec in enumerate(PAIR_CATALOG.values())
+    ]
+    stale = [
+        RawMessage(q.to_json(), q.pubsub_attributes(), f"stale-{i}", q if i % 2 else None)
+        for i, q in enumerate(days_old)
+    ]
+    live, history = f"live-{uuid.uuid4()}", f"history-{uuid.uuid4()}"
+    for name, horizon in ((live, HOUR_MS), (history, None)):
+        with direct_pipeline() as pipeline:
+            _ = (
+                pipeline
+                | beam.Create(good + stale)
+                | LoadQuotes(
+                    partial(shared_warehouse, name),
+                    partial(shared_queries, name),
+                    max_quote_age_ms=horizon,
+                )
+            )
+
+    dead = shared_warehouse(live).rows("quotes_dead_letter")
+    assert sorted(r["event_id"] for r in shared_warehouse(live).rows("quotes")) == sorted(
+        m.attributes["event_id"] for m in good
+    )
+    assert sorted((r["message_id"], r["reason"], r["stage"]) for r in dead) == sorted(
+        (m.message_id, "too_old", "parse") for m in stale
+    )
+    assert {r["payload"] for r in dead} == {m.data.decode() for m in stale}
+    assert sorted(r["event_id"] for r in shared_warehouse(history).rows("quotes")) == sorted(
+        m.attributes["event_id"] for m in good + stale
+    )
+    assert shared_warehouse(history).rows("quotes_dead_letter") == []
 
 
 def test_rows_bigquery_rejects_are_dead_lettered_with_its_reason() -> None:

@@ -1,32 +1,29 @@
 """How the quote writer looks up quotes old enough that BigQuery's insert-id dedup may have
-forgotten their first insert: one lookup of a span of event time answers for the batches after
-it for a while, and then forgets; inserts stay under BigQuery's request limit."""
+forgotten their first insert: by each batch's own event ids, so that what a lookup costs and
+holds is bounded by the batch whatever its event times; inserts stay under BigQuery's request
+limit."""
 
 from __future__ import annotations
 
 import json
+import tracemalloc
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
-from unittest import mock
 
 import apache_beam as beam
 import pytest
 
-from quotestream.beam.sinks import LOOKUP_SPAN_MS, LOOKUP_TRUSTED_MS, InsertRowsFn, WriteRows
+from quotestream.beam.sinks import INSERT_ID_TRUSTED_MS, InsertRowsFn, WriteRows
 from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import DEAD_LETTER_PAYLOAD_BYTES, dead_letter_row_id
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
-from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.fakes import DAY_MS, InMemoryQuoteQueries, InMemoryWarehouse
 from tests.support.pipelines import direct_pipeline
 from tests.support.rows import dead_letter_at, quote_at
-
-
-def moment(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +48,7 @@ def recording(name: str) -> RecordingWarehouse:
     return _RECORDING.setdefault(name, RecordingWarehouse())
 
 
-def writer(warehouse: InMemoryWarehouse, queries: InMemoryQuoteQueries) -> InsertRowsFn:
+def writer(warehouse: Any, queries: Any) -> InsertRowsFn:
     fn = InsertRowsFn(QUOTES.name, lambda: warehouse, lambda row: row["event_id"], lambda: queries)
     fn.setup()
     return fn
@@ -65,78 +62,115 @@ def rows_from(start_ms: int, count: int, step_ms: int = 1_000) -> list[dict[str,
     return [quote_at(start_ms + index * step_ms) for index in range(count)]
 
 
-def test_one_lookup_answers_the_batches_of_its_span_and_copies_are_not_inserted() -> None:
+def ids(rows: list[dict[str, Any]]) -> list[str]:
+    return [row["event_id"] for row in rows]
+
+
+def test_each_batch_asks_for_its_own_old_ids_once_and_copies_are_not_inserted() -> None:
     warehouse = RecordingWarehouse()
     queries = InMemoryQuoteQueries(warehouse)
-    start = now_ms() - 3 * LOOKUP_SPAN_MS
-    stored_before = rows_from(start, 5)
-    warehouse.insert_rows(QUOTES.name, stored_before)
+    backlog = rows_from(now_ms() - 3_600_000, 120)
+    warehouse.insert_rows(QUOTES.name, backlog[:5], ids(backlog[:5]))
     fn = writer(warehouse, queries)
 
-    backlog = rows_from(start, 120)
-    for offset in range(0, len(backlog), 20):
-        assert len(written(fn, backlog[offset : offset + 20])) == 20
+    batches = [backlog[offset : offset + 20] for offset in range(0, len(backlog), 20)]
+    for batch in batches:
+        assert len(written(fn, batch)) == len(batch)
 
-    ids = [row["event_id"] for row in warehouse.rows(QUOTES.name)]
-    assert sorted(ids) == sorted(row["event_id"] for row in backlog)
-    assert len(queries.span_lookups) == 1
-    assert queries.lookups == []
-    # Copies of what this writer stored after its lookup are known without asking again,
-    # and not sent to BigQuery again.
+    assert sorted(ids(warehouse.rows(QUOTES.name))) == sorted(ids(backlog))
+    assert [sorted(asked) for asked in queries.lookups] == [sorted(ids(b)) for b in batches]
+    # Copies of what is stored, from this writer or another, are found and not sent again.
     inserts = len(warehouse.request_bytes)
     assert len(written(fn, backlog[30:60])) == 30
     assert len(warehouse.request_bytes) == inserts
-    assert len(queries.span_lookups) == 1
+    assert len(warehouse.rows(QUOTES.name)) == len(backlog)
 
 
-def test_the_lookup_is_asked_again_once_it_no_longer_answers() -> None:
-    warehouse = InMemoryWarehouse()
-    queries = InMemoryQuoteQueries(warehouse)
-    start = now_ms() - 3 * LOOKUP_SPAN_MS
-    fn = writer(warehouse, queries)
-    written(fn, rows_from(start, 10))
-    # Another writer stores a quote of the same span after the lookup.
-    late = quote_at(start + 20_000)
-    warehouse.insert_rows(QUOTES.name, [late])
-
-    later = now_ms() + LOOKUP_TRUSTED_MS
-    with mock.patch("quotestream.beam.sinks.now_ms", return_value=later):
-        assert written(fn, [late]) == [late]
-
-    assert len(queries.span_lookups) == 2
-    assert [row["event_id"] for row in warehouse.rows(QUOTES.name)].count(late["event_id"]) == 1
-
-
-def test_what_the_writer_knows_is_forgotten_once_it_no_longer_answers() -> None:
-    """A job that caught up on a backlog and then runs live keeps no ids of the live quotes."""
-    warehouse = InMemoryWarehouse()
-    fn = writer(warehouse, InMemoryQuoteQueries(warehouse))
-    written(fn, rows_from(now_ms() - 3 * LOOKUP_SPAN_MS, 10))
-    later = now_ms() + LOOKUP_TRUSTED_MS
-    with mock.patch("quotestream.beam.sinks.now_ms", return_value=later):
-        for batch in range(5):
-            written(fn, rows_from(later - 1_000 - batch * 100, 100, step_ms=1))
-
-    assert fn._known == []  # what it holds in memory is the point here
-    assert len(warehouse.rows(QUOTES.name)) == 510
-
-
-def test_a_batch_wider_than_a_span_asks_for_each_span_and_young_quotes_are_not_asked() -> None:
+def test_young_rows_are_left_to_insert_id_dedup_and_not_looked_up() -> None:
     warehouse = InMemoryWarehouse()
     queries = InMemoryQuoteQueries(warehouse)
     now = now_ms()
-    wide = [quote_at(now - 3 * LOOKUP_SPAN_MS), quote_at(now - LOOKUP_SPAN_MS)]
+    old = [quote_at(now - 40 * DAY_MS), quote_at(now - INSERT_ID_TRUSTED_MS - 5_000)]
     young = quote_at(now - 1_000)
     fn = writer(warehouse, queries)
 
-    written(fn, [*wide, young])
+    written(fn, [*old, young])
+    written(fn, [quote_at(now - 2_000)])
 
-    assert queries.lookups == []
-    asked = [(to_ms(start), to_ms(end)) for start, end in queries.span_lookups]
-    assert [start for start, _ in asked] == [to_ms(moment(row["event_ts"])) for row in wide]
-    young_ms = to_ms(moment(young["event_ts"]))
-    assert not any(start <= young_ms < end for start, end in asked)
-    assert len(warehouse.rows(QUOTES.name)) == 3
+    assert [sorted(asked) for asked in queries.lookups] == [sorted(ids(old))]
+    assert len(warehouse.rows(QUOTES.name)) == 4
+
+
+@dataclass
+class DenselyStoredQuotes:
+    """`quotes` as if it held 10 quotes a second of every day (18,000 in each half hour): of
+    the writer's rows, those with an even second of event time are among them. It answers
+    only what the port asks, by ids; `answered` keeps how many ids each lookup returned."""
+
+    answered: list[int] = field(default_factory=list)
+
+    def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
+        stored = {
+            event_id for event_id, moment in event_times.items() if to_ms(moment) // 1000 % 2 == 0
+        }
+        self.answered.append(len(stored))
+        return stored
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class DiscardingWarehouse:
+    """Takes every insert and keeps nothing: only the writer's own memory is measured."""
+
+    inserted: int = 0
+
+    def insert_rows(
+        self, table: str, rows: list[dict[str, Any]], row_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        self.inserted += len(rows)
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_writer_holds_no_more_than_its_batch_however_many_ids_each_span_stores() -> None:
+    """Old quotes spread over 30 days, a thousand a batch, each in a half hour of its own,
+    against a table storing a quote every second of them: what the writer holds while it
+    writes, and keeps afterwards, is of the order of its batch."""
+    batch_size, batches = 1_000, 20
+    now = now_ms()
+    # Quotes 43 minutes apart, alternately on an even and an odd second: half stored.
+    spread = [
+        rows_from(now - 30 * DAY_MS + index * 1_001, batch_size, step_ms=43 * 60_000 + 1_000)
+        for index in range(batches)
+    ]
+    queries, warehouse = DenselyStoredQuotes(), DiscardingWarehouse()
+    fn = writer(warehouse, queries)
+
+    tracemalloc.start()
+    try:
+        baseline, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for batch in spread:
+            assert len(written(fn, batch)) == batch_size
+        held_after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    print(
+        f"writer: peak {(peak - baseline) / 2**10:.0f} KiB over {batches} batches of "
+        f"{batch_size}, {(held_after - baseline) / 2**10:.0f} KiB held after"
+    )
+    assert len(queries.answered) == batches
+    assert all(answered <= batch_size for answered in queries.answered)
+    assert warehouse.inserted + sum(queries.answered) == batch_size * batches
+    # Lookups by span held each half hour's ids (1.75 MiB at 10 quotes/s) for 10 s: a batch
+    # of these touched a thousand half hours.
+    assert peak - baseline < 2 * 2**20
+    assert held_after - baseline < 64 * 2**10
 
 
 def test_inserts_stay_under_bigquerys_request_limit_and_take_a_bundles_quotes_at_once() -> None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quotestream.domain import InvalidQuote, Reason, parse_quote
-from quotestream.domain.validation import FIELDS, MAX_MESSAGE_BYTES
+from quotestream.domain.validation import FIELDS, MAX_MESSAGE_BYTES, check_timely
 from tests.support.builders import NOW_MS, quote_bytes, quote_dict
 
 pytestmark = pytest.mark.unit
@@ -127,6 +127,36 @@ def test_price_rules(bid: str, ask: str, reason: Reason) -> None:
 def test_future_timestamps_beyond_the_tolerance_are_rejected() -> None:
     assert parse(quote_bytes(event_ts_ms=NOW_MS + 4_000))
     assert reason_of(quote_bytes(event_ts_ms=NOW_MS + 60_000)) is Reason.FUTURE_TIMESTAMP
+
+
+HOUR_MS = 3_600_000
+
+
+def test_the_live_horizon_refuses_older_quotes_as_too_old_and_history_takes_them() -> None:
+    month_old = quote_bytes(event_ts_ms=NOW_MS - 30 * 24 * HOUR_MS)
+    live = {"now_ms": NOW_MS, "max_age_ms": 6 * HOUR_MS}
+    assert parse_quote(quote_bytes(event_ts_ms=NOW_MS - 6 * HOUR_MS), **live)
+    for payload in (month_old, quote_bytes(event_ts_ms=NOW_MS - 6 * HOUR_MS - 1)):
+        with pytest.raises(InvalidQuote) as caught:
+            parse_quote(payload, **live)
+        assert caught.value.reason is Reason.TOO_OLD
+        assert caught.value.field == "event_ts"
+    # Without a horizon (the backfill, the dead-letter replay) history parses.
+    assert parse(month_old).event_ts_ms == NOW_MS - 30 * 24 * HOUR_MS
+
+
+def test_the_checks_that_change_with_time_judge_an_accepted_quote_again() -> None:
+    """The local source asks the gate without the clock; the load's gate asks it again."""
+    quote = parse_quote(quote_bytes(event_ts_ms=NOW_MS - 2 * HOUR_MS), now_ms=2**62)
+    assert check_timely(quote, None, now_ms=NOW_MS) is quote
+    assert check_timely(quote, 3 * HOUR_MS, now_ms=NOW_MS) is quote
+    for max_age_ms, now_ms, reason in (
+        (HOUR_MS, NOW_MS, Reason.TOO_OLD),
+        (None, NOW_MS - 3 * HOUR_MS, Reason.FUTURE_TIMESTAMP),
+    ):
+        with pytest.raises(InvalidQuote) as caught:
+            check_timely(quote, max_age_ms, now_ms=now_ms)
+        assert caught.value.reason is reason
 
 
 def test_event_id_is_stable_and_depends_on_pair_time_and_source() -> None:

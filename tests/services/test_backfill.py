@@ -62,6 +62,25 @@ def test_what_the_gate_refuses_is_dead_lettered_once_and_the_rest_inserted() -> 
     assert dead["attributes"] == [{"key": "backfill", "value": "run-1"}]
 
 
+def test_an_interval_a_month_old_is_backfilled_whole() -> None:
+    """The live load's freshness horizon does not apply: the backfill exists for history."""
+    month_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+    start, end = month_ago, month_ago + timedelta(minutes=5)
+    history = [
+        quote_dict(pair, event_ts_ms=ms)
+        for pair in PAIRS
+        for ms in range(to_ms(start), to_ms(end), 10_000)
+    ]
+    warehouse = InMemoryWarehouse()
+
+    result = backfill(warehouse, InMemoryQuoteSource(history)).run(start, end, "month-old")
+
+    assert (result.fetched, result.inserted, result.dead_lettered) == (len(history), 60, 0)
+    assert sorted(row["event_id"] for row in warehouse.rows("quotes")) == sorted(
+        q["event_id"] for q in history
+    )
+
+
 def test_an_interval_must_be_aware_and_not_empty() -> None:
     service = backfill(InMemoryWarehouse(), InMemoryQuoteSource())
     with pytest.raises(ValueError, match="start < end"):

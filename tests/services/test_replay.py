@@ -11,8 +11,11 @@ import pytest
 
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import to_ms
+from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
 from quotestream.domain.schemas import DEAD_LETTER_REPLAYS, QUOTES, QUOTES_DEAD_LETTER
+from quotestream.domain.validation import parse_quote
 from quotestream.services.replay import DeadLetterReplayService, ReplayCounts
+from tests.support.builders import quote_bytes
 from tests.support.dead_letters import FIXED_PAIRS, DeadLetters
 from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
 
@@ -76,9 +79,6 @@ def test_every_reason_is_replayed_when_none_is_named_and_a_new_reason_is_recorde
 def test_a_row_bigquery_refused_is_replayed_as_the_quote_it_was() -> None:
     """The writers keep a refused quotes row whole, with the ingest_ts they stamped; the
     gate's message is that row without it."""
-    from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
-    from quotestream.domain.validation import parse_quote
-
     letters = DeadLetters()
     quote = parse_quote(
         json.dumps(letters.new_quote).encode(), {}, pairs={p: PAIR_CATALOG[p] for p in FIXED_PAIRS}
@@ -98,3 +98,30 @@ def test_a_row_bigquery_refused_is_replayed_as_the_quote_it_was() -> None:
     counts = service.run(letters.start, letters.end, (), "r1", dry_run=False)
     assert (counts.inserted, counts.still_failing) == (1, 0)
     assert [row["event_id"] for row in warehouse.rows(QUOTES.name)] == [quote.event_id]
+
+
+def test_quotes_the_live_load_found_too_old_are_replayed_into_quotes() -> None:
+    """The live load's freshness horizon is not the gate's verdict on history: a quote a
+    month old that it dead-lettered as too_old joins `quotes` on replay."""
+    letters = DeadLetters()
+    month_old_ms = to_ms(letters.received) - 30 * 86_400_000
+    payload = quote_bytes(event_ts_ms=month_old_ms)
+    too_old = dead_letter_row(
+        payload,
+        {},
+        reason="too_old",
+        error="beyond the live load's horizon",
+        stage="parse",
+        received_ts_ms=to_ms(letters.received),
+        message_id="m-old",
+    )
+    warehouse = InMemoryWarehouse()
+    warehouse.insert_rows(QUOTES_DEAD_LETTER.name, [too_old], [dead_letter_row_id(too_old)])
+    service = DeadLetterReplayService(InMemoryQuoteQueries(warehouse), warehouse, FIXED_PAIRS)
+
+    counts = service.run(letters.start, letters.end, ["too_old"], "old", dry_run=False)
+
+    assert (counts.inserted, counts.still_failing) == (1, 0)
+    assert [row["event_id"] for row in warehouse.rows(QUOTES.name)] == [
+        json.loads(payload)["event_id"]
+    ]

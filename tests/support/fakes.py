@@ -151,6 +151,9 @@ class InMemoryWarehouse:
         pass
 
 
+DAY_MS = 86_400_000
+
+
 def ms_of(timestamp: str) -> int:
     """A stored timestamp (RFC 3339, as rows are written) in epoch milliseconds."""
     return to_ms(datetime.fromisoformat(timestamp))
@@ -168,12 +171,10 @@ def _within(timestamp: str | None, start_ms: int, end_ms: int | None = None) -> 
 class InMemoryQuoteQueries:
     """QuoteQueries answered in plain Python from the rows `warehouse` holds, as the SQL of
     BigQueryQuoteQueries answers them (a NULL matches no comparison). `lookups` keeps the
-    ids each lookup of stored rows asked for, `span_lookups` the spans of event time asked
-    for."""
+    ids each lookup of stored rows asked for."""
 
     warehouse: InMemoryWarehouse
     lookups: list[list[str]] = field(default_factory=list)
-    span_lookups: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def _quotes(self) -> list[dict[str, Any]]:
         return self.warehouse.rows(QUOTES.name)
@@ -401,21 +402,26 @@ class InMemoryQuoteQueries:
         self.warehouse.insert_rows(QUOTES.name, missing)
         return len(missing)
 
-    def quote_ids_between(self, start: datetime, end: datetime) -> set[str]:
-        self.span_lookups.append((start, end))
-        return {row["event_id"] for row in self._quotes_of(start, end)}
-
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         self.lookups.append(list(event_times))
-        if not event_times:
-            return set()
-        # Found only between the earliest and the latest time asked, as the SQL reads only
-        # those partitions (a chunk of ids at a time there: for ids of real quotes, the same).
-        earliest, latest = to_ms(min(event_times.values())), to_ms(max(event_times.values()))
+        # Found only between the earliest and the latest time asked on its day, as the SQL
+        # reads only those partitions (a chunk of ids at a time there: for ids of real
+        # quotes, the same).
+        asked_per_day: dict[int, tuple[int, int]] = {}
+        for moment in event_times.values():
+            ms = to_ms(moment)
+            earliest, latest = asked_per_day.get(ms // DAY_MS, (ms, ms))
+            asked_per_day[ms // DAY_MS] = (min(earliest, ms), max(latest, ms))
+
+        def read(timestamp: str) -> bool:
+            ms = ms_of(timestamp)
+            asked = asked_per_day.get(ms // DAY_MS)
+            return asked is not None and asked[0] <= ms <= asked[1]
+
         return {
             row["event_id"]
             for row in self._quotes()
-            if row["event_id"] in event_times and _within(row["event_ts"], earliest, latest + 1)
+            if row["event_id"] in event_times and read(row["event_ts"])
         }
 
     def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:

@@ -49,9 +49,6 @@ class CountingWarehouse:
 class NothingStored:
     """The writer's and the source's lookups, answered: nothing stored yet."""
 
-    def quote_ids_between(self, start: datetime, end: datetime) -> set[str]:
-        return set()
-
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         return set()
 

@@ -13,15 +13,7 @@ from apache_beam.pvalue import PBegin, PCollection
 from quotestream.beam.bars import OneMinuteBars, bar_row_id
 from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
-from quotestream.beam.sinks import (
-    REJECTED,
-    WRITTEN,
-    QueriesFactory,
-    WarehouseFactory,
-    WriteRows,
-    lookup_span_ms,
-)
-from quotestream.domain.pairs import PAIR_CATALOG, ticks_per_s
+from quotestream.beam.sinks import REJECTED, WRITTEN, QueriesFactory, WarehouseFactory, WriteRows
 from quotestream.domain.quote import Quote, now_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
@@ -40,6 +32,9 @@ class LoadQuotes(beam.PTransform[Any, Any]):
 
     No Flatten joins the paths: on the streaming DirectRunner a Flatten's output waits until
     the source ends, which an endless local source never does.
+
+    `max_quote_age_ms` is the live load's freshness horizon (settings.max_quote_age_s): older
+    quotes become dead letters `too_old`. The batch path over the API's history takes none.
     """
 
     def __init__(
@@ -48,22 +43,20 @@ class LoadQuotes(beam.PTransform[Any, Any]):
         queries_factory: QueriesFactory,
         allowed_lateness_s: int = 300,
         pairs: Sequence[str] | None = None,
+        max_quote_age_ms: int | None = None,
     ) -> None:
         super().__init__()
         self._factory = warehouse_factory
         self._queries_factory = queries_factory
         self._allowed_lateness_s = allowed_lateness_s
         self._pairs = pairs
+        self._max_quote_age_ms = max_quote_age_ms
 
     def expand(self, messages: PCollection[Any]) -> dict[str, Any]:
-        parsed = messages | "ParseQuotes" >> ParseQuotes(self._pairs)
+        parsed = messages | "ParseQuotes" >> ParseQuotes(self._pairs, self._max_quote_age_ms)
         quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(_quote_row)
         quotes = quote_rows | "WriteQuotes" >> WriteRows(
-            QUOTES_TABLE.name,
-            self._factory,
-            _event_id,
-            queries_factory=self._queries_factory,
-            lookup_span_ms=lookup_span_ms(ticks_per_s(self._pairs or PAIR_CATALOG)),
+            QUOTES_TABLE.name, self._factory, _event_id, queries_factory=self._queries_factory
         )
         bar_rows = parsed[QUOTES] | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
         bars = bar_rows | "WriteBars" >> WriteRows(QUOTE_BARS_1M.name, self._factory, bar_row_id)

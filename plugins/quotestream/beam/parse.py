@@ -13,7 +13,7 @@ from quotestream.beam.messages import RawMessage
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row
-from quotestream.domain.validation import InvalidQuote, check_not_ahead, parse_quote
+from quotestream.domain.validation import InvalidQuote, check_timely, parse_quote
 
 NAMESPACE = "quotestream"
 QUOTES = "quotes"
@@ -21,8 +21,11 @@ DEAD_LETTER = "dead_letter"
 
 
 class ParseQuoteFn(beam.DoFn):
-    def __init__(self, pairs: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, pairs: Sequence[str] | None = None, max_quote_age_ms: int | None = None
+    ) -> None:
         self._pairs = tuple(pairs) if pairs else tuple(PAIR_CATALOG)
+        self._max_quote_age_ms = max_quote_age_ms
         self.received = Metrics.counter(NAMESPACE, "received")
         self.parsed = Metrics.counter(NAMESPACE, "parsed")
         self.dead_lettered = Metrics.counter(NAMESPACE, "dead_lettered")
@@ -35,9 +38,14 @@ class ParseQuoteFn(beam.DoFn):
         try:
             judged = message.judged
             if judged is not None and judged.pair in self._catalog:
-                quote = check_not_ahead(judged)
+                quote = check_timely(judged, self._max_quote_age_ms)
             else:
-                quote = parse_quote(message.data, message.attributes, pairs=self._catalog)
+                quote = parse_quote(
+                    message.data,
+                    message.attributes,
+                    pairs=self._catalog,
+                    max_age_ms=self._max_quote_age_ms,
+                )
         except InvalidQuote as error:
             yield self._dead_letter(message, error.reason, error.detail)
             return
@@ -63,13 +71,16 @@ class ParseQuoteFn(beam.DoFn):
 
 
 class ParseQuotes(beam.PTransform[Any, Any]):
-    """RawMessage -> outputs `quotes` (Quote) and `dead_letter` (dead-letter rows)."""
+    """RawMessage -> outputs `quotes` (Quote) and `dead_letter` (dead-letter rows). With
+    `max_quote_age_ms` (the live load), older quotes are dead letters `too_old`."""
 
-    def __init__(self, pairs: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, pairs: Sequence[str] | None = None, max_quote_age_ms: int | None = None
+    ) -> None:
         super().__init__()
         self._pairs = pairs
+        self._max_quote_age_ms = max_quote_age_ms
 
     def expand(self, messages: PCollection[Any]) -> Any:
-        return messages | "Gate" >> beam.ParDo(ParseQuoteFn(self._pairs)).with_outputs(
-            DEAD_LETTER, main=QUOTES
-        )
+        gate = ParseQuoteFn(self._pairs, self._max_quote_age_ms)
+        return messages | "Gate" >> beam.ParDo(gate).with_outputs(DEAD_LETTER, main=QUOTES)

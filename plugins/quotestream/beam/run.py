@@ -104,6 +104,8 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         partial(bootstrap.build_quote_queries, settings),
         custom.allowed_lateness_s,
         settings.pairs,
+        # History has no freshness horizon: the backfill exists to load it.
+        max_quote_age_ms=None if backfill else settings.max_quote_age_s * 1000,
     )
     if not backfill:
         edge.settle(loaded[STORED])

@@ -7,9 +7,8 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
@@ -32,15 +31,6 @@ QueriesFactory = Callable[[], QuoteQueries]
 # older one (a redelivery, a client's retry, a relay publish that timed out but went through,
 # a catch-up) may follow a first insert BigQuery no longer remembers, so it is looked up.
 INSERT_ID_TRUSTED_MS = 30_000
-# One lookup of old quotes asks for every stored id of a span of event time from the oldest
-# quote asked about on, and answers the batches after it (a backlog drained in event-time
-# order) for LOOKUP_TRUSTED_MS: well inside the insert-id window that deduplicates a copy
-# another writer inserts meanwhile. Each lookup reads its span's ids whatever it is asked, so
-# fewer, wider ones cost less: at most LOOKUP_SPAN_MS, narrowed so that a span holds about
-# LOOKUP_IDS quotes at the configured pairs' tick rate (18,000 at 10 quotes/s).
-LOOKUP_TRUSTED_MS = 10_000
-LOOKUP_SPAN_MS = 30 * 60_000
-LOOKUP_IDS = 100_000
 
 log = logging.getLogger(__name__)
 # A warehouse away or overloaded; BigQuery's refusals of single rows come back as row errors.
@@ -54,13 +44,11 @@ class InsertRowsFn(beam.DoFn):
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
         queries_factory: QueriesFactory | None = None,
-        lookup_span_ms: int = LOOKUP_SPAN_MS,
     ) -> None:
         self._table = table
         self._factory = warehouse_factory
         self._row_id = row_id
         self._queries_factory = queries_factory
-        self._lookup_span_ms = lookup_span_ms
         self.written = Metrics.counter(NAMESPACE, f"written_{table}")
         self.rejected = Metrics.counter(NAMESPACE, f"rejected_{table}")
         self.already_stored = Metrics.counter(NAMESPACE, f"already_stored_{table}")
@@ -68,7 +56,6 @@ class InsertRowsFn(beam.DoFn):
     def setup(self) -> None:
         self._warehouse = self._factory()
         self._queries = self._queries_factory() if self._queries_factory else None
-        self._known: list[StoredQuoteIds] = []
 
     def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
         # A warehouse that does not answer is waited for here rather than failing the bundle
@@ -100,49 +87,47 @@ class InsertRowsFn(beam.DoFn):
         per-row errors indexed over the inserted). Only rows BigQuery refuses become dead
         letters."""
         stored = self._stored_earlier(batch)
-        if stored:
-            log.info(
-                "%d rows already in %s (redelivered or published again): not inserted again",
-                len(stored),
-                self._table,
-            )
         skipped = {id(row) for row in stored}
         inserted = [row for row in batch if id(row) not in skipped]
         if not inserted:
             return stored, [], []
         row_ids = [self._row_id(row) for row in inserted]
         errors = self._warehouse.insert_rows(self._table, inserted, row_ids)
-        if self._known:
-            refused = {error["index"] for error in errors}
-            self._known[-1].note(row for index, row in enumerate(inserted) if index not in refused)
         return stored, inserted, errors
 
     def _stored_earlier(self, batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The quote rows old enough that BigQuery's insert-id dedup may have forgotten them,
         that are stored: a quote may be published again long after its first insert. (A
-        message delivered again is settled at the source, before it gets here.)"""
+        message delivered again is settled at the source, before it gets here.)
+
+        The lookup asks for the batch's own event ids, just before the insert: what it costs
+        and returns is bounded by the batch however far apart its event times are, and
+        nothing outlives the batch. A copy another writer (a Dataflow worker) inserts after
+        the lookup is inserted less than a minute before ours, so BigQuery's insert-id dedup
+        takes ours. (The backfill's inserts have no insert id: a backfill of an hour the load
+        is still catching up on can race it.)"""
         if self._queries is None:
             return []
         now = now_ms()
-        # Before anything returns: what this writer notes as stored lives only as long.
-        self._known = [known for known in self._known if known.trusted(now)]
-        old = [
-            event_ms
+        old = {
+            str(row["event_id"]): moment
             for row in batch
-            if now - (event_ms := to_ms(_moment(row["event_ts"]))) > INSERT_ID_TRUSTED_MS
-        ]
+            if now - to_ms(moment := _moment(row["event_ts"])) > INSERT_ID_TRUSTED_MS
+        }
         if not old:
             return []
-        unanswered = sorted(event_ms for event_ms in old if not self._answered(event_ms))
-        while unanswered:
-            self._known.append(
-                StoredQuoteIds.look_up(self._queries, unanswered[0], self._lookup_span_ms, now)
-            )
-            unanswered = [ms for ms in unanswered if not self._known[-1].covers(ms)]
-        return [row for row in batch if any(row["event_id"] in k.ids for k in self._known)]
-
-    def _answered(self, event_ms: int) -> bool:
-        return any(known.covers(event_ms) for known in self._known)
+        stored_ids = self._queries.stored_quote_ids(old)
+        stored = [row for row in batch if row["event_id"] in stored_ids]
+        log.info(
+            "%s: looked up %d of %d rows, older than %d s: %d stored already (published again "
+            "or redelivered), not inserted again",
+            self._table,
+            len(old),
+            len(batch),
+            INSERT_ID_TRUSTED_MS // 1000,
+            len(stored),
+        )
+        return stored
 
     def _dead_letter(self, row: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
         return dead_letter_row(
@@ -159,48 +144,6 @@ class InsertRowsFn(beam.DoFn):
         for client in (getattr(self, "_warehouse", None), getattr(self, "_queries", None)):
             if client is not None:
                 client.close()
-
-
-@dataclass
-class StoredQuoteIds:
-    """The event ids `quotes` held in [start_ms, end_ms) of event time when looked up at
-    `asked_ms`, with those this writer stored while it answers. It answers for
-    LOOKUP_TRUSTED_MS: a copy another writer (a Dataflow worker) inserts meanwhile with an
-    insert id is deduplicated by BigQuery. (The backfill's inserts have none: a backfill of an
-    hour the load is still catching up on can race it for that long.)"""
-
-    start_ms: int
-    end_ms: int
-    asked_ms: int
-    ids: set[str]
-
-    @classmethod
-    def look_up(
-        cls, queries: QuoteQueries, start_ms: int, span_ms: int, now: int
-    ) -> StoredQuoteIds:
-        # Up to where quotes are old enough to be looked up at all.
-        end_ms = min(start_ms + span_ms, now - INSERT_ID_TRUSTED_MS + 1)
-        ids = queries.quote_ids_between(_utc(start_ms), _utc(end_ms))
-        return cls(start_ms, end_ms, now, ids)
-
-    def covers(self, event_ms: int) -> bool:
-        return self.start_ms <= event_ms < self.end_ms
-
-    def trusted(self, now: int) -> bool:
-        return now - self.asked_ms < LOOKUP_TRUSTED_MS
-
-    def note(self, stored: Iterable[dict[str, Any]]) -> None:
-        self.ids.update(str(row["event_id"]) for row in stored)
-
-
-def lookup_span_ms(quotes_per_s: float) -> int:
-    """The span of event time that holds about LOOKUP_IDS quotes at this rate, at most
-    LOOKUP_SPAN_MS."""
-    return int(min(LOOKUP_SPAN_MS, 1000 * LOOKUP_IDS / max(quotes_per_s, 1e-3)))
-
-
-def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 # What a row without a payload (a quote, a bar) is counted as: the gate's limits on each field
@@ -233,12 +176,9 @@ class WriteRows(beam.PTransform[Any, Any]):
         row_id: Callable[[Any], str],
         queries_factory: QueriesFactory | None = None,
         max_batch_bytes: int = 6_000_000,
-        lookup_span_ms: int = LOOKUP_SPAN_MS,
     ) -> None:
         super().__init__()
-        self._insert = InsertRowsFn(
-            table, warehouse_factory, row_id, queries_factory, lookup_span_ms
-        )
+        self._insert = InsertRowsFn(table, warehouse_factory, row_id, queries_factory)
         self._max_batch_bytes = max_batch_bytes
 
     def expand(self, rows: PCollection[Any]) -> Any:

@@ -3,6 +3,9 @@
 `parse_quote` accepts exactly the JSON the API serves for a quote (`Quote.to_json`) and turns
 anything else into `InvalidQuote` with a machine-readable reason. It never raises anything
 else, whatever the bytes, and it refuses oversized input before decoding it.
+
+Only a caller that passes `max_age_ms` (the live load) refuses quotes older than that as
+`too_old`; the backfill and the dead-letter replay, which exist for history, pass none.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Reason(StrEnum):
     BAD_SOURCE = "bad_source"
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    TOO_OLD = "too_old"
     BAD_PRICE = "bad_price"
     BAD_PRECISION = "bad_precision"
     NON_POSITIVE_PRICE = "non_positive_price"
@@ -85,8 +89,10 @@ def parse_quote(
     *,
     pairs: Mapping[str, PairSpec] = PAIR_CATALOG,
     now_ms: int | None = None,
+    max_age_ms: int | None = None,
 ) -> Quote:
-    """Parse and validate one message body (and its Pub/Sub attributes, when it has any)."""
+    """Parse and validate one message body (and its Pub/Sub attributes, when it has any);
+    with `max_age_ms`, a quote older than that is refused as `too_old`."""
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise InvalidQuote(Reason.BAD_TYPE, f"payload must be bytes, not {type(payload).__name__}")
     size = payload.nbytes if isinstance(payload, memoryview) else len(payload)
@@ -99,7 +105,9 @@ def parse_quote(
     except UnicodeDecodeError as error:
         raise InvalidQuote(Reason.BAD_ENCODING, f"not UTF-8: {error.reason}") from None
     document = loads_json(text)
-    return quote_from_mapping(document, attributes, pairs=pairs, now_ms=now_ms)
+    return quote_from_mapping(
+        document, attributes, pairs=pairs, now_ms=now_ms, max_age_ms=max_age_ms
+    )
 
 
 def quote_from_mapping(
@@ -108,6 +116,7 @@ def quote_from_mapping(
     *,
     pairs: Mapping[str, PairSpec] = PAIR_CATALOG,
     now_ms: int | None = None,
+    max_age_ms: int | None = None,
 ) -> Quote:
     """The gate's second half, for callers that already decoded JSON (a batch in the API)."""
     if isinstance(document, DuplicatedKeys):
@@ -148,7 +157,7 @@ def quote_from_mapping(
         )
 
     event_ts_ms = _parse_timestamp(document["event_ts"])
-    _check_not_ahead(event_ts_ms, now_ms)
+    _check_timely(event_ts_ms, now_ms, max_age_ms)
 
     bid = _parse_price(document, "bid", spec.scale)
     ask = _parse_price(document, "ask", spec.scale)
@@ -187,19 +196,26 @@ def quote_from_mapping(
     return quote
 
 
-def check_not_ahead(quote: Quote, now_ms: int | None = None) -> Quote:
-    """The one check of the gate that changes with time, for a quote the gate accepted when
-    asked without it (`now_ms` far ahead): together, the gate's verdict now."""
-    _check_not_ahead(quote.event_ts_ms, now_ms)
+def check_timely(quote: Quote, max_age_ms: int | None, now_ms: int | None = None) -> Quote:
+    """The gate's checks that change with time, for a quote the gate accepted when asked
+    without them (`now_ms` far ahead, no `max_age_ms`): together, the gate's verdict now."""
+    _check_timely(quote.event_ts_ms, now_ms, max_age_ms)
     return quote
 
 
-def _check_not_ahead(event_ts_ms: int, now_ms: int | None) -> None:
+def _check_timely(event_ts_ms: int, now_ms: int | None, max_age_ms: int | None) -> None:
     current_ms = current_time_ms() if now_ms is None else now_ms
     if event_ts_ms > current_ms + FUTURE_TOLERANCE_MS:
         raise InvalidQuote(
             Reason.FUTURE_TIMESTAMP,
             f"event_ts is {event_ts_ms - current_ms} ms in the future",
+            "event_ts",
+        )
+    if max_age_ms is not None and current_ms - event_ts_ms > max_age_ms:
+        raise InvalidQuote(
+            Reason.TOO_OLD,
+            f"event_ts is {current_ms - event_ts_ms} ms old, beyond the live load's "
+            f"{max_age_ms} ms horizon (the backfill and the dead-letter replay take history)",
             "event_ts",
         )
 

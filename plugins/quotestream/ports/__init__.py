@@ -58,20 +58,6 @@ class MessagingAdmin(Protocol):
     def close(self) -> None: ...
 
 
-class MessagingIam(Protocol):
-    """Additive IAM grants on topics and subscriptions (Google Cloud only: the emulator has
-    no IAM). `roles` maps a role to the members it must bind."""
-
-    def service_agent(self) -> str:
-        """The member Pub/Sub itself acts as (it dead-letters as this account)."""
-
-    def grant_on_topic(self, topic: str, roles: Mapping[str, Sequence[str]]) -> ResourceResult: ...
-
-    def grant_on_subscription(
-        self, subscription: str, roles: Mapping[str, Sequence[str]]
-    ) -> ResourceResult: ...
-
-
 class Warehouse(Protocol):
     """The analytical store: tables from the domain's schemas and the rows written to them.
     What is asked of those rows goes through QuoteQueries."""
@@ -177,10 +163,6 @@ class QuoteQueries(Protocol):
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         """Which of these event ids (each with its event time) `quotes` holds; the times bound
         the partitions read."""
-
-    def quote_ids_between(self, start: datetime, end: datetime) -> set[str]:
-        """The event ids `quotes` holds with start <= event_ts < end: one lookup that answers
-        for every quote of that span."""
 
     def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
         """Which of these dead-letter row ids (domain.rows.dead_letter_row_id, of rows with a

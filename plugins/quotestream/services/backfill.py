@@ -65,6 +65,7 @@ class BackfillService:
             for served in self._source.history(pair, start_ms, end_ms):
                 payload = json.dumps(served, separators=(",", ":")).encode()
                 try:
+                    # History: no freshness horizon (the live load's max_age_ms) applies.
                     rows.append(quote_row(parse_quote(payload), now))
                 except InvalidQuote as error:
                     dead.append(

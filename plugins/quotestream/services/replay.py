@@ -80,6 +80,8 @@ class DeadLetterReplayService:
                 unchanged += 1
                 continue
             try:
+                # Without the live load's freshness horizon: a quote it found too old is
+                # history, which a replay exists to load.
                 parsed.append(
                     (letter, parse_quote(_payload(letter), letter.attributes, pairs=self._catalog))
                 )

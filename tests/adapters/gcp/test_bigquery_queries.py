@@ -8,12 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
+from unittest import mock
 
 import pytest
 
 from quotestream import bootstrap
-from quotestream.adapters.gcp.bigquery_queries import DEAD_LETTER_ROW_ID_SQL
+from quotestream.adapters.gcp import bigquery_queries
+from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
+from quotestream.adapters.gcp.bigquery_queries import DEAD_LETTER_ROW_ID_SQL, BigQueryQuoteQueries
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.ledger import Bar, LoadedQuote
 from quotestream.domain.quote import to_ms
@@ -184,22 +187,40 @@ QUESTIONS: list[tuple[str, Callable[[QuoteQueries], Any], Any]] = [
         set(),
     ),
     (
-        # More ids than one lookup takes, in chunks of their own times.
+        # Days apart, each found on its own day.
+        "stored quote ids, days apart",
+        lambda q: q.stored_quote_ids(
+            {
+                id_of(Q1): moment(Q1["event_ts"]),
+                id_of(Q6_A_DAY_OLD): moment(Q6_A_DAY_OLD["event_ts"]),
+            }
+        ),
+        {id_of(Q1), id_of(Q6_A_DAY_OLD)},
+    ),
+    (
+        # Only the days of the times asked are read: Q6 is stored between them, on another.
+        "stored quote ids, only on the days asked",
+        lambda q: q.stored_quote_ids(
+            {
+                id_of(Q1): moment(Q1["event_ts"]),
+                id_of(Q6_A_DAY_OLD): moment(Q1["event_ts"]),
+                "absent": START - timedelta(days=3),
+            }
+        ),
+        {id_of(Q1)},
+    ),
+    (
+        # More ids than one lookup takes, spread over a month, in chunks of their own times.
         "stored quote ids, many",
         lambda q: q.stored_quote_ids(
             {
-                **{f"absent-{n}": START + timedelta(seconds=n) for n in range(1_200)},
+                **{f"absent-{n}": START - timedelta(minutes=17 * n) for n in range(2_500)},
                 id_of(Q1): moment(Q1["event_ts"]),
                 id_of(Q3): moment(Q3["event_ts"]),
+                id_of(Q6_A_DAY_OLD): moment(Q6_A_DAY_OLD["event_ts"]),
             }
         ),
-        {id_of(Q1), id_of(Q3)},
-    ),
-    (
-        # The end is excluded; Q3's second row is one id.
-        "quote ids between",
-        lambda q: q.quote_ids_between(START, END),
-        {id_of(Q1), id_of(Q2), id_of(Q3), id_of(Q4_UNWRITTEN)},
+        {id_of(Q1), id_of(Q3), id_of(Q6_A_DAY_OLD)},
     ),
     (
         # A dead letter without a message id has no row id in SQL: it is never found.
@@ -277,3 +298,29 @@ def test_the_market_questions_of_a_short_series_are_answered_alike(stores: Store
         assert (moves.moves, moves.largest_at_ms, moves.lowest_mid) == (4, T + 7_000, min(mids))
         assert moves.largest_deviation > 10 * moves.mad > 0
     assert stores.bigquery.mid_moves(START, END) == pytest.approx(stores.fake.mid_moves(START, END))
+
+
+@pytest.mark.parametrize(
+    ("ids_per_lookup", "days_per_lookup", "lookups"), [(1_000, 1_000, 3), (10_000, 7, 5)]
+)
+def test_a_lookup_of_quotes_is_split_by_ids_and_by_days_and_finds_the_same(
+    filled: Stores, ids_per_lookup: int, days_per_lookup: int, lookups: int
+) -> None:
+    """2,503 ids over a month (30 or 31 days): in lookups of at most so many ids, and of at
+    most so many days."""
+    asked = {
+        **{f"absent-{n}": START - timedelta(minutes=17 * n) for n in range(2_500)},
+        id_of(Q1): moment(Q1["event_ts"]),
+        id_of(Q3): moment(Q3["event_ts"]),
+        id_of(Q6_A_DAY_OLD): moment(Q6_A_DAY_OLD["event_ts"]),
+    }
+    warehouse = cast(BigQueryWarehouse, filled.warehouse)
+    with (
+        mock.patch.object(bigquery_queries, "_IDS_PER_LOOKUP", ids_per_lookup),
+        mock.patch.object(bigquery_queries, "_DAYS_PER_LOOKUP", days_per_lookup),
+        mock.patch.object(warehouse, "query", wraps=warehouse.query) as query,
+    ):
+        found = BigQueryQuoteQueries(warehouse).stored_quote_ids(asked)
+
+    assert found == {id_of(Q1), id_of(Q3), id_of(Q6_A_DAY_OLD)}
+    assert query.call_count == lookups

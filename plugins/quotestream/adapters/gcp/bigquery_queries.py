@@ -6,8 +6,8 @@ as query parameters, never in the text.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
@@ -30,6 +30,15 @@ from quotestream.ports.queries import (
 DEAD_LETTER_ROW_ID_SQL = "CONCAT(stage, ':', message_id)"
 # Ids per lookup: BigQuery caps the parameters of one query.
 _LOOKUP_CHUNK = 500
+# A lookup of stored rows takes its ids as one parameter, joined by a separator none holds (an
+# event id is a hex digest, a dead-letter row id a stage and Pub/Sub's numeric message id):
+# BigQuery caps the parameters of a query at 10,000, not their size, and the local emulator
+# takes about a millisecond a parameter. So one lookup answers a whole batch of the load's
+# writer (under 6,000 quote rows), whatever its event times.
+_IDS_PER_LOOKUP = 10_000
+_ID_SEPARATOR = ","
+# Days a lookup of quotes reads, two parameters each (the bounds of its times that day).
+_DAYS_PER_LOOKUP = 1_000
 # The quotes of [@start, @end), each event id once (its first written row), mid as FLOAT64:
 # a duplicate row is the duplicates check's finding, and must not skew the others.
 _DISTINCT_TICKS = (
@@ -309,21 +318,25 @@ class BigQueryQuoteQueries:
         )
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
-        # In time order, so each chunk's time bounds span few partitions.
-        ids = sorted(event_times, key=lambda event_id: (event_times[event_id], event_id))
-        return self._stored_ids(QUOTES.name, "event_id", ids, event_times)
-
-    def quote_ids_between(self, start: datetime, end: datetime) -> set[str]:
-        rows = self._warehouse.query(
-            # No DISTINCT: a set takes the rare second row of an id for less than the sort.
-            "SELECT event_id FROM {dataset}.quotes WHERE event_ts >= @start AND event_ts < @end",
-            {"start": start, "end": end},
-        )
-        return {str(row["event_id"]) for row in rows}
+        found: set[str] = set()
+        for ids, days in _quote_lookups(event_times):
+            params: dict[str, Any] = {}
+            within = []
+            for index, (earliest, latest) in enumerate(days):
+                params.update({f"earliest_{index}": earliest, f"latest_{index}": latest})
+                within.append(f"event_ts BETWEEN @earliest_{index} AND @latest_{index}")
+            found |= self._stored_ids(
+                QUOTES.name, "event_id", ids, f"({' OR '.join(within)})", params
+            )
+        return found
 
     def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
         ids = sorted(set(row_ids))
-        return self._stored_ids(QUOTES_DEAD_LETTER.name, DEAD_LETTER_ROW_ID_SQL, ids)
+        found: set[str] = set()
+        for first in range(0, len(ids), _IDS_PER_LOOKUP):
+            chunk = ids[first : first + _IDS_PER_LOOKUP]
+            found |= self._stored_ids(QUOTES_DEAD_LETTER.name, DEAD_LETTER_ROW_ID_SQL, chunk)
+        return found
 
     def close(self) -> None:
         self._warehouse.close()
@@ -333,26 +346,17 @@ class BigQueryQuoteQueries:
         table: str,
         id_sql: str,
         ids: Sequence[str],
-        event_times: Mapping[str, datetime] | None = None,
+        condition: str = "TRUE",
+        params: Mapping[str, Any] | None = None,
     ) -> set[str]:
-        """Those of `ids` (`id_sql` of a row) that `table` holds, looked up a chunk at a time;
-        with `event_times`, each chunk reads only the event_ts partitions of its own times."""
-        found: set[str] = set()
-        for first in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[first : first + _LOOKUP_CHUNK]
-            params: dict[str, Any] = {f"id_{index}": row_id for index, row_id in enumerate(chunk)}
-            names = ", ".join(f"@{name}" for name in params)
-            # Table and expression are ours; the ids travel as query parameters.
-            sql = (
-                f"SELECT DISTINCT {id_sql} AS row_id "  # noqa: S608
-                f"FROM {{dataset}}.{table} WHERE {id_sql} IN ({names})"
-            )
-            if event_times is not None:
-                times = [event_times[row_id] for row_id in chunk]
-                sql += " AND event_ts BETWEEN @earliest AND @latest"
-                params.update(earliest=min(times), latest=max(times))
-            found.update(str(row["row_id"]) for row in self._warehouse.query(sql, params))
-        return found
+        """Those of `ids` (`id_sql` of a row) that `table` holds where `condition` is true."""
+        rows = self._warehouse.query(
+            # Table, expression and condition are ours; the values travel as query parameters.
+            f"SELECT DISTINCT {id_sql} AS row_id FROM {{dataset}}.{table} "  # noqa: S608
+            f"WHERE {id_sql} IN UNNEST(SPLIT(@ids, '{_ID_SEPARATOR}')) AND {condition}",
+            {"ids": _ID_SEPARATOR.join(ids), **(params or {})},
+        )
+        return {str(row["row_id"]) for row in rows}
 
     def _count_between(
         self,
@@ -370,6 +374,26 @@ class BigQueryQuoteQueries:
             {"start": start, "end": end},
         )
         return int(rows[0]["n"] or 0)
+
+
+def _quote_lookups(
+    event_times: Mapping[str, datetime],
+) -> Iterator[tuple[list[str], list[tuple[datetime, datetime]]]]:
+    """The event ids in time order, a lookup's worth at a time, each lookup with the earliest
+    and the latest of its times on each UTC day: bounds on the partitioning column, so that
+    BigQuery reads only the day partitions the times fall on, however far apart they are."""
+    ids: list[str] = []
+    days: dict[date, tuple[datetime, datetime]] = {}
+    for event_id in sorted(event_times, key=lambda event_id: (event_times[event_id], event_id)):
+        moment = event_times[event_id]
+        day = moment.astimezone(UTC).date()
+        if len(ids) == _IDS_PER_LOOKUP or (day not in days and len(days) == _DAYS_PER_LOOKUP):
+            yield ids, list(days.values())
+            ids, days = [], {}
+        ids.append(event_id)
+        days[day] = (days.get(day, (moment, moment))[0], moment)
+    if ids:
+        yield ids, list(days.values())
 
 
 def _bar(row: Mapping[str, Any]) -> Bar:
