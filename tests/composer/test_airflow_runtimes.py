@@ -74,7 +74,8 @@ def probe(runtime: str, env: dict[str, str], *args: str, cwd: Path) -> dict[str,
         check=False,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("PROBE ")]
-    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-5000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert lines, done.stdout[-3000:]
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("PROBE "))
     return result
 

@@ -33,7 +33,7 @@ DEPLOY = [
     "--python-repository",
     REPOSITORY,
 ]
-TOKEN = "ya29.not-a-real-token"  # noqa: S105 - what the fake gcloud hands out
+TOKEN = "ya29.not-a-real-token"  # what the fake gcloud hands out
 DAG_FILES = sorted(p.name for p in (REPO / "dags").glob("*.py"))
 
 

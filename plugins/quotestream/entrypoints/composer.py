@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REQUIREMENTS = "composer/requirements.txt"
-TOKEN_USER = "oauth2accesstoken"  # Artifact Registry takes an access token as the password.
+# Artifact Registry takes an access token as the password of this user name.
+TOKEN_USER = "oauth2accesstoken"  # noqa: S105 - a fixed user name, not a secret
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,11 @@ def deploy(repo_root: Path, target: Target, dry_run: bool) -> int:
             print(f"would run: {shlex.join(command)}")
         return 0
     _run(build_command(), repo_root)
-    token = subprocess.run(  # noqa: S603 - gcloud, fixed arguments
-        ["gcloud", "auth", "print-access-token"], capture_output=True, text=True, check=True
+    token = subprocess.run(
+        ["gcloud", "auth", "print-access-token"],  # noqa: S607 - gcloud from PATH, as every step
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     _run(publish_command(repo_root, target), repo_root, {"UV_PUBLISH_PASSWORD": token})
     config = describe(target)
