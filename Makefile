@@ -40,6 +40,9 @@ lock: ## re-resolve the pins after editing pyproject.toml
 composer-constraints: ## re-resolve composer/constraints.txt (Composer's preinstalled packages), then make lock
 	scripts/composer-constraints
 
+docs: setup ## regenerate docs/configuration.md from the Settings model
+	$(BIN)/python scripts/settings-doc
+
 lint: setup ## ruff format check, ruff lint (with AIR rules), mypy on the core
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -80,4 +83,4 @@ bench: setup ## print the benchmark figures: API, pipeline, whole stack, backlog
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .venv-composer-3.1 .venv-airflow-3.3 .local .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup lock composer-constraints airflow-runtimes lint format browser test demo compose-config wheel bench clean
+.PHONY: help setup lock composer-constraints airflow-runtimes docs lint format browser test demo compose-config wheel bench clean

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     # The flex-template image, which is also the workers' image (sdk_container_image): without
     # it Dataflow runs Beam's stock image, in which no worker can import quotestream.
     dataflow_image: str = ""
+    # Where the workers run: a project without the `default` network cannot launch without
+    # one of these (a subnetwork is enough: regions/REGION/subnetworks/NAME or its URL).
+    dataflow_network: str = ""
+    dataflow_subnetwork: str = ""
+    # Per job. Dataflow's own ceiling with Streaming Engine is 100 workers: a cost risk.
+    dataflow_max_workers: Annotated[int, Field(ge=1, le=1000)] = 3
+    dataflow_machine_type: str = "n1-standard-2"
     api_service: str = "quotestream-api"
     api_image: str = ""
     api_service_account: str = ""
@@ -137,7 +144,8 @@ class Settings(BaseSettings):
     relay_ordered: bool = False
     # Cloud Run sends SIGTERM and kills 10 s later; drain within that.
     relay_shutdown_timeout_s: Annotated[float, Field(gt=0)] = 8.0
-    # Token bucket per client address on POST /v1/quotes (429 beyond it); 0 turns it off.
+    # Token bucket per relay key on POST /v1/quotes, and one per address for requests without
+    # a valid key (429 beyond it); 0 turns it off.
     # A full batch (1000 quotes) costs the gate ~12 ms of CPU: 20/s holds one client to a
     # quarter of a core, 20,000 quotes/s (the relay's whole queue) at most.
     relay_rate_limit_per_s: Annotated[float, Field(ge=0)] = 20.0
