@@ -118,7 +118,14 @@ class BigQueryWarehouse:
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run standard SQL. `{dataset}` in the text names this warehouse's dataset."""
         job = self._run(sql, params)
-        return [dict(row.items()) for row in job.result(timeout=self._query_timeout_s)]
+        # Without a bound of our own, the client's default: it bounds each of its requests
+        # (an explicit None would wait for ever on a response that never comes).
+        rows = (
+            job.result()
+            if self._query_timeout_s is None
+            else job.result(timeout=self._query_timeout_s)
+        )
+        return [dict(row.items()) for row in rows]
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         """Run a DML statement; returns the rows it affected."""
@@ -149,13 +156,11 @@ class BigQueryWarehouse:
         config = bigquery.QueryJobConfig(
             query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
         )
-        if self._query_timeout_s is not None:
-            config.job_timeout_ms = int(self._query_timeout_s * 1000)
-        return self._client.query(
-            sql.replace("{dataset}", f"`{self._project}.{self._dataset}`"),
-            job_config=config,
-            timeout=self._query_timeout_s,
-        )
+        text = sql.replace("{dataset}", f"`{self._project}.{self._dataset}`")
+        if self._query_timeout_s is None:
+            return self._client.query(text, job_config=config)
+        config.job_timeout_ms = int(self._query_timeout_s * 1000)
+        return self._client.query(text, job_config=config, timeout=self._query_timeout_s)
 
     def delete_dataset(self) -> bool:
         try:
