@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,31 @@ NEEDS = {
     "airflow": {"airflow_db"},
     "gcp": {"google_apis_server", "monitoring_server"},
 }
+
+
+# No test may take longer: a hang (a lost response, a stuck subprocess) fails that test with
+# its traceback instead of stalling the suite until CI's limit. The slowest test takes a few
+# minutes; faulthandler_timeout (pyproject.toml) dumps every thread's stack well before this.
+TEST_TIMEOUT_S = 900
+
+
+class TimeLimitExceeded(Exception):
+    pass
+
+
+def _time_out(signum: int, frame: object) -> None:
+    raise TimeLimitExceeded(f"the test ran past {TEST_TIMEOUT_S} s")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    previous = signal.signal(signal.SIGALRM, _time_out)
+    signal.alarm(TEST_TIMEOUT_S)
+    try:
+        return (yield)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
