@@ -14,6 +14,20 @@ from quotestream.entrypoints.dags import (
     run_deadline,
     table_asset_uri,
 )
+from quotestream.services.quality_checks import checks_table
+
+# The list of checks is the registry's (services/quality_checks.py), read when the file is
+# parsed: a new check shows here without an edit.
+DOC = f"""
+Checks the hour *before* the run's data interval, so the streaming load has had an hour
+to deliver late data. A failed check fails the task at once (no retry: the data will not
+change), which alerts; errors reaching BigQuery are retried. All results are kept in
+`dq_results` with the run id. A run still unfinished 30 minutes after it started
+(`QUOTESTREAM_DATA_QUALITY_DEADLINE_S`) is stopped by the scheduler and alerts.
+Thresholds are overridden by name with `QUOTESTREAM_QUALITY_THRESHOLDS` (JSON).
+
+{checks_table()}
+"""
 
 
 @dag(
@@ -26,21 +40,7 @@ from quotestream.entrypoints.dags import (
     on_failure_callback=alert_on_missed_deadline,
     default_args=default_args(retries=1, retry_delay=timedelta(seconds=10)),
     tags=["quotestream", "quality"],
-    doc_md="""
-Checks the hour *before* the run's data interval, so the streaming load has had an hour
-to deliver late data: volume against each pair's tick rate, reconciliation of counts per pair
-with the API's history, bid <= ask, duplicate event_ids, nulls, dead-letter ratio, and (for
-recent hours) freshness. Then how the quotes move: every triangle of the configured pairs
-(EUR-BRL against EUR-USD x USD-BRL) per minute, within the three quotes' spreads and ranges;
-price jumps (a mid move beyond 8 robust deviations, 1.4826 x MAD, of the pair's moves); stale
-pairs (newest quote 10 tick intervals behind the newest of all); tick gaps (consecutive ticks
-over 1.5 intervals apart, counted as missing ticks); and the final pane of each stored 1-minute
-bar against the bar recomputed from `quotes` (minutes without a bar, as a backfill leaves, are
-reported, not failed). A failed check fails the task at once (no retry: the data will not
-change), which alerts; errors reaching BigQuery are retried. All results are kept in
-`dq_results` with the run id. A run still unfinished 30 minutes after it started
-(`QUOTESTREAM_DATA_QUALITY_DEADLINE_S`) is stopped by the scheduler and alerts.
-""",
+    doc_md=DOC,
 )
 def quotestream_data_quality() -> None:
     # For lineage: what the checks read and where their results go.

@@ -20,14 +20,16 @@ from quotestream.entrypoints.dags import RESOURCES_ASSET_URI, default_args
     default_args=default_args(),
     tags=["quotestream", "provisioning"],
     doc_md="""
-Idempotent provisioning: topics `quotes` and `quotes-dead-letter`, subscriptions
-`quotes-load` (dead-letter policy) and `quotes-dead-letter-hold`, the dataset and its four
-tables; on Google Cloud also the Cloud Monitoring alert policies (each job's system lag and
-data freshness, the subscription's backlog and oldest unacked age, the load's dead-letter
-rate, the API's 5xx rate; sent to `QUOTESTREAM_ALERT_NOTIFICATION_CHANNELS`) and the
-`quotestream: pipeline` dashboard, so alerts reach people even when Airflow is down. Each
-resource is reported as created, exists or updated; an incompatible change fails the task
-naming the column or field. Safe to trigger any time.
+Idempotent provisioning: topic `quotes`, subscription `quotes-load`, the dataset and its
+tables; locally also the dead-letter topic `quotes-dead-letter`, the policy that moves
+undeliverable messages there and `quotes-dead-letter-hold` (on Google Cloud Dataflow reads
+`quotes-load`, which must have no dead-letter policy); on Google Cloud also the Cloud
+Monitoring alert policies (each job's system lag and data freshness, the subscription's
+backlog and oldest unacked age, the load's dead-letter rate, the API's 5xx rate; sent to
+`QUOTESTREAM_ALERT_NOTIFICATION_CHANNELS`) and the `quotestream: pipeline` dashboard, so
+alerts reach people even when Airflow is down. Each resource is reported as created, exists
+or updated; an incompatible change fails the task naming the column or field. Safe to
+trigger any time.
 """,
 )
 def quotestream_provision() -> None:

@@ -7,7 +7,6 @@ from pydantic import ValidationError
 
 from quotestream import bootstrap
 from quotestream.bootstrap import ConfigurationError
-from quotestream.services.provision import alert_thresholds
 from quotestream.settings import Settings
 from tests.support.secrets import MARKER, REFUSED_SECRETS
 
@@ -37,6 +36,9 @@ def test_pairs_come_comma_separated_from_the_environment(monkeypatch: pytest.Mon
         ({"alert_notification_channels": "123"}, "not a notification channel's resource name"),
         ({"alert_thresholds": {"max_lag_s": 1}}, "unknown alert thresholds max_lag_s"),
         ({"alert_thresholds": {"max_system_lag_s": -1}}, "must be positive: max_system_lag_s"),
+        ({"alert_thresholds": {"max_interval_dead_letter_ratio": 0.1}}, "unknown alert thresh"),
+        ({"quality_thresholds": {"max_dead_letter_ratio": 0.1}}, "unknown quality thresholds"),
+        ({"quality_thresholds": {"freshness_s": -1}}, "must not be negative: freshness_s"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(values: dict[str, object], message: str) -> None:
@@ -83,7 +85,15 @@ def test_alerting_settings_come_from_the_environment(monkeypatch: pytest.MonkeyP
         "projects/p/notificationChannels/1",
         "projects/p/notificationChannels/2",
     )
-    assert alert_thresholds(settings).max_oldest_unacked_s == 900.0
+    assert settings.thresholds().alerting.max_oldest_unacked_s == 900.0
+
+
+def test_quality_thresholds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUOTESTREAM_QUALITY_THRESHOLDS", '{"max_missing_ticks": 3}')
+    thresholds = Settings().thresholds()
+    assert thresholds.quality.max_missing_ticks == 3
+    assert thresholds.quality.min_volume_ratio == 0.9
+    assert thresholds.alerting.max_dead_letter_ratio == 0.05
 
 
 def test_workers_get_every_setting_but_the_relay_key() -> None:

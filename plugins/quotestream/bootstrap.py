@@ -19,15 +19,15 @@ from quotestream.ports import (
     JobRunner,
     MessagingAdmin,
     Publisher,
-    QuoteQueries,
     QuoteSource,
     ServiceDeployer,
     TopicTap,
     Warehouse,
 )
+from quotestream.ports.queries import AccountingQueries, StoredRowLookups
 from quotestream.services.accounting import AccountingService
 from quotestream.services.backfill import BackfillService
-from quotestream.services.provision import ProvisionService, alert_thresholds
+from quotestream.services.provision import ProvisionService
 from quotestream.services.quality import DataQualityService
 from quotestream.services.relay import QuoteRelay
 from quotestream.services.replay import DeadLetterReplayService
@@ -118,16 +118,17 @@ def build_warehouse(settings: Settings) -> Warehouse:
     return _bigquery_warehouse(settings)
 
 
-def build_quote_queries(settings: Settings) -> QuoteQueries:
-    return _warehouse_and_queries(settings)[1]
+def build_stored_row_lookups(settings: Settings) -> StoredRowLookups:
+    """What the load asks before it writes or settles a message."""
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryStoredRowLookups
+
+    return BigQueryStoredRowLookups(_bigquery_warehouse(settings))
 
 
-def _warehouse_and_queries(settings: Settings) -> tuple[Warehouse, QuoteQueries]:
-    """The warehouse and the named queries, over one BigQuery client."""
-    from quotestream.adapters.gcp.bigquery_queries import BigQueryQuoteQueries
+def build_accounting_queries(settings: Settings) -> AccountingQueries:
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryAccountingQueries
 
-    warehouse = _bigquery_warehouse(settings)
-    return warehouse, BigQueryQuoteQueries(warehouse)
+    return BigQueryAccountingQueries(_bigquery_warehouse(settings))
 
 
 def _bigquery_warehouse(
@@ -152,23 +153,16 @@ def build_provision_service(settings: Settings) -> ProvisionService:
         # A client against a stopped emulator retries for minutes: say so at once instead.
         _require_answering("the Pub/Sub emulator", settings.pubsub_emulator_host)
         _require_answering("the BigQuery emulator", settings.bigquery_emulator_host)
-    iam = alerting = None
+    alerting = None
     if settings.target == "gcp":
         from quotestream.adapters.gcp.monitoring_alerts import CloudMonitoringAlerting
-        from quotestream.adapters.gcp.pubsub_iam import PubSubIam
 
         # The emulators have no Monitoring: alerting is provisioned on Google Cloud only.
         alerting = CloudMonitoringAlerting(
             settings.project, access=google_access(settings, "monitoring")
         )
-
-        iam = PubSubIam(
-            settings.project,
-            access=google_access(settings, "pubsub"),
-            projects_access=google_access(settings, "cloudresourcemanager"),
-        )
     return ProvisionService(
-        build_messaging_admin(settings), build_warehouse(settings), settings, iam, alerting
+        build_messaging_admin(settings), build_warehouse(settings), settings, alerting
     )
 
 
@@ -207,24 +201,47 @@ def build_load_edge(settings: Settings, subscription: str) -> LoadEdge:
     return LocalPubSubEdge(
         subscription,
         partial(build_subscriber, settings),
-        partial(build_quote_queries, settings),
+        partial(build_stored_row_lookups, settings),
         settings.pairs,
     )
 
 
+# Each service's query port shares the BigQuery client of the warehouse it is given with.
 def build_backfill_service(settings: Settings) -> BackfillService:
-    warehouse, queries = _warehouse_and_queries(settings)
-    return BackfillService(build_quote_source(settings), warehouse, queries, settings.pairs)
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryBackfillWrites
+
+    warehouse = _bigquery_warehouse(settings)
+    return BackfillService(
+        build_quote_source(settings), warehouse, BigQueryBackfillWrites(warehouse), settings.pairs
+    )
 
 
 def build_data_quality_service(settings: Settings) -> DataQualityService:
-    warehouse, queries = _warehouse_and_queries(settings)
-    return DataQualityService(queries, warehouse, build_quote_source(settings), settings.pairs)
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryQualityQueries
+
+    warehouse = _bigquery_warehouse(settings)
+    return DataQualityService(
+        BigQueryQualityQueries(warehouse),
+        warehouse,
+        build_quote_source(settings),
+        settings.pairs,
+        settings.thresholds().quality,
+    )
 
 
 def build_replay_service(settings: Settings) -> DeadLetterReplayService:
-    warehouse, queries = _warehouse_and_queries(settings)
-    return DeadLetterReplayService(queries, warehouse, settings.pairs)
+    from quotestream.adapters.gcp.bigquery_queries import (
+        BigQueryReplayQueries,
+        BigQueryStoredRowLookups,
+    )
+
+    warehouse = _bigquery_warehouse(settings)
+    return DeadLetterReplayService(
+        BigQueryReplayQueries(warehouse),
+        BigQueryStoredRowLookups(warehouse),
+        warehouse,
+        settings.pairs,
+    )
 
 
 def repo_root(settings: Settings | None = None) -> Path:
@@ -292,8 +309,14 @@ def build_job_runner(settings: Settings) -> JobRunner:
         from quotestream.adapters.gcp.dataflow import DataflowJobRunner
 
         # Checked at launch only: finding, draining and cancelling jobs need none of these.
+        # Without a service account Dataflow would run the job as the project's default
+        # Compute Engine account, with whatever that account may do.
         missing = _missing(
-            settings, "dataflow_templates", "dataflow_temp_location", "dataflow_image"
+            settings,
+            "dataflow_templates",
+            "dataflow_temp_location",
+            "dataflow_image",
+            "dataflow_service_account",
         )
         problems = [f"target gcp needs {missing} to launch jobs"] if missing else []
         problems += [problem] if (problem := _api_url_problem(settings)) else []
@@ -302,9 +325,13 @@ def build_job_runner(settings: Settings) -> JobRunner:
             "temp_location": settings.dataflow_temp_location,
             "enable_streaming_engine": True,
             "sdk_container_image": settings.dataflow_image,
+            "service_account_email": settings.dataflow_service_account,
+            "max_workers": settings.dataflow_max_workers,
+            "machine_type": settings.dataflow_machine_type,
         }
-        if settings.dataflow_service_account:
-            environment["service_account_email"] = settings.dataflow_service_account
+        for field in ("network", "subnetwork"):
+            if value := getattr(settings, f"dataflow_{field}"):
+                environment[field] = value
         return DataflowJobRunner(
             settings.project,
             settings.region,
@@ -331,12 +358,14 @@ def build_streaming_service(settings: Settings) -> StreamingService:
         backlog = CloudMonitoringBacklog(
             settings.project, access=google_access(settings, "monitoring")
         )
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryHealthQueries
+
     return StreamingService(
         build_job_runner(settings),
-        build_quote_queries(settings),
+        BigQueryHealthQueries(_bigquery_warehouse(settings)),
         settings.load_subscription,
         backlog,
-        limits=HealthLimits(alert_thresholds(settings)),
+        limits=HealthLimits(settings.thresholds().alerting),
     )
 
 
@@ -349,7 +378,8 @@ def build_restart_service(settings: Settings) -> RestartService:
 
 def build_deployer(settings: Settings) -> ServiceDeployer:
     if settings.target == "gcp":
-        _require(settings, "api_image")
+        # Without its own account the service would run as the default Compute Engine one.
+        _require(settings, "api_image", "api_service_account")
         from quotestream.adapters.gcp.cloud_run import CloudRunDeployer
 
         env = {
@@ -359,10 +389,6 @@ def build_deployer(settings: Settings) -> ServiceDeployer:
             "QUOTESTREAM_PAIRS": ",".join(settings.pairs),
             "QUOTESTREAM_MARKET_SEED": str(settings.market_seed),
         }
-        from quotestream.ports.resources import service_account_members
-
-        workers = service_account_members(settings.dataflow_service_account)
-        invokers = [*workers, *settings.api_invokers]
         return CloudRunDeployer(
             settings.project,
             settings.region,
@@ -371,7 +397,6 @@ def build_deployer(settings: Settings) -> ServiceDeployer:
             env,
             service_account=settings.api_service_account,
             api_key_secret=settings.api_key_secret,
-            invokers=invokers,
             access=google_access(settings, "run"),
             secrets_access=google_access(settings, "secretmanager"),
         )
@@ -402,7 +427,7 @@ def build_topic_tap(settings: Settings) -> TopicTap:
 
 
 def build_accounting_service(settings: Settings, since_ms: int) -> AccountingService:
-    return AccountingService(build_quote_queries(settings), since_ms)
+    return AccountingService(build_accounting_queries(settings), since_ms)
 
 
 # A reading of the page's figures runs about eight queries one after another.
@@ -411,9 +436,9 @@ COCKPIT_QUERY_TIMEOUT_S = 30.0
 
 def build_cockpit_service(settings: Settings) -> CockpitService:
     """The operator page's figures: the DAGs' job runner and health verdict (the streaming
-    service, as `quotestream_streaming` builds it), and the stored bars and the page's read
-    model over one BigQuery client of their own."""
-    from quotestream.adapters.gcp.bigquery_queries import BigQueryQuoteQueries
+    service, as `quotestream_streaming` builds it), and the stored bars (as the quality check
+    reads them) and the page's read model over one BigQuery client of their own."""
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryQualityQueries
     from quotestream.adapters.gcp.bigquery_views import BigQueryPipelineViews
     from quotestream.services.cockpit import CockpitService
 
@@ -422,7 +447,7 @@ def build_cockpit_service(settings: Settings) -> CockpitService:
     return CockpitService(
         build_job_runner(settings),
         streaming,
-        BigQueryQuoteQueries(warehouse),
+        BigQueryQualityQueries(warehouse),
         BigQueryPipelineViews(warehouse),
         settings.pairs,
     )

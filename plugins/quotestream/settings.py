@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from quotestream.domain.alerting import AlertThresholds
 from quotestream.domain.pairs import DEFAULT_PAIRS, PAIR_CATALOG, split_pairs
+from quotestream.domain.thresholds import AlertThresholds, QualityThresholds, Thresholds
 
 # The Google APIs the adapters call, by their service names (the first label of the host).
 GOOGLE_APIS = (
@@ -119,8 +119,9 @@ class Settings(BaseSettings):
     api_service_account: str = ""
     # Secret Manager secret holding the push relay's key; Cloud Run mounts it as an env var.
     api_key_secret: str = ""
-    # Who else may call the private API besides the Dataflow workers (the deploy grants them
-    # roles/run.invoker): `serviceAccount:...` members, comma-separated.
+    # Who else may call the private API besides the Dataflow workers and the Composer account
+    # (`quotestream gcp bootstrap` grants them roles/run.invoker on the service):
+    # `serviceAccount:...` members, comma-separated.
     api_invokers: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Inside Airflow the Google adapters take their credentials from this connection (through
@@ -154,9 +155,12 @@ class Settings(BaseSettings):
     # Google Cloud only: where Cloud Monitoring's alerts go, comma-separated resource names
     # projects/P/notificationChannels/ID.
     alert_notification_channels: Annotated[tuple[str, ...], NoDecode] = ()
-    # Overrides of domain.alerting.AlertThresholds by name, JSON such as
+    # Overrides of domain.thresholds.AlertThresholds by name, JSON such as
     # {"max_oldest_unacked_s": 900}: the alert policies and the local verdict both follow.
     alert_thresholds: dict[str, float] = {}
+    # Overrides of domain.thresholds.QualityThresholds by name, JSON such as
+    # {"min_volume_ratio": 0.8}: what fails a data-quality check (quotestream_data_quality).
+    quality_thresholds: dict[str, float] = {}
 
     @field_validator("alert_notification_channels", mode="before")
     @classmethod
@@ -176,8 +180,14 @@ class Settings(BaseSettings):
 
     @field_validator("alert_thresholds")
     @classmethod
-    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+    def _known_alert_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
         AlertThresholds().overridden(value)
+        return value
+
+    @field_validator("quality_thresholds")
+    @classmethod
+    def _known_quality_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        QualityThresholds().overridden(value)
         return value
 
     @field_validator("pairs", mode="before")
@@ -270,6 +280,13 @@ class Settings(BaseSettings):
                 f"({self.relay_capacity}): such a batch could never be accepted"
             )
         return self
+
+    def thresholds(self) -> Thresholds:
+        """Both families of limits: the defaults with these settings' overrides."""
+        return Thresholds(
+            AlertThresholds().overridden(self.alert_thresholds),
+            QualityThresholds().overridden(self.quality_thresholds),
+        )
 
     def relay_keys(self) -> tuple[str, ...]:
         """The push relay's keys (see api_key); none when the relay is off."""

@@ -17,7 +17,7 @@ from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import Quote, now_ms
 from quotestream.domain.validation import parse_quote
 from tests.support.corpus import bad_messages
-from tests.support.fakes import shared_queries, shared_warehouse
+from tests.support.fakes import shared_lookups, shared_warehouse
 from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
@@ -112,7 +112,7 @@ def test_every_message_lands_in_exactly_one_table_and_duplicates_collapse() -> N
         _ = (
             pipeline
             | beam.Create(messages)
-            | LoadQuotes(partial(shared_warehouse, name), partial(shared_queries, name))
+            | LoadQuotes(partial(shared_warehouse, name), partial(shared_lookups, name))
         )
 
     quotes = warehouse.rows("quotes")
@@ -157,7 +157,7 @@ def test_the_live_load_dead_letters_quotes_beyond_its_horizon_with_their_payload
                 | beam.Create(good + stale)
                 | LoadQuotes(
                     partial(shared_warehouse, name),
-                    partial(shared_queries, name),
+                    partial(shared_lookups, name),
                     max_quote_age_ms=horizon,
                 )
             )
@@ -187,7 +187,7 @@ def test_rows_bigquery_rejects_are_dead_lettered_with_its_reason() -> None:
         _ = (
             pipeline
             | beam.Create(good)
-            | LoadQuotes(partial(shared_warehouse, name), partial(shared_queries, name))
+            | LoadQuotes(partial(shared_warehouse, name), partial(shared_lookups, name))
         )
 
     btc = {m.attributes["event_id"] for m in good if m.attributes["pair"] == "BTC-USD"}
@@ -230,7 +230,7 @@ def test_the_batch_path_loads_an_interval_of_history_and_reruns_change_nothing()
             _ = (
                 pipeline
                 | ReadHistory(["USD-BRL", "EUR-USD"], HistorySource, start, end)
-                | LoadQuotes(partial(shared_warehouse, name), partial(shared_queries, name))
+                | LoadQuotes(partial(shared_warehouse, name), partial(shared_lookups, name))
             )
     expected = [
         q.event_id

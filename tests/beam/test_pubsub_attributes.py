@@ -78,7 +78,7 @@ def _main(mode: str, subscription: str, project: str, timestamps_path: str) -> N
     _ = messages | "RecordTimestamps" >> beam.ParDo(RecordTimestampFn(timestamps_path))
     _ = messages | "LoadQuotes" >> LoadQuotes(
         partial(bootstrap.build_warehouse, settings),
-        partial(bootstrap.build_quote_queries, settings),
+        partial(bootstrap.build_stored_row_lookups, settings),
         pairs=settings.pairs,
     )
     pipeline.run().wait_until_finish()

@@ -24,7 +24,7 @@ from quotestream.domain.quote import now_ms
 from quotestream_dev.synthetic import fresh_quote
 from tests.beam.test_load import good_messages
 from tests.support.corpus import bad_messages
-from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.fakes import InMemoryStoredRowLookups, InMemoryWarehouse
 from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
@@ -82,7 +82,7 @@ def shared_forgetful_warehouse(name: str) -> ForgetfulWarehouse:
 
 
 @dataclass
-class UnansweringQueries(InMemoryQuoteQueries):
+class UnansweringQueries(InMemoryStoredRowLookups):
     """Leaves its next `unanswered` lookups of stored quotes unanswered, as BigQuery away."""
 
     unanswered: int = 0
@@ -379,8 +379,8 @@ def flaky_warehouse(name: str) -> FlakyWarehouse:
     return _FLAKY.setdefault(name, FlakyWarehouse())
 
 
-def flaky_queries(name: str) -> InMemoryQuoteQueries:
-    return InMemoryQuoteQueries(flaky_warehouse(name))
+def flaky_queries(name: str) -> InMemoryStoredRowLookups:
+    return InMemoryStoredRowLookups(flaky_warehouse(name))
 
 
 def test_a_writer_that_does_not_answer_is_waited_for_and_nothing_is_lost() -> None:

@@ -66,7 +66,7 @@ def test_rows_the_emulator_refuses_are_dead_lettered_with_its_reason(
             | beam.Create(good + [message for message, _ in bad])
             | LoadQuotes(
                 partial(bootstrap.build_warehouse, settings),
-                partial(bootstrap.build_quote_queries, settings),
+                partial(bootstrap.build_stored_row_lookups, settings),
             )
         )
 

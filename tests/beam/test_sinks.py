@@ -21,7 +21,7 @@ from quotestream.beam.sinks import INSERT_ID_TRUSTED_MS, InsertRowsFn, WriteRows
 from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import DEAD_LETTER_PAYLOAD_BYTES, dead_letter_row_id
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
-from tests.support.fakes import DAY_MS, InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.fakes import DAY_MS, InMemoryStoredRowLookups, InMemoryWarehouse
 from tests.support.pipelines import direct_pipeline
 from tests.support.rows import dead_letter_at, quote_at
 
@@ -68,7 +68,7 @@ def ids(rows: list[dict[str, Any]]) -> list[str]:
 
 def test_each_batch_asks_for_its_own_old_ids_once_and_copies_are_not_inserted() -> None:
     warehouse = RecordingWarehouse()
-    queries = InMemoryQuoteQueries(warehouse)
+    queries = InMemoryStoredRowLookups(warehouse)
     backlog = rows_from(now_ms() - 3_600_000, 120)
     warehouse.insert_rows(QUOTES.name, backlog[:5], ids(backlog[:5]))
     fn = writer(warehouse, queries)
@@ -88,7 +88,7 @@ def test_each_batch_asks_for_its_own_old_ids_once_and_copies_are_not_inserted() 
 
 def test_young_rows_are_left_to_insert_id_dedup_and_not_looked_up() -> None:
     warehouse = InMemoryWarehouse()
-    queries = InMemoryQuoteQueries(warehouse)
+    queries = InMemoryStoredRowLookups(warehouse)
     now = now_ms()
     old = [quote_at(now - 40 * DAY_MS), quote_at(now - INSERT_ID_TRUSTED_MS - 5_000)]
     young = quote_at(now - 1_000)

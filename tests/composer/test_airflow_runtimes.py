@@ -62,20 +62,20 @@ def airflow_environment(home: Path) -> dict[str, str]:
     }
 
 
+def run_in(env: dict[str, str], cwd: Path, *command: str) -> str:
+    """Its standard output; its failure with both outputs' ends."""
+    done = subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done.stdout
+
+
 def probe(runtime: str, env: dict[str, str], *args: str, cwd: Path) -> dict[str, Any]:
     # -I: neither the caller's PYTHON* variables nor the probe's folder on sys.path.
-    done = subprocess.run(
-        [str(runtime_python(runtime)), "-I", str(PROBE), *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("PROBE ")]
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    assert lines, done.stdout[-3000:]
+    output = run_in(env, cwd, str(runtime_python(runtime)), "-I", str(PROBE), *args)
+    lines = [line for line in output.splitlines() if line.startswith("PROBE ")]
+    assert lines, output[-3000:]
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("PROBE "))
     return result
 
@@ -134,17 +134,7 @@ def composer_local_target(
     }.items():
         monkeypatch.setenv(key, value)
     env = airflow_environment(tmp_path / "airflow")
-    airflow = runtime_python("composer-3.1").parent / "airflow"
-    migrated = subprocess.run(
-        [str(airflow), "db", "migrate"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    run_in(env, tmp_path, str(runtime_python("composer-3.1").parent / "airflow"), "db", "migrate")
     return env, Settings()
 
 

@@ -85,6 +85,13 @@ def test_each_dag_has_owner_tags_docs_retries_and_the_alert(dagbag: Any, dag_id:
         assert task.retry_exponential_backoff
 
 
+def test_the_quality_dag_docs_list_every_registered_check(dagbag: Any) -> None:
+    from quotestream.services.quality_checks import QUALITY_CHECKS
+
+    docs = dagbag.get_dag("quotestream_data_quality").doc_md
+    assert all(f"| `{check.name}`" in docs for check in QUALITY_CHECKS)
+
+
 def test_task_wiring(dagbag: Any) -> None:
     streaming = dagbag.get_dag("quotestream_streaming")
     assert streaming.task_dict["measure_health"].upstream_task_ids == {"ensure_running"}

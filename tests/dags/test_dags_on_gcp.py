@@ -1,8 +1,10 @@
-"""The DAGs with QUOTESTREAM_TARGET=gcp, run by `dag.test()` as `airflow dags test` runs them:
-Pub/Sub and BigQuery are the emulators, Dataflow, Cloud Run, Secret Manager, Monitoring, Pub/Sub
-IAM, Resource Manager and Google's token endpoint are the local stand-ins. The credentials come
-from the Airflow connection `google_cloud_default` (a service-account key whose token endpoint is
-the stand-in's), so every call on the wire carries the token that connection minted."""
+"""The DAGs with QUOTESTREAM_TARGET=gcp, run by `dag.test()` as `airflow dags test` runs them,
+on a stand-in project as `gcp bootstrap` and a release leave it, with exactly the bootstrap's
+grants and permissions enforced: Pub/Sub and BigQuery are the emulators (which check no
+permission), Dataflow, Cloud Run, Secret Manager, Cloud Storage, Monitoring and Google's token
+endpoint are the local stand-ins. The credentials come from the Airflow connection
+`google_cloud_default`, a key of the Composer environment's account whose token endpoint is the
+stand-in's, so every call on the wire is that account's and is judged by its roles."""
 
 from __future__ import annotations
 
@@ -17,18 +19,19 @@ import pytest
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
+from quotestream.entrypoints.gcp_bootstrap import Layout
 from quotestream.services.provision import monitoring_policies
 from quotestream.settings import Settings
 from tests.support.dag_runs import states
 from tests.support.standins.dataflow import launch_parameters, requested_state
 from tests.support.standins.google_apis import GoogleApis
 from tests.support.standins.monitoring import MonitoringStandIn
-from tests.support.standins.oauth import claims_of, key_file, service_account_info
+from tests.support.standins.oauth import key_file, service_account_info
+from tests.support.standins.projects import bootstrapped, released
 
 pytestmark = pytest.mark.integration
 
 LOAD, EXTRACT = "quotestream-load", "quotestream-extract"
-CONNECTION_ACCOUNT = "quotestream-composer@standin-project.iam.gserviceaccount.com"
 ADC_ACCOUNT = "someone-at-a-laptop@standin-project.iam.gserviceaccount.com"
 OLDEST_UNACKED = "pubsub.googleapis.com/subscription/oldest_unacked_message_age"
 
@@ -44,39 +47,38 @@ def gcp_target(
     tmp_path: Path,
     loopback_only_google_auth: None,
 ) -> Settings:
-    """What a Composer environment would set, with every Google endpoint on loopback."""
+    """What the bootstrapped Composer environment would set, with every Google endpoint on
+    loopback. (`monitoring` comes first: its reset turns enforcement off again.)"""
     project = f"gcp-dags-{uuid.uuid4().hex[:8]}"
-    accounts = f"{project}.iam.gserviceaccount.com"
-    endpoints = {
-        api: google_apis.url
-        for api in ("dataflow", "run", "secretmanager", "pubsub", "cloudresourcemanager")
-    }
+    layout = bootstrapped(google_apis, Settings(target="gcp", project=project))
+    release = released(google_apis, layout, "r1")
+    endpoints = {api: google_apis.url for api in ("dataflow", "run", "secretmanager")}
     endpoints["monitoring"] = f"http://{monitoring.address}"
     endpoints["bigquery"] = f"http://{bigquery_emulator.address}"
     token_uri = f"{google_apis.url}/token"
-    key = service_account_info(token_uri, CONNECTION_ACCOUNT)
+    key = service_account_info(token_uri, layout.composer_account, project)
     # Outside Airflow (the test's own setup calls) the adapters use Application Default
     # Credentials: another account, so the calls of each are told apart.
     adc = key_file(tmp_path / "adc.json", token_uri, ADC_ACCOUNT)
     connection = {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}
-    for name, value in {
+    variables = {
+        **layout.environment_variables("https://quotestream-api-standin.a.run.app"),
+        **release.environment_variables(),
         "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(connection),
         "GOOGLE_APPLICATION_CREDENTIALS": adc,
-        "QUOTESTREAM_TARGET": "gcp",
-        "QUOTESTREAM_PROJECT": project,
         "QUOTESTREAM_MESSAGE_ORDERING": "false",
         "QUOTESTREAM_GOOGLE_API_ENDPOINTS": json.dumps(endpoints),
-        "QUOTESTREAM_API_URL": "https://quotestream-api-standin.a.run.app",
-        "QUOTESTREAM_API_IMAGE": "us-docker.pkg.dev/standin/quotestream/api:1",
-        "QUOTESTREAM_API_SERVICE_ACCOUNT": f"quotestream-api@{accounts}",
-        "QUOTESTREAM_API_KEY_SECRET": "relay-key",
-        "QUOTESTREAM_DATAFLOW_TEMPLATES": "gs://standin-bucket/templates",
-        "QUOTESTREAM_DATAFLOW_TEMP_LOCATION": "gs://standin-bucket/tmp",
-        "QUOTESTREAM_DATAFLOW_IMAGE": "us-docker.pkg.dev/standin/quotestream/{pipeline}:1",
-        "QUOTESTREAM_DATAFLOW_SERVICE_ACCOUNT": f"quotestream-dataflow@{accounts}",
-    }.items():
+    }
+    for name, value in variables.items():
         monkeypatch.setenv(name, value)
     return Settings()
+
+
+def as_administrator(apis: GoogleApis, settings: Settings) -> None:
+    """The test's own setup calls (provisioning before a DAG) are the administrator's."""
+    apis.grants.grant(
+        f"projects/{settings.project}", "roles/owner", "serviceAccount:" + ADC_ACCOUNT
+    )
 
 
 def restart(dagbag: Any, **conf: Any) -> Any:
@@ -85,43 +87,23 @@ def restart(dagbag: Any, **conf: Any) -> Any:
     return dagbag.get_dag("quotestream_restart").test(run_conf={**defaults, **conf})
 
 
-def assert_connection_credentials_on_the_wire(apis: GoogleApis, *kinds: str) -> None:
-    """Each call carries a token from the connection's key: a JWT the key signed itself, or an
-    access token the token endpoint issued for an assertion the key signed."""
-    tokens = {
-        c.authorization.removeprefix("Bearer ") for kind in kinds for c in apis.recorder.of(kind)
-    }
-    assert tokens
-    minted = {token for token in tokens if token.startswith("standin-")}
-    issuers = {claims_of(token)["iss"] for token in tokens - minted}
-    if minted:
-        issuers |= {call.body["iss"] for call in apis.recorder.of("oauth")}
-    assert issuers == {CONNECTION_ACCOUNT}
+def assert_composer_credentials_on_the_wire(
+    apis: GoogleApis, settings: Settings, *kinds: str
+) -> None:
+    """Each call carries a token of the Composer environment's account, from the connection's
+    key: a JWT the key signed itself, or an access token the token endpoint issued for it."""
+    calls = [call for kind in kinds for call in apis.recorder.of(kind)]
+    assert calls
+    callers = {apis.authority.caller(call.authorization) for call in calls}
+    composer = Layout(settings, "quotestream").composer_account
+    assert callers == {f"serviceAccount:{composer}"}
 
 
-def test_provision_on_gcp_grants_the_pubsub_service_agent_its_dead_letter_roles(
+def test_provision_on_gcp_makes_pubsub_bigquery_and_the_alerting_with_the_bootstraps_roles(
     dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, monitoring: MonitoringStandIn
 ) -> None:
     run = dagbag.get_dag("quotestream_provision").test()
     assert states(run) == {"provision": "success"}
-    agent = (
-        f"serviceAccount:service-{google_apis.projects.number(gcp_target.project)}"
-        "@gcp-sa-pubsub.iam.gserviceaccount.com"
-    )
-    policies = google_apis.pubsub_iam.policies
-    prefix = f"projects/{gcp_target.project}"
-    roles = {
-        resource.removeprefix(prefix): {b["role"]: set(b["members"]) for b in p["bindings"]}
-        for resource, p in policies.items()
-    }
-    workers = f"serviceAccount:{gcp_target.dataflow_service_account}"
-    api = f"serviceAccount:{gcp_target.api_service_account}"
-    assert roles == {
-        "/topics/quotes": {"roles/pubsub.publisher": {workers, api}, "roles/pubsub.viewer": {api}},
-        "/topics/quotes-dead-letter": {"roles/pubsub.publisher": {agent}},
-        "/subscriptions/quotes-load": {"roles/pubsub.subscriber": {agent, workers}},
-    }
-    assert_connection_credentials_on_the_wire(google_apis, "pubsub", "resourcemanager")
 
     # Alerting that does not depend on Airflow: the policies and the dashboard, in the project.
     policies = monitoring.alerting.policies.values()
@@ -131,10 +113,12 @@ def test_provision_on_gcp_grants_the_pubsub_service_agent_its_dead_letter_roles(
     assert all(p.name.startswith(f"projects/{gcp_target.project}/") for p in policies)
     (board,) = monitoring.alerting.dashboards.values()
     assert len(board.grid_layout.widgets) == len(policies)
+    # Monitoring's calls carry the Composer account's token too (the loopback channel's).
+    assert_composer_credentials_on_the_wire(google_apis, gcp_target, "monitoring")
+    # Who may use what is the bootstrap's: provisioning sets no IAM policy anywhere.
+    assert not [c for c in google_apis.recorder.calls if "IamPolicy" in c.path + c.method]
 
-    sets = len(google_apis.recorder.of("pubsub", "POST", ":setIamPolicy"))
     assert states(dagbag.get_dag("quotestream_provision").test()) == {"provision": "success"}
-    assert len(google_apis.recorder.of("pubsub", "POST", ":setIamPolicy")) == sets, "idempotent"
     monitoring_writes = [c for c in monitoring.recorder.of("monitoring") if "Create" in c.method]
     assert len(monitoring_writes) == len(policies) + 1, "created once"
     assert not [c for c in monitoring.recorder.of("monitoring") if "Update" in c.method]
@@ -143,6 +127,7 @@ def test_provision_on_gcp_grants_the_pubsub_service_agent_its_dead_letter_roles(
 @pytest.fixture
 def api_of_target(gcp_target: Settings, google_apis: GoogleApis, logs_dir: Path) -> Iterator[str]:
     """A real API process publishing to the target's project: what the Cloud Run URL serves."""
+    as_administrator(google_apis, gcp_target)
     bootstrap.build_provision_service(gcp_target).run()
     google_apis.recorder.clear()  # what follows is the DAG's
     port = free_port()
@@ -154,41 +139,37 @@ def api_of_target(gcp_target: Settings, google_apis: GoogleApis, logs_dir: Path)
         api.stop()
 
 
-def test_deploy_api_on_gcp_creates_then_updates_the_service_and_smoke_tests_it(
+def test_deploy_api_on_gcp_updates_the_bootstraps_service_and_smoke_tests_it(
     dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, api_of_target: str
 ) -> None:
     api_url = api_of_target
-    google_apis.secrets.add_version("relay-key", b"k" * 32)
     google_apis.run.service_uri = api_url  # the Cloud Run URL answers with a real API process
+    google_apis.run.operation_reads = 2  # each deploy reconciles for a read
 
     for _ in range(2):
         run = dagbag.get_dag("quotestream_deploy_api").test()
         assert states(run) == {"deploy": "success", "smoke_test": "success"}
 
     service = f"/v2/projects/{gcp_target.project}/locations/us-central1/services"
-    (create,) = [c for c in google_apis.recorder.of("run", "POST") if c.path == service]
-    assert create.query["serviceId"] == ["quotestream-api"]
-    template = create.body["template"]
+    assert not google_apis.recorder.of("run", "POST"), "the bootstrap made it: only updates"
+    first, _ = google_apis.recorder.of("run", "PATCH")
+    assert first.path == f"{service}/quotestream-api"
+    template = first.body["template"]
     assert template["serviceAccount"] == gcp_target.api_service_account
     assert template["containers"][0]["image"] == gcp_target.api_image
-    (update,) = google_apis.recorder.of("run", "PATCH")
-    assert update.path == f"{service}/quotestream-api"
-    (grant,) = google_apis.recorder.of("run", "POST", ":setIamPolicy")
-    assert grant.body["policy"]["bindings"] == [
-        {
-            "role": "roles/run.invoker",
-            "members": [f"serviceAccount:{gcp_target.dataflow_service_account}"],
-        }
-    ]
+    assert gcp_target.api_image.endswith("/api:r1"), "the release's image"
+    # Who may invoke it is the bootstrap's to grant: the deploy sets no IAM policy.
+    assert not [c for c in google_apis.recorder.of("run") if "IamPolicy" in c.path]
     # The smoke test called the API with an identity token minted from the same connection.
     id_tokens = [c for c in google_apis.recorder.of("oauth") if "target_audience" in c.body]
     assert {c.body["target_audience"] for c in id_tokens} == {api_url}
-    assert_connection_credentials_on_the_wire(google_apis, "run", "secretmanager")
+    assert_composer_credentials_on_the_wire(google_apis, gcp_target, "run", "secretmanager")
 
 
-def test_streaming_on_gcp_launches_each_job_once_and_alerts_on_the_backlog(
+def test_streaming_on_gcp_launches_each_job_once_from_the_releases_specs_and_images(
     dagbag: Any, gcp_target: Settings, google_apis: GoogleApis, monitoring: MonitoringStandIn
 ) -> None:
+    as_administrator(google_apis, gcp_target)
     bootstrap.build_provision_service(gcp_target).run()
     google_apis.recorder.clear()  # what follows is the DAG's
     streaming = dagbag.get_dag("quotestream_streaming")
@@ -205,14 +186,19 @@ def test_streaming_on_gcp_launches_each_job_once_and_alerts_on_the_backlog(
     launched = launch_parameters(google_apis.recorder)
     assert sorted(p["jobName"] for p in launched) == [EXTRACT, LOAD], "one launch each"
     load = next(p for p in launched if p["jobName"] == LOAD)
-    assert load["containerSpecGcsPath"] == "gs://standin-bucket/templates/load_quotes.json"
-    assert load["environment"]["sdkContainerImage"].endswith("/load:1")
+    templates = gcp_target.dataflow_templates
+    assert load["containerSpecGcsPath"] == f"{templates}/load_quotes.json"
     assert load["environment"]["serviceAccountEmail"] == gcp_target.dataflow_service_account
+    assert load["environment"]["maxWorkers"] == gcp_target.dataflow_max_workers
     assert json.loads(load["parameters"]["settings"])["project"] == gcp_target.project
+    for name in (LOAD, EXTRACT):
+        (job,) = google_apis.dataflow.jobs_named(name)
+        image = gcp_target.dataflow_image.replace("{pipeline}", name.removeprefix("quotestream-"))
+        assert (job["currentState"], job["type"]) == ("JOB_STATE_RUNNING", "JOB_TYPE_STREAMING")
+        assert job["launcherImage"] == job["workerImage"] == image, "the spec's, the release's"
     filters = {c.body["filter"] for c in google_apis.recorder.of("monitoring")}
     assert all(f'subscription_id = "{gcp_target.load_subscription}"' in f for f in filters)
-    # (Monitoring's gRPC calls go over an insecure loopback channel, which carries none.)
-    assert_connection_credentials_on_the_wire(google_apis, "dataflow")
+    assert_composer_credentials_on_the_wire(google_apis, gcp_target, "dataflow", "monitoring")
 
 
 @pytest.mark.parametrize(
@@ -292,6 +278,7 @@ def test_restart_on_gcp_fails_and_leaves_the_job_running_when_the_update_is_inco
 def test_teardown_on_gcp_cancels_the_jobs_and_deletes_the_resources(
     dagbag: Any, gcp_target: Settings, google_apis: GoogleApis
 ) -> None:
+    as_administrator(google_apis, gcp_target)
     bootstrap.build_provision_service(gcp_target).run()
     google_apis.recorder.clear()  # what follows is the DAG's
     for name in (EXTRACT, LOAD):

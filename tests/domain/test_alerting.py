@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from quotestream.domain.alerting import AlertPolicySpec, AlertThresholds, alert_policies
+from quotestream.domain.alerting import AlertPolicySpec, alert_policies
+from quotestream.domain.thresholds import AlertThresholds
 from quotestream.services.streaming import JOB_NAMES, HealthLimits
 
 pytestmark = pytest.mark.unit

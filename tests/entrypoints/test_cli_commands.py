@@ -59,4 +59,12 @@ def test_without_plugged_in_commands_only_the_products_own_are_listed(
     commands = next(
         action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
     )
-    assert set(commands.choices) == {"api", "local", "provision", "pipeline", "composer"}
+    assert set(commands.choices) == {
+        "api",
+        "local",
+        "provision",
+        "pipeline",
+        "composer",
+        "gcp",
+        "release",
+    }

@@ -9,7 +9,7 @@ from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
 from quotestream.domain.rows import dead_letter_row_id, refused_row_id
 from quotestream.ports.queries import Progress
 from quotestream.services.accounting import AccountingService
-from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.fakes import InMemoryAccountingQueries, InMemoryWarehouse
 from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at
 
 pytestmark = pytest.mark.unit
@@ -22,7 +22,7 @@ def stored(warehouse: InMemoryWarehouse, table: str, rows: list[dict[str, object
 
 
 def accountant(warehouse: InMemoryWarehouse) -> AccountingService:
-    return AccountingService(InMemoryQuoteQueries(warehouse), RUN_START_MS)
+    return AccountingService(InMemoryAccountingQueries(warehouse), RUN_START_MS)
 
 
 def test_progress_counts_only_what_was_written_since_the_run_began() -> None:

@@ -10,7 +10,7 @@ import pytest
 from quotestream.domain.quote import to_ms
 from quotestream.services.backfill import BackfillService
 from tests.support.builders import quote_dict
-from tests.support.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
+from tests.support.fakes import InMemoryBackfillWrites, InMemoryQuoteSource, InMemoryWarehouse
 from tests.support.rows import quote_at
 
 pytestmark = pytest.mark.unit
@@ -21,7 +21,7 @@ START = END - timedelta(minutes=5)
 
 
 def backfill(warehouse: InMemoryWarehouse, source: InMemoryQuoteSource) -> BackfillService:
-    return BackfillService(source, warehouse, InMemoryQuoteQueries(warehouse), PAIRS)
+    return BackfillService(source, warehouse, InMemoryBackfillWrites(warehouse), PAIRS)
 
 
 def served() -> list[dict[str, str]]:

@@ -16,7 +16,12 @@ from quotestream.ports.jobs import Job, JobState
 from quotestream.services.cockpit import FRESH_FOR_S, CockpitService, Figures
 from quotestream.services.streaming import StreamingService
 from tests.support.fake_views import InMemoryPipelineViews
-from tests.support.fakes import InMemoryJobRunner, InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.fakes import (
+    InMemoryHealthQueries,
+    InMemoryJobRunner,
+    InMemoryQualityQueries,
+    InMemoryWarehouse,
+)
 from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quality_row, quote_at
 
 pytestmark = pytest.mark.unit
@@ -32,11 +37,12 @@ def cockpit(
     views: InMemoryPipelineViews | None = None,
 ) -> CockpitService:
     runner = runner or InMemoryJobRunner()
-    queries = InMemoryQuoteQueries(warehouse)
+    bars = InMemoryQualityQueries(warehouse)
+    health = InMemoryHealthQueries(warehouse)
     clock = lambda: NOW_MS / 1000  # noqa: E731
-    streaming = StreamingService(runner, queries, "quotes-load", clock=clock)
+    streaming = StreamingService(runner, health, "quotes-load", clock=clock)
     views = views or InMemoryPipelineViews(warehouse)
-    return CockpitService(runner, streaming, queries, views, PAIRS, clock=clock)
+    return CockpitService(runner, streaming, bars, views, PAIRS, clock=clock)
 
 
 def test_jobs_show_state_since_and_id_and_an_absent_one_says_so() -> None:
@@ -153,10 +159,11 @@ def test_figures_are_read_again_only_after_ten_seconds_however_many_ask() -> Non
     now = [NOW_MS / 1000]
     warehouse = InMemoryWarehouse()
     runner = InMemoryJobRunner()
-    queries = InMemoryQuoteQueries(warehouse)
-    streaming = StreamingService(runner, queries, "quotes-load", clock=lambda: now[0])
+    bars = InMemoryQualityQueries(warehouse)
+    health = InMemoryHealthQueries(warehouse)
+    streaming = StreamingService(runner, health, "quotes-load", clock=lambda: now[0])
     views = CountingViews(warehouse)
-    service = CockpitService(runner, streaming, queries, views, PAIRS, clock=lambda: now[0])
+    service = CockpitService(runner, streaming, bars, views, PAIRS, clock=lambda: now[0])
     first = service.figures()
     now[0] += 9.9
     assert service.figures() is first
@@ -186,13 +193,14 @@ def slow_cockpit(now: list[float], wait_for_reading_s: float) -> tuple[CockpitSe
     warehouse = InMemoryWarehouse()
     warehouse.insert_rows("quotes", [quote_at(NOW_MS - 5_000, NOW_MS - 4_000)])
     runner = InMemoryJobRunner()
-    queries = InMemoryQuoteQueries(warehouse)
-    streaming = StreamingService(runner, queries, "quotes-load", clock=lambda: now[0])
+    bars = InMemoryQualityQueries(warehouse)
+    health = InMemoryHealthQueries(warehouse)
+    streaming = StreamingService(runner, health, "quotes-load", clock=lambda: now[0])
     views = SlowViews(warehouse)
     service = CockpitService(
         runner,
         streaming,
-        queries,
+        bars,
         views,
         PAIRS,
         clock=lambda: now[0],

@@ -9,13 +9,10 @@ from decimal import Decimal
 import pytest
 
 from quotestream.domain.quote import format_ts, to_ms
-from quotestream.services.quality import (
-    CheckResult,
-    DataQualityFailed,
-    DataQualityService,
-    Thresholds,
-)
-from tests.support.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
+from quotestream.domain.thresholds import QualityThresholds
+from quotestream.services.quality import DataQualityFailed, DataQualityService
+from quotestream.services.quality_checks import CheckResult
+from tests.support.fakes import InMemoryQualityQueries, InMemoryQuoteSource, InMemoryWarehouse
 from tests.support.market_data import (
     BROKEN,
     MARKET,
@@ -43,7 +40,7 @@ def run_checks(data: MarketData) -> list[CheckResult]:
         )
     ]
     service = DataQualityService(
-        InMemoryQuoteQueries(warehouse), warehouse, InMemoryQuoteSource(served), data.pairs
+        InMemoryQualityQueries(warehouse), warehouse, InMemoryQuoteSource(served), data.pairs
     )
     try:
         return service.run(data.start, data.end, "run", check_freshness=False)
@@ -55,7 +52,7 @@ def test_an_hour_of_the_simulated_market_passes_every_market_check_with_margin()
     data = MarketData.simulated(60, (*TRIANGLE, "BTC-USD")).with_bars()
     results = {(r.check_name, r.pair): r for r in run_checks(data)}
     assert [str(r) for r in results.values() if not r.passed] == []
-    limits = Thresholds()
+    limits = QualityThresholds()
     assert results["cross_rate", "EUR-BRL"].observed < limits.max_cross_rate_ratio / 3
     for pair in data.pairs:
         assert results["price_jump", pair].observed < limits.max_jump_deviations * 0.8

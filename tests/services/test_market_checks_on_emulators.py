@@ -9,7 +9,9 @@ import pytest
 
 from quotestream import bootstrap
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES
-from quotestream.services.quality import CheckResult, DataQualityFailed, Thresholds
+from quotestream.domain.thresholds import QualityThresholds
+from quotestream.services.quality import DataQualityFailed
+from quotestream.services.quality_checks import CheckResult
 from tests.support.market_data import BROKEN, TRIANGLE, Broken, MarketData
 
 pytestmark = pytest.mark.integration
@@ -40,7 +42,7 @@ def test_the_simulated_market_passes_every_market_check(provisioned: Any) -> Non
     assert set(market) == {("cross_rate", "EUR-BRL")} | {
         (check, pair) for check in MARKET_CHECKS - {"cross_rate"} for pair in TRIANGLE
     }
-    limits = Thresholds()
+    limits = QualityThresholds()
     assert market["cross_rate", "EUR-BRL"].observed < limits.max_cross_rate_ratio / 3
     assert "0 of 10 minutes off EUR-USD x USD-BRL" in market["cross_rate", "EUR-BRL"].details
     for pair in TRIANGLE:

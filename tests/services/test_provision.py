@@ -1,5 +1,5 @@
 """Provisioning's order and results over fakes: on Google Cloud the alert policies, then the
-dashboard, after every other resource; the emulators get none."""
+dashboard, after every other resource; the emulators get none. Dead-lettering only locally."""
 
 from __future__ import annotations
 
@@ -18,10 +18,14 @@ CHANNEL = "projects/p/notificationChannels/7"
 
 
 class PresentMessaging:
+    def __init__(self) -> None:
+        self.subscriptions: list[SubscriptionSpec] = []
+
     def ensure_topic(self, name: str) -> ResourceResult:
         return ResourceResult("pubsub topic", name, Outcome.EXISTS)
 
     def ensure_subscription(self, spec: SubscriptionSpec) -> ResourceResult:
+        self.subscriptions.append(spec)
         return ResourceResult("pubsub subscription", spec.name, Outcome.EXISTS)
 
 
@@ -33,9 +37,13 @@ class PresentWarehouse:
         return ResourceResult("bigquery table", table.name, Outcome.EXISTS)
 
 
-def service(settings: Settings, alerting: InMemoryAlertingAdmin | None) -> ProvisionService:
+def service(
+    settings: Settings,
+    alerting: InMemoryAlertingAdmin | None,
+    messaging: PresentMessaging | None = None,
+) -> ProvisionService:
     return ProvisionService(
-        PresentMessaging(),  # type: ignore[arg-type]
+        messaging or PresentMessaging(),  # type: ignore[arg-type]
         PresentWarehouse(),  # type: ignore[arg-type]
         settings,
         alerting=alerting,
@@ -97,3 +105,21 @@ def test_the_policies_follow_the_settings_names() -> None:
     filters = " ".join(policy.metric_filter for policy in monitoring_policies(settings))
     assert 'subscription_id = "other-sub"' in filters
     assert 'service_name = "other-api"' in filters
+
+
+def test_dataflows_subscription_has_no_dead_letter_policy_on_google_cloud_only() -> None:
+    on_gcp, local = PresentMessaging(), PresentMessaging()
+    gcp_results = service(gcp(), InMemoryAlertingAdmin(), on_gcp).run()
+    local_results = service(Settings(), None, local).run()
+
+    (load,) = on_gcp.subscriptions
+    assert (load.name, load.dead_letter_topic) == ("quotes-load", None)
+    assert [r.name for r in gcp_results if r.kind == "pubsub topic"] == ["quotes"]
+    assert [(s.name, s.dead_letter_topic) for s in local.subscriptions] == [
+        ("quotes-load", "quotes-dead-letter"),
+        ("quotes-dead-letter-hold", None),
+    ]
+    assert [r.name for r in local_results if r.kind == "pubsub topic"] == [
+        "quotes",
+        "quotes-dead-letter",
+    ]

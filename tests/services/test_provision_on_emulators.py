@@ -83,6 +83,29 @@ def test_subscription_has_the_dead_letter_policy_and_the_ordering_asked_for(
     assert live.ack_deadline_seconds == 60
 
 
+def test_on_google_cloud_the_dead_letter_policy_is_removed_from_the_load_subscription(
+    settings: Settings,
+) -> None:
+    """Dataflow reads quotes-load, and dead-letter topics are not supported on a subscription
+    Dataflow reads: a project provisioned with one loses it (the emulator plays Pub/Sub)."""
+    from quotestream.adapters.gcp.pubsub import PubSubAdmin
+    from quotestream.services.provision import load_subscription
+
+    bootstrap.build_provision_service(settings).run()
+    admin = PubSubAdmin(settings.project)
+    on_gcp = settings.model_copy(update={"target": "gcp"})
+
+    result = admin.ensure_subscription(load_subscription(on_gcp))
+
+    assert (result.outcome, result.detail) == (Outcome.UPDATED, "dead_letter_policy")
+    subscriber = SubscriberClient()
+    live = subscriber.get_subscription(
+        subscription=subscriber.subscription_path(settings.project, "quotes-load")
+    )
+    assert not live.dead_letter_policy.dead_letter_topic
+    assert admin.ensure_subscription(load_subscription(on_gcp)).outcome is Outcome.EXISTS
+
+
 def test_a_changed_ordering_is_refused_with_the_field_named(settings: Settings) -> None:
     bootstrap.build_provision_service(settings).run()
     ordered = settings.model_copy(update={"message_ordering": True})

@@ -11,9 +11,10 @@ import pytest
 
 from quotestream.domain.quote import to_ms
 from quotestream.domain.schemas import DQ_RESULTS
-from quotestream.services.quality import CheckResult, DataQualityFailed, DataQualityService
+from quotestream.services.quality import DataQualityFailed, DataQualityService
+from quotestream.services.quality_checks import CheckResult
 from tests.support.builders import quote_dict
-from tests.support.fakes import InMemoryQuoteQueries, InMemoryQuoteSource, InMemoryWarehouse
+from tests.support.fakes import InMemoryQualityQueries, InMemoryQuoteSource, InMemoryWarehouse
 from tests.support.rows import dead_letter_at, quote_at, unwritten
 
 pytestmark = pytest.mark.unit
@@ -51,7 +52,7 @@ class Minute:
         return self
 
     def check(self, run_id: str) -> list[CheckResult]:
-        queries = InMemoryQuoteQueries(self.warehouse)
+        queries = InMemoryQualityQueries(self.warehouse)
         service = DataQualityService(queries, self.warehouse, self.source, PAIRS)
         return service.run(self.start, self.end, run_id)
 

@@ -17,11 +17,16 @@ from quotestream.domain.validation import parse_quote
 from quotestream.services.replay import DeadLetterReplayService, ReplayCounts
 from tests.support.builders import quote_bytes
 from tests.support.dead_letters import FIXED_PAIRS, DeadLetters
-from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.fakes import InMemoryReplayQueries, InMemoryStoredRowLookups, InMemoryWarehouse
 
 pytestmark = pytest.mark.unit
 
 REASONS = ("unknown_pair", "malformed_json")
+
+
+def replay_service(warehouse: InMemoryWarehouse) -> DeadLetterReplayService:
+    queries, lookups = InMemoryReplayQueries(warehouse), InMemoryStoredRowLookups(warehouse)
+    return DeadLetterReplayService(queries, lookups, warehouse, FIXED_PAIRS)
 
 
 def filled() -> tuple[DeadLetters, InMemoryWarehouse, DeadLetterReplayService]:
@@ -29,8 +34,7 @@ def filled() -> tuple[DeadLetters, InMemoryWarehouse, DeadLetterReplayService]:
     warehouse = InMemoryWarehouse()
     warehouse.insert_rows(QUOTES_DEAD_LETTER.name, letters.rows, letters.ids)
     warehouse.insert_rows(QUOTES.name, [letters.loaded_quote], [letters.loaded_quote["event_id"]])
-    queries = InMemoryQuoteQueries(warehouse)
-    return letters, warehouse, DeadLetterReplayService(queries, warehouse, FIXED_PAIRS)
+    return letters, warehouse, replay_service(warehouse)
 
 
 def test_a_dry_run_counts_and_writes_nothing() -> None:
@@ -72,7 +76,7 @@ def test_every_reason_is_replayed_when_none_is_named_and_a_new_reason_is_recorde
     counts = service.run(letters.start, letters.end, [], "all", dry_run=False)
     # The malformed one fails as before: unchanged; the undecodable bytes fail anew.
     assert counts == ReplayCounts(4, 1, 1, 1, 1, dry_run=False)
-    verdicts = InMemoryQuoteQueries(warehouse).replay_verdicts(letters.ids)
+    verdicts = InMemoryReplayQueries(warehouse).replay_verdicts(letters.ids)
     assert verdicts[letters.ids[3]].reason == "bad_encoding"
 
 
@@ -94,7 +98,7 @@ def test_a_row_bigquery_refused_is_replayed_as_the_quote_it_was() -> None:
     )
     warehouse = InMemoryWarehouse()
     warehouse.insert_rows(QUOTES_DEAD_LETTER.name, [refused], [dead_letter_row_id(refused)])
-    service = DeadLetterReplayService(InMemoryQuoteQueries(warehouse), warehouse, FIXED_PAIRS)
+    service = replay_service(warehouse)
     counts = service.run(letters.start, letters.end, (), "r1", dry_run=False)
     assert (counts.inserted, counts.still_failing) == (1, 0)
     assert [row["event_id"] for row in warehouse.rows(QUOTES.name)] == [quote.event_id]
@@ -117,7 +121,7 @@ def test_quotes_the_live_load_found_too_old_are_replayed_into_quotes() -> None:
     )
     warehouse = InMemoryWarehouse()
     warehouse.insert_rows(QUOTES_DEAD_LETTER.name, [too_old], [dead_letter_row_id(too_old)])
-    service = DeadLetterReplayService(InMemoryQuoteQueries(warehouse), warehouse, FIXED_PAIRS)
+    service = replay_service(warehouse)
 
     counts = service.run(letters.start, letters.end, ["too_old"], "old", dry_run=False)
 

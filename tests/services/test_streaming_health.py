@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from quotestream.services.streaming import HealthLimits, StreamingService
-from tests.support.fakes import InMemoryJobRunner, InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.fakes import InMemoryHealthQueries, InMemoryJobRunner, InMemoryWarehouse
 from tests.support.rows import dead_letter_at, quote_at
 
 pytestmark = pytest.mark.unit
@@ -21,7 +21,7 @@ def health(warehouse: InMemoryWarehouse) -> tuple[list[str], dict[str, object]]:
     runner = InMemoryJobRunner()
     service = StreamingService(
         runner,
-        InMemoryQuoteQueries(warehouse),
+        InMemoryHealthQueries(warehouse),
         "quotes-load",
         limits=LIMITS,
         clock=lambda: NOW_MS / 1000,

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from quotestream.domain.alerting import AlertThresholds
+from quotestream.domain.thresholds import AlertThresholds
 from quotestream.ports.jobs import JobState, StopMode
 from quotestream.ports.queries import RecentFlow
 from quotestream.services.streaming import HealthLimits, RestartService, StreamingService

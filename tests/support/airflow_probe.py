@@ -62,8 +62,7 @@ def mount() -> dict[str, Any]:
 
     client = TestClient(create_app())
     return {
-        path: client.get(path).status_code
-        for path in ("/quotestream/", "/quotestream/api/figures")
+        path: client.get(path).status_code for path in ("/quotestream/", "/quotestream/api/figures")
     }
 
 

@@ -168,13 +168,12 @@ def _within(timestamp: str | None, start_ms: int, end_ms: int | None = None) -> 
 
 
 @dataclass
-class InMemoryQuoteQueries:
-    """QuoteQueries answered in plain Python from the rows `warehouse` holds, as the SQL of
-    BigQueryQuoteQueries answers them (a NULL matches no comparison). `lookups` keeps the
-    ids each lookup of stored rows asked for."""
+class _InMemoryQueries:
+    """A query port answered in plain Python from the rows `warehouse` holds, as the SQL of
+    its BigQuery twin (adapters/gcp/bigquery_queries.py) answers it: a NULL matches no
+    comparison."""
 
     warehouse: InMemoryWarehouse
-    lookups: list[list[str]] = field(default_factory=list)
 
     def _quotes(self) -> list[dict[str, Any]]:
         return self.warehouse.rows(QUOTES.name)
@@ -185,6 +184,38 @@ class InMemoryQuoteQueries:
     def _quotes_of(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """The quote rows of the interval's event time."""
         return [row for row in self._quotes() if _within(row["event_ts"], to_ms(start), to_ms(end))]
+
+    def _received(self, start_ms: int, end_ms: int | None = None) -> int:
+        """The dead letters received in [start_ms, end_ms)."""
+        return sum(
+            1 for row in self._dead_letters() if _within(row["received_ts"], start_ms, end_ms)
+        )
+
+    def _bar_panes(self, since_ms: int) -> list[BarPane]:
+        return [
+            BarPane(
+                Bar(
+                    row["pair"],
+                    ms_of(row["window_start"]),
+                    float(row["open"]),
+                    float(row["high"]),
+                    float(row["low"]),
+                    float(row["close"]),
+                    row["tick_count"],
+                ),
+                row.get("pane_index") or 0,
+            )
+            for row in self.warehouse.rows(QUOTE_BARS_1M.name)
+            if _within(row["window_end"], since_ms)
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class InMemoryQualityQueries(_InMemoryQueries):
+    """QualityQueries (and so BarQueries)."""
 
     def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
         event_ids: defaultdict[str, set[str]] = defaultdict(set)
@@ -216,11 +247,8 @@ class InMemoryQuoteQueries:
     def dead_letters_received(self, start: datetime, end: datetime) -> int:
         return self._received(to_ms(start), to_ms(end))
 
-    def _received(self, start_ms: int, end_ms: int | None = None) -> int:
-        """The dead letters received in [start_ms, end_ms)."""
-        return sum(
-            1 for row in self._dead_letters() if _within(row["received_ts"], start_ms, end_ms)
-        )
+    def newest_event_ms(self) -> int | None:
+        return max((ms_of(row["event_ts"]) for row in self._quotes()), default=None)
 
     def _distinct_ticks(self, start: datetime, end: datetime) -> dict[str, list[dict[str, Any]]]:
         """pair -> its rows of the interval, each event id once (the first written, as the
@@ -252,7 +280,7 @@ class InMemoryQuoteQueries:
 
     def final_bars(self, start: datetime, end: datetime) -> list[Bar]:
         final: dict[tuple[str, int], BarPane] = {}
-        for pane in self.bar_panes_since(to_ms(start)):
+        for pane in self._bar_panes(to_ms(start)):
             key = (pane.bar.pair, pane.bar.window_start_ms)
             rank = (pane.pane_index, pane.bar.tick_count)
             if pane.bar.window_start_ms < to_ms(end) and (
@@ -310,6 +338,39 @@ class InMemoryQuoteQueries:
             )
         return answers
 
+
+@dataclass
+class InMemoryAccountingQueries(_InMemoryQueries):
+    def progress_since(self, since_ms: int) -> Progress:
+        loaded = self.loaded_quotes_since(since_ms)
+        newest = max((quote.event_ms for quote in loaded), default=None)
+        return Progress(len(loaded), self._received(since_ms), newest)
+
+    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
+        return [
+            LoadedQuote(
+                row["event_id"],
+                row["pair"],
+                ms_of(row["event_ts"]),
+                ms_of(row["ingest_ts"]),
+            )
+            for row in self._quotes()
+            if _within(row.get("ingest_ts"), since_ms)
+        ]
+
+    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
+        return self._bar_panes(since_ms)
+
+    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
+        return {
+            row["message_id"]: row["reason"]
+            for row in self._dead_letters()
+            if row.get("message_id") is not None and _within(row["received_ts"], since_ms)
+        }
+
+
+@dataclass
+class InMemoryReplayQueries(_InMemoryQueries):
     def dead_letters_between(
         self, start: datetime, end: datetime, reasons: Collection[str]
     ) -> list[KeptDeadLetter]:
@@ -338,51 +399,9 @@ class InMemoryQuoteQueries:
                 newest.setdefault(row["dead_letter_id"], row)
         return {key: ReplayVerdict(row["outcome"], row["reason"]) for key, row in newest.items()}
 
-    def newest_event_ms(self) -> int | None:
-        return max((ms_of(row["event_ts"]) for row in self._quotes()), default=None)
 
-    def progress_since(self, since_ms: int) -> Progress:
-        loaded = self.loaded_quotes_since(since_ms)
-        newest = max((quote.event_ms for quote in loaded), default=None)
-        return Progress(len(loaded), self._received(since_ms), newest)
-
-    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
-        return [
-            LoadedQuote(
-                row["event_id"],
-                row["pair"],
-                ms_of(row["event_ts"]),
-                ms_of(row["ingest_ts"]),
-            )
-            for row in self._quotes()
-            if _within(row.get("ingest_ts"), since_ms)
-        ]
-
-    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
-        return [
-            BarPane(
-                Bar(
-                    row["pair"],
-                    ms_of(row["window_start"]),
-                    float(row["open"]),
-                    float(row["high"]),
-                    float(row["low"]),
-                    float(row["close"]),
-                    row["tick_count"],
-                ),
-                row.get("pane_index") or 0,
-            )
-            for row in self.warehouse.rows(QUOTE_BARS_1M.name)
-            if _within(row["window_end"], since_ms)
-        ]
-
-    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
-        return {
-            row["message_id"]: row["reason"]
-            for row in self._dead_letters()
-            if row.get("message_id") is not None and _within(row["received_ts"], since_ms)
-        }
-
+@dataclass
+class InMemoryHealthQueries(_InMemoryQueries):
     def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
         recent = [row for row in self._quotes() if _within(row["event_ts"], events_since_ms)]
         return RecentFlow(
@@ -391,16 +410,12 @@ class InMemoryQuoteQueries:
             self._received(since_ms),
         )
 
-    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
-        present = {row["event_id"] for row in self._quotes_of(start, end)}
-        interval = (to_ms(start), to_ms(end))
-        missing = [
-            row
-            for row in self.warehouse.rows(scratch_table)
-            if _within(row["event_ts"], *interval) and row["event_id"] not in present
-        ]
-        self.warehouse.insert_rows(QUOTES.name, missing)
-        return len(missing)
+
+@dataclass
+class InMemoryStoredRowLookups(_InMemoryQueries):
+    """`lookups` keeps the ids each lookup asked for."""
+
+    lookups: list[list[str]] = field(default_factory=list)
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         self.lookups.append(list(event_times))
@@ -430,8 +445,19 @@ class InMemoryQuoteQueries:
         stored = {dead_letter_row_id(row) for row in self._dead_letters() if row.get("message_id")}
         return stored & set(row_ids)
 
-    def close(self) -> None:
-        pass
+
+@dataclass
+class InMemoryBackfillWrites(_InMemoryQueries):
+    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
+        present = {row["event_id"] for row in self._quotes_of(start, end)}
+        interval = (to_ms(start), to_ms(end))
+        missing = [
+            row
+            for row in self.warehouse.rows(scratch_table)
+            if _within(row["event_ts"], *interval) and row["event_id"] not in present
+        ]
+        self.warehouse.insert_rows(QUOTES.name, missing)
+        return len(missing)
 
 
 @dataclass
@@ -451,7 +477,7 @@ class InMemoryQuoteSource:
 
 # Beam pickles DoFns; they find their fakes again by name through these registries.
 _WAREHOUSES: dict[str, InMemoryWarehouse] = {}
-_QUERIES: dict[str, InMemoryQuoteQueries] = {}
+_LOOKUPS: dict[str, InMemoryStoredRowLookups] = {}
 _PUBLISHERS: dict[str, InMemoryPublisher] = {}
 
 
@@ -459,9 +485,9 @@ def shared_warehouse(name: str) -> InMemoryWarehouse:
     return _WAREHOUSES.setdefault(name, InMemoryWarehouse())
 
 
-def shared_queries(name: str) -> InMemoryQuoteQueries:
-    """The queries over `shared_warehouse(name)`."""
-    return _QUERIES.setdefault(name, InMemoryQuoteQueries(shared_warehouse(name)))
+def shared_lookups(name: str) -> InMemoryStoredRowLookups:
+    """The lookups over `shared_warehouse(name)`."""
+    return _LOOKUPS.setdefault(name, InMemoryStoredRowLookups(shared_warehouse(name)))
 
 
 def shared_publisher(name: str) -> InMemoryPublisher:

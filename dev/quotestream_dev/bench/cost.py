@@ -20,7 +20,8 @@ from typing import Any, cast
 
 from quotestream.beam.messages import RawMessage
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
-from quotestream.ports import QuoteQueries, Warehouse
+from quotestream.ports import Warehouse
+from quotestream.ports.queries import StoredRowLookups
 from quotestream_dev.bench.drain import Backlog, backlog_of
 
 # Runs of each corpus, of which the least CPU counts: others running on the machine only add.
@@ -73,8 +74,8 @@ def _warehouse(run: str) -> Warehouse:
     return cast(Warehouse, _WAREHOUSES.setdefault(run, CountingWarehouse()))
 
 
-def _nothing_stored() -> QuoteQueries:
-    return cast(QuoteQueries, NothingStored())
+def _nothing_stored() -> StoredRowLookups:
+    return cast(StoredRowLookups, NothingStored())
 
 
 def run(count: int) -> int:

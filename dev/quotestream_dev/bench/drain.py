@@ -146,7 +146,7 @@ def _drain(
     bootstrap.build_provision_service(settings).run()
     poison_ids = _publish(settings, backlog.messages)
     print(f"\n{name}: {len(backlog.messages):,} messages waiting on {settings.load_subscription}")
-    queries = bootstrap.build_quote_queries(settings)
+    queries = bootstrap.build_accounting_queries(settings)
     consumer = start(work / f"{name.replace(' ', '-')}.log", env)
     try:
         span = _watch(consumer, queries, len(backlog.messages))

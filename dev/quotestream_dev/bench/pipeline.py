@@ -18,7 +18,7 @@ from quotestream.adapters.local.processes import (
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import now_ms
 from quotestream.domain.validation import parse_quote
-from quotestream.ports import QuoteQueries
+from quotestream.ports.queries import AccountingQueries
 from quotestream_dev.bench.emulators import start_emulators
 from quotestream_dev.stats import percentile
 from quotestream_dev.synthetic import fresh_quote, market_quotes
@@ -89,7 +89,7 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
         bootstrap.build_provision_service(settings).run()
         job = start_pipeline_process(repo_root, "load", work / "load.log", env)
         services.append(job)
-        queries = bootstrap.build_quote_queries(settings)
+        queries = bootstrap.build_accounting_queries(settings)
         publisher = PublisherClient()
         topic = publisher.topic_path(settings.project, settings.quotes_topic)
 
@@ -138,7 +138,7 @@ def end_to_end(rate: float, seconds: float, repo_root: Path) -> None:
             service.stop()
 
 
-def _poll(queries: QuoteQueries, seen_ms: dict[str, int], ingest_latency: list[float]) -> None:
+def _poll(queries: AccountingQueries, seen_ms: dict[str, int], ingest_latency: list[float]) -> None:
     # Only rows written lately: a full scan every poll would load the emulator more and more.
     since = now_ms() - 30_000
     loaded = queries.loaded_quotes_since(since)

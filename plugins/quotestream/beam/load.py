@@ -13,7 +13,7 @@ from apache_beam.pvalue import PBegin, PCollection
 from quotestream.beam.bars import OneMinuteBars, bar_row_id
 from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
-from quotestream.beam.sinks import REJECTED, WRITTEN, QueriesFactory, WarehouseFactory, WriteRows
+from quotestream.beam.sinks import REJECTED, WRITTEN, LookupsFactory, WarehouseFactory, WriteRows
 from quotestream.domain.quote import Quote, now_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
@@ -40,14 +40,14 @@ class LoadQuotes(beam.PTransform[Any, Any]):
     def __init__(
         self,
         warehouse_factory: WarehouseFactory,
-        queries_factory: QueriesFactory,
+        lookups_factory: LookupsFactory,
         allowed_lateness_s: int = 300,
         pairs: Sequence[str] | None = None,
         max_quote_age_ms: int | None = None,
     ) -> None:
         super().__init__()
         self._factory = warehouse_factory
-        self._queries_factory = queries_factory
+        self._lookups_factory = lookups_factory
         self._allowed_lateness_s = allowed_lateness_s
         self._pairs = pairs
         self._max_quote_age_ms = max_quote_age_ms
@@ -56,7 +56,7 @@ class LoadQuotes(beam.PTransform[Any, Any]):
         parsed = messages | "ParseQuotes" >> ParseQuotes(self._pairs, self._max_quote_age_ms)
         quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(_quote_row)
         quotes = quote_rows | "WriteQuotes" >> WriteRows(
-            QUOTES_TABLE.name, self._factory, _event_id, queries_factory=self._queries_factory
+            QUOTES_TABLE.name, self._factory, _event_id, lookups_factory=self._lookups_factory
         )
         bar_rows = parsed[QUOTES] | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
         bars = bar_rows | "WriteBars" >> WriteRows(QUOTE_BARS_1M.name, self._factory, bar_row_id)

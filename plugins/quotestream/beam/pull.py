@@ -31,7 +31,7 @@ from google.pubsub_v1.types import PullResponse
 
 from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import NAMESPACE
-from quotestream.beam.sinks import TRANSIENT, QueriesFactory
+from quotestream.beam.sinks import TRANSIENT, LookupsFactory
 from quotestream.beam.ticks import Ticks
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.domain.quote import Quote
@@ -155,14 +155,14 @@ class PullMessagesFn(beam.DoFn):
         self,
         subscription: str,
         subscriber_factory: SubscriberFactory,
-        queries_factory: QueriesFactory,
+        lookups_factory: LookupsFactory,
         job: str,
         max_messages: int,
         pairs: Sequence[str] | None = None,
     ) -> None:
         self._subscription = subscription
         self._factory = subscriber_factory
-        self._queries_factory = queries_factory
+        self._lookups_factory = lookups_factory
         self._job = job
         self._max_messages = max_messages
         self._pairs = tuple(pairs) if pairs else tuple(PAIR_CATALOG)
@@ -172,7 +172,7 @@ class PullMessagesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._subscriber = self._factory()
-        self._queries = self._queries_factory()
+        self._lookups = self._lookups_factory()
         self._pending = pending_acks(self._job)
         self._catalog = {pair: PAIR_CATALOG[pair] for pair in self._pairs}
         self._failed_pulls = 0
@@ -265,8 +265,8 @@ class PullMessagesFn(beam.DoFn):
             row_id for ack_id in again for row_id in outcomes[ack_id].dead_letter_ids
         }
         try:
-            quotes = self._queries.stored_quote_ids(quote_times)
-            dead = self._queries.stored_dead_letter_ids(dead_letter_ids)
+            quotes = self._lookups.stored_quote_ids(quote_times)
+            dead = self._lookups.stored_dead_letter_ids(dead_letter_ids)
         except TRANSIENT as error:
             log.warning(
                 "could not look up %d redelivered messages, loading them: %s", len(again), error
@@ -275,7 +275,7 @@ class PullMessagesFn(beam.DoFn):
         return {ack_id for ack_id in again if outcomes[ack_id].stored_in(quotes, dead)}
 
     def teardown(self) -> None:
-        for client in (getattr(self, "_subscriber", None), getattr(self, "_queries", None)):
+        for client in (getattr(self, "_subscriber", None), getattr(self, "_lookups", None)):
             if client is not None:
                 client.close()
 
@@ -314,7 +314,7 @@ class PullFromPubSub(beam.PTransform[Any, Any]):
         self,
         subscription: str,
         subscriber_factory: SubscriberFactory,
-        queries_factory: QueriesFactory,
+        lookups_factory: LookupsFactory,
         job: str,
         pairs: Sequence[str] | None = None,
         interval_s: float = 0.2,
@@ -323,7 +323,7 @@ class PullFromPubSub(beam.PTransform[Any, Any]):
         super().__init__()
         self._interval_s = interval_s
         self._pull = PullMessagesFn(
-            subscription, subscriber_factory, queries_factory, job, max_messages, pairs
+            subscription, subscriber_factory, lookups_factory, job, max_messages, pairs
         )
 
     def expand(self, begin: PBegin) -> PCollection[Any]:
@@ -383,7 +383,7 @@ class LocalPubSubEdge:
 
     subscription: str
     subscriber_factory: SubscriberFactory
-    queries_factory: QueriesFactory
+    lookups_factory: LookupsFactory
     # The pairs the load's gate accepts: the source judges each message as the gate will.
     pairs: Sequence[str] | None = None
     # Names this job's pending messages, which its source and acknowledger share.
@@ -393,7 +393,7 @@ class LocalPubSubEdge:
         return pipeline | "PullPubSub" >> PullFromPubSub(
             self.subscription,
             self.subscriber_factory,
-            self.queries_factory,
+            self.lookups_factory,
             self.job,
             self.pairs,
         )

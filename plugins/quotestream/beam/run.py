@@ -101,7 +101,7 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         messages = edge.read(pipeline)
     loaded = messages | "LoadQuotes" >> LoadQuotes(
         partial(bootstrap.build_warehouse, settings),
-        partial(bootstrap.build_quote_queries, settings),
+        partial(bootstrap.build_stored_row_lookups, settings),
         custom.allowed_lateness_s,
         settings.pairs,
         # History has no freshness horizon: the backfill exists to load it.

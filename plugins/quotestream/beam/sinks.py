@@ -20,12 +20,13 @@ from google.api_core.exceptions import GoogleAPICallError, RetryError
 from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row, refused_row_id
-from quotestream.ports import QuoteQueries, Warehouse
+from quotestream.ports import Warehouse
+from quotestream.ports.queries import StoredRowLookups
 
 WRITTEN = "written"
 REJECTED = "rejected"
 WarehouseFactory = Callable[[], Warehouse]
-QueriesFactory = Callable[[], QuoteQueries]
+LookupsFactory = Callable[[], StoredRowLookups]
 # BigQuery forgets an insert id about a minute after the first insert, which came no earlier
 # than the row's time: a copy of a younger row is left to that (best-effort) dedup, while an
 # older one (a redelivery, a client's retry, a relay publish that timed out but went through,
@@ -43,19 +44,19 @@ class InsertRowsFn(beam.DoFn):
         table: str,
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
-        queries_factory: QueriesFactory | None = None,
+        lookups_factory: LookupsFactory | None = None,
     ) -> None:
         self._table = table
         self._factory = warehouse_factory
         self._row_id = row_id
-        self._queries_factory = queries_factory
+        self._lookups_factory = lookups_factory
         self.written = Metrics.counter(NAMESPACE, f"written_{table}")
         self.rejected = Metrics.counter(NAMESPACE, f"rejected_{table}")
         self.already_stored = Metrics.counter(NAMESPACE, f"already_stored_{table}")
 
     def setup(self) -> None:
         self._warehouse = self._factory()
-        self._queries = self._queries_factory() if self._queries_factory else None
+        self._lookups = self._lookups_factory() if self._lookups_factory else None
 
     def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
         # A warehouse that does not answer is waited for here rather than failing the bundle
@@ -106,7 +107,7 @@ class InsertRowsFn(beam.DoFn):
         the lookup is inserted less than a minute before ours, so BigQuery's insert-id dedup
         takes ours. (The backfill's inserts have no insert id: a backfill of an hour the load
         is still catching up on can race it.)"""
-        if self._queries is None:
+        if self._lookups is None:
             return []
         now = now_ms()
         old = {
@@ -116,7 +117,7 @@ class InsertRowsFn(beam.DoFn):
         }
         if not old:
             return []
-        stored_ids = self._queries.stored_quote_ids(old)
+        stored_ids = self._lookups.stored_quote_ids(old)
         stored = [row for row in batch if row["event_id"] in stored_ids]
         log.info(
             "%s: looked up %d of %d rows, older than %d s: %d stored already (published again "
@@ -141,7 +142,7 @@ class InsertRowsFn(beam.DoFn):
         )
 
     def teardown(self) -> None:
-        for client in (getattr(self, "_warehouse", None), getattr(self, "_queries", None)):
+        for client in (getattr(self, "_warehouse", None), getattr(self, "_lookups", None)):
             if client is not None:
                 client.close()
 
@@ -165,7 +166,7 @@ class WriteRows(beam.PTransform[Any, Any]):
     """Rows -> outputs `written` (rows now stored) and `rejected` (dead-letter rows for what
     BigQuery refused).
 
-    With `queries_factory` (for quote rows), a quote published again whose row is already
+    With `lookups_factory` (for quote rows), a quote published again whose row is already
     stored passes as written without a second insert.
     """
 
@@ -174,11 +175,11 @@ class WriteRows(beam.PTransform[Any, Any]):
         table: str,
         warehouse_factory: WarehouseFactory,
         row_id: Callable[[Any], str],
-        queries_factory: QueriesFactory | None = None,
+        lookups_factory: LookupsFactory | None = None,
         max_batch_bytes: int = 6_000_000,
     ) -> None:
         super().__init__()
-        self._insert = InsertRowsFn(table, warehouse_factory, row_id, queries_factory)
+        self._insert = InsertRowsFn(table, warehouse_factory, row_id, lookups_factory)
         self._max_batch_bytes = max_batch_bytes
 
     def expand(self, rows: PCollection[Any]) -> Any:

@@ -1,44 +1,20 @@
 """Cloud Monitoring's alert policies and dashboard as plain data, built from one set of
-thresholds that the local health verdict (quotestream_streaming) judges by as well: one number
-per limit, so Google's alerting and Airflow's verdict cannot disagree about what is unhealthy."""
+thresholds (domain.thresholds.AlertThresholds) that the local health verdict
+(quotestream_streaming) judges by as well: one number per limit, so Google's alerting and
+Airflow's verdict cannot disagree about what is unhealthy."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
+
+from quotestream.domain.thresholds import AlertThresholds
 
 # The user label that marks a policy (and the dashboard) as provisioning's, valued with its key:
 # found again by it, so a renamed or re-thresholded policy is updated, never duplicated.
 MANAGED_LABEL = "quotestream_policy"
 DASHBOARD_KEY = "dashboard"
 DASHBOARD_NAME = "quotestream: pipeline"
-
-
-@dataclass(frozen=True, slots=True)
-class AlertThresholds:
-    max_system_lag_s: float = 300.0
-    # Dataflow's data freshness (watermark age); locally, the age of the newest loaded quote.
-    max_data_freshness_s: float = 300.0
-    max_undelivered_messages: float = 50_000
-    max_oldest_unacked_s: float = 600.0
-    # Dead-lettered over received messages of the load job.
-    max_dead_letter_ratio: float = 0.05
-    max_api_5xx_per_s: float = 0.5
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(field.name for field in fields(cls))
-
-    def overridden(self, overrides: Mapping[str, float]) -> AlertThresholds:
-        """These thresholds with `overrides` (by field name) in place; names and values checked."""
-        unknown = sorted(set(overrides) - set(self.names()))
-        if unknown:
-            known = ", ".join(self.names())
-            raise ValueError(f"unknown alert thresholds {', '.join(unknown)}; known: {known}")
-        negative = sorted(name for name, value in overrides.items() if value <= 0)
-        if negative:
-            raise ValueError(f"alert thresholds must be positive: {', '.join(negative)}")
-        return replace(self, **overrides)
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,50 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="print the gcloud commands only")
     sync.set_defaults(handler=_composer_deploy)
 
+    gcp = commands.add_parser("gcp", help="Google Cloud, as an administrator")
+    gcp_actions = gcp.add_subparsers(dest="action", required=True)
+    setup = gcp_actions.add_parser(
+        "bootstrap",
+        help="set up an empty project once: APIs, accounts, repositories, buckets, the relay "
+        "key, the grants, the Composer environment (idempotent)",
+        description="Other names come from the QUOTESTREAM_* settings (topic, subscription, "
+        "dataset, API service, Dataflow network and size, API invokers).",
+    )
+    setup.add_argument("--project", required=True)
+    setup.add_argument("--region", required=True, help="e.g. us-central1")
+    setup.add_argument(
+        "--composer-image-version",
+        required=True,
+        help="a pinned Composer 3 build, e.g. composer-3-airflow-3.1.8-build.N, matching "
+        "composer/constraints.txt",
+    )
+    setup.add_argument("--environment", default="quotestream", help="the Composer environment")
+    setup.add_argument(
+        "--dry-run", action="store_true", help="only look, and print what would be done and why"
+    )
+    setup.set_defaults(handler=_gcp_bootstrap)
+
+    ship = commands.add_parser(
+        "release",
+        help="build and push the images and flex-template specs under one tag, ship the core "
+        "and the DAGs to Composer, record the release in the environment (idempotent)",
+    )
+    ship.add_argument("--project", required=True)
+    ship.add_argument("--region", required=True)
+    ship.add_argument("--environment", default="quotestream", help="the Composer environment")
+    ship.add_argument(
+        "--tag", help="default: the commit, of a checkout without uncommitted changes"
+    )
+    ship.add_argument(
+        "--cloud-build",
+        action="store_true",
+        help="build the images and specs on Cloud Build (cloudbuild.json), not locally",
+    )
+    ship.add_argument(
+        "--dry-run", action="store_true", help="only look, and print what would be done"
+    )
+    ship.set_defaults(handler=_release)
+
     _add_plugged_in_commands(commands)
     return parser
 
@@ -206,6 +250,26 @@ def _composer_deploy(args: argparse.Namespace) -> int:
 
     target = Target(args.environment, args.location, args.python_repository)
     return deploy(_repo_root(), target, args.dry_run)
+
+
+def _gcp_bootstrap(args: argparse.Namespace) -> int:
+    from quotestream.entrypoints.gcp_bootstrap import Layout, bootstrap
+    from quotestream.settings import Settings
+
+    settings = Settings(target="gcp", project=args.project, region=args.region)
+    layout = Layout(settings, args.environment)
+    return bootstrap(layout, args.composer_image_version, _repo_root(), args.dry_run)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from quotestream.entrypoints.gcp_bootstrap import Layout
+    from quotestream.entrypoints.release import release
+    from quotestream.settings import Settings
+
+    layout = Layout(
+        Settings(target="gcp", project=args.project, region=args.region), args.environment
+    )
+    return release(layout, args.tag, args.cloud_build, _repo_root(), args.dry_run)
 
 
 def _load_env_file(path: Path) -> None:

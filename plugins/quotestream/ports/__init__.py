@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
+from quotestream.domain.ledger import PublishedMessage
 from quotestream.domain.schemas import TableSpec
 from quotestream.ports.jobs import Job, StopMode
-from quotestream.ports.queries import (
-    BarPane,
-    KeptDeadLetter,
-    MidMoves,
-    MinuteSummary,
-    PairTicks,
-    Progress,
-    RecentFlow,
-    ReplayVerdict,
-)
 from quotestream.ports.resources import ResourceResult, SubscriptionSpec
 
 
@@ -60,7 +49,7 @@ class MessagingAdmin(Protocol):
 
 class Warehouse(Protocol):
     """The analytical store: tables from the domain's schemas and the rows written to them.
-    What is asked of those rows goes through QuoteQueries."""
+    What is asked of those rows goes through the query ports of ports/queries.py."""
 
     def ensure_dataset(self) -> ResourceResult: ...
 
@@ -77,96 +66,6 @@ class Warehouse(Protocol):
     def drop_table(self, table: str) -> None: ...
 
     def delete_dataset(self) -> bool: ...
-
-    def close(self) -> None: ...
-
-
-class QuoteQueries(Protocol):
-    """Every question the services ask of the warehouse, each by name and answered with plain
-    data, so a fake can answer them too; beside them the backfill's one set-based insert and
-    the load's lookups of rows already stored. Intervals are [start, end); times in
-    milliseconds are since the epoch."""
-
-    def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
-        """pair -> distinct event ids of the interval's event time; a pair without any is absent."""
-
-    def crossed_quotes(self, start: datetime, end: datetime) -> int:
-        """Quote rows of the interval's event time whose bid is above their ask."""
-
-    def duplicate_quote_rows(self, start: datetime, end: datetime) -> int:
-        """Quote rows of the interval's event time beyond the first of each event id."""
-
-    def quotes_with_nulls(self, start: datetime, end: datetime) -> int:
-        """Quote rows of the interval's event time lacking bid, ask, mid, spread or ingest_ts."""
-
-    def quotes_ingested(self, start: datetime, end: datetime) -> int:
-        """Quote rows written (ingest_ts) in the interval, whatever their event time."""
-
-    def dead_letters_received(self, start: datetime, end: datetime) -> int:
-        """Dead letters written (received_ts) in the interval."""
-
-    def newest_event_ms(self) -> int | None:
-        """The newest event time of all the quotes; None while there is none."""
-
-    def minute_summaries(self, start: datetime, end: datetime) -> list[MinuteSummary]:
-        """Every pair-minute of the interval's event time with quotes, recomputed from them."""
-
-    def final_bars(self, start: datetime, end: datetime) -> list[Bar]:
-        """The final pane (highest pane_index) of each stored bar whose window starts in the
-        interval."""
-
-    def mid_moves(self, start: datetime, end: datetime) -> list[MidMoves]:
-        """Per pair with at least two ticks in the interval's event time, its mid moves."""
-
-    def pair_ticks(
-        self,
-        start: datetime,
-        end: datetime,
-        tick_intervals_ms: Mapping[str, int],
-        max_gap_intervals: float,
-    ) -> dict[str, PairTicks]:
-        """pair -> its ticks of the interval's event time, for every pair with any; a gap is
-        longer than `max_gap_intervals` of the pair's interval in `tick_intervals_ms` (pairs
-        not there have no gaps)."""
-
-    def dead_letters_between(
-        self, start: datetime, end: datetime, reasons: Collection[str]
-    ) -> list[KeptDeadLetter]:
-        """The dead letters received in the interval, of these reasons (all when empty)."""
-
-    def replay_verdicts(self, dead_letter_ids: Collection[str]) -> dict[str, ReplayVerdict]:
-        """dead-letter row id -> the newest replay verdict, for those of these ids replayed."""
-
-    def progress_since(self, since_ms: int) -> Progress:
-        """What was written from `since_ms` on (ingest_ts, received_ts)."""
-
-    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
-        """The quote rows written from `since_ms` on."""
-
-    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
-        """Every stored pane of the bars whose window ended at or after `since_ms`."""
-
-    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
-        """message id -> reason of the dead letters received from `since_ms` on that have a
-        message id."""
-
-    def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
-        """The newest event time from `events_since_ms` on; the quote rows of those event times
-        written, and the dead letters received, from `since_ms` on. `events_since_ms` bounds
-        the partitions read."""
-
-    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
-        """Insert into `quotes` the rows of `scratch_table` of the interval's event time whose
-        event id `quotes` lacks there; returns how many. Only inserts, which rows still in
-        BigQuery's streaming buffer allow where a MERGE or DELETE would fail."""
-
-    def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
-        """Which of these event ids (each with its event time) `quotes` holds; the times bound
-        the partitions read."""
-
-    def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
-        """Which of these dead-letter row ids (domain.rows.dead_letter_row_id, of rows with a
-        message id) `quotes_dead_letter` holds."""
 
     def close(self) -> None: ...
 

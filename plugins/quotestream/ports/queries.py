@@ -1,10 +1,15 @@
-"""What the warehouse's named queries answer with, beside the QuoteQueries port that uses it."""
+"""What the services ask of the warehouse's rows, one port per consumer, and what the
+questions answer with. Each question has a name and plain data for an answer, so a fake can
+answer it too. Intervals are [start, end); times in milliseconds are since the epoch."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
-from quotestream.domain.ledger import Bar
+from quotestream.domain.ledger import Bar, LoadedQuote
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +97,125 @@ class ReplayVerdict:
 
     outcome: str
     reason: str | None
+
+
+class BarQueries(Protocol):
+    """The stored bars as the quality check compares them: the Quotes pipeline page shows them."""
+
+    def final_bars(self, start: datetime, end: datetime) -> list[Bar]:
+        """The final pane (highest pane_index) of each stored bar whose window starts in the
+        interval."""
+
+    def close(self) -> None: ...
+
+
+class QualityQueries(BarQueries, Protocol):
+    """What the data-quality checks ask of an interval."""
+
+    def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
+        """pair -> distinct event ids of the interval's event time; a pair without any is absent."""
+
+    def crossed_quotes(self, start: datetime, end: datetime) -> int:
+        """Quote rows of the interval's event time whose bid is above their ask."""
+
+    def duplicate_quote_rows(self, start: datetime, end: datetime) -> int:
+        """Quote rows of the interval's event time beyond the first of each event id."""
+
+    def quotes_with_nulls(self, start: datetime, end: datetime) -> int:
+        """Quote rows of the interval's event time lacking bid, ask, mid, spread or ingest_ts."""
+
+    def quotes_ingested(self, start: datetime, end: datetime) -> int:
+        """Quote rows written (ingest_ts) in the interval, whatever their event time."""
+
+    def dead_letters_received(self, start: datetime, end: datetime) -> int:
+        """Dead letters written (received_ts) in the interval."""
+
+    def newest_event_ms(self) -> int | None:
+        """The newest event time of all the quotes; None while there is none."""
+
+    def minute_summaries(self, start: datetime, end: datetime) -> list[MinuteSummary]:
+        """Every pair-minute of the interval's event time with quotes, recomputed from them."""
+
+    def mid_moves(self, start: datetime, end: datetime) -> list[MidMoves]:
+        """Per pair with at least two ticks in the interval's event time, its mid moves."""
+
+    def pair_ticks(
+        self,
+        start: datetime,
+        end: datetime,
+        tick_intervals_ms: Mapping[str, int],
+        max_gap_intervals: float,
+    ) -> dict[str, PairTicks]:
+        """pair -> its ticks of the interval's event time, for every pair with any; a gap is
+        longer than `max_gap_intervals` of the pair's interval in `tick_intervals_ms` (pairs
+        not there have no gaps)."""
+
+
+class AccountingQueries(Protocol):
+    """What a run wrote from its start on, for the accounting of every published message."""
+
+    def progress_since(self, since_ms: int) -> Progress:
+        """What was written from `since_ms` on (ingest_ts, received_ts)."""
+
+    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
+        """The quote rows written from `since_ms` on."""
+
+    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
+        """Every stored pane of the bars whose window ended at or after `since_ms`."""
+
+    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
+        """message id -> reason of the dead letters received from `since_ms` on that have a
+        message id."""
+
+    def close(self) -> None: ...
+
+
+class ReplayQueries(Protocol):
+    """The dead letters a replay re-drives, and what earlier replays made of them."""
+
+    def dead_letters_between(
+        self, start: datetime, end: datetime, reasons: Collection[str]
+    ) -> list[KeptDeadLetter]:
+        """The dead letters received in the interval, of these reasons (all when empty)."""
+
+    def replay_verdicts(self, dead_letter_ids: Collection[str]) -> dict[str, ReplayVerdict]:
+        """dead-letter row id -> the newest replay verdict, for those of these ids replayed."""
+
+    def close(self) -> None: ...
+
+
+class HealthQueries(Protocol):
+    """What the streaming health verdict reads of the load's recent writes."""
+
+    def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
+        """The newest event time from `events_since_ms` on; the quote rows of those event times
+        written, and the dead letters received, from `since_ms` on. `events_since_ms` bounds
+        the partitions read."""
+
+    def close(self) -> None: ...
+
+
+class StoredRowLookups(Protocol):
+    """Which rows are stored already: the load's writer and pull edge ask before they write or
+    settle a message, the replay before it inserts a quote."""
+
+    def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
+        """Which of these event ids (each with its event time) `quotes` holds; the times bound
+        the partitions read."""
+
+    def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
+        """Which of these dead-letter row ids (domain.rows.dead_letter_row_id, of rows with a
+        message id) `quotes_dead_letter` holds."""
+
+    def close(self) -> None: ...
+
+
+class BackfillWrites(Protocol):
+    """The backfill's one set-based write."""
+
+    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
+        """Insert into `quotes` the rows of `scratch_table` of the interval's event time whose
+        event id `quotes` lacks there; returns how many. Only inserts, which rows still in
+        BigQuery's streaming buffer allow where a MERGE or DELETE would fail."""
+
+    def close(self) -> None: ...

@@ -1,7 +1,8 @@
 """The read model of the operator's page: what it shows, asked of the warehouse by name.
 
-Apart from QuoteQueries on purpose: these questions only ever feed a view (cosmicpython's
-read side), so they can change with the page without touching what the services decide on.
+Apart from the services' query ports (ports/queries.py) on purpose: these questions only ever
+feed a view (cosmicpython's read side), so they can change with the page without touching what
+the services decide on.
 """
 
 from __future__ import annotations

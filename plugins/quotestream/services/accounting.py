@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
 from quotestream.domain.rows import refused_row_id
 from quotestream.domain.schemas import QUOTES
-from quotestream.ports import QuoteQueries, TopicTap
-from quotestream.ports.queries import BarPane, Progress
+from quotestream.ports import TopicTap
+from quotestream.ports.queries import AccountingQueries, BarPane, Progress
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Accounting:
 class AccountingService:
     """Reads what the warehouse holds since `since_ms` (a run's start)."""
 
-    def __init__(self, queries: QuoteQueries, since_ms: int) -> None:
+    def __init__(self, queries: AccountingQueries, since_ms: int) -> None:
         self._queries = queries
         self._since_ms = since_ms
 

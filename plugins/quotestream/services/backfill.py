@@ -19,7 +19,8 @@ from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row, dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from quotestream.domain.validation import InvalidQuote, parse_quote
-from quotestream.ports import QuoteQueries, QuoteSource, Warehouse
+from quotestream.ports import QuoteSource, Warehouse
+from quotestream.ports.queries import BackfillWrites
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +41,19 @@ class BackfillResult:
 
 
 class BackfillService:
-    """Writes the scratch table and the dead letters through `warehouse`; `queries` inserts
+    """Writes the scratch table and the dead letters through `warehouse`; `writes` inserts
     what `quotes` lacks."""
 
     def __init__(
         self,
         source: QuoteSource,
         warehouse: Warehouse,
-        queries: QuoteQueries,
+        writes: BackfillWrites,
         pairs: Sequence[str],
     ) -> None:
         self._source = source
         self._warehouse = warehouse
-        self._queries = queries
+        self._writes = writes
         self._pairs = list(pairs)
 
     def run(self, start: datetime, end: datetime, run_label: str) -> BackfillResult:
@@ -87,7 +88,7 @@ class BackfillService:
         try:
             if rows:
                 self._warehouse.load_rows(scratch, QUOTES, rows)
-            inserted = self._queries.insert_missing_quotes(scratch, start, end)
+            inserted = self._writes.insert_missing_quotes(scratch, start, end)
         finally:
             self._warehouse.drop_table(scratch)
         return BackfillResult(start, end, len(rows) + len(dead), len(dead), inserted)

@@ -18,8 +18,10 @@ from typing import Any
 
 from quotestream.domain.ledger import Bar
 from quotestream.domain.pairs import PAIR_CATALOG
-from quotestream.ports import JobRunner, QuoteQueries
+from quotestream.ports import JobRunner
+from quotestream.ports.queries import BarQueries
 from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, PipelineViews, QualityResult
+from quotestream.services.quality_checks import GAP_CHECKS
 from quotestream.services.streaming import JOB_NAMES, StreamingService
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,6 @@ HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 # Failed hours and open gaps are looked for this far back: a week of hourly checks.
 QUALITY_LOOKBACK_MS = 7 * 24 * HOUR_MS
-# The checks whose failure means quotes are missing from an hour: a backfill's work.
-GAP_CHECKS = frozenset({"volume", "reconciliation", "tick_gaps"})
 # A pair is quiet once it has missed this many of its own ticks (and at least a minute).
 QUIET_AFTER_TICKS = 30
 QUIET_FLOOR_S = 60.0
@@ -104,7 +104,7 @@ class CockpitService:
         self,
         runner: JobRunner,
         streaming: StreamingService,
-        queries: QuoteQueries,
+        bars: BarQueries,
         views: PipelineViews,
         pairs: Sequence[str],
         clock: Callable[[], float] = time.time,
@@ -112,7 +112,7 @@ class CockpitService:
     ) -> None:
         self._runner = runner
         self._streaming = streaming
-        self._queries = queries
+        self._stored_bars = bars
         self._views = views
         self._pairs = list(pairs)
         self._clock = clock
@@ -247,14 +247,14 @@ class CockpitService:
         start, end = (
             datetime.fromtimestamp(ms / 1000, UTC) for ms in (since_ms - MINUTE_MS, now_ms)
         )
-        bars = self._queries.final_bars(start, end)
+        bars = self._stored_bars.final_bars(start, end)
         return sorted(
             (bar for bar in bars if bar.pair == pair), key=lambda bar: bar.window_start_ms
         )
 
     def close(self) -> None:
         self._views.close()
-        self._queries.close()
+        self._stored_bars.close()
 
 
 def _failure_name(result: QualityResult) -> str:

@@ -1,51 +1,63 @@
 """Provision Pub/Sub, BigQuery and (on Google Cloud) Cloud Monitoring's alerting: idempotent,
-additive, loud about incompatible changes."""
+additive, loud about incompatible changes. Who may use these resources is not provisioning's
+business: on Google Cloud `quotestream gcp bootstrap` grants it once, as an administrator, so
+the account that runs the DAGs never holds a permission to change IAM."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from quotestream.domain.alerting import (
-    AlertPolicySpec,
-    AlertThresholds,
-    alert_policies,
-    dashboard,
-)
+from quotestream.domain.alerting import AlertPolicySpec, alert_policies, dashboard
 from quotestream.domain.schemas import ALL_TABLES
-from quotestream.ports import MessagingAdmin, MessagingIam, Warehouse
+from quotestream.ports import MessagingAdmin, Warehouse
 from quotestream.ports.alerting import AlertingAdmin
-from quotestream.ports.resources import ResourceResult, SubscriptionSpec, service_account_members
+from quotestream.ports.resources import ResourceResult, SubscriptionSpec
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 
 
-def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
-    return (
-        SubscriptionSpec(
-            name=settings.load_subscription,
-            topic=settings.quotes_topic,
-            ack_deadline_s=settings.ack_deadline_s,
-            dead_letter_topic=settings.dead_letter_topic,
-            max_delivery_attempts=settings.max_delivery_attempts,
-            ordered=settings.message_ordering,
-        ),
-        SubscriptionSpec(
-            name=settings.dead_letter_subscription,
-            topic=settings.dead_letter_topic,
-            ack_deadline_s=settings.ack_deadline_s,
-        ),
+def dead_lettering(settings: Settings) -> bool:
+    """Whether Pub/Sub moves undeliverable messages aside: only for the local load, which
+    leaves a message unacknowledged until its row is stored. Dataflow reads with its own
+    source, with which Pub/Sub's dead-letter topics are not supported (Pub/Sub's "Handling
+    message failures"): ack deadlines a busy job lets expire would count as delivery attempts
+    and move healthy quotes aside. There the load's dead-letter table takes what cannot load."""
+    return settings.target == "local"
+
+
+def topics(settings: Settings) -> tuple[str, ...]:
+    if dead_lettering(settings):
+        return (settings.quotes_topic, settings.dead_letter_topic)
+    return (settings.quotes_topic,)
+
+
+def load_subscription(settings: Settings) -> SubscriptionSpec:
+    dead_letter = dead_lettering(settings)
+    return SubscriptionSpec(
+        name=settings.load_subscription,
+        topic=settings.quotes_topic,
+        ack_deadline_s=settings.ack_deadline_s,
+        dead_letter_topic=settings.dead_letter_topic if dead_letter else None,
+        max_delivery_attempts=settings.max_delivery_attempts,
+        ordered=settings.message_ordering,
     )
 
 
-def alert_thresholds(settings: Settings) -> AlertThresholds:
-    """The defaults with the settings' overrides: the alert policies and the local health
-    verdict both take their limits from here."""
-    return AlertThresholds().overridden(settings.alert_thresholds)
+def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
+    if not dead_lettering(settings):
+        return (load_subscription(settings),)
+    # Holds what the load subscription dead-letters: a topic without one would drop it.
+    hold = SubscriptionSpec(
+        name=settings.dead_letter_subscription,
+        topic=settings.dead_letter_topic,
+        ack_deadline_s=settings.ack_deadline_s,
+    )
+    return (load_subscription(settings), hold)
 
 
 def monitoring_policies(settings: Settings) -> tuple[AlertPolicySpec, ...]:
     return alert_policies(
-        alert_thresholds(settings),
+        settings.thresholds().alerting,
         JOB_NAMES,
         settings.load_subscription,
         settings.api_service,
@@ -59,13 +71,11 @@ class ProvisionService:
         messaging: MessagingAdmin,
         warehouse: Warehouse,
         settings: Settings,
-        iam: MessagingIam | None = None,
         alerting: AlertingAdmin | None = None,
     ):
         self._messaging = messaging
         self._warehouse = warehouse
         self._settings = settings
-        self._iam = iam
         self._alerting = alerting
 
     def run(
@@ -78,30 +88,11 @@ class ProvisionService:
             results.append(result)
         return results
 
-    def _grants(self, iam: MessagingIam) -> Iterator[ResourceResult]:
-        """Pub/Sub's service agent dead-letters: it publishes to the dead-letter topic and
-        acknowledges what it moved there. The jobs and the API get their roles on the
-        resources they use, not on the project."""
-        settings = self._settings
-        agent = [iam.service_agent()]
-        workers = service_account_members(settings.dataflow_service_account)
-        api = service_account_members(settings.api_service_account)
-        yield iam.grant_on_topic(
-            settings.quotes_topic,
-            {"roles/pubsub.publisher": workers + api, "roles/pubsub.viewer": api},
-        )
-        yield iam.grant_on_topic(settings.dead_letter_topic, {"roles/pubsub.publisher": agent})
-        yield iam.grant_on_subscription(
-            settings.load_subscription, {"roles/pubsub.subscriber": agent + workers}
-        )
-
     def _steps(self) -> Iterator[ResourceResult]:
-        yield self._messaging.ensure_topic(self._settings.quotes_topic)
-        yield self._messaging.ensure_topic(self._settings.dead_letter_topic)
+        for topic in topics(self._settings):
+            yield self._messaging.ensure_topic(topic)
         for spec in subscriptions(self._settings):
             yield self._messaging.ensure_subscription(spec)
-        if self._iam is not None:
-            yield from self._grants(self._iam)
         yield self._warehouse.ensure_dataset()
         for table in ALL_TABLES:
             yield self._warehouse.ensure_table(table)

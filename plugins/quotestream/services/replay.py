@@ -21,8 +21,8 @@ from quotestream.domain.quote import Quote, format_ts, now_ms
 from quotestream.domain.rows import quote_row
 from quotestream.domain.schemas import DEAD_LETTER_REPLAYS, QUOTES
 from quotestream.domain.validation import InvalidQuote, Reason, parse_quote
-from quotestream.ports import QuoteQueries, Warehouse
-from quotestream.ports.queries import KeptDeadLetter
+from quotestream.ports import Warehouse
+from quotestream.ports.queries import KeptDeadLetter, ReplayQueries, StoredRowLookups
 
 # Where the writers keep a row BigQuery refused (beam/sinks.py): its payload is that row.
 REFUSED_ROW_STAGE = "bigquery_insert"
@@ -54,8 +54,18 @@ class ReplayFailed(RuntimeError):
 
 
 class DeadLetterReplayService:
-    def __init__(self, queries: QuoteQueries, warehouse: Warehouse, pairs: Sequence[str]) -> None:
+    """Reads the dead letters and earlier verdicts through `queries`; asks `lookups`, as the
+    load does, which quotes are stored already; writes through `warehouse`."""
+
+    def __init__(
+        self,
+        queries: ReplayQueries,
+        lookups: StoredRowLookups,
+        warehouse: Warehouse,
+        pairs: Sequence[str],
+    ) -> None:
         self._queries = queries
+        self._lookups = lookups
         self._warehouse = warehouse
         self._catalog = {pair: PAIR_CATALOG[pair] for pair in pairs}
 
@@ -91,7 +101,7 @@ class DeadLetterReplayService:
                 else:
                     failing.append((letter, str(error.reason)))
         quotes = {quote.event_id: quote for _, quote in parsed}
-        stored = self._queries.stored_quote_ids(
+        stored = self._lookups.stored_quote_ids(
             {event_id: quote.event_ts for event_id, quote in quotes.items()}
         )
         missing = [quote for event_id, quote in quotes.items() if event_id not in stored]

@@ -7,9 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from quotestream.domain.alerting import AlertThresholds
-from quotestream.ports import BacklogProbe, JobRunner, QuoteQueries
+from quotestream.domain.thresholds import AlertThresholds
+from quotestream.ports import BacklogProbe, JobRunner
 from quotestream.ports.jobs import Job, JobState, StopMode
+from quotestream.ports.queries import HealthQueries
 
 # Stable names: monitoring and "is it running?" look jobs up by name, never by a suffix.
 JOB_NAMES = {"extract": "quotestream-extract", "load": "quotestream-load"}
@@ -56,7 +57,7 @@ class StreamingService:
     def __init__(
         self,
         runner: JobRunner,
-        queries: QuoteQueries,
+        queries: HealthQueries,
         subscription: str,
         backlog: BacklogProbe | None = None,
         limits: HealthLimits = HealthLimits(),

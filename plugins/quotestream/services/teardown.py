@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from quotestream.ports import JobRunner, MessagingAdmin, Warehouse
 from quotestream.ports.jobs import StopMode
-from quotestream.services.provision import subscriptions
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 
@@ -25,10 +24,13 @@ class TeardownService:
             if job is not None and not job.state.terminal:
                 self._runner.stop(name, StopMode.CANCEL)
                 done.append(f"stopped job {name}")
-        for spec in subscriptions(self._settings):
-            if self._messaging.delete_subscription(spec.name):
-                done.append(f"deleted subscription {spec.name}")
-        for topic in (self._settings.quotes_topic, self._settings.dead_letter_topic):
+        settings = self._settings
+        # Every name provisioning ever used, dead-lettering or not: a project provisioned by
+        # an earlier version on Google Cloud still has the dead-letter topic and its hold.
+        for subscription in (settings.load_subscription, settings.dead_letter_subscription):
+            if self._messaging.delete_subscription(subscription):
+                done.append(f"deleted subscription {subscription}")
+        for topic in (settings.quotes_topic, settings.dead_letter_topic):
             if self._messaging.delete_topic(topic):
                 done.append(f"deleted topic {topic}")
         if self._warehouse.delete_dataset():

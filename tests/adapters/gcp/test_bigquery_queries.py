@@ -1,5 +1,6 @@
-"""The SQL of BigQueryQuoteQueries on the BigQuery emulator, against the plain Python of
-InMemoryQuoteQueries: both answer every question alike, and as expected, from the same rows."""
+"""The SQL of the query ports (adapters/gcp/bigquery_queries.py) on the BigQuery emulator,
+against the plain Python of their fakes: both answer every question alike, and as expected,
+from the same rows."""
 
 from __future__ import annotations
 
@@ -16,21 +17,56 @@ import pytest
 from quotestream import bootstrap
 from quotestream.adapters.gcp import bigquery_queries
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
-from quotestream.adapters.gcp.bigquery_queries import DEAD_LETTER_ROW_ID_SQL, BigQueryQuoteQueries
+from quotestream.adapters.gcp.bigquery_queries import (
+    DEAD_LETTER_ROW_ID_SQL,
+    BigQueryAccountingQueries,
+    BigQueryBackfillWrites,
+    BigQueryHealthQueries,
+    BigQueryQualityQueries,
+    BigQueryReplayQueries,
+    BigQueryStoredRowLookups,
+)
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.ledger import Bar, LoadedQuote
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import dead_letter_row_id, refused_row_id
 from quotestream.domain.schemas import ALL_TABLES, QUOTES
-from quotestream.ports import QuoteQueries, Warehouse
+from quotestream.ports import Warehouse
 from quotestream.ports.queries import BarPane, MinuteSummary, PairTicks, Progress, RecentFlow
 from quotestream.settings import Settings
-from tests.support.fakes import InMemoryQuoteQueries, InMemoryWarehouse
+from tests.support.fakes import (
+    InMemoryAccountingQueries,
+    InMemoryBackfillWrites,
+    InMemoryHealthQueries,
+    InMemoryQualityQueries,
+    InMemoryReplayQueries,
+    InMemoryStoredRowLookups,
+    InMemoryWarehouse,
+)
 from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at, unwritten
 
 pytestmark = pytest.mark.integration
 
 DAY_MS = 86_400_000
+# Each query port's SQL and its fake.
+PORTS = [
+    (BigQueryQualityQueries, InMemoryQualityQueries),
+    (BigQueryAccountingQueries, InMemoryAccountingQueries),
+    (BigQueryReplayQueries, InMemoryReplayQueries),
+    (BigQueryHealthQueries, InMemoryHealthQueries),
+    (BigQueryStoredRowLookups, InMemoryStoredRowLookups),
+    (BigQueryBackfillWrites, InMemoryBackfillWrites),
+]
+
+
+class EveryQuestion:
+    """The query ports over one warehouse, asked as one: a question goes to the port asking it."""
+
+    def __init__(self, ports: list[Any]) -> None:
+        self._ports = ports
+
+    def __getattr__(self, question: str) -> Any:
+        return next(getattr(port, question) for port in self._ports if hasattr(port, question))
 
 
 @dataclass
@@ -38,12 +74,16 @@ class Stores:
     """An emulator dataset and an in-memory warehouse holding the same rows."""
 
     warehouse: Warehouse
-    bigquery: QuoteQueries
     memory: InMemoryWarehouse
 
     @property
-    def fake(self) -> InMemoryQuoteQueries:
-        return InMemoryQuoteQueries(self.memory)
+    def bigquery(self) -> Any:
+        warehouse = cast(BigQueryWarehouse, self.warehouse)
+        return EveryQuestion([sql(warehouse) for sql, _ in PORTS])
+
+    @property
+    def fake(self) -> Any:
+        return EveryQuestion([fake(self.memory) for _, fake in PORTS])
 
     def insert(self, table: str, rows: list[dict[str, Any]], row_ids: list[str]) -> None:
         assert self.warehouse.insert_rows(table, rows, row_ids) == []
@@ -56,7 +96,7 @@ def fresh_stores() -> Stores:
     warehouse.ensure_dataset()
     for table in ALL_TABLES:
         warehouse.ensure_table(table)
-    return Stores(warehouse, bootstrap.build_quote_queries(settings), InMemoryWarehouse())
+    return Stores(warehouse, InMemoryWarehouse())
 
 
 @pytest.fixture
@@ -122,7 +162,7 @@ def id_of(row: dict[str, Any]) -> str:
     return str(row["event_id"])
 
 
-QUESTIONS: list[tuple[str, Callable[[QuoteQueries], Any], Any]] = [
+QUESTIONS: list[tuple[str, Callable[[Any], Any], Any]] = [
     (
         "distinct quotes per pair of the minute",
         lambda q: q.distinct_quotes_per_pair(START, END),
@@ -237,7 +277,7 @@ QUESTIONS: list[tuple[str, Callable[[QuoteQueries], Any], Any]] = [
     ids=[q[0] for q in QUESTIONS],
 )
 def test_bigquery_and_the_fake_answer_alike_and_rightly(
-    filled: Stores, ask: Callable[[QuoteQueries], Any], expected: Any
+    filled: Stores, ask: Callable[[Any], Any], expected: Any
 ) -> None:
     assert ask(filled.bigquery) == expected
     assert ask(filled.fake) == expected
@@ -320,7 +360,7 @@ def test_a_lookup_of_quotes_is_split_by_ids_and_by_days_and_finds_the_same(
         mock.patch.object(bigquery_queries, "_DAYS_PER_LOOKUP", days_per_lookup),
         mock.patch.object(warehouse, "query", wraps=warehouse.query) as query,
     ):
-        found = BigQueryQuoteQueries(warehouse).stored_quote_ids(asked)
+        found = BigQueryStoredRowLookups(warehouse).stored_quote_ids(asked)
 
     assert found == {id_of(Q1), id_of(Q3), id_of(Q6_A_DAY_OLD)}
     assert query.call_count == lookups

@@ -1,9 +1,10 @@
-"""The Dataflow, Cloud Run, Secret Manager, Monitoring and Pub/Sub IAM adapters through the real
-Google clients, over their wire format, against the local stand-ins: what reaches the wire is
-checked against Google's public REST reference (field names, requested states, masks)."""
+"""The Dataflow, Cloud Run, Secret Manager and Monitoring adapters through the real Google
+clients, over their wire format, against the local stand-ins: what reaches the wire is checked
+against Google's public REST reference (field names, requested states, masks)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,15 @@ from quotestream.adapters.gcp.access import ApiAccess
 from quotestream.adapters.gcp.cloud_run import CloudRunDeployer
 from quotestream.adapters.gcp.dataflow import DataflowJobRunner, LaunchRefused
 from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
-from quotestream.adapters.gcp.pubsub_iam import PubSubIam
 from quotestream.ports.jobs import JobState, StopMode
 from quotestream.ports.resources import Outcome
 from quotestream.settings import Settings
-from tests.support.standins.dataflow import launch_parameters, requested_state
+from tests.conftest import REPO
+from tests.support.standins.dataflow import (
+    flex_template_spec,
+    launch_parameters,
+    requested_state,
+)
 from tests.support.standins.google_apis import GoogleApis
 from tests.support.standins.monitoring import MonitoringStandIn
 from tests.support.standins.oauth import key_file
@@ -29,11 +34,24 @@ pytestmark = pytest.mark.integration
 
 LOAD = "quotestream-load"
 SERVICE = "projects/proj/locations/us-central1/services/quotestream-api"
-DATAFLOW_WORKERS = "serviceAccount:quotestream-dataflow@proj.iam.gserviceaccount.com"
 
 
 def access(url: str) -> ApiAccess:
     return ApiAccess(AnonymousCredentials(), url)  # type: ignore[no-untyped-call]
+
+
+def put_spec(apis: GoogleApis, bucket: str, name: str, kind: str) -> None:
+    """The spec a release writes for `kind`, its metadata the repository's."""
+    metadata = json.loads((REPO / "beam_pipelines" / f"{kind}_quotes.metadata.json").read_text())
+    if bucket not in apis.storage.buckets:
+        apis.storage.create_bucket(bucket, "proj")
+    spec = flex_template_spec(f"r/quotestream-{kind}:1", metadata)
+    apis.storage.put(bucket, name, json.dumps(spec).encode(), "application/json")
+
+
+@pytest.fixture
+def load_spec(google_apis: GoogleApis) -> None:
+    put_spec(google_apis, "b", "t/load_quotes.json", "load")
 
 
 def runner(apis: GoogleApis, cannot_launch: str | None = None) -> DataflowJobRunner:
@@ -71,7 +89,7 @@ def test_find_follows_the_pages_and_takes_the_newest_job_of_the_name(
 
 
 def test_a_launch_sends_the_flex_template_and_refuses_a_second_copy(
-    google_apis: GoogleApis,
+    google_apis: GoogleApis, load_spec: None
 ) -> None:
     launched = runner(google_apis).launch(LOAD, "load", ["--allowed_lateness_s=60"])
 
@@ -118,7 +136,7 @@ def test_a_stop_requests_drain_or_cancel_and_the_state_machine_is_followed(
 
 
 def test_an_update_launch_replaces_the_running_job_with_its_renamed_steps(
-    google_apis: GoogleApis,
+    google_apis: GoogleApis, load_spec: None
 ) -> None:
     old = google_apis.dataflow.add_job(LOAD)
     jobs = runner(google_apis)
@@ -136,7 +154,7 @@ def test_an_update_launch_replaces_the_running_job_with_its_renamed_steps(
 
 
 def test_an_update_dataflow_finds_incompatible_fails_and_leaves_the_job_running(
-    google_apis: GoogleApis,
+    google_apis: GoogleApis, load_spec: None
 ) -> None:
     old = google_apis.dataflow.add_job(LOAD)
     google_apis.dataflow.update_incompatible = True
@@ -152,7 +170,7 @@ def test_an_update_dataflow_finds_incompatible_fails_and_leaves_the_job_running(
 
 
 def test_a_launch_refused_here_sends_nothing_and_one_refused_by_dataflow_surfaces(
-    google_apis: GoogleApis,
+    google_apis: GoogleApis, load_spec: None
 ) -> None:
     with pytest.raises(LaunchRefused, match="QUOTESTREAM_DATAFLOW_IMAGE"):
         runner(google_apis, "needs QUOTESTREAM_DATAFLOW_IMAGE").launch(LOAD, "load", [])
@@ -170,8 +188,9 @@ def test_a_launch_refused_here_sends_nothing_and_one_refused_by_dataflow_surface
 def deployer(apis: GoogleApis, **overrides: Any) -> CloudRunDeployer:
     arguments: dict[str, Any] = {
         "api_key_secret": "relay-key",
-        "invokers": [DATAFLOW_WORKERS],
+        "service_account": "quotestream-api@proj.iam.gserviceaccount.com",
         "access": access(apis.url),
+        "poll_s": 0.01,
         "secrets_access": access(apis.url),
         **overrides,
     }
@@ -191,15 +210,14 @@ def test_a_deploy_creates_then_updates_the_private_service(google_apis: GoogleAp
     created = deployer(google_apis).deploy()
     updated = deployer(google_apis).deploy()
 
-    assert [(r.kind, r.outcome) for r in created] == [
-        ("cloud run service", Outcome.CREATED),
-        ("iam policy", Outcome.UPDATED),
-    ]
-    assert [r.outcome for r in updated] == [Outcome.UPDATED, Outcome.EXISTS]
+    assert [(r.kind, r.outcome) for r in created] == [("cloud run service", Outcome.CREATED)]
+    assert [r.outcome for r in updated] == [Outcome.UPDATED]
     create = google_apis.recorder.of("run", "POST", "/services")[0]
     assert create.path == "/v2/projects/proj/locations/us-central1/services"
     assert create.query["serviceId"] == ["quotestream-api"]
-    container = create.body["template"]["containers"][0]
+    template = create.body["template"]
+    assert template["serviceAccount"] == "quotestream-api@proj.iam.gserviceaccount.com"
+    container = template["containers"][0]
     assert container["image"] == "img:1"
     key = next(e for e in container["env"] if e["name"] == "QUOTESTREAM_API_KEY")
     # The relay key is mounted from Secret Manager, never sent as a value.
@@ -211,12 +229,21 @@ def test_a_deploy_creates_then_updates_the_private_service(google_apis: GoogleAp
     (patch,) = google_apis.recorder.of("run", "PATCH")
     assert patch.path == f"/v2/{SERVICE}"
     assert google_apis.run.services[SERVICE]["generation"] == "2"
-    (policy_set,) = google_apis.recorder.of("run", "POST", ":setIamPolicy")
-    bindings = policy_set.body["policy"]["bindings"]
-    assert bindings == [{"role": "roles/run.invoker", "members": [DATAFLOW_WORKERS]}]
-    members = {m for b in google_apis.run.policies[SERVICE]["bindings"] for m in b["members"]}
-    assert members.isdisjoint({"allUsers", "allAuthenticatedUsers"})
+    # Who may invoke it is the bootstrap's to grant: the deploy never touches the service's IAM.
+    assert not [c for c in google_apis.recorder.of("run") if "IamPolicy" in c.path]
+    # It waits on the service, not on the operation (run.operations.get is project-wide).
+    assert not google_apis.recorder.of("run", "GET", "/operations/")
     assert deployer(google_apis).url() == "https://quotestream-api-standin.a.run.app"
+
+
+def test_a_deploy_waits_while_the_service_reconciles(google_apis: GoogleApis) -> None:
+    google_apis.secrets.add_version("relay-key", b"k" * 32)
+    google_apis.run.operation_reads = 4
+
+    deployer(google_apis).deploy()
+
+    reads = google_apis.recorder.of("run", "GET", "/services/quotestream-api")
+    assert len(reads) == 1 + 4, "a look-up, then reads until the service settled"
 
 
 @pytest.mark.parametrize(
@@ -239,27 +266,11 @@ def test_a_revision_that_fails_is_reported_by_the_deploy_and_by_url(
 ) -> None:
     google_apis.secrets.add_version("relay-key", b"k" * 32)
     google_apis.run.revision_fails = "container failed to start on port 8080"
+    google_apis.run.operation_reads = 2
     with pytest.raises(RuntimeError, match=r"did not become ready: .*failed to start on port 8080"):
         deployer(google_apis).deploy()
     with pytest.raises(RuntimeError, match=r"is not ready .*failed to start on port 8080"):
         deployer(google_apis).url()
-    assert google_apis.recorder.of("run", "POST", ":setIamPolicy") == []
-
-
-def test_a_concurrent_policy_change_is_merged_not_overwritten(google_apis: GoogleApis) -> None:
-    google_apis.secrets.add_version("relay-key", b"k" * 32)
-    someone_else = {"role": "roles/run.viewer", "members": ["user:ops@example.com"]}
-    google_apis.run.iam.concurrent_binding = someone_else
-
-    _, invokers = deployer(google_apis).deploy()
-
-    assert invokers.outcome is Outcome.UPDATED
-    assert len(google_apis.recorder.of("run", "POST", ":setIamPolicy")) == 2, "one refused"
-    reads = google_apis.recorder.of("run", "GET", ":getIamPolicy")
-    assert [r.query["options.requestedPolicyVersion"] for r in reads] == [["3"], ["3"]]
-    assert sorted(google_apis.run.policies[SERVICE]["bindings"], key=str) == sorted(
-        [someone_else, {"role": "roles/run.invoker", "members": [DATAFLOW_WORKERS]}], key=str
-    )
 
 
 def test_the_backlog_comes_from_the_newest_monitoring_points(monitoring: MonitoringStandIn) -> None:
@@ -290,32 +301,6 @@ def test_the_backlog_comes_from_the_newest_monitoring_points(monitoring: Monitor
         probe.backlog("quotes-load")
 
 
-def test_provisioning_grants_the_dead_letter_roles_once(google_apis: GoogleApis) -> None:
-    iam = PubSubIam("proj", access=access(google_apis.url), projects_access=access(google_apis.url))
-    agent = iam.service_agent()
-    number = google_apis.projects.number("proj")
-    assert agent == f"serviceAccount:service-{number}@gcp-sa-pubsub.iam.gserviceaccount.com"
-
-    first = iam.grant_on_topic("quotes-dead-letter", {"roles/pubsub.publisher": [agent]})
-    again = iam.grant_on_topic("quotes-dead-letter", {"roles/pubsub.publisher": [agent]})
-    subscription = iam.grant_on_subscription("quotes-load", {"roles/pubsub.subscriber": [agent]})
-
-    assert (first.outcome, again.outcome, subscription.outcome) == (
-        Outcome.UPDATED,
-        Outcome.EXISTS,
-        Outcome.UPDATED,
-    )
-    sets = google_apis.recorder.of("pubsub", "POST", ":setIamPolicy")
-    assert [call.path for call in sets] == [
-        "/v1/projects/proj/topics/quotes-dead-letter:setIamPolicy",
-        "/v1/projects/proj/subscriptions/quotes-load:setIamPolicy",
-    ]
-    assert sets[0].body["policy"]["bindings"] == [
-        {"role": "roles/pubsub.publisher", "members": [agent]}
-    ]
-    assert sets[0].body["policy"]["etag"], "the set carries the etag it read"
-
-
 def test_a_gcp_job_runner_stops_jobs_without_the_launch_settings_but_refuses_to_launch(
     google_apis: GoogleApis,
     monkeypatch: pytest.MonkeyPatch,
@@ -339,7 +324,55 @@ def test_a_gcp_job_runner_stops_jobs_without_the_launch_settings_but_refuses_to_
     with pytest.raises(LaunchRefused) as refused:
         jobs.launch("quotestream-extract", "extract", [])
 
-    assert "QUOTESTREAM_DATAFLOW_TEMP_LOCATION, QUOTESTREAM_DATAFLOW_IMAGE" in str(refused.value)
+    assert (
+        "QUOTESTREAM_DATAFLOW_TEMP_LOCATION, QUOTESTREAM_DATAFLOW_IMAGE, "
+        "QUOTESTREAM_DATAFLOW_SERVICE_ACCOUNT"
+    ) in str(refused.value)
     assert "QUOTESTREAM_API_URL" in str(refused.value)
     assert len(google_apis.recorder.of("dataflow", "PUT")) == 1
     assert launches(google_apis) == []
+
+
+def test_a_gcp_launch_sends_the_workers_network_size_and_account_from_the_settings(
+    google_apis: GoogleApis,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    loopback_only_google_auth: None,
+) -> None:
+    adc = key_file(tmp_path / "adc.json", f"{google_apis.url}/token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", adc)
+    put_spec(google_apis, "b", "templates/r1/load_quotes.json", "load")
+    settings = Settings(
+        target="gcp",
+        project="proj",
+        api_url="https://quotestream-api-standin.a.run.app",
+        dataflow_templates="gs://b/templates/r1",
+        dataflow_temp_location="gs://staging/tmp",
+        dataflow_image="r/quotestream-{pipeline}:1",
+        dataflow_service_account="quotestream-dataflow@proj.iam.gserviceaccount.com",
+        dataflow_subnetwork="regions/us-central1/subnetworks/quotestream",
+        dataflow_max_workers=2,
+        dataflow_machine_type="n2-standard-2",
+        google_api_endpoints={"dataflow": google_apis.url},
+    )
+
+    bootstrap.build_job_runner(settings).launch(LOAD, "load", [])
+
+    (launch,) = launches(google_apis)
+    assert launch["environment"] == {
+        "tempLocation": "gs://staging/tmp",
+        "enableStreamingEngine": True,
+        "sdkContainerImage": "r/quotestream-load:1",
+        "serviceAccountEmail": "quotestream-dataflow@proj.iam.gserviceaccount.com",
+        "maxWorkers": 2,
+        "machineType": "n2-standard-2",
+        "subnetwork": "regions/us-central1/subnetworks/quotestream",
+    }
+    assert "network" not in launch["environment"], "a subnetwork alone names the network"
+
+
+def test_a_gcp_deploy_needs_the_apis_own_account() -> None:
+    """Without it Cloud Run would run the API as the default Compute Engine account."""
+    settings = Settings(target="gcp", project="proj", api_image="img:1")
+    with pytest.raises(bootstrap.ConfigurationError, match="QUOTESTREAM_API_SERVICE_ACCOUNT"):
+        bootstrap.build_deployer(settings)

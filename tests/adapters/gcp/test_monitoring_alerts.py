@@ -141,7 +141,7 @@ def test_a_refusal_names_the_policy_and_what_to_check(
     message = str(refused.value)
     assert "'quotestream: extract system lag' in projects/proj" in message
     assert "403" in message
-    assert "roles/monitoring.editor" in message
+    assert "roles/monitoring.alertPolicyEditor" in message
     assert monitoring.alerting.policies == {}
 
 

@@ -1,6 +1,10 @@
 """Cloud Run Admin v2 over REST, as run_v2.ServicesClient(transport="rest") calls it: services
-created and updated through long-running operations, a revision per generation (which a knob makes
-fail), and the service's IAM policy."""
+created and updated through long-running operations, reconciling for a few reads after each
+deploy, a revision per generation (which a knob makes fail). When permissions are enforced a
+read needs run.services.get on the service, a create run.services.create on the project, an
+update run.services.update on the service, an operation run.operations.get on the project, and
+a create or update that names the service's account iam.serviceAccounts.actAs on that account,
+as Cloud Run's IAM reference lists them."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 
-from tests.support.standins.iam import IamPolicies
+from tests.support.standins.permissions import Authority
 from tests.support.standins.wire import ApiError, now, rfc3339
 
 SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
@@ -20,33 +24,43 @@ SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
 class CloudRunState:
     """Services by full name (`projects/p/locations/l/services/s`), as served."""
 
-    def __init__(self) -> None:
+    def __init__(self, authority: Authority) -> None:
+        self._authority = authority
         self._lock = threading.Lock()
         self.services: dict[str, dict[str, Any]] = {}
-        self.iam = IamPolicies()
         self.service_uri: str | None = None  # else https://{service}-standin.a.run.app
         self.revision_fails: str | None = None  # the next deploy's revision fails so
-        self.operation_reads = 1  # an operation answers done from this read on
+        # A deploy's operation, and its service, answer done from this read on.
+        self.operation_reads = 1
         self._operations: dict[str, list[Any]] = {}  # name -> [reads left, the done operation]
-
-    @property
-    def policies(self) -> dict[str, dict[str, Any]]:
-        return self.iam.policies
+        self._reconciling: dict[str, list[Any]] = {}  # service -> [reads left, its outcome]
 
     def reset(self) -> None:
         with self._lock:
             self.services.clear()
-            self.iam.reset()
             self.service_uri = None
             self.revision_fails = None
             self.operation_reads = 1
             self._operations.clear()
+            self._reconciling.clear()
 
-    def get(self, name: str) -> dict[str, Any]:
+    def get(self, name: str, authorization: str = "") -> dict[str, Any]:
+        self._authority.require(authorization, "run.services.get", name, _project(name))
         with self._lock:
-            return copy.deepcopy(self._service(name))
+            service = self._service(name)
+            reconciling = self._reconciling.get(name)
+            if reconciling is not None and reconciling[0] > 0:
+                reconciling[0] -= 1
+            elif reconciling is not None:
+                del self._reconciling[name]
+                service.update(reconciling[1])
+            return copy.deepcopy(service)
 
-    def create(self, parent: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    def create(
+        self, parent: str, query: dict[str, str], body: dict[str, Any], authorization: str = ""
+    ) -> dict[str, Any]:
+        self._authority.require(authorization, "run.services.create", _project(parent))
+        self._require_act_as(authorization, parent, body)
         service_id = query.get("serviceId", "")
         if not service_id:
             raise ApiError(400, "INVALID_ARGUMENT", "serviceId is required")
@@ -56,9 +70,13 @@ class CloudRunState:
                 raise ApiError(409, "ALREADY_EXISTS", f"Resource '{service_id}' already exists.")
             return self._deploy(name, body, None, _true(query, "validateOnly"))
 
-    def update(self, name: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    def update(
+        self, name: str, query: dict[str, str], body: dict[str, Any], authorization: str = ""
+    ) -> dict[str, Any]:
         """Without `updateMask` the sent service replaces the stored one; with it, only the
         masked top-level fields do."""
+        self._authority.require(authorization, "run.services.update", name, _project(name))
+        self._require_act_as(authorization, name, body)
         with self._lock:
             previous = self.services.get(name)
             if previous is None and not _true(query, "allowMissing"):
@@ -73,7 +91,8 @@ class CloudRunState:
                         fields.pop(top, None)
             return self._deploy(name, fields, previous, _true(query, "validateOnly"))
 
-    def get_operation(self, name: str) -> dict[str, Any]:
+    def get_operation(self, name: str, authorization: str = "") -> dict[str, Any]:
+        self._authority.require(authorization, "run.operations.get", _project(name))
         with self._lock:
             operation = self._operations.get(name)
             if operation is None:
@@ -84,13 +103,16 @@ class CloudRunState:
                 return {"name": name, "done": False, "metadata": done["metadata"]}
             return copy.deepcopy(done)
 
-    def get_iam_policy(self, name: str) -> dict[str, Any]:
-        self.get(name)  # 404 for a service that does not exist
-        return self.iam.get(name)
-
-    def set_iam_policy(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
-        self.get(name)
-        return self.iam.set(name, request)
+    def _require_act_as(self, authorization: str, name: str, body: dict[str, Any]) -> None:
+        account = (body.get("template") or {}).get("serviceAccount")
+        if account:
+            project = _project(name)
+            self._authority.require(
+                authorization,
+                "iam.serviceAccounts.actAs",
+                f"{project}/serviceAccounts/{account}",
+                project,
+            )
 
     def _service(self, name: str) -> dict[str, Any]:
         service = self.services.get(name)
@@ -144,6 +166,20 @@ class CloudRunState:
         if validate_only:
             return done  # nothing deployed, nothing to wait for
         self.revision_fails = None
+        outcome: dict[str, Any] = {
+            key: service.pop(key)
+            for key in ("terminalCondition", "latestReadyRevision")
+            if key in service
+        }
+        if self.operation_reads > 1:
+            # Until then the service says it is being brought to the state just asked for.
+            self._reconciling[name] = [self.operation_reads - 1, {**outcome, "reconciling": False}]
+            service["reconciling"] = True
+            service["terminalCondition"] = {"type": "Ready", "state": "CONDITION_RECONCILING"}
+            if previous and previous.get("latestReadyRevision"):
+                service["latestReadyRevision"] = previous["latestReadyRevision"]
+        else:
+            service.update(outcome)
         self.services[name] = service
         self._operations[operation_name] = [self.operation_reads, done]
         return {"name": operation_name, "done": False, "metadata": typed}
@@ -153,19 +189,26 @@ def _true(query: dict[str, str], key: str) -> bool:
     return query.get(key, "").lower() == "true"
 
 
+def _project(name: str) -> str:
+    return "/".join(name.split("/")[:2])
+
+
 def router(state: CloudRunState) -> APIRouter:
     api = APIRouter(prefix="/v2/projects/{project:segment}/locations/{location:segment}")
 
     @api.get("/services/{service:segment}")
-    async def get_service(project: str, location: str, service: str) -> dict[str, Any]:
-        return state.get(_name(project, location, service))
+    async def get_service(
+        project: str, location: str, service: str, request: Request
+    ) -> dict[str, Any]:
+        return state.get(_name(project, location, service), _authorization(request))
 
     @api.post("/services")
     async def create_service(
         project: str, location: str, request: Request, body: Annotated[dict[str, Any], Body()]
     ) -> dict[str, Any]:
         parent = f"projects/{project}/locations/{location}"
-        return state.create(parent, dict(request.query_params), body)
+        query = dict(request.query_params)
+        return state.create(parent, query, body, _authorization(request))
 
     @api.patch("/services/{service:segment}")
     async def update_service(
@@ -176,25 +219,20 @@ def router(state: CloudRunState) -> APIRouter:
         body: Annotated[dict[str, Any], Body()],
     ) -> dict[str, Any]:
         name = _name(project, location, service)
-        return state.update(name, dict(request.query_params), body)
+        return state.update(name, dict(request.query_params), body, _authorization(request))
 
     @api.get("/operations/{operation:segment}")
-    async def get_operation(project: str, location: str, operation: str) -> dict[str, Any]:
-        return state.get_operation(
-            f"projects/{project}/locations/{location}/operations/{operation}"
-        )
-
-    @api.get("/services/{service:segment}:getIamPolicy")
-    async def get_iam_policy(project: str, location: str, service: str) -> dict[str, Any]:
-        return state.get_iam_policy(_name(project, location, service))
-
-    @api.post("/services/{service:segment}:setIamPolicy")
-    async def set_iam_policy(
-        project: str, location: str, service: str, body: Annotated[dict[str, Any], Body()]
+    async def get_operation(
+        project: str, location: str, operation: str, request: Request
     ) -> dict[str, Any]:
-        return state.set_iam_policy(_name(project, location, service), body)
+        name = f"projects/{project}/locations/{location}/operations/{operation}"
+        return state.get_operation(name, _authorization(request))
 
     return api
+
+
+def _authorization(request: Request) -> str:
+    return request.headers.get("authorization", "")
 
 
 def _name(project: str, location: str, service: str) -> str:

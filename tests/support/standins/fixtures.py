@@ -21,8 +21,9 @@ def google_apis_server() -> Iterator[GoogleApis]:
 
 @pytest.fixture(scope="session")
 def monitoring_server(google_apis_server: GoogleApis) -> Iterator[MonitoringStandIn]:
-    """Sharing the REST stand-ins' recorder: one place for every call and every fault."""
-    stand_in = MonitoringStandIn(google_apis_server.recorder)
+    """Sharing the REST stand-ins' recorder and authority: one place for every call and
+    every fault, one project's grants."""
+    stand_in = MonitoringStandIn(google_apis_server.recorder, google_apis_server.authority)
     stand_in.start()
     yield stand_in
     stand_in.stop()

@@ -1,5 +1,6 @@
 """All the REST stand-ins as one loopback server: one app whose routes do not collide, every
-request recorded, faults served before any routing."""
+request recorded, faults served before any routing. They share one project's IAM (`grants`),
+which `authority` enforces once told to (`authority.enforced = True`)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from tests.support.standins import (
-    cloud_run,
-    dataflow,
-    oauth,
-    pubsub_iam,
-    resource_manager,
-    secret_manager,
-)
+from tests.support.standins import cli, cloud_run, dataflow, oauth, secret_manager, storage
+from tests.support.standins.artifact_registry import ArtifactRegistryState
+from tests.support.standins.permissions import Authority, Grants
 from tests.support.standins.recorder import Call, Recorder
 from tests.support.standins.wire import ApiError, error_response
 
@@ -34,9 +30,9 @@ _APIS = (
     (re.compile(r"^/v1b3/"), "dataflow"),
     (re.compile(r"^/v2/"), "run"),
     (re.compile(r"^/v1/projects/[^/]+/secrets/"), "secretmanager"),
-    (re.compile(r"^/v1/projects/[^/]+/(topics|subscriptions)/"), "pubsub"),
-    (re.compile(r"^/v3/"), "resourcemanager"),
+    (re.compile(r"^/(upload/|download/)?storage/v1/"), "storage"),
     (re.compile(r"^/token$"), "oauth"),
+    (re.compile(r"^/_standin/cli$"), "cli"),
 )
 
 
@@ -50,35 +46,41 @@ class GoogleApis:
     def __init__(self) -> None:
         self.url = ""
         self.recorder = Recorder()
-        self.dataflow = dataflow.DataflowState()
-        self.run = cloud_run.CloudRunState()
-        self.secrets = secret_manager.SecretManagerState()
-        self.pubsub_iam = pubsub_iam.PubSubIamState()
-        self.projects = resource_manager.ResourceManagerState()
         self.oauth = oauth.OAuthState()
+        self.grants = Grants()
+        self.authority = Authority(self.grants, self.oauth)
+        self.storage = storage.StorageState(self.authority)
+        self.registry = ArtifactRegistryState()
+        self.dataflow = dataflow.DataflowState(self.storage, self.registry, self.authority)
+        self.run = cloud_run.CloudRunState(self.authority)
+        self.secrets = secret_manager.SecretManagerState(self.authority)
+        self.cli = cli.CliStandIn(self)
         self.app = self._app()
 
     def reset(self) -> None:
         self.recorder.clear()
         for state in (
+            self.authority,
+            self.storage,
+            self.registry,
             self.dataflow,
             self.run,
             self.secrets,
-            self.pubsub_iam,
-            self.projects,
             self.oauth,
         ):
             state.reset()
+        self.cli.reset()
 
     def _app(self) -> FastAPI:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         app.include_router(dataflow.router(self.dataflow))
         app.include_router(cloud_run.router(self.run))
         app.include_router(secret_manager.router(self.secrets))
-        app.include_router(pubsub_iam.router(self.pubsub_iam))
-        app.include_router(resource_manager.router(self.projects))
+        app.include_router(storage.router(self.storage))
         app.include_router(oauth.router(self.oauth))
+        app.include_router(cli.router(self.cli))
         app.add_exception_handler(ApiError, _api_error)
+        app.add_exception_handler(storage.StorageError, _storage_error)
         app.add_exception_handler(HTTPException, _http_error)
         app.add_exception_handler(RequestValidationError, _invalid_request)
         app.middleware("http")(self._record_then_fault)
@@ -124,7 +126,12 @@ def _body(content_type: str, raw: bytes) -> dict[str, Any] | None:
 
 async def _api_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
-    return error_response(error.code, error.message, error.status)
+    return error_response(error.code, error.message, error.status, details=error.details)
+
+
+async def _storage_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, storage.StorageError)
+    return storage.storage_error_response(error)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:

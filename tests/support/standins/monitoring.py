@@ -14,6 +14,7 @@ from google.api import metric_pb2
 from google.cloud import monitoring_v3
 
 from tests.support.standins.monitoring_alerts import AlertingStandIn, recorded_rpc
+from tests.support.standins.permissions import Authority
 from tests.support.standins.recorder import Recorder
 
 SERVICE = "google.monitoring.v3.MetricService"
@@ -23,6 +24,7 @@ _SUBSCRIPTION = re.compile(r'resource\.labels\.subscription_id\s*=\s*"([^"]+)"')
 # The canonical gRPC code of each HTTP status a fault may carry.
 GRPC_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.ABORTED,
@@ -33,18 +35,20 @@ GRPC_CODES = {
 
 
 class MonitoringStandIn:
-    """Records into `recorder` (its own unless given one to share) as api "monitoring", method
-    "ListTimeSeries", and serves the recorder's faults for them as gRPC status codes."""
+    """Records into `recorder` as api "monitoring", method "ListTimeSeries", serves the
+    recorder's faults for them as gRPC status codes, and checks callers with `authority`
+    (the REST stand-ins', so that both hold one project's grants)."""
 
-    def __init__(self, recorder: Recorder | None = None) -> None:
-        self.recorder = recorder or Recorder()
+    def __init__(self, recorder: Recorder, authority: Authority) -> None:
+        self.recorder = recorder
         self.page_size = 100_000  # Monitoring's own cap; a request's page_size lowers it
         self._lock = threading.Lock()
         # (metric type, subscription id) -> [(end time s, value)], newest first
         self._points: dict[tuple[str, str], list[tuple[int, int]]] = {}
         self._server: grpc.Server | None = None
         self.address = ""
-        self.alerting = AlertingStandIn(self.recorder, GRPC_CODES)
+        self._authority = authority
+        self.alerting = AlertingStandIn(self.recorder, GRPC_CODES, authority)
 
     def start(self) -> None:
         handler = grpc.method_handlers_generic_handler(
@@ -58,6 +62,7 @@ class MonitoringStandIn:
                     monitoring_v3.ListTimeSeriesRequest,
                     monitoring_v3.ListTimeSeriesResponse,
                     self._page,
+                    self._authority,
                 )
             },
         )
@@ -73,13 +78,14 @@ class MonitoringStandIn:
             self._server = None
 
     def reset(self) -> None:
-        """Forgets the points, the policies and dashboards, and the calls and faults of the
-        recorder (shared or not)."""
+        """Forgets the points, the policies and dashboards, the calls and faults of the shared
+        recorder, and the shared grants (enforcement off)."""
         with self._lock:
             self._points.clear()
             self.page_size = 100_000
         self.alerting.reset()
         self.recorder.clear()
+        self._authority.reset()
 
     def set_points(
         self, metric_type: str, subscription_id: str, points: list[tuple[int, int]]

@@ -19,7 +19,9 @@ import proto  # type: ignore[import-untyped]
 from google.cloud import monitoring_dashboard_v1, monitoring_v3
 from google.protobuf import field_mask_pb2, wrappers_pb2
 
+from tests.support.standins.permissions import Authority
 from tests.support.standins.recorder import Call, Recorder
+from tests.support.standins.wire import ApiError
 
 POLICIES = "google.monitoring.v3.AlertPolicyService"
 DASHBOARDS = "google.monitoring.dashboard.v1.DashboardsService"
@@ -52,6 +54,33 @@ def _invalid(message: str) -> Refused:
     return Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+# The permission each method needs, from Cloud Monitoring's access-control reference.
+PERMISSIONS = {
+    "ListTimeSeries": "monitoring.timeSeries.list",
+    "ListAlertPolicies": "monitoring.alertPolicies.list",
+    "GetAlertPolicy": "monitoring.alertPolicies.get",
+    "CreateAlertPolicy": "monitoring.alertPolicies.create",
+    "UpdateAlertPolicy": "monitoring.alertPolicies.update",
+    "ListDashboards": "monitoring.dashboards.list",
+    "GetDashboard": "monitoring.dashboards.get",
+    "CreateDashboard": "monitoring.dashboards.create",
+    "UpdateDashboard": "monitoring.dashboards.update",
+}
+
+
+def _project_of(request: Any) -> str:
+    """The project a Monitoring request acts in, from whichever name it carries."""
+    for name in (
+        getattr(request, "name", ""),
+        getattr(request, "parent", ""),
+        getattr(getattr(request, "alert_policy", None), "name", ""),
+        getattr(getattr(request, "dashboard", None), "name", ""),
+    ):
+        if name and name.startswith("projects/"):
+            return "/".join(name.split("/")[:2])
+    raise _invalid("the request names no project")
+
+
 def recorded_rpc(
     recorder: Recorder,
     grpc_codes: dict[int, Any],
@@ -60,13 +89,16 @@ def recorded_rpc(
     request_type: Any,
     response_type: Any,
     serve: Callable[[Any], Any],
+    authority: Authority,
 ) -> Any:
     """A unary gRPC method of the Monitoring stand-ins: each call recorded as api
-    "monitoring", the recorder's faults served as gRPC status codes, a Refused as its code."""
+    "monitoring", the recorder's faults served as gRPC status codes, a caller without the
+    method's permission refused as Google refuses it, a Refused as its code."""
     path = f"/{service}/{method}"
 
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         metadata = dict(context.invocation_metadata())
+        authorization = str(metadata.get("authorization", ""))
         recorder.record(
             Call(
                 api="monitoring",
@@ -74,12 +106,16 @@ def recorded_rpc(
                 path=path,
                 query={},
                 body=request_type.to_dict(request),
-                authorization=str(metadata.get("authorization", "")),
+                authorization=authorization,
             )
         )
         fault = recorder.take_fault("monitoring", method, path)
         if fault is not None:
             context.abort(grpc_codes.get(fault.status, grpc.StatusCode.UNKNOWN), "standin: as told")
+        try:
+            authority.require(authorization, PERMISSIONS[method], _project_of(request))
+        except ApiError as denied:
+            context.abort(grpc_codes[denied.code], denied.message)
         try:
             return serve(request)
         except Refused as refused:
@@ -96,9 +132,12 @@ class AlertingStandIn:
     """Policies and dashboards per project; the notification channels that exist are the
     ones a test adds to `channels`."""
 
-    def __init__(self, recorder: Recorder, grpc_codes: dict[int, Any]) -> None:
+    def __init__(
+        self, recorder: Recorder, grpc_codes: dict[int, Any], authority: Authority
+    ) -> None:
         self.recorder = recorder
         self._grpc_codes = grpc_codes
+        self._authority = authority
         self._lock = threading.Lock()
         self.policies: dict[str, Policy] = {}
         self.dashboards: dict[str, Dashboard] = {}
@@ -195,7 +234,14 @@ class AlertingStandIn:
                 return serve(request)
 
         return recorded_rpc(
-            self.recorder, self._grpc_codes, service, method, request_type, response_type, locked
+            self.recorder,
+            self._grpc_codes,
+            service,
+            method,
+            request_type,
+            response_type,
+            locked,
+            self._authority,
         )
 
     # Alert policies

@@ -23,22 +23,28 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 class OAuthState:
+    """Access tokens are opaque, as Google's are; the stand-in remembers whose each one is."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.issued = 0  # access tokens handed out, which numbers them
+        self._holders: dict[str, str] = {}
 
     def reset(self) -> None:
         with self._lock:
             self.issued = 0
+            self._holders.clear()
 
-    def access_token(self) -> dict[str, Any]:
+    def access_token(self, email: str) -> dict[str, Any]:
         with self._lock:
             self.issued += 1
-            return {
-                "access_token": f"standin-{self.issued}",
-                "expires_in": 3600,
-                "token_type": "Bearer",
-            }
+            token = f"standin-{self.issued}"
+            self._holders[token] = email
+            return {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
+
+    def holder_of(self, token: str) -> str | None:
+        with self._lock:
+            return self._holders.get(token)
 
 
 def claims_of(assertion: str) -> dict[str, Any]:
@@ -87,7 +93,7 @@ def router(state: OAuthState) -> APIRouter:
         claims = claims_of(form["assertion"])
         if "target_audience" in claims:
             return {"id_token": id_token(claims["target_audience"], claims["iss"])}
-        return state.access_token()
+        return state.access_token(claims["iss"])
 
     return api
 

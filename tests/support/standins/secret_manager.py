@@ -1,5 +1,7 @@
 """Secret Manager v1 over REST: secret versions read and accessed, `latest` resolved to the newest,
-payloads with the CRC32C that careful clients check."""
+payloads with the CRC32C that careful clients check. When permissions are enforced, reading a
+version's metadata needs secretmanager.versions.get and its payload secretmanager.versions.access,
+on the secret or its project."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import threading
 from typing import Any
 
 import google_crc32c
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from tests.support.standins.permissions import Authority
 from tests.support.standins.wire import ApiError, now, rfc3339
 
 
@@ -18,7 +21,8 @@ class SecretManagerState:
     bytes}`, which tests may change (to disable one, say). One project, whichever the request
     names, as with the other stand-ins."""
 
-    def __init__(self) -> None:
+    def __init__(self, authority: Authority) -> None:
+        self._authority = authority
         self._lock = threading.Lock()
         self.secrets: dict[str, list[dict[str, Any]]] = {}
 
@@ -33,12 +37,18 @@ class SecretManagerState:
             self.secrets.setdefault(secret, []).append(version)
         return version
 
-    def get(self, project: str, secret: str, version: str) -> dict[str, Any]:
+    def get(
+        self, project: str, secret: str, version: str, authorization: str = ""
+    ) -> dict[str, Any]:
+        self._require(authorization, "secretmanager.versions.get", project, secret)
         with self._lock:
             name, found = self._version(project, secret, version)
             return {"name": name, "state": found["state"], "createTime": found["createTime"]}
 
-    def access(self, project: str, secret: str, version: str) -> dict[str, Any]:
+    def access(
+        self, project: str, secret: str, version: str, authorization: str = ""
+    ) -> dict[str, Any]:
+        self._require(authorization, "secretmanager.versions.access", project, secret)
         with self._lock:
             name, found = self._version(project, secret, version)
             if found["state"] != "ENABLED":
@@ -53,6 +63,10 @@ class SecretManagerState:
                 "dataCrc32c": str(google_crc32c.value(data)),  # int64: a string in JSON
             }
             return {"name": name, "payload": payload}
+
+    def _require(self, authorization: str, permission: str, project: str, secret: str) -> None:
+        resource = f"projects/{project}/secrets/{secret}"
+        self._authority.require(authorization, permission, resource, f"projects/{project}")
 
     def _version(self, project: str, secret: str, version: str) -> tuple[str, dict[str, Any]]:
         """The version's resource name (`latest` resolved to its number) and the version."""
@@ -74,11 +88,15 @@ def router(state: SecretManagerState) -> APIRouter:
     api = APIRouter(prefix="/v1/projects/{project:segment}/secrets/{secret:segment}")
 
     @api.get("/versions/{version:segment}")
-    async def get_version(project: str, secret: str, version: str) -> dict[str, Any]:
-        return state.get(project, secret, version)
+    async def get_version(
+        project: str, secret: str, version: str, request: Request
+    ) -> dict[str, Any]:
+        return state.get(project, secret, version, request.headers.get("authorization", ""))
 
     @api.get("/versions/{version:segment}:access")
-    async def access_version(project: str, secret: str, version: str) -> dict[str, Any]:
-        return state.access(project, secret, version)
+    async def access_version(
+        project: str, secret: str, version: str, request: Request
+    ) -> dict[str, Any]:
+        return state.access(project, secret, version, request.headers.get("authorization", ""))
 
     return api

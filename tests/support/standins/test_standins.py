@@ -1,8 +1,9 @@
-"""The Google API stand-ins, driven through the real client libraries over their wire format."""
+"""The Google API stand-ins, driven through the real client libraries over their wire format.
+(Cloud Storage, Dataflow's specs and the permissions have files of their own.)"""
 
 from __future__ import annotations
 
-import re
+import json
 import time
 from typing import Any
 
@@ -13,12 +14,9 @@ from google.api_core import exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import Request
 from google.cloud import dataflow_v1beta3 as dataflow
-from google.cloud import monitoring_v3, resourcemanager_v3, run_v2, secretmanager_v1
+from google.cloud import monitoring_v3, run_v2, secretmanager_v1
 from google.cloud.monitoring_v3.services.metric_service import transports
 from google.oauth2 import service_account
-from google.pubsub_v1 import PublisherClient, SubscriberClient
-from google.pubsub_v1.services.publisher.transports import PublisherRestTransport
-from google.pubsub_v1.services.subscriber.transports import SubscriberRestTransport
 
 from tests.support.standins.google_apis import GoogleApis
 from tests.support.standins.monitoring import MonitoringStandIn
@@ -39,8 +37,21 @@ def rest(client_type: Any, apis: GoogleApis) -> Any:
     )
 
 
+SPEC = "gs://t/load.json"
+
+
+def put_spec(apis: GoogleApis, path: str = SPEC, *parameters: str) -> None:
+    """A flex-template spec whose metadata declares `parameters`, all optional."""
+    bucket, name = path.removeprefix("gs://").split("/", 1)
+    if bucket not in apis.storage.buckets:
+        apis.storage.create_bucket(bucket, PROJECT)
+    declared = [{"name": one, "isOptional": True} for one in parameters]
+    spec = {"image": "launcher:1", "metadata": {"name": "t", "parameters": declared}}
+    apis.storage.put(bucket, name, json.dumps(spec).encode(), "application/json")
+
+
 def launch(apis: GoogleApis, name: str, **parameter: Any) -> dataflow.Job:
-    parameter |= {"job_name": name, "container_spec_gcs_path": "gs://t/load.json"}
+    parameter |= {"job_name": name, "container_spec_gcs_path": SPEC}
     request = {"project_id": PROJECT, "location": REGION, "launch_parameter": parameter}
     return rest(dataflow.FlexTemplatesServiceClient, apis).launch_flex_template(request=request).job
 
@@ -50,6 +61,7 @@ def job_request(job_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def test_dataflow_launches_and_lists_by_pages(google_apis: GoogleApis) -> None:
+    put_spec(google_apis, SPEC, "window_s")
     first = launch(google_apis, "load", parameters={"window_s": "60"})
     launch(google_apis, "bars")
     launch(google_apis, "pull")
@@ -68,6 +80,7 @@ def test_dataflow_launches_and_lists_by_pages(google_apis: GoogleApis) -> None:
 
 
 def test_dataflow_drains_and_cancels_settle_after_reads(google_apis: GoogleApis) -> None:
+    put_spec(google_apis)
     jobs = rest(dataflow.JobsV1Beta3Client, google_apis)
     drained = launch(google_apis, "load").id
     cancelled = google_apis.dataflow.add_job("bars")["id"]
@@ -91,6 +104,7 @@ def test_dataflow_drains_and_cancels_settle_after_reads(google_apis: GoogleApis)
 
 
 def test_dataflow_update_launch_replaces_the_running_job(google_apis: GoogleApis) -> None:
+    put_spec(google_apis)
     jobs = rest(dataflow.JobsV1Beta3Client, google_apis)
     with pytest.raises(exceptions.NotFound):
         launch(google_apis, "load", update=True)
@@ -128,17 +142,24 @@ def test_cloud_run_deploys_through_operations(google_apis: GoogleApis) -> None:
     assert google_apis.recorder.of("run", "GET", "/operations/")  # polled the operations path
 
 
-def test_cloud_run_iam_policy_is_guarded_by_its_etag(google_apis: GoogleApis) -> None:
+def test_cloud_run_services_reconcile_for_a_few_reads_after_a_deploy(
+    google_apis: GoogleApis,
+) -> None:
     run = rest(run_v2.ServicesClient, google_apis)
-    run.create_service(parent=PARENT, service=run_v2.Service(), service_id="api").result(10)
-    policy = run.get_iam_policy(request={"resource": SERVICE})
-    policy.bindings.add(role="roles/run.invoker", members=["serviceAccount:dags@p.iam"])
-    updated = run.set_iam_policy(request={"resource": SERVICE, "policy": policy})
+    wanted = run_v2.Service(template={"containers": [{"image": "api:1"}]})
+    run.create_service(parent=PARENT, service=wanted, service_id="api").result(10)
+    google_apis.run.operation_reads = 3
+    google_apis.run.revision_fails = "The user-provided container failed to start"
+    run.update_service(service=run.get_service(name=SERVICE))
 
-    assert updated.etag != policy.etag
-    assert google_apis.run.policies[SERVICE]["bindings"][0]["role"] == "roles/run.invoker"
-    with pytest.raises(exceptions.Conflict, match="concurrent policy changes"):
-        run.set_iam_policy(request={"resource": SERVICE, "policy": policy})
+    reads = [run.get_service(name=SERVICE) for _ in range(3)]
+
+    assert [read.reconciling for read in reads] == [True, True, False]
+    first, last = reads[0], reads[-1]
+    assert first.terminal_condition.state == run_v2.Condition.State.CONDITION_RECONCILING
+    assert first.latest_ready_revision == f"{SERVICE}/revisions/api-00001-std", "still serving"
+    assert last.terminal_condition.state == run_v2.Condition.State.CONDITION_FAILED
+    assert last.terminal_condition.message == "The user-provided container failed to start"
 
 
 def test_secret_manager_reads_and_accesses_versions(google_apis: GoogleApis) -> None:
@@ -155,41 +176,6 @@ def test_secret_manager_reads_and_accesses_versions(google_apis: GoogleApis) -> 
         secrets.access_secret_version(name=f"{versions}/latest")
     with pytest.raises(exceptions.NotFound):
         secrets.get_secret_version(name=f"projects/{PROJECT}/secrets/nope/versions/1")
-
-
-def test_pubsub_iam_over_rest_despite_the_emulator_variable(
-    google_apis: GoogleApis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A client given transport="rest" would now try to build a gRPC channel to the emulator;
-    # a transport instance is used as it is.
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")
-    where: dict[str, Any] = {"host": google_apis.url, "credentials": AnonymousCredentials()}
-    publisher = PublisherClient(transport=PublisherRestTransport(**where))
-    subscriber = SubscriberClient(transport=SubscriberRestTransport(**where))
-    topic, subscription = f"projects/{PROJECT}/topics/quotes", f"projects/{PROJECT}/subscriptions/q"
-    for client, resource in ((publisher, topic), (subscriber, subscription)):
-        policy = client.get_iam_policy(request={"resource": resource})
-        policy.bindings.add(role="roles/pubsub.viewer", members=["serviceAccount:a@p.iam"])
-        client.set_iam_policy(request={"resource": resource, "policy": policy})
-    google_apis.pubsub_iam.missing.add(f"projects/{PROJECT}/topics/gone")
-
-    assert set(google_apis.pubsub_iam.policies) == {topic, subscription}
-    assert len(google_apis.recorder.of("pubsub")) == 4
-    with pytest.raises(exceptions.NotFound):
-        publisher.get_iam_policy(request={"resource": f"projects/{PROJECT}/topics/gone"})
-
-
-def test_resource_manager_gives_project_numbers(google_apis: GoogleApis) -> None:
-    google_apis.projects.numbers["known"] = 123456789012
-    google_apis.projects.missing.add("hidden")
-    projects = rest(resourcemanager_v3.ProjectsClient, google_apis)
-    other = projects.get_project(name="projects/other")
-
-    assert projects.get_project(name="projects/known").name == "projects/123456789012"
-    assert re.fullmatch(r"projects/\d{12}", other.name)
-    assert other.project_id == "other"
-    with pytest.raises(exceptions.Forbidden):  # 403 PERMISSION_DENIED, over REST
-        projects.get_project(name="projects/hidden")
 
 
 def test_service_account_credentials_refresh_at_the_stand_in(google_apis: GoogleApis) -> None:
@@ -249,11 +235,13 @@ FAULTS = {
 
 @pytest.mark.parametrize("status", FAULTS)
 def test_faults_surface_as_their_exceptions(google_apis: GoogleApis, status: int) -> None:
-    google_apis.recorder.fail("resourcemanager", "GET", r"^/v3/projects/p$", status, 1, 2)
-    projects = rest(resourcemanager_v3.ProjectsClient, google_apis)
+    google_apis.secrets.add_version("key", b"k")
+    name = f"projects/{PROJECT}/secrets/key/versions/1"
+    google_apis.recorder.fail("secretmanager", "GET", "/secrets/key/", status, 1, 2)
+    secrets = rest(secretmanager_v1.SecretManagerServiceClient, google_apis)
     with pytest.raises(FAULTS[status]) as raised:
-        projects.get_project(name="projects/p", retry=None)  # no retries of 429 and 503
+        secrets.get_secret_version(name=name, retry=None)  # no retries of 429 and 503
 
     assert raised.value.response.headers["Retry-After"] == "2"
-    assert projects.get_project(name="projects/p").project_id == "p"  # it failed once, as told
-    assert len(google_apis.recorder.of("resourcemanager", "GET")) == 2
+    assert secrets.get_secret_version(name=name).name == name  # it failed once, as told
+    assert len(google_apis.recorder.of("secretmanager", "GET")) == 2

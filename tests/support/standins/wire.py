@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi.responses import JSONResponse
 from starlette.convertors import Convertor, register_url_convertor
@@ -26,17 +27,30 @@ class ApiError(Exception):
     """Raised by the stand-ins' handlers; the app answers it in Google's error shape, which
     google.api_core maps to its exception classes by the HTTP code alone."""
 
-    def __init__(self, code: int, status: str, message: str) -> None:
+    def __init__(
+        self, code: int, status: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
         self.message = message
+        self.details = details or []
 
 
 def error_response(
-    code: int, message: str, status: str | None = None, retry_after_s: float | None = None
+    code: int,
+    message: str,
+    status: str | None = None,
+    retry_after_s: float | None = None,
+    details: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
-    error = {"code": code, "message": message, "status": status or STATUS_NAMES.get(code, "")}
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "status": status or STATUS_NAMES.get(code, ""),
+    }
+    if details:
+        error["details"] = details
     headers = {} if retry_after_s is None else {"Retry-After": f"{retry_after_s:g}"}
     return JSONResponse({"error": error}, status_code=code, headers=headers)
 

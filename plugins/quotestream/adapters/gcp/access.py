@@ -31,11 +31,16 @@ class ApiAccess:
 
     def grpc_client_kwargs(self, transport_class: Any) -> dict[str, Any]:
         """For a client that only speaks gRPC: a plain-http endpoint (loopback only, which the
-        settings enforce) gets an insecure channel, as TLS cannot be spoken to it."""
+        settings enforce) gets an insecure channel, as TLS cannot be spoken to it. gRPC will
+        not attach call credentials to such a channel, so each call's metadata gets the
+        credentials' bearer token here: whoever answers on loopback still learns who calls."""
         if self.endpoint and self.endpoint.startswith("http://"):
             import grpc  # type: ignore[import-untyped]
 
-            channel = grpc.insecure_channel(urlsplit(self.endpoint).netloc)
+            channel = grpc.intercept_channel(
+                grpc.insecure_channel(urlsplit(self.endpoint).netloc),
+                _bearer_token(self.credentials),
+            )
             return {"transport": transport_class(channel=channel)}
         options = {"api_endpoint": urlsplit(self.endpoint).netloc} if self.endpoint else {}
         return {"credentials": self.credentials, "client_options": options}
@@ -43,6 +48,40 @@ class ApiAccess:
 
 # Google's endpoints with Application Default Credentials.
 DEFAULT_ACCESS = ApiAccess()
+
+
+def _bearer_token(credentials: Any) -> Any:
+    """A unary-unary client interceptor adding the credentials' authorization header (from
+    Application Default Credentials when none are given), refreshed as they expire."""
+    import google.auth
+    import grpc
+    from google.auth.transport.requests import Request
+
+    class BearerToken(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._credentials = credentials
+
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            if self._credentials is None:
+                self._credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+            headers: dict[str, str] = {}
+            self._credentials.before_request(Request(), "POST", details.method, headers)
+            added = [(key.lower(), value) for key, value in headers.items()]
+            return continuation(_CallDetails(details, [*(details.metadata or ()), *added]), request)
+
+    return BearerToken()
+
+
+class _CallDetails:
+    """grpc.ClientCallDetails with other metadata (the interface is attributes only)."""
+
+    def __init__(self, original: Any, metadata: list[tuple[str, str]]) -> None:
+        self.method = original.method
+        self.timeout = original.timeout
+        self.metadata = metadata
+        self.credentials = original.credentials
+        self.wait_for_ready = original.wait_for_ready
+        self.compression = original.compression
 
 
 def in_airflow_task() -> bool:

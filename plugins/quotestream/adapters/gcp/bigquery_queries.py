@@ -1,4 +1,5 @@
-"""The BigQuery SQL of the QuoteQueries port: every statement the services run, in one place.
+"""The BigQuery SQL of the query ports (ports/queries.py), a class a port: every statement the
+services run, in one place.
 
 The text runs through the warehouse adapter: `{dataset}` names its dataset, and values travel
 as query parameters, never in the text.
@@ -49,11 +50,18 @@ _DISTINCT_TICKS = (
 )
 
 
-class BigQueryQuoteQueries:
-    """QuoteQueries as BigQuery SQL, run by the warehouse adapter's client."""
+class _BigQueryQueries:
+    """What every query class shares: the warehouse adapter's client, closed with it."""
 
     def __init__(self, warehouse: BigQueryWarehouse) -> None:
         self._warehouse = warehouse
+
+    def close(self) -> None:
+        self._warehouse.close()
+
+
+class BigQueryQualityQueries(_BigQueryQueries):
+    """QualityQueries; as BarQueries, the stored bars of the Quotes pipeline page."""
 
     def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
         rows = self._warehouse.query(
@@ -198,6 +206,70 @@ class BigQueryQuoteQueries:
             for row in rows
         }
 
+    def _count_between(
+        self,
+        start: datetime,
+        end: datetime,
+        count: str,
+        table: str = QUOTES.name,
+        time_column: str = "event_ts",
+    ) -> int:
+        """`count`, an aggregate, over the rows of `table` with `time_column` in [start, end)."""
+        rows = self._warehouse.query(
+            # The aggregate, table and column are ours; the times travel as query parameters.
+            f"SELECT {count} AS n FROM {{dataset}}.{table} "  # noqa: S608
+            f"WHERE {time_column} >= @start AND {time_column} < @end",
+            {"start": start, "end": end},
+        )
+        return int(rows[0]["n"] or 0)
+
+
+class BigQueryAccountingQueries(_BigQueryQueries):
+    def progress_since(self, since_ms: int) -> Progress:
+        loaded = self._warehouse.query(
+            "SELECT COUNT(*) AS n, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
+            "WHERE UNIX_MILLIS(ingest_ts) >= @since",
+            {"since": since_ms},
+        )[0]
+        dead = self._warehouse.query(
+            "SELECT COUNT(*) AS n FROM {dataset}.quotes_dead_letter "
+            "WHERE UNIX_MILLIS(received_ts) >= @since",
+            {"since": since_ms},
+        )[0]
+        return Progress(int(loaded["n"]), int(dead["n"]), loaded["newest"])
+
+    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
+        rows = self._warehouse.query(
+            "SELECT event_id, pair, UNIX_MILLIS(event_ts) AS event_ms, "
+            "UNIX_MILLIS(ingest_ts) AS ingest_ms FROM {dataset}.quotes "
+            "WHERE UNIX_MILLIS(ingest_ts) >= @since",
+            {"since": since_ms},
+        )
+        return [
+            LoadedQuote(row["event_id"], row["pair"], row["event_ms"], row["ingest_ms"])
+            for row in rows
+        ]
+
+    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
+        rows = self._warehouse.query(
+            "SELECT pair, UNIX_MILLIS(window_start) AS start_ms, CAST(open AS FLOAT64) AS o, "
+            "CAST(high AS FLOAT64) AS h, CAST(low AS FLOAT64) AS l, CAST(close AS FLOAT64) AS c, "
+            "tick_count, COALESCE(pane_index, 0) AS pane_index FROM {dataset}.quote_bars_1m "
+            "WHERE UNIX_MILLIS(window_end) >= @since",
+            {"since": since_ms},
+        )
+        return [BarPane(_bar(row), row["pane_index"]) for row in rows]
+
+    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
+        rows = self._warehouse.query(
+            "SELECT message_id, reason FROM {dataset}.quotes_dead_letter "
+            "WHERE UNIX_MILLIS(received_ts) >= @since AND message_id IS NOT NULL",
+            {"since": since_ms},
+        )
+        return {row["message_id"]: row["reason"] for row in rows}
+
+
+class BigQueryReplayQueries(_BigQueryQueries):
     def dead_letters_between(
         self, start: datetime, end: datetime, reasons: Collection[str]
     ) -> list[KeptDeadLetter]:
@@ -249,49 +321,8 @@ class BigQueryQuoteQueries:
             )
         return verdicts
 
-    def progress_since(self, since_ms: int) -> Progress:
-        loaded = self._warehouse.query(
-            "SELECT COUNT(*) AS n, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
-            "WHERE UNIX_MILLIS(ingest_ts) >= @since",
-            {"since": since_ms},
-        )[0]
-        dead = self._warehouse.query(
-            "SELECT COUNT(*) AS n FROM {dataset}.quotes_dead_letter "
-            "WHERE UNIX_MILLIS(received_ts) >= @since",
-            {"since": since_ms},
-        )[0]
-        return Progress(int(loaded["n"]), int(dead["n"]), loaded["newest"])
 
-    def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
-        rows = self._warehouse.query(
-            "SELECT event_id, pair, UNIX_MILLIS(event_ts) AS event_ms, "
-            "UNIX_MILLIS(ingest_ts) AS ingest_ms FROM {dataset}.quotes "
-            "WHERE UNIX_MILLIS(ingest_ts) >= @since",
-            {"since": since_ms},
-        )
-        return [
-            LoadedQuote(row["event_id"], row["pair"], row["event_ms"], row["ingest_ms"])
-            for row in rows
-        ]
-
-    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
-        rows = self._warehouse.query(
-            "SELECT pair, UNIX_MILLIS(window_start) AS start_ms, CAST(open AS FLOAT64) AS o, "
-            "CAST(high AS FLOAT64) AS h, CAST(low AS FLOAT64) AS l, CAST(close AS FLOAT64) AS c, "
-            "tick_count, COALESCE(pane_index, 0) AS pane_index FROM {dataset}.quote_bars_1m "
-            "WHERE UNIX_MILLIS(window_end) >= @since",
-            {"since": since_ms},
-        )
-        return [BarPane(_bar(row), row["pane_index"]) for row in rows]
-
-    def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
-        rows = self._warehouse.query(
-            "SELECT message_id, reason FROM {dataset}.quotes_dead_letter "
-            "WHERE UNIX_MILLIS(received_ts) >= @since AND message_id IS NOT NULL",
-            {"since": since_ms},
-        )
-        return {row["message_id"]: row["reason"] for row in rows}
-
+class BigQueryHealthQueries(_BigQueryQueries):
     def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
         row = self._warehouse.query(
             "SELECT (SELECT UNIX_MILLIS(MAX(event_ts)) FROM {dataset}.quotes "
@@ -305,18 +336,8 @@ class BigQueryQuoteQueries:
         )[0]
         return RecentFlow(row["newest"], int(row["loaded"] or 0), int(row["dead"] or 0))
 
-    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
-        columns = ", ".join(QUOTES.column_names)
-        return self._warehouse.execute(
-            # Identifiers are ours (the scratch table's too); the values travel as parameters.
-            f"INSERT INTO {{dataset}}.{QUOTES.name} ({columns}) "  # noqa: S608
-            f"SELECT {columns} FROM {{dataset}}.{scratch_table} AS s "
-            "WHERE s.event_ts >= @start AND s.event_ts < @end AND NOT EXISTS ("
-            f"  SELECT 1 FROM {{dataset}}.{QUOTES.name} AS q "
-            "  WHERE q.event_id = s.event_id AND q.event_ts >= @start AND q.event_ts < @end)",
-            {"start": start, "end": end},
-        )
 
+class BigQueryStoredRowLookups(_BigQueryQueries):
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         found: set[str] = set()
         for ids, days in _quote_lookups(event_times):
@@ -338,9 +359,6 @@ class BigQueryQuoteQueries:
             found |= self._stored_ids(QUOTES_DEAD_LETTER.name, DEAD_LETTER_ROW_ID_SQL, chunk)
         return found
 
-    def close(self) -> None:
-        self._warehouse.close()
-
     def _stored_ids(
         self,
         table: str,
@@ -358,22 +376,19 @@ class BigQueryQuoteQueries:
         )
         return {str(row["row_id"]) for row in rows}
 
-    def _count_between(
-        self,
-        start: datetime,
-        end: datetime,
-        count: str,
-        table: str = QUOTES.name,
-        time_column: str = "event_ts",
-    ) -> int:
-        """`count`, an aggregate, over the rows of `table` with `time_column` in [start, end)."""
-        rows = self._warehouse.query(
-            # The aggregate, table and column are ours; the times travel as query parameters.
-            f"SELECT {count} AS n FROM {{dataset}}.{table} "  # noqa: S608
-            f"WHERE {time_column} >= @start AND {time_column} < @end",
+
+class BigQueryBackfillWrites(_BigQueryQueries):
+    def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
+        columns = ", ".join(QUOTES.column_names)
+        return self._warehouse.execute(
+            # Identifiers are ours (the scratch table's too); the values travel as parameters.
+            f"INSERT INTO {{dataset}}.{QUOTES.name} ({columns}) "  # noqa: S608
+            f"SELECT {columns} FROM {{dataset}}.{scratch_table} AS s "
+            "WHERE s.event_ts >= @start AND s.event_ts < @end AND NOT EXISTS ("
+            f"  SELECT 1 FROM {{dataset}}.{QUOTES.name} AS q "
+            "  WHERE q.event_id = s.event_id AND q.event_ts >= @start AND q.event_ts < @end)",
             {"start": start, "end": end},
         )
-        return int(rows[0]["n"] or 0)
 
 
 def _quote_lookups(

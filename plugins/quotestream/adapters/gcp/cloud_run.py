@@ -1,15 +1,17 @@
 """The ServiceDeployer on Cloud Run: create-or-update of the API service (the google provider
-has no operator that updates a service), private, invokable by the named callers only."""
+has no operator that updates a service). The service is private; who may invoke it is granted
+on the service by `quotestream gcp bootstrap`, never here: the deploying account cannot change
+the service's IAM, so no DAG can make the API public."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Mapping
 
-from google.api_core.exceptions import GoogleAPICallError, NotFound
+from google.api_core.exceptions import NotFound
 from google.cloud import run_v2, secretmanager_v1
 
 from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
-from quotestream.adapters.gcp.iam import grant
 from quotestream.ports.resources import Outcome, ResourceResult
 
 _DEPLOY_TIMEOUT_S = 900
@@ -26,9 +28,9 @@ class CloudRunDeployer:
         *,
         service_account: str = "",
         api_key_secret: str = "",
-        invokers: Sequence[str] = (),
         access: ApiAccess = DEFAULT_ACCESS,
         secrets_access: ApiAccess = DEFAULT_ACCESS,
+        poll_s: float = 2.0,
     ) -> None:
         self._project = project
         self._parent = f"projects/{project}/locations/{region}"
@@ -38,10 +40,10 @@ class CloudRunDeployer:
         self._env = dict(env)
         self._service_account = service_account
         self._api_key_secret = api_key_secret
-        self._invokers = list(invokers)
         self._client = run_v2.ServicesClient(**access.client_kwargs())
         self._credentials = access.credentials
         self._secrets_access = secrets_access
+        self._poll_s = poll_s
 
     def deploy(self) -> list[ResourceResult]:
         self._check_relay_key()
@@ -49,30 +51,40 @@ class CloudRunDeployer:
         try:
             self._client.get_service(name=self._name)
         except NotFound:
-            operation = self._client.create_service(
+            self._client.create_service(
                 parent=self._parent, service=wanted, service_id=self._service_id
             )
             deployed = ResourceResult("cloud run service", self._service_id, Outcome.CREATED)
         else:
             wanted.name = self._name
-            operation = self._client.update_service(service=wanted)
+            self._client.update_service(service=wanted)
             deployed = ResourceResult(
                 "cloud run service", self._service_id, Outcome.UPDATED, self._image
             )
-        try:
-            operation.result(timeout=_DEPLOY_TIMEOUT_S)  # type: ignore[no-untyped-call]
-        except GoogleAPICallError as error:
+        self._await_ready()
+        return [deployed]
+
+    def _await_ready(self) -> None:
+        """The service itself says when it has settled (`reconciling`): read it, rather than
+        the deploy's operation, whose permission (run.operations.get) exists only on the
+        project, where the deploying account holds no Cloud Run role."""
+        deadline = time.monotonic() + _DEPLOY_TIMEOUT_S
+        while True:
+            service = self._client.get_service(name=self._name)
+            if not service.reconciling:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self._service_id}: still deploying after {_DEPLOY_TIMEOUT_S} s"
+                )
+            time.sleep(self._poll_s)
+        condition = service.terminal_condition
+        if condition.state != run_v2.Condition.State.CONDITION_SUCCEEDED:
             # The previous revision keeps serving; the new one's failure is the news.
             raise RuntimeError(
                 f"{self._service_id}: the new revision of {self._image} did not become ready: "
-                f"{error.message}"
-            ) from error
-        if not self._invokers:
-            return [deployed]
-        invokers = grant(
-            self._client, self._name, {"roles/run.invoker": self._invokers}, self._service_id
-        )
-        return [deployed, invokers]
+                f"{condition.message or condition.state.name}"
+            )
 
     def url(self) -> str:
         service = self._client.get_service(name=self._name)

@@ -110,7 +110,8 @@ def _refusal(kind: str, name: str, parent: str) -> Iterator[None]:
         raise MonitoringRefused(
             f"Cloud Monitoring refused to provision the {kind} {name!r} in {parent}: "
             f"{error.code} {error.message} (the Monitoring API must be enabled, and the "
-            "account needs roles/monitoring.editor)"
+            "account needs roles/monitoring.alertPolicyEditor and "
+            "roles/monitoring.dashboardEditor, which `quotestream gcp bootstrap` grants)"
         ) from error
 
 

@@ -92,6 +92,14 @@ class PubSubAdmin:
         return str(self._subscriber.subscription_path(self._project, subscription))
 
     def ensure_topic(self, topic: str) -> ResourceResult:
+        # Looked up first: Pub/Sub checks the project-wide pubsub.topics.create before it
+        # answers "already exists", and the DAGs' account holds roles on the topic only.
+        try:
+            self._publisher.get_topic(topic=self.topic_path(topic))
+        except NotFound:
+            pass
+        else:
+            return ResourceResult("pubsub topic", topic, Outcome.EXISTS)
         try:
             self._publisher.create_topic(name=self.topic_path(topic))
         except AlreadyExists:
