@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from quotestream.beam.parse import ParseQuoteFn
+from quotestream.beam.sinks import InsertRowsFn
 from quotestream.domain.alerting import AlertPolicySpec, alert_policies
 from quotestream.domain.thresholds import AlertThresholds
 from quotestream.services.streaming import JOB_NAMES, HealthLimits
@@ -73,6 +75,24 @@ def test_the_local_verdict_judges_by_the_same_numbers_as_the_policies_it_has_a_t
     assert {spec.threshold_name for spec in twins} == set(LOCAL_TWINS)
     for spec in twins:
         assert getattr(limits, LOCAL_TWINS[spec.threshold_name]) == spec.threshold, spec.key
+
+
+def test_the_dead_letter_alert_judges_the_local_verdicts_window_from_the_jobs_counters() -> None:
+    thresholds = distinct_thresholds()
+    (share,) = [spec for spec in policies(thresholds) if spec.key == "load-dead-letter-rate"]
+    window_s = HealthLimits(thresholds).window_s
+    assert window_s == int(thresholds.dead_letter_window_s)
+    # Increases over the window, not the running totals since the job started.
+    assert share.promql.count(f"[{window_s}s]") == 2
+    assert share.promql.count("sum(delta(") == 2
+    numerator, denominator = share.promql.split(" / ")
+    # What the gate dead-lettered and what BigQuery refused, over what the job received: the
+    # counters' names as the load job keeps them.
+    parse = ParseQuoteFn()
+    refused = InsertRowsFn("quotes", warehouse_factory=lambda: None, row_id=str).rejected
+    assert f'metric_name=~"{parse.dead_lettered.metric_name.name}|' in numerator
+    assert f'|{refused.metric_name.name}"' in numerator
+    assert f'metric_name=~"{parse.received.metric_name.name}"' in denominator
 
 
 def test_changing_one_threshold_moves_the_policy_and_the_local_limit_together() -> None:

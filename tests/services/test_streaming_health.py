@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from quotestream.domain.thresholds import AlertThresholds
 from quotestream.services.streaming import HealthLimits, StreamingService
 from tests.support.fakes import InMemoryHealthQueries, InMemoryJobRunner, InMemoryWarehouse
 from tests.support.rows import dead_letter_at, quote_at
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 NOW_MS = 1_795_000_000_000
 DAY_MS = 86_400_000
-LIMITS = HealthLimits(window_s=900)
+LIMITS = HealthLimits(AlertThresholds(dead_letter_window_s=900))
 
 
 def health(warehouse: InMemoryWarehouse) -> tuple[list[str], dict[str, object]]:

@@ -37,6 +37,9 @@ class AlertPolicySpec:
     documentation: str
     # A ratio condition: metric_filter's series over this one's (same aggregation).
     denominator_filter: str = ""
+    # What Monitoring's aligners cannot compute, as PromQL instead of metric_filter: the
+    # condition is this expression above the threshold for duration_s.
+    promql: str = ""
     notification_channels: tuple[str, ...] = ()
     comparison: str = "COMPARISON_GT"
     # The AlertThresholds field the threshold comes from, and whether the local verdict judges
@@ -77,9 +80,16 @@ def _subscription(metric: str, subscription: str) -> str:
     )
 
 
-def _user_counter(job: str, counter: str) -> str:
-    # A Beam counter reaches Monitoring as Dataflow's user_counter, named by a metric label.
-    return _dataflow("user_counter", job, **{"metric.labels.metric_name": counter})
+def _increase_over(job: str, counters: str, window_s: int) -> str:
+    """What the job's counters (a regular expression of their names) added over the window.
+    Dataflow reports a Beam counter as the job's running total, a GAUGE, which Monitoring's
+    aligners will not difference (ALIGN_DELTA and ALIGN_RATE take DELTA or CUMULATIVE metrics);
+    PromQL's delta() is made for gauges."""
+    series = (
+        'dataflow_googleapis_com:job_user_counter{monitored_resource="dataflow_job",'
+        f'job_name="{job}",metric_name=~"{counters}"}}'
+    )
+    return f"sum(delta({series}[{window_s}s]))"
 
 
 def alert_policies(
@@ -93,7 +103,7 @@ def alert_policies(
     backlog, the load job's dead-letter share, the API's server errors."""
     gauge = Aggregation("ALIGN_MAX", "REDUCE_MAX")
     rate = Aggregation("ALIGN_RATE", "REDUCE_SUM")
-    running_total = Aggregation("ALIGN_NEXT_OLDER", "REDUCE_SUM")
+    load_job, window_s = job_names["load"], int(thresholds.dead_letter_window_s)
     policies = []
     for pipeline, job in job_names.items():
         policies += [
@@ -149,12 +159,15 @@ def alert_policies(
         AlertPolicySpec(
             key="load-dead-letter-rate",
             display_name="quotestream: load dead-letter rate",
-            metric_filter=_user_counter(job_names["load"], "dead_lettered"),
-            denominator_filter=_user_counter(job_names["load"], "received"),
-            # Dataflow reports a Beam counter as the job's running total, a GAUGE, which
-            # Monitoring refuses to align as a rate; the newest totals, divided, are the share
-            # dead-lettered since the job started. ALIGN_NEXT_OLDER fits every metric kind.
-            aggregation=running_total,
+            metric_filter="",
+            # The share of the last window, as the local verdict judges it (the running totals
+            # since the job started would hide a burst after a day of clean traffic): what the
+            # gate dead-lettered and BigQuery refused, over what the job received.
+            promql=(
+                f"{_increase_over(load_job, 'dead_lettered|rejected_quotes', window_s)}"
+                f" / {_increase_over(load_job, 'received', window_s)}"
+            ),
+            aggregation=gauge,
             threshold=thresholds.max_dead_letter_ratio,
             duration_s=300,
             documentation="Too large a share of the received messages is dead-lettered: "

@@ -54,8 +54,10 @@ class AlertThresholds(_Family):
     max_data_freshness_s: float = 300.0
     max_undelivered_messages: float = 50_000
     max_oldest_unacked_s: float = 600.0
-    # Dead-lettered over received messages of the load job.
+    # Dead-lettered (by the gate, or refused by BigQuery) over received messages of the load
+    # job, over the last dead_letter_window_s: the local verdict's window and the alert's.
     max_dead_letter_ratio: float = 0.05
+    dead_letter_window_s: float = 900.0
     max_api_5xx_per_s: float = 0.5
 
 

@@ -22,7 +22,6 @@ class HealthLimits:
     alert policies are built from: there is no second copy of them to drift."""
 
     thresholds: AlertThresholds = field(default_factory=AlertThresholds)
-    window_s: int = 900
     # A job launched this recently has not had time to deliver: staleness is not held against it.
     launch_grace_s: float = 600.0
 
@@ -33,6 +32,10 @@ class HealthLimits:
     @property
     def max_dead_letter_ratio(self) -> float:
         return self.thresholds.max_dead_letter_ratio
+
+    @property
+    def window_s(self) -> int:
+        return int(self.thresholds.dead_letter_window_s)
 
     @property
     def max_oldest_unacked_s(self) -> float:

@@ -69,9 +69,12 @@ def test_a_first_run_creates_every_policy_and_the_dashboard_a_second_writes_noth
         'resource.labels.job_name = "quotestream-load"'
     )
     assert (lag.threshold_value, lag.duration.total_seconds()) == (300.0, 300.0)
-    ratio = stored["load-dead-letter-rate"].conditions[0].condition_threshold
-    assert 'metric.labels.metric_name = "dead_lettered"' in ratio.filter
-    assert 'metric.labels.metric_name = "received"' in ratio.denominator_filter
+    share = stored["load-dead-letter-rate"].conditions[0].condition_prometheus_query_language
+    assert 'job_name="quotestream-load",metric_name=~"dead_lettered|rejected_quotes"' in (
+        share.query
+    )
+    assert share.query.endswith(") > 0.05")
+    assert share.duration.total_seconds() == 300.0
     (board,) = monitoring.alerting.dashboards.values()
     assert [w.title for w in board.grid_layout.widgets] == [s.display_name for s in specs]
 

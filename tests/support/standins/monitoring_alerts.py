@@ -397,11 +397,20 @@ def _check_condition(condition: monitoring_v3.AlertPolicy.Condition) -> None:
         raise _invalid("every condition needs a display_name")
     kinds = [
         kind
-        for kind in ("condition_threshold", "condition_absent", "condition_matched_log")
+        for kind in (
+            "condition_threshold",
+            "condition_absent",
+            "condition_matched_log",
+            "condition_prometheus_query_language",
+        )
         if kind in condition
     ]
     if len(kinds) != 1:
         raise _invalid(f"a condition has exactly one kind, this one has {kinds or 'none'}")
+    if kinds == ["condition_prometheus_query_language"]:
+        if not condition.condition_prometheus_query_language.query:
+            raise _invalid("condition_prometheus_query_language.query is required")
+        return
     if kinds != ["condition_threshold"]:
         return
     threshold = condition.condition_threshold
@@ -443,6 +452,8 @@ def _check_dashboard(dashboard: Dashboard) -> None:
             elif "time_series_filter_ratio" in query:
                 ratio = query.time_series_filter_ratio
                 filters = [ratio.numerator.filter, ratio.denominator.filter]
+            elif query.prometheus_query:
+                continue
             else:
                 raise _invalid(f"widget {widget.title!r} queries nothing")
             if not all("metric.type" in one for one in filters):

@@ -116,6 +116,24 @@ def _refusal(kind: str, name: str, parent: str) -> Iterator[None]:
 
 
 def _policy(spec: AlertPolicySpec) -> monitoring_v3.AlertPolicy:
+    return monitoring_v3.AlertPolicy(
+        display_name=spec.display_name,
+        documentation={"content": spec.documentation, "mime_type": "text/markdown"},
+        user_labels={MANAGED_LABEL: spec.key},
+        combiner=monitoring_v3.AlertPolicy.ConditionCombinerType.OR,
+        conditions=[{"display_name": spec.display_name, **_condition(spec)}],
+        notification_channels=list(spec.notification_channels),
+    )
+
+
+def _condition(spec: AlertPolicySpec) -> dict[str, Any]:
+    if spec.promql:
+        return {
+            "condition_prometheus_query_language": {
+                "query": f"({spec.promql}) > {spec.threshold}",
+                "duration": {"seconds": spec.duration_s},
+            }
+        }
     aggregation = monitoring_v3.Aggregation(
         alignment_period={"seconds": spec.aggregation.alignment_s},
         per_series_aligner=spec.aggregation.aligner,
@@ -131,14 +149,7 @@ def _policy(spec: AlertPolicySpec) -> monitoring_v3.AlertPolicy:
     if spec.denominator_filter:
         threshold.denominator_filter = spec.denominator_filter
         threshold.denominator_aggregations = [aggregation]
-    return monitoring_v3.AlertPolicy(
-        display_name=spec.display_name,
-        documentation={"content": spec.documentation, "mime_type": "text/markdown"},
-        user_labels={MANAGED_LABEL: spec.key},
-        combiner=monitoring_v3.AlertPolicy.ConditionCombinerType.OR,
-        conditions=[{"display_name": spec.display_name, "condition_threshold": threshold}],
-        notification_channels=list(spec.notification_channels),
-    )
+    return {"condition_threshold": threshold}
 
 
 def _dashboard(spec: DashboardSpec) -> monitoring_dashboard_v1.Dashboard:
@@ -155,8 +166,10 @@ def _chart(policy: AlertPolicySpec) -> dict[str, Any]:
         "per_series_aligner": policy.aggregation.aligner,
         "cross_series_reducer": policy.aggregation.reducer,
     }
-    if policy.denominator_filter:
-        query: dict[str, Any] = {
+    if policy.promql:
+        query: dict[str, Any] = {"prometheus_query": policy.promql}
+    elif policy.denominator_filter:
+        query = {
             "time_series_filter_ratio": {
                 "numerator": {"filter": policy.metric_filter, "aggregation": aggregation},
                 "denominator": {"filter": policy.denominator_filter, "aggregation": aggregation},
