@@ -1,10 +1,11 @@
 """Every command in a shell block (```bash) of the README and of docs/*.md is one this
 repository can run: `make` targets exist, `quotestream` command lines parse with the CLI's own
 parser, scripts exist and are executable, `airflow` commands parse with Airflow's own CLI
-parser and name a DAG and params it has, `pytest -m` names declared markers, `gcloud` commands
-are the grants and deletions the docs mean. The commands that change nothing and need no
-network (`make help`, a `--dry-run`, a `--check`) are run. A command of any other kind fails
-the test until someone decides how it is checked."""
+parser and name a DAG and params it has, `pytest -m` names declared markers, `gcloud` and `bq`
+commands delete only quotestream's own resources. The commands that change nothing and need
+no network (`make help`, `composer deploy --dry-run`, a `--check`) are run; the dry runs of
+`gcp bootstrap` and `release` look at a project, so tests/gcp runs them against the stand-ins.
+A command of any other kind fails the test until someone decides how it is checked."""
 
 from __future__ import annotations
 
@@ -25,20 +26,6 @@ from tests.conftest import REPO
 
 BLOCK = re.compile(r"```bash\n(.*?)```", re.DOTALL)
 ASSIGNMENT = re.compile(r"^[A-Z][A-Z_]*=\S+$")
-ACCOUNTS = {"quotestream-api", "quotestream-dataflow", "quotestream-composer"}
-# Granted by provisioning (Pub/Sub) and the deploy (Cloud Run) on their own resources: the
-# one-time script must not grant them more widely.
-OWNED_ROLES = {"roles/pubsub.publisher", "roles/pubsub.subscriber", "roles/pubsub.viewer"} | {
-    "roles/run.invoker"
-}
-GRANT_TARGETS = {
-    ("projects", "add-iam-policy-binding"),
-    ("iam", "service-accounts"),
-    ("iam", "roles"),
-    ("storage", "buckets"),
-    ("artifacts", "repositories"),
-    ("secrets", "add-iam-policy-binding"),
-}
 # What `composer deploy` synced into an environment's plugins folder before the wheel: the
 # upgrade deletes exactly these.
 OLD_PLUGINS = {"quotestream", "quotestream_cockpit.py", ".airflowignore"}
@@ -151,6 +138,8 @@ def check(words: list[str], where: str) -> None:
         assert all(ASSIGNMENT.match(word) for word in words), f"not only assignments: {where}"
     elif program == "gcloud":
         check_gcloud(arguments)
+    elif program == "bq":
+        check_teardown(arguments)
     elif program == "export" and arguments[0].startswith("AIRFLOW_CONN_"):
         check_alerts_connection(json.loads(arguments[0].split("=", 1)[1]))
     else:
@@ -189,29 +178,17 @@ def check_gcloud(arguments: list[str]) -> None:
         assert arguments[5] in OLD_PLUGINS, f"not an old plugin: {arguments[5]}"
         assert {"--environment", "--location"} <= set(arguments), arguments
         return
-    check_grant(arguments)
+    check_teardown(arguments)
 
 
-def check_grant(arguments: list[str]) -> None:
-    """The one-time IAM script: accounts of this project's components, and grants of a role to
-    a member, never a role provisioning or the deploy owns, never to everyone."""
-    assert tuple(arguments[:2]) in GRANT_TARGETS, f"unchecked gcloud command: {arguments}"
-    if arguments[:3] == ["iam", "service-accounts", "create"]:
-        assert arguments[3] in ACCOUNTS, f"not a component's account: {arguments[3]}"
-        return
-    flags = dict(a.removeprefix("--").split("=", 1) for a in arguments if a.startswith("--"))
-    if arguments[:3] == ["iam", "roles", "create"]:
-        # Only what provisioning and the deploy need to own their resources' IAM.
-        permissions = set(flags["permissions"].split(","))
-        assert all(p.endswith(("getIamPolicy", "setIamPolicy")) for p in permissions), flags
-        assert {p.split(".")[0] for p in permissions} == {"pubsub", "run"}, flags
-        return
-    assert "add-iam-policy-binding" in arguments[:3], f"not a grant: {arguments}"
-    custom = "projects/$PROJECT/roles/"
-    assert re.fullmatch(rf"(roles/|{re.escape(custom)})[a-z][a-zA-Z.]+", flags["role"]), flags
-    assert flags["role"] not in OWNED_ROLES, f"{flags['role']} is granted by quotestream itself"
-    assert not flags["role"].endswith(".admin"), f"least privilege: {flags['role']}"
-    assert flags["member"] in {"$API", "$WORKERS", "$COMPOSER"}, flags
+def check_teardown(arguments: list[str]) -> None:
+    """What the owner deletes by hand after the quotestream_teardown DAG: quotestream's own
+    resources, each named."""
+    verb = next((word for word in ("delete", "rm") if word in arguments), None)
+    assert verb, f"unchecked command: {arguments}"
+    names = [word for word in arguments[arguments.index(verb) + 1 :] if not word.startswith("-")]
+    assert names, f"deletes nothing named: {arguments}"
+    assert all("quotestream" in name for name in names), f"not quotestream's: {arguments}"
 
 
 def check_alerts_connection(connection: dict[str, object]) -> None:
@@ -220,26 +197,6 @@ def check_alerts_connection(connection: dict[str, object]) -> None:
     assert set(extra) <= ALERT_EXTRAS, f"not read by the alerts: {set(extra) - ALERT_EXTRAS}"
     assert "password" not in connection, "a password in a doc would be a committed secret"
     assert extra.get("webhook_url", "https://").startswith("https://")
-
-
-@pytest.mark.unit
-def test_the_one_time_iam_script_creates_every_account_it_grants_to() -> None:
-    scripts = 0
-    for path in documents():
-        commands = [shlex.split(command) for command in shell_commands(path)]
-        created = {w[4] for w in commands if w[1:4] == ["iam", "service-accounts", "create"]}
-        if not created:
-            continue
-        scripts += 1
-        assignments = dict(
-            w.split("=", 1) for ws in commands if ASSIGNMENT.match(ws[0]) for w in ws
-        )
-        granted = {
-            assignments[member].removeprefix("serviceAccount:").split("@")[0]
-            for member in ("API", "WORKERS", "COMPOSER")
-        }
-        assert created == granted == ACCOUNTS, path
-    assert scripts >= 1, "the one-time IAM script is in no document"
 
 
 @pytest.mark.unit
@@ -252,7 +209,11 @@ def changes_nothing(words: list[str]) -> bool:
     """Commands the tests run: they read, print and check, and need no network."""
     return (
         words == ["make", "help"]
-        or (words[0] in QUOTESTREAM and "--dry-run" in words)
+        or (
+            words[0] in QUOTESTREAM
+            and words[1:3] == ["composer", "deploy"]
+            and "--dry-run" in words
+        )
         or (words[0].startswith("scripts/settings-doc") and words[1:] == ["--check"])
     )
 
