@@ -28,22 +28,27 @@ class Certificates:
     server_key: Path
 
 
-def make_certificates(folder: Path) -> Certificates:
-    """A CA, and a certificate it signs for 127.0.0.1 and localhost, valid for a day."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "quotestream test CA")])
-    ca_usage = x509.KeyUsage(
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """Signatures, and certificates and CRLs only for a CA."""
+    return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
         key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def make_certificates(folder: Path) -> Certificates:
+    """A CA, and a certificate it signs for 127.0.0.1 and localhost, valid for a day."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "quotestream test CA")])
+    ca_usage = _key_usage(signs_certificates=True)
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -58,17 +63,7 @@ def make_certificates(folder: Path) -> Certificates:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    server_usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    server_usage = _key_usage(signs_certificates=False)
     names = x509.SubjectAlternativeName(
         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     )
