@@ -251,13 +251,14 @@ def test_the_request_that_starts_a_slow_reading_waits_only_a_little() -> None:
         views.gate.set()
 
 
-def test_before_the_first_reading_ends_the_page_gets_empty_figures_marked_stale() -> None:
+def test_before_the_first_reading_ends_the_page_gets_figures_marked_pending() -> None:
     now = [NOW_MS / 1000]
     service, views = slow_cockpit(now, wait_for_reading_s=0.05)
     try:
         served = service.figures()
         assert served.stale
         assert (served.reading_since_ms, served.jobs, served.warehouse_error) == (NOW_MS, [], None)
-        assert served.as_json()["stale"] is True
+        # Not a reading of zero rows: the page must say it has nothing yet.
+        assert served.as_json()["pending"] is True
     finally:
         views.gate.set()

@@ -88,6 +88,8 @@ class Figures:
     # Older than FRESH_FOR_S: a newer reading has been running since `reading_since_ms`.
     stale: bool = False
     reading_since_ms: int | None = None
+    # No reading has finished yet: every figure above is missing, not zero.
+    pending: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,8 +150,15 @@ class CockpitService:
                 fresh = self._fresh(pair)
             if fresh is not None:
                 return fresh
-        shown = last or Figures(generated_ms=reading.started_ms, bars_pair=pair)
-        return replace(shown, stale=True, reading_since_ms=reading.started_ms)
+        if last is None:
+            return Figures(
+                generated_ms=reading.started_ms,
+                bars_pair=pair,
+                stale=True,
+                reading_since_ms=reading.started_ms,
+                pending=True,
+            )
+        return replace(last, stale=True, reading_since_ms=reading.started_ms)
 
     def _fresh(self, pair: str) -> Figures | None:
         read_at, figures = self._read.get(pair, (0.0, None))
