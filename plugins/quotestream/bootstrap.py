@@ -11,6 +11,7 @@ import ipaddress
 import socket
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from quotestream.ports import (
     TopicTap,
     Warehouse,
 )
-from quotestream.ports.queries import AccountingQueries, StoredRowLookups
+from quotestream.ports.queries import AccountingQueries, ResumePoints, StoredRowLookups
 from quotestream.services.accounting import AccountingService
 from quotestream.services.backfill import BackfillService
 from quotestream.services.provision import ProvisionService
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 
 class ConfigurationError(RuntimeError):
     pass
+
+
+RESUME_QUERY_TIMEOUT_S = 30.0
 
 
 def google_access(settings: Settings, api: str) -> ApiAccess:
@@ -125,6 +129,24 @@ def build_stored_row_lookups(settings: Settings) -> StoredRowLookups:
     return BigQueryStoredRowLookups(_bigquery_warehouse(settings))
 
 
+def resume_points_factory(settings: Settings) -> Callable[[], ResumePoints] | None:
+    """What builds the extract's resume points (on its workers, when a job starts): None for
+    a local extract with no BigQuery emulator set, which has no `quotes` to resume from (its
+    pairs then start a few seconds back, as on a first launch)."""
+    if settings.target == "local" and not settings.bigquery_emulator_host:
+        return None
+    return partial(build_resume_points, settings)
+
+
+def build_resume_points(settings: Settings) -> ResumePoints:
+    from quotestream.adapters.gcp.bigquery_queries import BigQueryResumePoints
+
+    # A job start waits on it: bounded, and tried again by the extract when it fails.
+    return BigQueryResumePoints(
+        _bigquery_warehouse(settings, query_timeout_s=RESUME_QUERY_TIMEOUT_S)
+    )
+
+
 def build_accounting_queries(settings: Settings) -> AccountingQueries:
     from quotestream.adapters.gcp.bigquery_queries import BigQueryAccountingQueries
 
@@ -194,8 +216,6 @@ def build_load_edge(settings: Settings, subscription: str) -> LoadEdge:
         from quotestream.beam.edges import DataflowPubSubEdge
 
         return DataflowPubSubEdge(subscription)
-    from functools import partial
-
     from quotestream.beam.pull import LocalPubSubEdge
 
     return LocalPubSubEdge(

@@ -35,6 +35,9 @@ def _comma_list(text: str) -> tuple[str, ...]:
 
 
 _AIRFLOW_ACCESS = {"gcp_connection_id", "impersonation_chains"}
+# What the extract's oldest fetched quote may take to reach the load and still be in its
+# freshness horizon (settings.extract_max_lookback_s against max_quote_age_s).
+LOOKBACK_SPARE_S = 600
 
 
 class Settings(BaseSettings):
@@ -73,6 +76,32 @@ class Settings(BaseSettings):
             ),
         ),
     ] = 6 * 3600
+    extract_max_lookback_s: Annotated[
+        int,
+        Field(
+            ge=60,
+            description=(
+                "How far back the extract reaches: a job that starts resumes each pair at the "
+                "newest event time `quotes` holds for it within this look-back, and after a "
+                "source outage a job catches up at most this much. Older gaps are the "
+                "backfill's. It must stay within the live load's freshness horizon "
+                "(`max_quote_age_s`, with `extract_resume_overlap_s` and 10 minutes to spare), "
+                "or what it fetches would be dead-lettered `too_old`."
+            ),
+        ),
+    ] = 3600
+    extract_resume_overlap_s: Annotated[
+        int,
+        Field(
+            ge=0,
+            description=(
+                "A starting extract job fetches again this much before each pair's newest "
+                "stored quote: quotes its predecessor fetched but had not got published when "
+                "it was cancelled, while later ones were. A poll spans about "
+                "`--poll_interval_s`; the load stores a re-fetched quote once (by event id)."
+            ),
+        ),
+    ] = 60
     bigquery_location: str = "US"
 
     # Locally `local up` writes it; on gcp it must be the Cloud Run service's URL (the
@@ -270,6 +299,20 @@ class Settings(BaseSettings):
         # parse time, when no connection may be read.
         if self.target == "gcp" and "project" not in self.model_fields_set:
             raise ValueError("target gcp needs QUOTESTREAM_PROJECT, the project to work in")
+        return self
+
+    @model_validator(mode="after")
+    def _look_back_within_the_horizon(self) -> Settings:
+        room = self.max_quote_age_s - self.extract_resume_overlap_s - LOOKBACK_SPARE_S
+        if self.extract_max_lookback_s > room:
+            raise ValueError(
+                f"extract_max_lookback_s ({self.extract_max_lookback_s}) plus "
+                f"extract_resume_overlap_s ({self.extract_resume_overlap_s}) plus "
+                f"{LOOKBACK_SPARE_S} s to deliver must fit max_quote_age_s "
+                f"({self.max_quote_age_s}): the live load would dead-letter as too_old what "
+                "the extract fetches at the start of its look-back. Lower the look-back "
+                f"to at most {room} or raise the horizon"
+            )
         return self
 
     @model_validator(mode="after")

@@ -18,18 +18,91 @@ from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import format_ts, now_ms
 from quotestream.domain.validation import is_event_ts
 from quotestream.ports import Publisher, PublishFuture, QuoteSource
+from quotestream.ports.queries import ResumePoints
 
 log = logging.getLogger(__name__)
 
-_MAX_CATCH_UP_MS = 3_600_000
 SourceFactory = Callable[[Callable[[str], None]], QuoteSource]
+# A failed read of the resume points is tried again this much later (no pair is fetched
+# before its resume point is known: fetching from a guess could skip quotes).
+RESUME_RETRY_MS = 10_000
+# One read of the resume points serves every pair that starts within this much of it: the
+# newest stored event time only grows, so an older answer resumes earlier, never later.
+RESUME_REUSE_MS = 60_000
+_FETCH_OUTCOMES = ("ok", "retry", "failed")
+
+
+class ResumeFrom:
+    """Where each pair's cursor starts when a job starts (its keyed state is empty).
+
+    With `resume_points`, at the pair's newest event time stored in `quotes` less
+    `overlap_ms`, no further back than `max_lookback_ms` (older gaps are the backfill's); a
+    pair with nothing stored in the look-back starts `first_lookback_ms` back, as a new pair.
+    Without (an extract with no warehouse), every pair starts `first_lookback_ms` back. One
+    read serves the pairs that start together; a failed one is tried again later."""
+
+    def __init__(
+        self,
+        resume_points: Callable[[], ResumePoints] | None,
+        *,
+        max_lookback_ms: int,
+        overlap_ms: int,
+        first_lookback_ms: int,
+    ) -> None:
+        self._factory = resume_points
+        self.max_lookback_ms = max_lookback_ms
+        self._overlap_ms = overlap_ms
+        self._first_lookback_ms = first_lookback_ms
+        self._points: ResumePoints | None = None
+        self._newest: dict[str, int] = {}
+        self._read_at: int | None = None
+        self._retry_at: int | None = None
+
+    def start(self, pair: str, end_ms: int) -> int | None:
+        """The cursor's first value for `pair` fetching up to `end_ms`; None while the stored
+        quotes cannot be read (raises nothing)."""
+        if self._factory is None:
+            return end_ms - self._first_lookback_ms
+        floor = end_ms - self.max_lookback_ms
+        if self._read_at is None or end_ms - self._read_at > RESUME_REUSE_MS:
+            if self._retry_at is not None and end_ms < self._retry_at:
+                return None
+            try:
+                if self._points is None:
+                    self._points = self._factory()
+                self._newest = self._points.newest_event_per_pair(floor)
+            except Exception as error:  # BigQuery unreachable, refusing, timing out
+                self._retry_at = end_ms + RESUME_RETRY_MS
+                log.warning(
+                    "cannot read where to resume (%s: %s); no pair is fetched until it can",
+                    type(error).__name__,
+                    error,
+                )
+                raise ResumeUnknown from error
+            self._read_at, self._retry_at = end_ms, None
+        newest = self._newest.get(pair)
+        if newest is None or newest < floor:
+            return end_ms - self._first_lookback_ms
+        return max(newest - self._overlap_ms, floor)
+
+    def close(self) -> None:
+        if self._points is not None:
+            self._points.close()
+            self._points = None
+
+
+class ResumeUnknown(RuntimeError):
+    """The stored quotes could not be read; the pair waits for its resume point."""
 
 
 class FetchNewQuotesFn(beam.DoFn):
-    """(pair, tick) -> the pair's quotes since its cursor, read from the API's history.
+    """(pair, tick) -> the pair's quotes since its cursor, read from the source's history.
 
     The cursor (keyed state) is the end of the last interval fetched, so each quote is
     fetched once; a failed fetch leaves it where it was and the next tick covers the gap.
+    A job starts with no state: each pair's cursor then starts where `ResumeFrom` says, at
+    what `quotes` already holds, so a cancelled and relaunched job skips nothing however
+    long the relaunch took (within the look-back).
     """
 
     CURSOR = ReadModifyWriteStateSpec("cursor_ms", VarIntCoder())
@@ -42,36 +115,58 @@ class FetchNewQuotesFn(beam.DoFn):
         self,
         source_factory: SourceFactory,
         lag_ms: int,
-        first_lookback_ms: int,
+        resume: ResumeFrom,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._factory = source_factory
         self._clock = clock
         self._lag_ms = lag_ms
-        self._first_lookback_ms = first_lookback_ms
+        self._resume = resume
         self.fetched = Metrics.counter(NAMESPACE, "fetched_quotes")
         self.skipped = Metrics.counter(NAMESPACE, "catch_up_truncated")
+        self.resumed = Metrics.counter(NAMESPACE, "resumed_pairs")
+        self.resume_failed = Metrics.counter(NAMESPACE, "resume_failed")
         self.outcomes = {
-            outcome: Metrics.counter(NAMESPACE, f"fetch_{outcome}")
-            for outcome in ("ok", "retry", "failed")
+            outcome: Metrics.counter(NAMESPACE, f"fetch_{outcome}") for outcome in _FETCH_OUTCOMES
         }
 
     def setup(self) -> None:
-        self._source = self._factory(lambda outcome: self.outcomes[outcome].inc())
+        self._source = self._factory(self._count)
+
+    def _count(self, outcome: str) -> None:
+        """A source's outcome: a fetch's (fetch_ok, fetch_retry, fetch_failed), or an event
+        of its own, counted under its name (a stream's reconnects, the lines it drops)."""
+        counter = self.outcomes.get(outcome)
+        if counter is None:
+            counter = self.outcomes[outcome] = Metrics.counter(NAMESPACE, outcome)
+        counter.inc()
 
     def process(
         self, element: tuple[str, Any], cursor: Any = CURSOR_STATE, failures: Any = FAILURES_STATE
     ) -> Iterator[dict[str, str]]:
         pair, _ = element
         end = self._clock() - self._lag_ms
-        start = cursor.read() or end - self._first_lookback_ms
+        start = cursor.read()
+        if start is None:
+            try:
+                start = self._resume.start(pair, end)
+            except ResumeUnknown:
+                self.resume_failed.inc()
+                return
+            if start is None:  # a read failed lately: not asked again yet
+                return
+            # Kept at once: a failed first fetch retries from here, not from a new guess.
+            cursor.write(start)
+            self.resumed.inc()
+            log.info("%s: starts at %s", pair, format_ts(start))
         if end <= start:
             return
         skipped_from = None
-        if end - start > _MAX_CATCH_UP_MS:
-            # After a long outage, catch up the last hour and leave the rest to the backfill
+        max_lookback_ms = self._resume.max_lookback_ms
+        if end - start > max_lookback_ms:
+            # After a long outage, catch up the look-back and leave the rest to the backfill
             # DAG: one fetch of days of history would stall every other pair's polling.
-            skipped_from, start = start, end - _MAX_CATCH_UP_MS
+            skipped_from, start = start, end - max_lookback_ms
         try:
             quotes = list(self._source.history(pair, start, end))
         except SourceUnavailable as error:
@@ -86,7 +181,7 @@ class FetchNewQuotesFn(beam.DoFn):
         if skipped_from is not None:
             self.skipped.inc()
             log.warning(
-                "%s: [%s, %s) skipped, more than an hour behind; backfill it",
+                "%s: [%s, %s) skipped, further behind than the look-back; backfill it",
                 pair,
                 format_ts(skipped_from),
                 format_ts(start),
@@ -108,6 +203,7 @@ class FetchNewQuotesFn(beam.DoFn):
         source = getattr(self, "_source", None)
         if source is not None:
             source.close()
+        self._resume.close()
 
 
 class PublishQuotesFn(beam.DoFn):
@@ -166,10 +262,19 @@ class ExtractQuotes(beam.PTransform[Any, Any]):
         first_lookback_ms: int = 5000,
         clock: Callable[[], int] = now_ms,
         ordered: bool = False,
+        resume_points: Callable[[], ResumePoints] | None = None,
+        max_lookback_ms: int = 3_600_000,
+        resume_overlap_ms: int = 60_000,
     ) -> None:
         super().__init__()
         self._pairs = list(pairs)
-        self._fetch = FetchNewQuotesFn(source_factory, lag_ms, first_lookback_ms, clock)
+        resume = ResumeFrom(
+            resume_points,
+            max_lookback_ms=max_lookback_ms,
+            overlap_ms=resume_overlap_ms,
+            first_lookback_ms=first_lookback_ms,
+        )
+        self._fetch = FetchNewQuotesFn(source_factory, lag_ms, resume, clock)
         self._publish = PublishQuotesFn(publisher_factory, topic, ordered)
 
     def expand(self, ticks: PCollection[Any]) -> PCollection[Any]:

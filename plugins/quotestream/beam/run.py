@@ -128,6 +128,10 @@ def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
             lag_ms=int(custom.poll_lag_s * 1000),
             # Each pair's quotes in order on an ordered subscription.
             ordered=settings.message_ordering,
+            # Each pair resumes at what `quotes` holds: a relaunch loses nothing.
+            resume_points=bootstrap.resume_points_factory(settings),
+            max_lookback_ms=settings.extract_max_lookback_s * 1000,
+            resume_overlap_ms=settings.extract_resume_overlap_s * 1000,
         )
     )
     return pipeline

@@ -210,6 +210,16 @@ class StoredRowLookups(Protocol):
     def close(self) -> None: ...
 
 
+class ResumePoints(Protocol):
+    """Where the extract resumes: what `quotes` holds already, asked once when a job starts."""
+
+    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
+        """pair -> its newest stored event time from `since_ms` on; a pair without a quote
+        there is absent. `since_ms` bounds the partitions read (the extract's look-back)."""
+
+    def close(self) -> None: ...
+
+
 class BackfillWrites(Protocol):
     """The backfill's one set-based write."""
 

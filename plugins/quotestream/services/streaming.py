@@ -136,9 +136,11 @@ class StreamingService:
             report.problems.append(f"the oldest unacked message is {oldest:.0f} s old")
 
 
-# What a plain restart does to each job. The extract's cursor makes a cancel lossless (and a
-# pipeline with a splittable DoFn, as PeriodicImpulse is, can fail to drain on Dataflow); the
-# load drains, so the bars it holds are written before it ends.
+# What a plain restart does to each job. A cancelled extract loses its cursors, but the new
+# job resumes each pair at the newest quote `quotes` holds (within extract_max_lookback_s), so
+# a cancel loses nothing however long the relaunch takes (and a pipeline with a splittable
+# DoFn, as PeriodicImpulse is, can fail to drain on Dataflow); the load drains, so the bars it
+# holds are written before it ends.
 PLAIN_STOP = {"extract": StopMode.CANCEL, "load": StopMode.DRAIN}
 
 

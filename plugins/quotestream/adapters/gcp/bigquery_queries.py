@@ -29,6 +29,12 @@ from quotestream.ports.queries import (
 # The SQL twin of domain.rows.dead_letter_row_id, for the rows that have a message id (every
 # pulled message has; the Python one digests the content of a row without).
 DEAD_LETTER_ROW_ID_SQL = "CONCAT(stage, ':', message_id)"
+# pair -> newest event time of the quotes from @since on: where the extract resumes, and the
+# Quotes pipeline page's freshness per pair (bigquery_views.py asks the same).
+NEWEST_EVENT_PER_PAIR = (
+    "SELECT pair, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
+    "WHERE event_ts >= TIMESTAMP_MILLIS(@since) GROUP BY pair"
+)
 # Ids per lookup: BigQuery caps the parameters of one query.
 _LOOKUP_CHUNK = 500
 # A lookup of stored rows takes its ids as one parameter, joined by a separator none holds (an
@@ -375,6 +381,14 @@ class BigQueryStoredRowLookups(_BigQueryQueries):
             {"ids": _ID_SEPARATOR.join(ids), **(params or {})},
         )
         return {str(row["row_id"]) for row in rows}
+
+
+class BigQueryResumePoints(_BigQueryQueries):
+    """ResumePoints: one query per job start, reading only the look-back's partitions."""
+
+    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
+        rows = self._warehouse.query(NEWEST_EVENT_PER_PAIR, {"since": since_ms})
+        return {row["pair"]: int(row["newest"]) for row in rows}
 
 
 class BigQueryBackfillWrites(_BigQueryQueries):

@@ -7,6 +7,7 @@ of `quotes`, received_ts of the dead letters); values travel as query parameters
 from __future__ import annotations
 
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
+from quotestream.adapters.gcp.bigquery_queries import NEWEST_EVENT_PER_PAIR
 from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, QualityResult
 
 # A quote written in the window may have been stamped up to a day before it was written
@@ -43,11 +44,8 @@ class BigQueryPipelineViews:
         return Lag(row["p50"] / 1000, row["p95"] / 1000, int(row["n"]))
 
     def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
-        rows = self._warehouse.query(
-            "SELECT pair, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
-            "WHERE event_ts >= TIMESTAMP_MILLIS(@since) GROUP BY pair",
-            {"since": since_ms},
-        )
+        # The extract's resume points ask the same question (bigquery_queries.py).
+        rows = self._warehouse.query(NEWEST_EVENT_PER_PAIR, {"since": since_ms})
         return {row["pair"]: int(row["newest"]) for row in rows}
 
     def dead_letters_by_reason(self, since_ms: int) -> list[DeadLetterGroup]:

@@ -1,0 +1,163 @@
+"""Where a starting extract job resumes each pair (ResumeFrom), with fakes: at the newest
+event time `quotes` holds for it, less the overlap, within the look-back."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from functools import partial
+
+import apache_beam as beam
+import pytest
+
+from quotestream.beam.extract import RESUME_RETRY_MS, ExtractQuotes, ResumeFrom, ResumeUnknown
+from quotestream.domain import PAIR_CATALOG, parse_quote
+from quotestream.domain.market import MarketSimulator
+from tests.support.fake_resume_points import InMemoryResumePoints, shared_resume_points
+from tests.support.fakes import shared_publisher
+from tests.support.pipelines import direct_pipeline
+
+pytestmark = pytest.mark.unit
+
+NOW = 1_795_000_000_000
+HOUR = 3_600_000
+SEED = 31
+
+
+def resume_from(points: InMemoryResumePoints | None) -> ResumeFrom:
+    return ResumeFrom(
+        (lambda: points) if points is not None else None,
+        max_lookback_ms=HOUR,
+        overlap_ms=60_000,
+        first_lookback_ms=5_000,
+    )
+
+
+def test_a_pair_resumes_at_its_newest_stored_quote_less_the_overlap() -> None:
+    points = InMemoryResumePoints({"USD-BRL": [NOW - 600_000, NOW - 300_000]})
+    assert resume_from(points).start("USD-BRL", NOW) == NOW - 300_000 - 60_000
+
+
+def test_the_look_back_bounds_the_resume_and_older_gaps_are_the_backfills() -> None:
+    points = InMemoryResumePoints(
+        {
+            "USD-BRL": [NOW - HOUR + 30_000],  # within the look-back, but not its overlap
+            "EUR-USD": [NOW - 2 * HOUR],  # beyond it: as a new pair
+        }
+    )
+    resume = resume_from(points)
+    assert resume.start("USD-BRL", NOW) == NOW - HOUR
+    assert resume.start("EUR-USD", NOW) == NOW - 5_000
+    assert resume.start("BTC-USD", NOW) == NOW - 5_000  # nothing stored
+    assert points.reads == [NOW - HOUR], "the query reads only the look-back's partitions"
+
+
+def test_pairs_starting_together_share_one_read() -> None:
+    points = InMemoryResumePoints({"USD-BRL": [NOW - 10_000]})
+    resume = resume_from(points)
+    for offset, pair in enumerate(["USD-BRL", "EUR-USD", "BTC-USD"]):
+        resume.start(pair, NOW + offset * 1000)
+    assert len(points.reads) == 1
+    resume.start("GBP-USD", NOW + 61_000)
+    assert len(points.reads) == 2
+
+
+def test_without_a_warehouse_every_pair_starts_the_first_look_back_back() -> None:
+    assert resume_from(None).start("USD-BRL", NOW) == NOW - 5_000
+
+
+def test_no_pair_is_fetched_from_a_guess_while_the_stored_quotes_cannot_be_read() -> None:
+    points = InMemoryResumePoints({"USD-BRL": [NOW - 100_000]}, failing=True)
+    resume = resume_from(points)
+    with pytest.raises(ResumeUnknown):
+        resume.start("USD-BRL", NOW)
+    assert resume.start("USD-BRL", NOW + 1000) is None, "asked again before the retry"
+    assert len(points.reads) == 1
+    points.failing = False
+    assert resume.start("USD-BRL", NOW + RESUME_RETRY_MS) == NOW - 100_000 - 60_000
+
+
+_CLOCKS: dict[str, itertools.count[int]] = {}
+_LOCK = threading.Lock()
+
+
+class StepClock:
+    """Each reading one second after the last, shared by every copy Beam makes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self) -> int:
+        with _LOCK:
+            return NOW + 1000 * next(_CLOCKS.setdefault(self.name, itertools.count()))
+
+
+class SimulatedSource:
+    def __init__(self, on_outcome: object) -> None:
+        self.market = MarketSimulator(SEED, PAIR_CATALOG)
+
+    def history(self, pair: str, start_ms: int, end_ms: int):  # type: ignore[no-untyped-def]
+        for _, quote in self.market.quotes_between(PAIR_CATALOG[pair], start_ms, end_ms):
+            yield quote.to_dict()
+
+    def latest(self, pairs: object) -> list[dict[str, str]]:
+        raise AssertionError("extraction reads history")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_relaunched_job_publishes_from_each_pairs_stored_quotes_on_without_a_gap() -> None:
+    """The previous job stored USD-BRL up to 10 minutes ago; this job (empty state) fetches
+    from there less the overlap on, every tick once; EUR-USD had nothing stored."""
+    name = f"resume-{uuid.uuid4()}"
+    market = MarketSimulator(SEED, PAIR_CATALOG)
+    stored = [
+        q.event_ts_ms
+        for _, q in market.quotes_between(PAIR_CATALOG["USD-BRL"], NOW - 900_000, NOW - 600_000)
+    ]
+    shared_resume_points(name).stored = {"USD-BRL": stored}
+    with direct_pipeline() as pipeline:
+        _ = (
+            pipeline
+            | beam.Create(range(5))
+            | ExtractQuotes(
+                ["USD-BRL", "EUR-USD"],
+                SimulatedSource,
+                partial(shared_publisher, name),
+                "quotes",
+                lag_ms=0,
+                first_lookback_ms=5_000,
+                clock=StepClock(name),
+                resume_points=partial(shared_resume_points, name),
+                max_lookback_ms=HOUR,
+                resume_overlap_ms=60_000,
+            )
+        )
+    quotes = [
+        parse_quote(m.data, m.attributes, now_ms=NOW + HOUR)
+        for m in shared_publisher(name).messages
+    ]
+    assert len({q.event_id for q in quotes}) == len(quotes), "a quote published twice"
+    assert len(shared_resume_points(name).reads) == 1
+    last_ms = max(q.event_ts_ms for q in quotes)
+    for pair in ("USD-BRL", "EUR-USD"):
+        times = sorted(q.event_ts_ms for q in quotes if q.pair == pair)
+        expected = [
+            q.event_ts_ms
+            for _, q in market.quotes_between(PAIR_CATALOG[pair], times[0], times[-1] + 1)
+        ]
+        assert times == expected, f"{pair}: a gap"
+        assert times[-1] >= last_ms - 2_000
+    usd_brl = min(q.event_ts_ms for q in quotes if q.pair == "USD-BRL")
+    first_after = next(
+        iter(market.quotes_between(PAIR_CATALOG["USD-BRL"], stored[-1] - 60_000, NOW))
+    )
+    assert usd_brl == first_after[1].event_ts_ms, "USD-BRL did not resume at its stored quotes"
+    # A pair with nothing stored starts 5 s before its first tick's clock reading (one of
+    # the ten readings NOW + k s, k < 10).
+    eur_usd = min(q.event_ts_ms for q in quotes if q.pair == "EUR-USD")
+    assert NOW - 5_000 <= eur_usd < NOW + 5_000 + PAIR_CATALOG["EUR-USD"].tick_interval_ms
+    # The overlap re-fetched what was stored: the load stores it once (by event id).
+    assert sum(1 for q in quotes if q.pair == "USD-BRL" and q.event_ts_ms in set(stored)) > 0
