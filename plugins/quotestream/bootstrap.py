@@ -189,8 +189,31 @@ def build_provision_service(settings: Settings) -> ProvisionService:
 
 
 def build_quote_source(
-    settings: Settings, on_outcome: Callable[[str], None] = lambda _: None
+    settings: Settings,
+    on_outcome: Callable[[str], None] = lambda _: None,
+    *,
+    live: bool = False,
 ) -> QuoteSource:
+    """The market-data API's client; for the extract (`live`), the source `extract_source`
+    names: OANDA's pricing stream has no history for the backfill or the reconciliation."""
+    if live and settings.extract_source == "oanda":
+        from quotestream.adapters.oanda import Backoff, OandaPricingStream, SharedOandaStream
+
+        token = settings.oanda_token
+        assert token is not None  # the settings refuse oanda without one
+        # One connection per worker process, whatever number of copies of the step it runs.
+        return SharedOandaStream(
+            (settings.oanda_stream_url, settings.oanda_account_id, settings.pairs),
+            lambda: OandaPricingStream(
+                settings.oanda_stream_url,
+                settings.oanda_account_id,
+                token.get_secret_value(),
+                settings.pairs,
+                silence_timeout_s=settings.oanda_silence_timeout_s,
+                backoff=Backoff(settings.oanda_backoff_initial_s, settings.oanda_backoff_max_s),
+            ),
+            on_outcome,
+        )
     from quotestream.adapters.api_client import HttpQuoteSource
 
     # On Cloud Run the API is private: every call carries an identity token for its URL.

@@ -166,7 +166,34 @@ class Settings(BaseSettings):
     market_seed: int = 20261124
     # Comma-separated in the environment: QUOTESTREAM_PAIRS=USD-BRL,EUR-BRL
     pairs: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PAIRS
+    # The `source` of the simulated market's quotes (the API's); not where the extract reads.
     quote_source: str = "sim"
+    extract_source: Annotated[
+        Literal["api", "oanda"],
+        Field(
+            description=(
+                "Where the extract reads quotes: `api`, quotestream's market-data API (whose "
+                "history the backfill and the reconciliation read, whatever this says), or "
+                "`oanda`, OANDA's v20 pricing stream for the configured pairs as OANDA "
+                "instruments (EUR-USD is EUR_USD), stored with source `oanda` "
+                "([architecture](architecture.md#a-second-source-oandas-pricing-stream))."
+            )
+        ),
+    ] = "api"
+    # OANDA's stream host: the practice one by default (live: https://stream-fxtrade.oanda.com).
+    oanda_stream_url: str = "https://stream-fxpractice.oanda.com"
+    # The v20 account whose prices are streamed (required with extract_source oanda).
+    oanda_account_id: str = ""
+    # The v20 API token, sent as `Authorization: Bearer`; from the environment
+    # (QUOTESTREAM_OANDA_TOKEN) or a secret store, never from the repository.
+    oanda_token: SecretStr | None = None
+    # Nothing at all (not even a heartbeat) for this long: the stream is dropped and reopened.
+    oanda_silence_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    # A stream that fails to open or drops is reopened after a delay that doubles with each
+    # failure in a row from the first, up to the second, each drawn from [50 %, 100 %) of it.
+    oanda_backoff_initial_s: Annotated[float, Field(gt=0)] = 1.0
+    # The longest wait before the OANDA stream is reopened (see oanda_backoff_initial_s).
+    oanda_backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
 
     relay_capacity: Annotated[int, Field(ge=1)] = 20_000
     relay_max_batch: Annotated[int, Field(ge=1)] = 1_000
@@ -282,6 +309,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"{api}: plain http only to a loopback address, not {endpoint}")
         return value
 
+    @field_validator("oanda_token")
+    @classmethod
+    def _plausible_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Sent as a header: no whitespace or control characters, and not a placeholder.
+        if value is not None:
+            token = value.get_secret_value()
+            if len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token):
+                raise ValueError(
+                    "the OANDA token needs at least 16 characters, none of them whitespace"
+                )
+        return value
+
     @field_validator("api_key")
     @classmethod
     def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -313,6 +352,25 @@ class Settings(BaseSettings):
                 "the extract fetches at the start of its look-back. Lower the look-back "
                 f"to at most {room} or raise the horizon"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _oanda_configured(self) -> Settings:
+        if self.extract_source == "oanda" and not (self.oanda_account_id and self.oanda_token):
+            raise ValueError(
+                "extract_source oanda needs QUOTESTREAM_OANDA_ACCOUNT_ID and "
+                "QUOTESTREAM_OANDA_TOKEN"
+            )
+        location = urlsplit(self.oanda_stream_url)
+        loopback = location.hostname in ("127.0.0.1", "localhost")
+        if location.scheme != "https" and not (location.scheme == "http" and loopback):
+            # The token travels with every request: in clear only to this machine.
+            raise ValueError(
+                f"oanda_stream_url must be https (plain http only to a loopback address), "
+                f"not {self.oanda_stream_url!r}"
+            )
+        if self.oanda_backoff_max_s < self.oanda_backoff_initial_s:
+            raise ValueError("oanda_backoff_max_s is below oanda_backoff_initial_s")
         return self
 
     @model_validator(mode="after")

@@ -13,4 +13,9 @@ REFUSED_SECRETS: dict[str, list[object]] = {
         f"a-good-key-of-16-chars,{MARKER}",  # one of several too short
         {"key": f"{MARKER}-in-a-mapping"},  # not a string
     ],
+    "oanda_token": [
+        MARKER,  # too short
+        f"{MARKER}-long-enough but with a space",  # whitespace
+        [f"{MARKER}-in-a-list"],  # not a string
+    ],
 }

@@ -19,6 +19,7 @@ from quotestream.domain.quote import format_ts, now_ms
 from quotestream.domain.validation import is_event_ts
 from quotestream.ports import Publisher, PublishFuture, QuoteSource
 from quotestream.ports.queries import ResumePoints
+from quotestream.ports.sources import QuoteStream, UnreadableLine
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class FetchNewQuotesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._source = self._factory(self._count)
+        # A stream's unreadable lines go on as received, for the load's gate to dead-letter.
+        self._stream = self._source if isinstance(self._source, QuoteStream) else None
 
     def _count(self, outcome: str) -> None:
         """A source's outcome: a fetch's (fetch_ok, fetch_retry, fetch_failed), or an event
@@ -143,8 +146,10 @@ class FetchNewQuotesFn(beam.DoFn):
 
     def process(
         self, element: tuple[str, Any], cursor: Any = CURSOR_STATE, failures: Any = FAILURES_STATE
-    ) -> Iterator[dict[str, str]]:
+    ) -> Iterator[dict[str, str] | UnreadableLine]:
         pair, _ = element
+        if self._stream is not None:
+            yield from self._stream.take_unreadable()
         end = self._clock() - self._lag_ms
         start = cursor.read()
         if start is None:
@@ -224,7 +229,14 @@ class PublishQuotesFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending: list[PublishFuture] = []
 
-    def process(self, quote: dict[str, str]) -> None:
+    def process(self, quote: dict[str, str] | UnreadableLine) -> None:
+        if isinstance(quote, UnreadableLine):
+            # Published as received: the load's gate dead-letters it with its reason, and the
+            # dead letter keeps the source's in its attributes.
+            self._pending.append(
+                self._publisher.publish(self._topic, quote.payload, quote.attributes(), "")
+            )
+            return
         attributes: dict[str, str] = {
             key: quote[key] for key in ("pair", "event_id") if isinstance(quote.get(key), str)
         }

@@ -122,7 +122,7 @@ def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         | "ExtractQuotes"
         >> ExtractQuotes(
             settings.pairs,
-            partial(bootstrap.build_quote_source, settings),
+            partial(bootstrap.build_quote_source, settings, live=True),
             partial(bootstrap.build_publisher, settings, ordered=settings.message_ordering),
             settings.quotes_topic,
             lag_ms=int(custom.poll_lag_s * 1000),

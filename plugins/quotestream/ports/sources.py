@@ -1,0 +1,34 @@
+"""What a pushed source (a stream) adds to the QuoteSource port: the lines it received that no
+quote could be made of. They go on as received, for the load's gate to dead-letter, so one
+dead-letter path keeps them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from quotestream.ports import QuoteSource
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableLine:
+    """A line of a feed as received (`payload`), with the adapter's reason for not making a
+    quote of it; published with the reason as attributes, so the dead letter keeps both the
+    gate's verdict and the adapter's."""
+
+    payload: bytes
+    source: str
+    reason: str
+    detail: str
+
+    def attributes(self) -> dict[str, str]:
+        return {"source": self.source, "source_reason": self.reason, "source_detail": self.detail}
+
+
+@runtime_checkable
+class QuoteStream(QuoteSource, Protocol):
+    """A QuoteSource fed by a stream: `history` serves what arrived (a stream keeps no past
+    beyond what it buffered since it connected), and the unreadable lines are handed over."""
+
+    def take_unreadable(self) -> list[UnreadableLine]:
+        """The unreadable lines received since the last call, each handed over once."""
