@@ -52,5 +52,6 @@ def test_the_quality_queries_answer_the_pages_bars_too() -> None:
         "HealthQueries",
         "QualityQueries",
         "ReplayQueries",
+        "ResumePoints",
         "StoredRowLookups",
     ]

@@ -14,8 +14,13 @@ import pytest
 from quotestream.beam.extract import RESUME_RETRY_MS, ExtractQuotes, ResumeFrom, ResumeUnknown
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
-from tests.support.fake_resume_points import InMemoryResumePoints, shared_resume_points
-from tests.support.fakes import shared_publisher
+from quotestream.domain.quote import format_ts
+from tests.support.fakes import (
+    InMemoryResumePoints,
+    InMemoryWarehouse,
+    shared_publisher,
+    shared_resume_points,
+)
 from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
@@ -23,6 +28,16 @@ pytestmark = pytest.mark.unit
 NOW = 1_795_000_000_000
 HOUR = 3_600_000
 SEED = 31
+
+
+def stored(
+    times: dict[str, list[int]], warehouse: InMemoryWarehouse | None = None
+) -> InMemoryResumePoints:
+    """Resume points over a `quotes` table holding these event times per pair."""
+    warehouse = warehouse or InMemoryWarehouse()
+    rows = [{"pair": p, "event_ts": format_ts(t)} for p, ts in times.items() for t in ts]
+    warehouse.insert_rows("quotes", rows)
+    return InMemoryResumePoints(warehouse)
 
 
 def resume_from(points: InMemoryResumePoints | None) -> ResumeFrom:
@@ -35,12 +50,12 @@ def resume_from(points: InMemoryResumePoints | None) -> ResumeFrom:
 
 
 def test_a_pair_resumes_at_its_newest_stored_quote_less_the_overlap() -> None:
-    points = InMemoryResumePoints({"USD-BRL": [NOW - 600_000, NOW - 300_000]})
+    points = stored({"USD-BRL": [NOW - 600_000, NOW - 300_000]})
     assert resume_from(points).start("USD-BRL", NOW) == NOW - 300_000 - 60_000
 
 
 def test_the_look_back_bounds_the_resume_and_older_gaps_are_the_backfills() -> None:
-    points = InMemoryResumePoints(
+    points = stored(
         {
             "USD-BRL": [NOW - HOUR + 30_000],  # within the look-back, but not its overlap
             "EUR-USD": [NOW - 2 * HOUR],  # beyond it: as a new pair
@@ -54,7 +69,7 @@ def test_the_look_back_bounds_the_resume_and_older_gaps_are_the_backfills() -> N
 
 
 def test_pairs_starting_together_share_one_read() -> None:
-    points = InMemoryResumePoints({"USD-BRL": [NOW - 10_000]})
+    points = stored({"USD-BRL": [NOW - 10_000]})
     resume = resume_from(points)
     for offset, pair in enumerate(["USD-BRL", "EUR-USD", "BTC-USD"]):
         resume.start(pair, NOW + offset * 1000)
@@ -68,7 +83,8 @@ def test_without_a_warehouse_every_pair_starts_the_first_look_back_back() -> Non
 
 
 def test_no_pair_is_fetched_from_a_guess_while_the_stored_quotes_cannot_be_read() -> None:
-    points = InMemoryResumePoints({"USD-BRL": [NOW - 100_000]}, failing=True)
+    points = stored({"USD-BRL": [NOW - 100_000]})
+    points.failing = True
     resume = resume_from(points)
     with pytest.raises(ResumeUnknown):
         resume.start("USD-BRL", NOW)
@@ -113,11 +129,11 @@ def test_a_relaunched_job_publishes_from_each_pairs_stored_quotes_on_without_a_g
     from there less the overlap on, every tick once; EUR-USD had nothing stored."""
     name = f"resume-{uuid.uuid4()}"
     market = MarketSimulator(SEED, PAIR_CATALOG)
-    stored = [
+    stored_ms = [
         q.event_ts_ms
         for _, q in market.quotes_between(PAIR_CATALOG["USD-BRL"], NOW - 900_000, NOW - 600_000)
     ]
-    shared_resume_points(name).stored = {"USD-BRL": stored}
+    stored({"USD-BRL": stored_ms}, shared_resume_points(name).warehouse)
     with direct_pipeline() as pipeline:
         _ = (
             pipeline
@@ -152,7 +168,7 @@ def test_a_relaunched_job_publishes_from_each_pairs_stored_quotes_on_without_a_g
         assert times[-1] >= last_ms - 2_000
     usd_brl = min(q.event_ts_ms for q in quotes if q.pair == "USD-BRL")
     first_after = next(
-        iter(market.quotes_between(PAIR_CATALOG["USD-BRL"], stored[-1] - 60_000, NOW))
+        iter(market.quotes_between(PAIR_CATALOG["USD-BRL"], stored_ms[-1] - 60_000, NOW))
     )
     assert usd_brl == first_after[1].event_ts_ms, "USD-BRL did not resume at its stored quotes"
     # A pair with nothing stored starts 5 s before its first tick's clock reading (one of
@@ -160,4 +176,4 @@ def test_a_relaunched_job_publishes_from_each_pairs_stored_quotes_on_without_a_g
     eur_usd = min(q.event_ts_ms for q in quotes if q.pair == "EUR-USD")
     assert NOW - 5_000 <= eur_usd < NOW + 5_000 + PAIR_CATALOG["EUR-USD"].tick_interval_ms
     # The overlap re-fetched what was stored: the load stores it once (by event id).
-    assert sum(1 for q in quotes if q.pair == "USD-BRL" and q.event_ts_ms in set(stored)) > 0
+    assert sum(1 for q in quotes if q.pair == "USD-BRL" and q.event_ts_ms in set(stored_ms)) > 0

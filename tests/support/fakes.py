@@ -412,6 +412,25 @@ class InMemoryHealthQueries(_InMemoryQueries):
 
 
 @dataclass
+class InMemoryResumePoints(_InMemoryQueries):
+    """`reads` keeps the `since_ms` of each read; with `failing`, a read fails as an
+    unreachable BigQuery would."""
+
+    reads: list[int] = field(default_factory=list)
+    failing: bool = False
+
+    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
+        self.reads.append(since_ms)
+        if self.failing:
+            raise ConnectionError("BigQuery does not answer")
+        newest: dict[str, int] = {}
+        for row in self._quotes():
+            if _within(row["event_ts"], since_ms):
+                newest[row["pair"]] = max(newest.get(row["pair"], 0), ms_of(row["event_ts"]))
+        return newest
+
+
+@dataclass
 class InMemoryStoredRowLookups(_InMemoryQueries):
     """`lookups` keeps the ids each lookup asked for."""
 
@@ -478,6 +497,7 @@ class InMemoryQuoteSource:
 # Beam pickles DoFns; they find their fakes again by name through these registries.
 _WAREHOUSES: dict[str, InMemoryWarehouse] = {}
 _LOOKUPS: dict[str, InMemoryStoredRowLookups] = {}
+_RESUME_POINTS: dict[str, InMemoryResumePoints] = {}
 _PUBLISHERS: dict[str, InMemoryPublisher] = {}
 
 
@@ -488,6 +508,11 @@ def shared_warehouse(name: str) -> InMemoryWarehouse:
 def shared_lookups(name: str) -> InMemoryStoredRowLookups:
     """The lookups over `shared_warehouse(name)`."""
     return _LOOKUPS.setdefault(name, InMemoryStoredRowLookups(shared_warehouse(name)))
+
+
+def shared_resume_points(name: str) -> InMemoryResumePoints:
+    """The resume points over `shared_warehouse(name)`."""
+    return _RESUME_POINTS.setdefault(name, InMemoryResumePoints(shared_warehouse(name)))
 
 
 def shared_publisher(name: str) -> InMemoryPublisher:

@@ -7,6 +7,7 @@ as query parameters, never in the text.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
@@ -25,6 +26,8 @@ from quotestream.ports.queries import (
     RecentFlow,
     ReplayVerdict,
 )
+
+log = logging.getLogger(__name__)
 
 # The SQL twin of domain.rows.dead_letter_row_id, for the rows that have a message id (every
 # pulled message has; the Python one digests the content of a row without).
@@ -384,10 +387,18 @@ class BigQueryStoredRowLookups(_BigQueryQueries):
 
 
 class BigQueryResumePoints(_BigQueryQueries):
-    """ResumePoints: one query per job start, reading only the look-back's partitions."""
+    """ResumePoints: one query per job start, reading only the look-back's partitions. No
+    dataset or table (nothing provisioned, an extract publishing where no load stores) holds
+    no quote: nothing to resume from."""
 
     def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
-        rows = self._warehouse.query(NEWEST_EVENT_PER_PAIR, {"since": since_ms})
+        from google.api_core.exceptions import NotFound
+
+        try:
+            rows = self._warehouse.query(NEWEST_EVENT_PER_PAIR, {"since": since_ms})
+        except NotFound as error:
+            log.warning("no quotes to resume from: %s", str(error).splitlines()[0][:200])
+            return {}
         return {row["pair"]: int(row["newest"]) for row in rows}
 
 

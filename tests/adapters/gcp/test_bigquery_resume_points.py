@@ -1,0 +1,63 @@
+"""Where the extract resumes, asked of the BigQuery emulator and of the in-memory fake: both
+answer alike from the same rows; a dataset never provisioned holds nothing to resume from."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from quotestream import bootstrap
+from quotestream.adapters.local.processes import ServiceProcess
+from quotestream.domain.quote import now_ms
+from quotestream.domain.schemas import ALL_TABLES, QUOTES
+from quotestream.ports.queries import ResumePoints
+from quotestream.settings import Settings
+from tests.support.fakes import InMemoryResumePoints, InMemoryWarehouse
+from tests.support.rows import quote_at
+
+pytestmark = pytest.mark.integration
+
+NOW = now_ms() // 1000 * 1000
+HOUR_MS = 3_600_000
+ROWS = [
+    quote_at(NOW - 5_000),
+    quote_at(NOW - 2_000),
+    quote_at(NOW - 30_000, pair="EUR-USD"),
+    quote_at(NOW - 2 * HOUR_MS, pair="GBP-USD"),  # beyond an hour's look-back
+]
+
+
+def test_the_newest_stored_quote_per_pair_within_the_look_back(
+    bigquery_emulator: ServiceProcess,
+) -> None:
+    settings = Settings(project=f"resume-{uuid.uuid4().hex[:8]}", target="local")
+    warehouse = bootstrap.build_warehouse(settings)
+    warehouse.ensure_dataset()
+    for table in ALL_TABLES:
+        warehouse.ensure_table(table)
+    memory = InMemoryWarehouse()
+    for store in (warehouse, memory):
+        assert store.insert_rows(QUOTES.name, ROWS) == []
+    both: list[ResumePoints] = [
+        bootstrap.build_resume_points(settings),
+        InMemoryResumePoints(memory),
+    ]
+    for points in both:
+        assert points.newest_event_per_pair(NOW - HOUR_MS) == {
+            "USD-BRL": NOW - 2_000,
+            "EUR-USD": NOW - 30_000,
+        }
+        assert points.newest_event_per_pair(NOW - 3 * HOUR_MS)["GBP-USD"] == NOW - 2 * HOUR_MS
+        points.close()
+
+
+def test_a_dataset_never_provisioned_holds_nothing_to_resume_from(
+    bigquery_emulator: ServiceProcess,
+) -> None:
+    settings = Settings(project=f"unprovisioned-{uuid.uuid4().hex[:8]}", target="local")
+    points = bootstrap.build_resume_points(settings)
+    try:
+        assert points.newest_event_per_pair(NOW - HOUR_MS) == {}
+    finally:
+        points.close()
