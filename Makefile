@@ -59,8 +59,13 @@ airflow-runtimes: setup ## Composer's Airflow 3.1 on Python 3.11 and Airflow 3.3
 browser: ## Debian's chromium for the browser test (apt-get; nothing once it is there)
 	scripts/install-browser
 
-test: lint browser airflow-runtimes ## the whole suite: lint, unit, api, integration, e2e in a browser, the Airflow runtimes (starts the emulators itself)
-	$(BIN)/pytest
+# The suite waits (polls, ack deadlines, process starts) more than it computes: workers, each
+# with its own emulators, overlap the waits. A test file stays on one worker (its module
+# fixtures, the demo's run, start once).
+TEST_WORKERS ?= 3
+
+test: lint browser airflow-runtimes ## the whole suite in TEST_WORKERS processes: lint, unit, api, integration, e2e in a browser, the Airflow runtimes (starts the emulators itself)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: setup ## the whole pipeline locally, driven from Airflow, until Ctrl-C (DEMO_SECONDS=60)
 	$(BIN)/quotestream demo --seconds $(or $(DEMO_SECONDS),60)

@@ -154,10 +154,19 @@ class LocalAirflow:
         """The "Quotes pipeline" page of the project's plugin."""
         return f"{self.url}/quotestream/"
 
-    def pipeline_figures(self) -> dict[str, Any]:
-        """What that page shows, from the JSON behind it."""
-        figures: dict[str, Any] = self._request("GET", "/quotestream/api/figures")
-        return figures
+    def pipeline_figures(self, timeout: float = 120.0) -> dict[str, Any]:
+        """What that page shows, from the JSON behind it, once a reading of this moment has
+        finished (the page serves stale or pending figures while one runs)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            figures: dict[str, Any] = self._request("GET", "/quotestream/api/figures")
+            if not figures["stale"]:
+                return figures
+            if time.monotonic() > deadline:
+                raise AirflowError(
+                    f"the page's figures were still being read after {timeout:.0f} s"
+                )
+            time.sleep(1)
 
     def _healthy(self) -> bool:
         try:

@@ -18,12 +18,23 @@ from quotestream.adapters.local.processes import (
 )
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
-from tests.support.pubsub_helpers import PROJECT, drain, make_topic_with_subscription
+from tests.support.pubsub_helpers import (
+    PROJECT,
+    Received,
+    drain,
+    make_topic_with_subscription,
+)
 
 pytestmark = pytest.mark.integration
 
 SEED = 4242
 PAIRS = ["USD-BRL", "EUR-USD", "BTC-USD"]
+QUOTES_PER_PAIR = 10
+
+
+def _every_pair_has(received: list[Received], count: int) -> bool:
+    pairs = Counter(parse_quote(m.data, m.attributes).pair for m in received)
+    return all(pairs[pair] >= count for pair in PAIRS)
 
 
 def test_extraction_publishes_every_quote_once(
@@ -61,17 +72,23 @@ def test_extraction_publishes_every_quote_once(
             ready=lambda: True,
             env=env,
         )
-        time.sleep(15)
+        # Pulled while the job runs, until every pair has QUOTES_PER_PAIR (a busy machine
+        # starts Beam slowly), then whatever the stopped job still published.
+        received = []
+        deadline = time.monotonic() + 180
+        while not _every_pair_has(received, QUOTES_PER_PAIR):
+            assert time.monotonic() < deadline, f"{len(received)} quotes after 180 s"
+            received += drain(subscription, expected=1, quiet_seconds=0.5, timeout=5)
         job.stop()
     finally:
         api.stop()
-    received = drain(subscription, expected=1, quiet_seconds=2, timeout=30)
+    received += drain(subscription, expected=0, quiet_seconds=2, timeout=30)
     quotes = [parse_quote(m.data, m.attributes) for m in received]
     assert Counter(q.event_id for q in quotes).most_common(1)[0][1] == 1, "published twice"
     market = MarketSimulator(SEED, PAIR_CATALOG)
     for pair in PAIRS:
         times = sorted(q.event_ts_ms for q in quotes if q.pair == pair)
-        assert len(times) >= 5, f"{pair}: {len(times)} quotes in 15 s"
+        assert len(times) >= QUOTES_PER_PAIR, f"{pair}: {len(times)} quotes"
         expected = [
             q.event_ts_ms
             for _, q in market.quotes_between(PAIR_CATALOG[pair], times[0], times[-1] + 1)
