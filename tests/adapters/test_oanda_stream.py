@@ -137,7 +137,8 @@ def test_a_refused_token_is_retried_with_backoff_and_never_streams() -> None:
         finally:
             stream.close()
     assert {r.status for r in feed.requests} == {401}
-    assert all("HTTP 401" in outcome for _, outcome in stream.connections)
+    # The first two ended before the third began (the last may end by the close).
+    assert all("HTTP 401" in outcome for _, outcome in stream.connections[:2]), stream.connections
 
 
 def test_the_stand_in_serves_spec_shaped_lines() -> None:

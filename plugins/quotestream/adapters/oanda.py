@@ -72,6 +72,8 @@ STREAM_PATH = "/v3/accounts/{account}/pricing/stream"
 # RFC 3339 as OANDA writes it: UTC, up to nine fractional digits.
 _TIME = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z")
 _DETAIL_CHARS = 200
+# A price line is a few hundred bytes; a "line" past this is kept (its head) as unreadable.
+MAX_LINE_BYTES = 65_536
 
 
 def pair_of(instrument: str) -> str:
@@ -252,7 +254,7 @@ class OandaPricingStream:
         self._buffers: dict[str, deque[tuple[int, dict[str, str]]]] = {
             pair: deque(maxlen=buffer_per_pair) for pair in self._pairs
         }
-        self._unreadable: list[UnreadableLine] = []
+        self._unreadable: deque[UnreadableLine] = deque(maxlen=buffer_per_pair)
         self._told: set[tuple[str, str]] = set()
         self._counts: Counter[str] = Counter()
         self._delivered = False
@@ -277,10 +279,8 @@ class OandaPricingStream:
         self._start()
         with self._lock:
             buffer = self._buffers.get(pair)
-            if not buffer:
-                return iter(())
-            taken = [quote for moment, quote in buffer if moment < end_ms]
-            if taken:
+            taken = [quote for moment, quote in buffer or () if moment < end_ms]
+            if buffer and taken:
                 kept = [(moment, quote) for moment, quote in buffer if moment >= end_ms]
                 buffer.clear()
                 buffer.extend(kept)
@@ -290,7 +290,8 @@ class OandaPricingStream:
     def take_unreadable(self) -> list[UnreadableLine]:
         self._start()
         with self._lock:
-            taken, self._unreadable = self._unreadable, []
+            taken = list(self._unreadable)
+            self._unreadable.clear()
         self._tell()
         return taken
 
@@ -388,6 +389,16 @@ class OandaPricingStream:
                         if line.strip():
                             self._delivered = True
                             self._receive(line)
+                    if len(pending) > MAX_LINE_BYTES:  # no line is that long: not the feed
+                        self._keep_unreadable(
+                            UnreadableLine(
+                                pending[:MAX_LINE_BYTES],
+                                SOURCE,
+                                "too_long",
+                                f"no end of line in {len(pending)} bytes",
+                            )
+                        )
+                        pending = b""
         finally:
             self._response = None
             if pending.strip() and not self._stop.is_set():
@@ -424,6 +435,8 @@ class OandaPricingStream:
             "OANDA line unreadable (%s: %s): %r", line.reason, line.detail, line.payload[:200]
         )
         with self._lock:
+            if len(self._unreadable) == self._unreadable.maxlen:
+                self._counts["oanda_buffer_overflow"] += 1
             self._unreadable.append(line)
 
 
