@@ -67,6 +67,11 @@ TEST_WORKERS ?= 3
 test: lint browser airflow-runtimes ## the whole suite in TEST_WORKERS processes: lint, unit, api, integration, e2e in a browser, the Airflow runtimes (starts the emulators itself)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
+QUICK := not emulators and not airflow and not gcp and not e2e and not composer
+
+check: lint ## lint and the quick loop: the tests that need no emulator, Airflow, stand-in or browser
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "$(QUICK)"
+
 demo: setup ## the whole pipeline locally, driven from Airflow, until Ctrl-C (DEMO_SECONDS=60)
 	$(BIN)/quotestream demo --seconds $(or $(DEMO_SECONDS),60)
 
@@ -88,4 +93,4 @@ bench: setup ## print the benchmark figures: API, pipeline, whole stack, backlog
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .venv-composer-3.1 .venv-airflow-3.3 .local .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup lock composer-constraints airflow-runtimes docs lint format browser test demo compose-config wheel bench clean
+.PHONY: help setup lock composer-constraints airflow-runtimes docs lint format browser test check demo compose-config wheel bench clean

@@ -14,7 +14,7 @@ from quotestream.adapters.local.processes import ServiceProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.support.standins.fixtures"]
+pytest_plugins = ["tests.support.standins.fixtures", "tests.support.standins.project"]
 
 # What a test needs, read from the fixtures it uses (directly or through others), so that the
 # markers cannot drift from the tests.
@@ -113,16 +113,10 @@ SEED = 777
 @pytest.fixture
 def api_url(logs_dir: Path) -> Iterator[str]:
     """The API as a process, with a known seed, its history served for the test."""
-    from quotestream.adapters.local.processes import start_api_process
+    from tests.support.local_runs import api_serving
 
-    port = free_port()
-    api = start_api_process(
-        port, logs_dir / f"api-{port}.log", {"QUOTESTREAM_MARKET_SEED": str(SEED)}
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        api.stop()
+    with api_serving(logs_dir, {"QUOTESTREAM_MARKET_SEED": str(SEED)}) as url:
+        yield url
 
 
 @pytest.fixture

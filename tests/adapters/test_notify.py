@@ -12,7 +12,8 @@ import pytest
 
 from quotestream.adapters.notify import SmtpNotifier, WebhookNotifier
 from quotestream.entrypoints.dags import notifiers
-from tests.support.smtp_server import Certificates, SmtpServer, make_certificates, smtp_serving
+from tests.support.smtp_server import Certificates, SmtpServer, make_certificates
+from tests.support.webhook import serving
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +25,8 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 @pytest.fixture
 def server(certificates: Certificates) -> Iterator[SmtpServer]:
-    with smtp_serving(certificates) as serving:
-        yield serving
+    with serving(SmtpServer(certificates)) as smtp:
+        yield smtp
 
 
 def notifier(server: SmtpServer, **options: object) -> SmtpNotifier:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 import uuid
 from collections import Counter
 from functools import partial
@@ -14,24 +13,11 @@ from quotestream.beam.extract import ExtractQuotes, PublishQuotesFn
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
 from tests.support.fakes import shared_publisher
-from tests.support.pipelines import direct_pipeline
+from tests.support.pipelines import StepClock, direct_pipeline
 
 pytestmark = pytest.mark.unit
 
 START_MS = 1_795_000_000_000
-_CLOCKS: dict[str, itertools.count] = {}
-_LOCK = threading.Lock()
-
-
-class StepClock:
-    """Each reading is one second after the last, shared by every copy Beam makes."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self) -> int:
-        with _LOCK:
-            return START_MS + 1000 * next(_CLOCKS.setdefault(self.name, itertools.count()))
 
 
 class FlakySimulatedSource:
@@ -73,7 +59,7 @@ def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches
                 "quotes",
                 lag_ms=0,
                 first_lookback_ms=2000,
-                clock=StepClock(name),
+                clock=StepClock(name, START_MS),
                 ordered=True,
             )
         )

@@ -3,8 +3,6 @@ event time `quotes` holds for it, less the overlap, within the look-back."""
 
 from __future__ import annotations
 
-import itertools
-import threading
 import uuid
 from functools import partial
 
@@ -21,7 +19,7 @@ from tests.support.fakes import (
     shared_publisher,
     shared_resume_points,
 )
-from tests.support.pipelines import direct_pipeline
+from tests.support.pipelines import StepClock, direct_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -94,21 +92,6 @@ def test_no_pair_is_fetched_from_a_guess_while_the_stored_quotes_cannot_be_read(
     assert resume.start("USD-BRL", NOW + RESUME_RETRY_MS) == NOW - 100_000 - 60_000
 
 
-_CLOCKS: dict[str, itertools.count[int]] = {}
-_LOCK = threading.Lock()
-
-
-class StepClock:
-    """Each reading one second after the last, shared by every copy Beam makes."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self) -> int:
-        with _LOCK:
-            return NOW + 1000 * next(_CLOCKS.setdefault(self.name, itertools.count()))
-
-
 class SimulatedSource:
     def __init__(self, on_outcome: object) -> None:
         self.market = MarketSimulator(SEED, PAIR_CATALOG)
@@ -145,7 +128,7 @@ def test_a_relaunched_job_publishes_from_each_pairs_stored_quotes_on_without_a_g
                 "quotes",
                 lag_ms=0,
                 first_lookback_ms=5_000,
-                clock=StepClock(name),
+                clock=StepClock(name, NOW),
                 resume_points=partial(shared_resume_points, name),
                 max_lookback_ms=HOUR,
                 resume_overlap_ms=60_000,

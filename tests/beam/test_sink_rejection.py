@@ -5,7 +5,6 @@ BigQuery's own reason, and every input is in exactly one of the two tables."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from functools import partial
 
@@ -20,8 +19,8 @@ from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES, QUOTES_DEAD_LETTER, Column, TableSpec
-from quotestream.settings import Settings
 from tests.support.corpus import bad_messages
+from tests.support.local_runs import fresh_warehouse
 from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.integration
@@ -42,11 +41,9 @@ STRICTER_QUOTES = TableSpec(
 def test_rows_the_emulator_refuses_are_dead_lettered_with_its_reason(
     bigquery_emulator: ServiceProcess,
 ) -> None:
-    settings = Settings(project=f"reject-{uuid.uuid4().hex[:8]}", target="local")
-    warehouse = bootstrap.build_warehouse(settings)
-    warehouse.ensure_dataset()
-    for spec in (STRICTER_QUOTES, QUOTES_DEAD_LETTER, QUOTE_BARS_1M):
-        warehouse.ensure_table(spec)
+    settings, warehouse = fresh_warehouse(
+        "reject", (STRICTER_QUOTES, QUOTES_DEAD_LETTER, QUOTE_BARS_1M)
+    )
 
     now = now_ms()
     market = MarketSimulator(5, PAIR_CATALOG)

@@ -95,7 +95,7 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
         wait_until(lambda: counts()["quotes"] > 0, 60, "the job to store rows", poll_s=0.05)
         proxy.arm(QUOTES_INSERT)
         publish(while_held, 0)
-        assert proxy.held.wait(180), "the job wrote no more quotes"
+        assert proxy.held.wait(180), "the job wrote no more quotes: " + _tail(first.detail)
         os.killpg(int(first.job_id), signal.SIGKILL)
         publishing.start()
         wait_until(lambda: runner.find(LOAD).state.terminal, 10, "the kill to show")
@@ -145,3 +145,7 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
     )
     print(f"loaded at kill: {loaded_at_kill}; redelivered after the restart: {redelivered}")
     assert redelivered > 0
+
+
+def _tail(log_path: str) -> str:
+    return Path(log_path).read_text(errors="replace")[-6000:]

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 
 from quotestream import bootstrap
-from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
+from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.entrypoints.gcp_bootstrap import Layout
 from quotestream.services.provision import monitoring_policies
 from quotestream.settings import Settings
 from tests.support.dag_runs import states
+from tests.support.local_runs import api_serving
 from tests.support.standins.dataflow import launch_parameters, requested_state
 from tests.support.standins.google_apis import GoogleApis
 from tests.support.standins.monitoring import MonitoringStandIn
@@ -130,13 +131,9 @@ def api_of_target(gcp_target: Settings, google_apis: GoogleApis, logs_dir: Path)
     as_administrator(google_apis, gcp_target)
     bootstrap.build_provision_service(gcp_target).run()
     google_apis.recorder.clear()  # what follows is the DAG's
-    port = free_port()
     env = {"QUOTESTREAM_TARGET": "local", "QUOTESTREAM_PROJECT": gcp_target.project}
-    api = start_api_process(port, logs_dir / f"api-{port}.log", env)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        api.stop()
+    with api_serving(logs_dir, env) as url:
+        yield url
 
 
 def test_deploy_api_on_gcp_updates_the_bootstraps_service_and_smoke_tests_it(

@@ -21,22 +21,20 @@ import pytest
 
 from quotestream import bootstrap
 from quotestream.adapters.gcp.monitoring_alerts import MonitoringRefused
-from quotestream.adapters.local.processes import ServiceProcess, free_port, start_api_process
 from quotestream.entrypoints.gcp_bootstrap import API_URL_UNKNOWN, Layout
 from quotestream.settings import Settings
-from tests.gcp.conftest import (
-    REGION,
-    Quotestream,
-    bootstrap_args,
-    empty_project,
-    release_args,
-    with_tools,
-)
 from tests.support.dag_runs import states
+from tests.support.local_runs import api_serving
 from tests.support.standins.dataflow import launch_parameters
 from tests.support.standins.google_apis import GoogleApis
 from tests.support.standins.monitoring import MonitoringStandIn
 from tests.support.standins.oauth import service_account_info
+from tests.support.standins.project import (
+    REGION,
+    Quotestream,
+    bootstrap_args,
+    release_args,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,22 +56,6 @@ def on_the_wire(apis: GoogleApis, since: int) -> list[list[str]]:
     """The calls since the `since`-th that changed something."""
     lines = [call.line for call in apis.cli.calls[since:]]
     return [shlex.split(line) for line in lines if not any(r in line for r in READ_ONLY)]
-
-
-@pytest.fixture
-def project(
-    google_apis: GoogleApis,
-    monitoring: MonitoringStandIn,
-    pubsub_emulator: ServiceProcess,
-    bigquery_emulator: ServiceProcess,
-) -> str:
-    """After Monitoring's reset, which forgets the shared grants."""
-    return empty_project(google_apis)
-
-
-@pytest.fixture
-def quotestream(google_apis: GoogleApis, tmp_path: Path) -> Quotestream:
-    return with_tools(google_apis, tmp_path / "bin")
 
 
 def bootstrap_as_planned(quotestream: Quotestream, apis: GoogleApis, project: str) -> None:
@@ -134,15 +116,11 @@ def as_composer(
 
 
 @pytest.fixture
-def api_serving(logs_dir: Path, project: str) -> Iterator[str]:
+def api_of_project(logs_dir: Path, project: str) -> Iterator[str]:
     """A real API process to serve as the service (the image the deploy names is not run)."""
-    port = free_port()
     env = {"QUOTESTREAM_TARGET": "local", "QUOTESTREAM_PROJECT": project}
-    api = start_api_process(port, logs_dir / f"api-{port}.log", env)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        api.stop()
+    with api_serving(logs_dir, env) as url:
+        yield url
 
 
 def test_from_an_empty_project_to_both_jobs_running(
@@ -150,7 +128,7 @@ def test_from_an_empty_project_to_both_jobs_running(
     project: str,
     quotestream: Quotestream,
     as_composer: Callable[[], Settings],
-    api_serving: str,
+    api_of_project: str,
     google_apis: GoogleApis,
     monitoring: MonitoringStandIn,
 ) -> None:
@@ -158,7 +136,7 @@ def test_from_an_empty_project_to_both_jobs_running(
     release_as_planned(quotestream, google_apis, project)
     settings = as_composer()
     # From the deploy on, the service's URL answers with a real API process.
-    google_apis.run.service_uri = api_serving
+    google_apis.run.service_uri = api_of_project
     google_apis.recorder.clear()
 
     assert states(dagbag.get_dag("quotestream_provision").test()) == {"provision": "success"}

@@ -14,9 +14,9 @@ import pytest
 from quotestream.entrypoints.gcp_bootstrap import API_URL_UNKNOWN, Layout, grants, iam_name
 from quotestream.settings import Settings
 from tests.conftest import REPO
-from tests.gcp.conftest import COMPOSER_IMAGE, REGION, Quotestream, bootstrap_args
 from tests.support.standins.google_apis import GoogleApis
 from tests.support.standins.permissions import OWNER, ROLE_PERMISSIONS
+from tests.support.standins.project import COMPOSER_IMAGE, REGION, Quotestream, bootstrap_args
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from quotestream.entrypoints.cloud_build import build_steps
 from quotestream.entrypoints.composer import project_version
 from quotestream.entrypoints.release import release_tag
 from tests.conftest import REPO
-from tests.gcp.conftest import REGION, Quotestream, bootstrap_args, release_args
 from tests.support.standins.google_apis import GoogleApis
+from tests.support.standins.project import REGION, Quotestream, bootstrap_args, release_args
 
 pytestmark = pytest.mark.integration
 

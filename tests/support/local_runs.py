@@ -8,13 +8,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from quotestream.adapters.local.processes import free_port, start_api_process
 from quotestream.bootstrap import repo_root
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import Quote, now_ms
+from quotestream.domain.schemas import ALL_TABLES, TableSpec
+from quotestream.ports import Warehouse
+from quotestream.settings import Settings
 
 
 def wait_until(
@@ -24,6 +30,33 @@ def wait_until(
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(poll_s)
+
+
+@contextmanager
+def api_serving(logs_dir: Path, env: Mapping[str, str]) -> Iterator[str]:
+    """The API as its own process on a free port for the block: its URL."""
+    port = free_port()
+    api = start_api_process(port, logs_dir / f"api-{port}.log", env)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        api.stop()
+
+
+def fresh_warehouse(
+    prefix: str, tables: Sequence[TableSpec] = ALL_TABLES
+) -> tuple[Settings, Warehouse]:
+    """A new project on the session's BigQuery emulator, with the dataset and `tables`."""
+    import uuid
+
+    from quotestream import bootstrap
+
+    settings = Settings(project=f"{prefix}-{uuid.uuid4().hex[:8]}", target="local")
+    warehouse = bootstrap.build_warehouse(settings)
+    warehouse.ensure_dataset()
+    for table in tables:
+        warehouse.ensure_table(table)
+    return settings, warehouse
 
 
 def run_own_stack_command(*args: str, timeout: float) -> tuple[int, str]:

@@ -9,9 +9,6 @@ import ipaddress
 import socket
 import socketserver
 import ssl
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,19 +128,6 @@ class SmtpServer(socketserver.ThreadingTCPServer):
     @property
     def port(self) -> int:
         return int(self.server_address[1])
-
-
-@contextmanager
-def smtp_serving(certificates: Certificates) -> Iterator[SmtpServer]:
-    server = SmtpServer(certificates)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 class _SmtpHandler(socketserver.StreamRequestHandler):

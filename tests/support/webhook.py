@@ -1,16 +1,17 @@
 """HTTP servers the tests start on loopback: a Slack-compatible webhook that keeps what it is
-sent, and serving any such server from a thread for the length of a test."""
+sent, and serving any such server (or any socketserver) from a thread for the length of a test."""
 
 from __future__ import annotations
 
 import json
+import socketserver
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
-Server = TypeVar("Server", bound=ThreadingHTTPServer)
+Server = TypeVar("Server", bound=socketserver.BaseServer)
 
 
 @contextmanager
@@ -22,6 +23,7 @@ def serving(server: Server) -> Iterator[Server]:
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(timeout=5)
 
 
 class Webhook(ThreadingHTTPServer):

@@ -4,7 +4,6 @@ from the same rows."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,6 @@ from unittest import mock
 
 import pytest
 
-from quotestream import bootstrap
 from quotestream.adapters.gcp import bigquery_queries
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
 from quotestream.adapters.gcp.bigquery_queries import (
@@ -30,10 +28,9 @@ from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.ledger import Bar, LoadedQuote
 from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import dead_letter_row_id, refused_row_id
-from quotestream.domain.schemas import ALL_TABLES, QUOTES
+from quotestream.domain.schemas import QUOTES
 from quotestream.ports import Warehouse
 from quotestream.ports.queries import BarPane, MinuteSummary, PairTicks, Progress, RecentFlow
-from quotestream.settings import Settings
 from tests.support.fakes import (
     InMemoryAccountingQueries,
     InMemoryBackfillWrites,
@@ -43,6 +40,7 @@ from tests.support.fakes import (
     InMemoryStoredRowLookups,
     InMemoryWarehouse,
 )
+from tests.support.local_runs import fresh_warehouse
 from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at, unwritten
 
 pytestmark = pytest.mark.integration
@@ -91,11 +89,7 @@ class Stores:
 
 
 def fresh_stores() -> Stores:
-    settings = Settings(project=f"queries-{uuid.uuid4().hex[:8]}", target="local")
-    warehouse = bootstrap.build_warehouse(settings)
-    warehouse.ensure_dataset()
-    for table in ALL_TABLES:
-        warehouse.ensure_table(table)
+    _, warehouse = fresh_warehouse("queries")
     return Stores(warehouse, InMemoryWarehouse())
 
 

@@ -10,10 +10,11 @@ import pytest
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.quote import now_ms
-from quotestream.domain.schemas import ALL_TABLES, QUOTES
+from quotestream.domain.schemas import QUOTES
 from quotestream.ports.queries import ResumePoints
 from quotestream.settings import Settings
 from tests.support.fakes import InMemoryResumePoints, InMemoryWarehouse
+from tests.support.local_runs import fresh_warehouse
 from tests.support.rows import quote_at
 
 pytestmark = pytest.mark.integration
@@ -31,11 +32,7 @@ ROWS = [
 def test_the_newest_stored_quote_per_pair_within_the_look_back(
     bigquery_emulator: ServiceProcess,
 ) -> None:
-    settings = Settings(project=f"resume-{uuid.uuid4().hex[:8]}", target="local")
-    warehouse = bootstrap.build_warehouse(settings)
-    warehouse.ensure_dataset()
-    for table in ALL_TABLES:
-        warehouse.ensure_table(table)
+    settings, warehouse = fresh_warehouse("resume")
     memory = InMemoryWarehouse()
     for store in (warehouse, memory):
         assert store.insert_rows(QUOTES.name, ROWS) == []

@@ -3,20 +3,18 @@ Python of InMemoryPipelineViews: both answer alike, and as expected, from the sa
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
-from quotestream import bootstrap
 from quotestream.adapters.gcp.bigquery_views import SAMPLE_CHARS, BigQueryPipelineViews
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.quote import now_ms
-from quotestream.domain.schemas import ALL_TABLES, DQ_RESULTS, QUOTES, QUOTES_DEAD_LETTER
+from quotestream.domain.schemas import DQ_RESULTS, QUOTES, QUOTES_DEAD_LETTER
 from quotestream.ports.views import DeadLetterGroup, MinuteCount, PipelineViews
-from quotestream.settings import Settings
 from tests.support.fake_views import InMemoryPipelineViews
 from tests.support.fakes import InMemoryWarehouse
+from tests.support.local_runs import fresh_warehouse
 from tests.support.rows import MINUTE_MS, dead_letter_at, quality_row, quote_at
 
 pytestmark = pytest.mark.integration
@@ -57,12 +55,8 @@ DQ_ROWS = [
 
 @pytest.fixture(scope="module")
 def both(bigquery_emulator: ServiceProcess) -> list[PipelineViews]:
-    settings = Settings(project=f"views-{uuid.uuid4().hex[:8]}", target="local")
-    warehouse = bootstrap.build_warehouse(settings)
+    _, warehouse = fresh_warehouse("views")
     memory = InMemoryWarehouse()
-    warehouse.ensure_dataset()
-    for table in ALL_TABLES:
-        warehouse.ensure_table(table)
     for table, rows in ((QUOTES.name, QUOTE_ROWS), (QUOTES_DEAD_LETTER.name, DEAD_ROWS)):
         for store in (warehouse, memory):
             assert store.insert_rows(table, rows) == []

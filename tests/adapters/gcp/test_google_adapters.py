@@ -301,15 +301,22 @@ def test_the_backlog_comes_from_the_newest_monitoring_points(monitoring: Monitor
         probe.backlog("quotes-load")
 
 
-def test_a_gcp_job_runner_stops_jobs_without_the_launch_settings_but_refuses_to_launch(
+@pytest.fixture
+def default_credentials(
     google_apis: GoogleApis,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     loopback_only_google_auth: None,
 ) -> None:
-    """Built by bootstrap as the DAGs build it, with Application Default Credentials."""
+    """Application Default Credentials of a stand-in service account, as the DAGs have them."""
     adc = key_file(tmp_path / "adc.json", f"{google_apis.url}/token")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", adc)
+
+
+def test_a_gcp_job_runner_stops_jobs_without_the_launch_settings_but_refuses_to_launch(
+    google_apis: GoogleApis, default_credentials: None
+) -> None:
+    """Built by bootstrap as the DAGs build it, with Application Default Credentials."""
     google_apis.dataflow.add_job(LOAD)
     settings = Settings(
         target="gcp",
@@ -334,13 +341,8 @@ def test_a_gcp_job_runner_stops_jobs_without_the_launch_settings_but_refuses_to_
 
 
 def test_a_gcp_launch_sends_the_workers_network_size_and_account_from_the_settings(
-    google_apis: GoogleApis,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    loopback_only_google_auth: None,
+    google_apis: GoogleApis, default_credentials: None
 ) -> None:
-    adc = key_file(tmp_path / "adc.json", f"{google_apis.url}/token")
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", adc)
     put_spec(google_apis, "b", "templates/r1/load_quotes.json", "load")
     settings = Settings(
         target="gcp",

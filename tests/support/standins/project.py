@@ -1,4 +1,5 @@
-"""A stand-in project and the stand-in tools for the bootstrap and the release."""
+"""A stand-in project and the stand-in tools for the bootstrap and the release, as fixtures
+(registered by tests/conftest.py) for tests/gcp and the deploy-from-zero DAG test."""
 
 from __future__ import annotations
 
