@@ -124,21 +124,11 @@ def provisioned(
     api_url: str, pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess
 ) -> Any:
     """Settings of a fresh project on the emulators, provisioned, reading the test's API."""
-    import uuid
-
-    from quotestream import bootstrap
     from quotestream.settings import Settings
+    from tests.support.local_runs import provisioned_project
 
     def make(prefix: str, pairs: tuple[str, ...]) -> Settings:
-        settings = Settings(
-            project=f"{prefix}-{uuid.uuid4().hex[:8]}",
-            target="local",
-            message_ordering=False,
-            api_url=api_url,
-            pairs=pairs,
-        )
-        bootstrap.build_provision_service(settings).run()
-        return settings
+        return provisioned_project(prefix, api_url=api_url, pairs=pairs)
 
     return make
 

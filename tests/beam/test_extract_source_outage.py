@@ -35,6 +35,7 @@ from quotestream.domain.quote import now_ms
 from quotestream.services.quality import DataQualityFailed
 from quotestream.settings import Settings
 from tests.conftest import REPO
+from tests.support.local_runs import provisioned_project
 
 pytestmark = pytest.mark.integration
 
@@ -103,14 +104,7 @@ def test_extraction_rides_out_an_api_outage_and_the_backfill_fills_only_real_gap
     port = free_port()
     api_env = {"QUOTESTREAM_MARKET_SEED": str(SEED), "QUOTESTREAM_PAIRS": ",".join(PAIRS)}
     api_log = logs_dir / f"outage-api-{port}.log"
-    settings = Settings(
-        project=f"outage-{uuid.uuid4().hex[:8]}",
-        target="local",
-        message_ordering=False,
-        api_url=f"http://127.0.0.1:{port}",
-        pairs=PAIRS,
-    )
-    bootstrap.build_provision_service(settings).run()
+    settings = provisioned_project("outage", api_url=f"http://127.0.0.1:{port}", pairs=PAIRS)
     tap = Tap(settings.project, settings.quotes_topic)
     job_env = {
         **api_env,

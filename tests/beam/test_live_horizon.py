@@ -5,7 +5,6 @@ rest: every message in exactly one table."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,8 @@ from google.cloud.pubsub_v1 import PublisherClient
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_process
 from quotestream.domain.quote import now_ms
-from quotestream.settings import Settings
 from tests.conftest import REPO
-from tests.support.local_runs import wait_until
+from tests.support.local_runs import provisioned_project, wait_until
 from tests.support.spread_quotes import DAY_MS, spread_quotes
 
 pytestmark = pytest.mark.integration
@@ -29,10 +27,7 @@ MARGIN_MS = 600_000
 def test_quotes_older_than_the_horizon_are_dead_lettered_too_old_and_the_rest_loaded(
     pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess, logs_dir: Path
 ) -> None:
-    settings = Settings(
-        project=f"horizon-{uuid.uuid4().hex[:8]}", target="local", message_ordering=False
-    )
-    bootstrap.build_provision_service(settings).run()
+    settings = provisioned_project("horizon")
     now = now_ms()
     quotes = [
         q

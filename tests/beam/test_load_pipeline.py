@@ -4,7 +4,6 @@ emulator, run as the launcher runs it (a subprocess) for a bounded time."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
-from quotestream.settings import Settings
 from tests.conftest import REPO
 from tests.support.corpus import bad_messages
+from tests.support.local_runs import provisioned_project
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +25,7 @@ pytestmark = pytest.mark.integration
 def test_exactly_the_good_distinct_quotes_and_exactly_the_bad_ones_are_loaded(
     pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess, logs_dir: Path
 ) -> None:
-    settings = Settings(
-        project=f"load-{uuid.uuid4().hex[:8]}", target="local", message_ordering=False
-    )
-    bootstrap.build_provision_service(settings).run()
+    settings = provisioned_project("load")
     now = now_ms()
     market = MarketSimulator(3, PAIR_CATALOG)
     good = [

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,8 @@ from google.cloud.pubsub_v1 import PublisherClient
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_process
 from quotestream.domain.quote import Quote, now_ms
-from quotestream.settings import Settings
 from tests.conftest import REPO
-from tests.support.local_runs import wait_until
+from tests.support.local_runs import provisioned_project, wait_until
 from tests.support.spread_quotes import DAY_MS, spread_quotes
 
 pytestmark = pytest.mark.integration
@@ -39,10 +37,7 @@ LOOKUP_LOG = re.compile(r"quotes: looked up (\d+) of \d+ rows, older than \d+ s:
 def test_a_flood_of_quotes_a_month_apart_is_stored_once_with_a_query_a_batch(
     pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess, logs_dir: Path
 ) -> None:
-    settings = Settings(
-        project=f"flood-{uuid.uuid4().hex[:8]}", target="local", message_ordering=False
-    )
-    bootstrap.build_provision_service(settings).run()
+    settings = provisioned_project("flood")
     flood = spread_quotes(FLOOD, now_ms() - 3_600_000)
     assert len({q.event_id for q in flood}) == FLOOD
     warehouse = bootstrap.build_warehouse(settings)

@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -37,7 +36,12 @@ from quotestream.beam.messages import from_pubsub
 from quotestream.domain.quote import Quote, now_ms
 from quotestream.settings import Settings
 from tests.conftest import REPO
-from tests.support.local_runs import recent_quotes, stay_on_loopback, wait_until
+from tests.support.local_runs import (
+    provisioned_project,
+    recent_quotes,
+    stay_on_loopback,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,13 +91,7 @@ def _main(mode: str, subscription: str, project: str, timestamps_path: str) -> N
 @pytest.fixture
 def project(pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess) -> Settings:
     # A short ack deadline: what the read left unacknowledged is pulled again within the test.
-    settings = Settings(
-        project=f"attrs-{uuid.uuid4().hex[:8]}",
-        target="local",
-        message_ordering=False,
-        ack_deadline_s=10,
-    )
-    bootstrap.build_provision_service(settings).run()
+    settings = provisioned_project("attrs", ack_deadline_s=10)
     return settings
 
 

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,8 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_process
-from quotestream.settings import Settings
 from tests.conftest import REPO
-from tests.support.local_runs import recent_quotes
+from tests.support.local_runs import provisioned_project, recent_quotes
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +54,7 @@ def lease_everything(subscription: str) -> dict[str, int]:
 def test_messages_delivered_again_after_their_ack_deadline_give_one_row_each(
     pubsub_emulator: ServiceProcess, bigquery_emulator: ServiceProcess, logs_dir: Path
 ) -> None:
-    settings = Settings(
-        project=f"again-{uuid.uuid4().hex[:8]}",
-        target="local",
-        message_ordering=False,
-        ack_deadline_s=ACK_DEADLINE_S,
-    )
-    bootstrap.build_provision_service(settings).run()
+    settings = provisioned_project("again", ack_deadline_s=ACK_DEADLINE_S)
     good = recent_quotes(13, "redelivery-test", 1000)
     publisher = PublisherClient()
     topic = publisher.topic_path(settings.project, settings.quotes_topic)

@@ -43,6 +43,23 @@ def api_serving(logs_dir: Path, env: Mapping[str, str]) -> Iterator[str]:
         api.stop()
 
 
+def provisioned_project(prefix: str, **settings: Any) -> Settings:
+    """Settings of a new project on the session's emulators (no message ordering: the
+    emulator's ordered delivery is not what the tests are about), provisioned."""
+    import uuid
+
+    from quotestream import bootstrap
+
+    project = Settings(
+        project=f"{prefix}-{uuid.uuid4().hex[:8]}",
+        target="local",
+        message_ordering=False,
+        **settings,
+    )
+    bootstrap.build_provision_service(project).run()
+    return project
+
+
 def fresh_warehouse(
     prefix: str, tables: Sequence[TableSpec] = ALL_TABLES
 ) -> tuple[Settings, Warehouse]:
