@@ -9,10 +9,12 @@ from decimal import Decimal
 import pytest
 
 from quotestream.adapters.oanda import (
+    MAX_LINE_BYTES,
     SOURCE,
     Backoff,
     Dropped,
     Heartbeat,
+    Price,
     instrument_of,
     pair_of,
     read_line,
@@ -44,8 +46,9 @@ def test_a_price_becomes_a_quote_the_gate_accepts_with_its_own_source() -> None:
         bids=[{"price": "1.08490", "liquidity": 1}, {"price": "1.08492", "liquidity": 5}],
         asks=[{"price": "1.08501", "liquidity": 1}, {"price": "1.08499", "liquidity": 5}],
     )
-    quote = read_line(line, PAIRS)
-    assert isinstance(quote, dict)
+    read = read_line(line, PAIRS)
+    assert isinstance(read, Price)
+    quote = read.quote
     accepted = gate(quote)
     assert accepted.source == SOURCE == "oanda"
     assert accepted.pair == "EUR-USD"
@@ -54,15 +57,15 @@ def test_a_price_becomes_a_quote_the_gate_accepts_with_its_own_source() -> None:
     assert accepted.mid == Decimal("1.084955")
     assert accepted.spread == Decimal("0.00007")
     # Nanoseconds cut to the millisecond, the gate's resolution.
-    assert accepted.event_ts_ms == TIME_MS
+    assert accepted.event_ts_ms == TIME_MS == read.event_ms
     assert quote["event_ts"].endswith(".123Z")
 
 
 def test_the_closeout_prices_are_not_quotes() -> None:
-    quote = read_line(price(closeoutBid="1.00000", closeoutAsk="2.00000"), PAIRS)
-    assert isinstance(quote, dict)
-    assert "1.00000" not in quote.values()
-    assert "2.00000" not in quote.values()
+    read = read_line(price(closeoutBid="1.00000", closeoutAsk="2.00000"), PAIRS)
+    assert isinstance(read, Price)
+    assert "1.00000" not in read.quote.values()
+    assert "2.00000" not in read.quote.values()
 
 
 def test_the_same_price_again_has_the_same_event_id() -> None:
@@ -134,10 +137,10 @@ def test_lines_no_quote_can_be_made_of_are_kept_as_received_with_a_reason(
 def test_what_the_gate_judges_goes_to_the_gate_as_received(
     changes: dict[str, object], gate_reason: str
 ) -> None:
-    quote = read_line(price(**changes), PAIRS)
-    assert isinstance(quote, dict)
+    read = read_line(price(**changes), PAIRS)
+    assert isinstance(read, Price)
     with pytest.raises(InvalidQuote) as refused:
-        gate(quote)
+        gate(read.quote)
     assert refused.value.reason == gate_reason
 
 
@@ -152,3 +155,11 @@ def test_the_backoff_doubles_is_bounded_and_jittered() -> None:
     assert backoff.delay(0, 0.0) == 0.25
     assert backoff.delay(100, 0.0) == 2.0
     assert all(0.25 <= backoff.delay(0, d / 10) < 0.5 for d in range(10))
+
+
+def test_a_line_past_the_longest_is_not_parsed_and_kept_cut_to_it() -> None:
+    line = b'{"type":"PRICE","pad":"' + b"x" * MAX_LINE_BYTES + b'"}'
+    unreadable = read_line(line, PAIRS)
+    assert isinstance(unreadable, UnreadableLine)
+    assert unreadable.reason == "too_long"
+    assert unreadable.payload == line[:MAX_LINE_BYTES]

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 import uuid
 from collections import Counter
 from functools import partial
@@ -8,40 +7,16 @@ from functools import partial
 import apache_beam as beam
 import pytest
 
-from quotestream.adapters.api_client import SourceUnavailable
 from quotestream.beam.extract import ExtractQuotes, PublishQuotesFn
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
 from tests.support.fakes import shared_publisher
 from tests.support.pipelines import StepClock, direct_pipeline
+from tests.support.simulated_source import SimulatedSource, calls_made
 
 pytestmark = pytest.mark.unit
 
 START_MS = 1_795_000_000_000
-
-
-class FlakySimulatedSource:
-    """The API's history from the simulator; the fifth and sixth calls fail like an outage."""
-
-    calls = itertools.count()
-
-    def __init__(self, on_outcome) -> None:
-        self.market = MarketSimulator(9, PAIR_CATALOG)
-        self.on_outcome = on_outcome
-
-    def history(self, pair: str, start_ms: int, end_ms: int):
-        if next(self.calls) in (4, 5):
-            self.on_outcome("failed")
-            raise SourceUnavailable("simulated outage")
-        self.on_outcome("ok")
-        for _, quote in self.market.quotes_between(PAIR_CATALOG[pair], start_ms, end_ms):
-            yield quote.to_dict()
-
-    def latest(self, pairs):
-        raise AssertionError("extraction reads history")
-
-    def close(self) -> None:
-        pass
 
 
 def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches() -> None:
@@ -54,7 +29,8 @@ def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches
             | beam.Create(range(12))
             | ExtractQuotes(
                 pairs,
-                FlakySimulatedSource,
+                # The fifth and sixth calls fail like an outage.
+                partial(SimulatedSource, seed=9, name=name, failing=(4, 5)),
                 partial(shared_publisher, name),
                 "quotes",
                 lag_ms=0,
@@ -63,7 +39,7 @@ def test_each_quote_is_published_once_with_its_attributes_despite_failed_fetches
                 ordered=True,
             )
         )
-    assert next(FlakySimulatedSource.calls) > 6, "the outage never happened"
+    assert calls_made(name) > 6, "the outage never happened"
     quotes = [
         parse_quote(m.data, m.attributes, now_ms=START_MS + 10**9) for m in publisher.messages
     ]
@@ -98,3 +74,22 @@ def test_an_event_ts_the_gate_would_refuse_is_not_published_as_the_event_time_at
     attributes = [m.attributes for m in shared_publisher(name).messages]
     assert [a.get("event_ts") for a in attributes] == [good["event_ts"], None, None, None]
     assert all(a["event_id"] == good["event_id"] for a in attributes)
+
+
+def test_a_quote_without_an_event_id_is_published_without_the_attribute() -> None:
+    """On Dataflow the load deduplicates by the event_id attribute: an empty one would make
+    every quote without an id (an OANDA price with an unreadable time) one message."""
+    name = f"no-id-{uuid.uuid4()}"
+    publish = PublishQuotesFn(partial(shared_publisher, name), "quotes")
+    publish.setup()
+    publish.start_bundle()
+    good = MarketSimulator(9, PAIR_CATALOG).latest(PAIR_CATALOG["USD-BRL"], START_MS).to_dict()
+    publish.process({**good, "event_id": "", "event_ts": "yesterday"})
+    publish.process({**good, "pair": ""})
+    publish.finish_bundle()
+
+    attributes = [m.attributes for m in shared_publisher(name).messages]
+    assert attributes == [
+        {"pair": "USD-BRL"},
+        {"event_id": good["event_id"], "event_ts": good["event_ts"]},
+    ]

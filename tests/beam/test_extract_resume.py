@@ -9,7 +9,13 @@ from functools import partial
 import apache_beam as beam
 import pytest
 
-from quotestream.beam.extract import RESUME_RETRY_MS, ExtractQuotes, ResumeFrom, ResumeUnknown
+from quotestream.beam.extract import (
+    RESUME_RETRY_MS,
+    TOLD_APART_MS,
+    ExtractQuotes,
+    ResumeFrom,
+    ResumeUnknown,
+)
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import format_ts
@@ -20,6 +26,7 @@ from tests.support.fakes import (
     shared_resume_points,
 )
 from tests.support.pipelines import StepClock, direct_pipeline
+from tests.support.simulated_source import SimulatedSource, windows_asked
 
 pytestmark = pytest.mark.unit
 
@@ -29,11 +36,17 @@ SEED = 31
 
 
 def stored(
-    times: dict[str, list[int]], warehouse: InMemoryWarehouse | None = None
+    times: dict[str, list[int]],
+    warehouse: InMemoryWarehouse | None = None,
+    source: str = "sim",
 ) -> InMemoryResumePoints:
-    """Resume points over a `quotes` table holding these event times per pair."""
+    """Resume points over a `quotes` table holding these event times per pair, of `source`."""
     warehouse = warehouse or InMemoryWarehouse()
-    rows = [{"pair": p, "event_ts": format_ts(t)} for p, ts in times.items() for t in ts]
+    rows = [
+        {"pair": p, "event_ts": format_ts(t), "source": source}
+        for p, ts in times.items()
+        for t in ts
+    ]
     warehouse.insert_rows("quotes", rows)
     return InMemoryResumePoints(warehouse)
 
@@ -41,6 +54,7 @@ def stored(
 def resume_from(points: InMemoryResumePoints | None) -> ResumeFrom:
     return ResumeFrom(
         (lambda: points) if points is not None else None,
+        source="sim",
         max_lookback_ms=HOUR,
         overlap_ms=60_000,
         first_lookback_ms=5_000,
@@ -63,7 +77,31 @@ def test_the_look_back_bounds_the_resume_and_older_gaps_are_the_backfills() -> N
     assert resume.start("USD-BRL", NOW) == NOW - HOUR
     assert resume.start("EUR-USD", NOW) == NOW - 5_000
     assert resume.start("BTC-USD", NOW) == NOW - 5_000  # nothing stored
-    assert points.reads == [NOW - HOUR], "the query reads only the look-back's partitions"
+    # The look-back's partitions, and a day more to tell EUR-USD from a new pair.
+    assert points.reads == [NOW - HOUR - TOLD_APART_MS]
+
+
+def test_a_pair_stored_only_before_the_look_back_starts_anew_and_says_the_gap_is_the_backfills(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    points = stored({"EUR-USD": [NOW - 2 * HOUR]})
+    with caplog.at_level("WARNING", logger="quotestream.beam.extract"):
+        assert resume_from(points).start("EUR-USD", NOW) == NOW - 5_000
+        assert resume_from(points).start("BTC-USD", NOW) == NOW - 5_000
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert "EUR-USD" in warned[0]
+    assert "older than the look-back" in warned[0]
+    assert "backfill" in warned[0]
+
+
+def test_the_resume_point_is_the_extracts_own_sources_newest_quote() -> None:
+    """Quotes another source pushed (POST /v1/quotes) or a backfill stored, newer than what
+    the extract fetched, do not move its resume point past a gap of its own."""
+    warehouse = InMemoryWarehouse()
+    stored({"USD-BRL": [NOW - 600_000]}, warehouse)
+    points = stored({"USD-BRL": [NOW - 10_000]}, warehouse, source="relay")
+    assert resume_from(points).start("USD-BRL", NOW) == NOW - 600_000 - 60_000
 
 
 def test_pairs_starting_together_share_one_read() -> None:
@@ -92,24 +130,10 @@ def test_no_pair_is_fetched_from_a_guess_while_the_stored_quotes_cannot_be_read(
     assert resume.start("USD-BRL", NOW + RESUME_RETRY_MS) == NOW - 100_000 - 60_000
 
 
-class SimulatedSource:
-    def __init__(self, on_outcome: object) -> None:
-        self.market = MarketSimulator(SEED, PAIR_CATALOG)
-
-    def history(self, pair: str, start_ms: int, end_ms: int):  # type: ignore[no-untyped-def]
-        for _, quote in self.market.quotes_between(PAIR_CATALOG[pair], start_ms, end_ms):
-            yield quote.to_dict()
-
-    def latest(self, pairs: object) -> list[dict[str, str]]:
-        raise AssertionError("extraction reads history")
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_relaunched_job_publishes_from_each_pairs_stored_quotes_on_without_a_gap() -> None:
     """The previous job stored USD-BRL up to 10 minutes ago; this job (empty state) fetches
-    from there less the overlap on, every tick once; EUR-USD had nothing stored."""
+    from there less the overlap on, every tick once, an overlap at most a fetch (a cancel
+    during a fetch leaves no hole older than the overlap); EUR-USD had nothing stored."""
     name = f"resume-{uuid.uuid4()}"
     market = MarketSimulator(SEED, PAIR_CATALOG)
     stored_ms = [
@@ -120,10 +144,10 @@ def test_a_relaunched_job_publishes_from_each_pairs_stored_quotes_on_without_a_g
     with direct_pipeline() as pipeline:
         _ = (
             pipeline
-            | beam.Create(range(5))
+            | beam.Create(range(16))
             | ExtractQuotes(
                 ["USD-BRL", "EUR-USD"],
-                SimulatedSource,
+                partial(SimulatedSource, seed=SEED, name=name),
                 partial(shared_publisher, name),
                 "quotes",
                 lag_ms=0,
@@ -140,6 +164,8 @@ def test_a_relaunched_job_publishes_from_each_pairs_stored_quotes_on_without_a_g
     ]
     assert len({q.event_id for q in quotes}) == len(quotes), "a quote published twice"
     assert len(shared_resume_points(name).reads) == 1
+    windows = windows_asked(name)
+    assert max(end - start for _, start, end in windows) <= 60_000, "a fetch beyond the overlap"
     last_ms = max(q.event_ts_ms for q in quotes)
     for pair in ("USD-BRL", "EUR-USD"):
         times = sorted(q.event_ts_ms for q in quotes if q.pair == pair)

@@ -23,26 +23,29 @@ NOW = 1_795_000_000_000
 LINE = UnreadableLine(b'{"type":"PRI', "oanda", "cut_line", "the connection ended mid-line")
 
 
+# The windows each pair's fetch asked unreadable lines for, by pair.
+ASKED: list[tuple[int, int]] = []
+
+
 class FakeStream:
-    """Two quotes of the simulator and one unreadable line, handed over once."""
+    """EUR-USD's quotes of the simulator, and one unreadable line, received at NOW - 1 s."""
 
     def __init__(self, on_outcome: Any) -> None:
         market = MarketSimulator(5, PAIR_CATALOG)
         self.quotes = [
             q.to_dict() for _, q in market.quotes_between(PAIR_CATALOG["EUR-USD"], NOW - 2000, NOW)
         ]
-        self.lines = [LINE]
 
     def history(self, pair: str, start_ms: int, end_ms: int) -> Any:
-        taken, self.quotes = self.quotes, []
-        return iter(taken)
+        received = start_ms <= NOW - 1000 < end_ms
+        return iter(self.quotes if received and pair == "EUR-USD" else [])
 
     def latest(self, pairs: Any) -> list[dict[str, str]]:
         return []
 
-    def take_unreadable(self) -> list[UnreadableLine]:
-        taken, self.lines = self.lines, []
-        return taken
+    def unreadable(self, start_ms: int, end_ms: int) -> list[UnreadableLine]:
+        ASKED.append((start_ms, end_ms))
+        return [LINE] if start_ms <= NOW - 1000 < end_ms else []
 
     def close(self) -> None:
         pass
@@ -51,12 +54,13 @@ class FakeStream:
 def test_an_unreadable_line_is_published_as_received_with_the_sources_reason() -> None:
     assert isinstance(FakeStream(None), QuoteStream)
     name = f"stream-{uuid.uuid4()}"
+    ASKED.clear()
     with direct_pipeline() as pipeline:
         _ = (
             pipeline
             | beam.Create([0])
             | ExtractQuotes(
-                ["EUR-USD"],
+                ["EUR-USD", "USD-BRL", "BTC-USD"],
                 FakeStream,
                 partial(shared_publisher, name),
                 "quotes",
@@ -66,6 +70,8 @@ def test_an_unreadable_line_is_published_as_received_with_the_sources_reason() -
         )
     messages = shared_publisher(name).messages
     raw = [m for m in messages if m.data == LINE.payload]
+    # Handed over by one pair's fetch, for its window (not once per pair).
+    assert ASKED == [(NOW - 5000, NOW)]
     assert len(raw) == 1
     assert raw[0].attributes == {
         "source": "oanda",

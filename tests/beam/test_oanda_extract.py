@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from quotestream import bootstrap
-from quotestream.adapters.oanda import read_line
+from quotestream.adapters.oanda import Price, read_line
 from quotestream.domain import PAIR_CATALOG
 from quotestream.ports.jobs import StopMode
 from quotestream.services.streaming import JOB_NAMES
@@ -87,7 +87,9 @@ def test_the_oanda_feed_goes_through_the_gate_into_the_same_tables_with_its_sour
             sent = list(feed.sent)
             pairs = {pair: PAIR_CATALOG[pair] for pair in PAIRS}
             expected = {
-                q["event_id"]: q for line in sent if isinstance(q := read_line(line, pairs), dict)
+                p.quote["event_id"]: p.quote
+                for line in sent
+                if isinstance(p := read_line(line, pairs), Price)
             }
             good = {i for i, q in expected.items() if q["mid"]}  # the bad price's mid is ""
             wait_until(lambda: good <= stored_ids(), 90, "the stream's quotes to be stored")

@@ -419,13 +419,13 @@ class InMemoryResumePoints(_InMemoryQueries):
     reads: list[int] = field(default_factory=list)
     failing: bool = False
 
-    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
+    def newest_event_per_pair(self, since_ms: int, source: str) -> dict[str, int]:
         self.reads.append(since_ms)
         if self.failing:
             raise ConnectionError("BigQuery does not answer")
         newest: dict[str, int] = {}
         for row in self._quotes():
-            if _within(row["event_ts"], since_ms):
+            if row.get("source") == source and _within(row["event_ts"], since_ms):
                 newest[row["pair"]] = max(newest.get(row["pair"], 0), ms_of(row["event_ts"]))
         return newest
 

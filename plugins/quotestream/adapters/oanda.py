@@ -40,11 +40,20 @@ What is not a quote, and why:
   received, with attributes `source`, `source_reason` and `source_detail`, so the load's gate
   dead-letters it (e.g. `malformed_json`) and the dead letter keeps both reasons.
 
-A stream has no history: `history(pair, start, end)` serves the quotes received since the
-stream connected whose time is before `end`, each once (a late one too, whatever `start`). A
-dropped or silent stream reconnects with exponential backoff, bounded and jittered; quotes
-the feed sent while it was down are not sent again (the snapshot on reconnect is the price
-then in effect: the same price again has the same event id, and the load stores it once).
+A stream has no history: each quote (and unreadable line) is stamped with the moment it was
+received, on the clock of the extract's cursor, and `history(pair, start, end)` serves the
+pair's quotes received in [start, end). It forgets only what was received before `start`, so
+a Beam bundle that failed and is retried with the cursor where it was gets the same quotes
+again (the load stores each once, by event id); unreadable lines are handed over alike
+(`unreadable(start, end)`). A dropped or silent stream reconnects with exponential backoff,
+bounded and jittered, reset only by a connection that stayed up at least the silence timeout;
+quotes the feed sent while it was down are not sent again (the snapshot on reconnect is the
+price then in effect: the same price again has the same event id, and the load stores it once).
+
+What it holds is bounded: at most `buffer_per_pair` quotes a pair, unreadable lines up to
+`UNREADABLE_BUDGET_BYTES` (each payload cut to `MAX_LINE_BYTES`), the last 100 connections'
+outcomes; it reads the body in pieces of at most `READ_BYTES` and refuses a body that is not
+chunked (OANDA's is), which would otherwise be read to its end before a line is seen.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ import logging
 import random
 import re
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,7 +72,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from quotestream.domain.pairs import PAIR_CATALOG, PairSpec
-from quotestream.domain.quote import format_ts, make_event_id, to_ms
+from quotestream.domain.quote import format_ts, make_event_id, now_ms, to_ms
 from quotestream.ports.sources import UnreadableLine
 
 log = logging.getLogger(__name__)
@@ -72,8 +82,16 @@ STREAM_PATH = "/v3/accounts/{account}/pricing/stream"
 # RFC 3339 as OANDA writes it: UTC, up to nine fractional digits.
 _TIME = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z")
 _DETAIL_CHARS = 200
-# A price line is a few hundred bytes; a "line" past this is kept (its head) as unreadable.
+# A price line is a few hundred bytes; a "line" past this is kept (its head) as unreadable
+# `too_long`, never parsed.
 MAX_LINE_BYTES = 65_536
+# What the unreadable lines not yet handed over may hold, payloads summed; past it the oldest
+# go (counted, `oanda_buffer_overflow`).
+UNREADABLE_BUDGET_BYTES = 4 * 1024 * 1024
+# The most read from the connection at once (a chunk of the body may be larger).
+READ_BYTES = 16_384
+# The outcomes of this many connections are kept (`connections`).
+KEPT_CONNECTIONS = 100
 
 
 def pair_of(instrument: str) -> str:
@@ -92,6 +110,15 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """A price line in the gate's form (`quote`) and its time in ms (None when unreadable:
+    the gate names it)."""
+
+    quote: dict[str, str]
+    event_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Dropped:
     """A valid line that is not a quote to store: `reason` names the counter."""
 
@@ -99,7 +126,7 @@ class Dropped:
     instrument: str
 
 
-Line = dict[str, str] | Heartbeat | Dropped | UnreadableLine
+Line = Price | Heartbeat | Dropped | UnreadableLine
 
 
 def read_line(line: bytes, pairs: Mapping[str, PairSpec]) -> Line:
@@ -107,8 +134,10 @@ def read_line(line: bytes, pairs: Mapping[str, PairSpec]) -> Line:
     an unreadable line. Never raises."""
 
     def unreadable(reason: str, detail: str) -> UnreadableLine:
-        return UnreadableLine(line, SOURCE, reason, detail[:_DETAIL_CHARS])
+        return UnreadableLine(line[:MAX_LINE_BYTES], SOURCE, reason, detail[:_DETAIL_CHARS])
 
+    if len(line) > MAX_LINE_BYTES:  # no line of the feed is that long: not parsed
+        return unreadable("too_long", f"a line of {len(line)} bytes")
     try:
         document = json.loads(line)
     except (ValueError, RecursionError) as error:
@@ -150,7 +179,7 @@ def read_line(line: bytes, pairs: Mapping[str, PairSpec]) -> Line:
 
 def _quote(
     spec: PairSpec, time_text: str, prices: dict[str, list[Decimal]], texts: dict[str, list[str]]
-) -> dict[str, str]:
+) -> Price:
     """The gate's form of a price. A value it cannot compute with (a price that is not a
     decimal, a time it cannot read) goes into the quote as received: the gate names it."""
     event_ts, event_ms = time_text, None
@@ -180,7 +209,7 @@ def _quote(
         ask_text = _text(ask, texts["asks"], prices["asks"])
         mid = format((bid + ask) / 2, "f")
         spread = format(ask - bid, "f")
-    return {
+    quote = {
         "event_id": make_event_id(spec.pair, event_ms, SOURCE) if event_ms is not None else "",
         "pair": spec.pair,
         "base": spec.base,
@@ -192,6 +221,7 @@ def _quote(
         "event_ts": event_ts,
         "source": SOURCE,
     }
+    return Price(quote, event_ms)
 
 
 def _text(value: Decimal, texts: list[str], values: list[Decimal]) -> str:
@@ -222,11 +252,13 @@ class Backoff:
 class OandaPricingStream:
     """The QuoteSource (and QuoteStream) over OANDA's v20 pricing stream. The connection is
     made on first use, by a background thread that keeps it open; nothing connects before.
+    What it receives is stamped with `clock()` (the extract's cursor's clock) and handed over
+    by the window of receipt (`history`, `unreadable`), as often as asked.
     `on_outcome` (if any; else `tell`) is told of its events by counter name: `oanda_connected`,
     `oanda_reconnects`, `oanda_unreadable`, `oanda_<reason of a dropped price>`,
-    `oanda_buffer_overflow`; on the thread that calls `history`, `latest` or
-    `take_unreadable` (Beam counts only on the threads it runs a step on), for what happened
-    since the last call."""
+    `oanda_buffer_overflow`; on the thread that calls `history`, `latest` or `unreadable`
+    (Beam counts only on the threads it runs a step on), for what happened since the last
+    call."""
 
     def __init__(
         self,
@@ -239,8 +271,10 @@ class OandaPricingStream:
         backoff: Backoff = Backoff(1.0, 60.0),
         connect_timeout_s: float = 5.0,
         buffer_per_pair: int = 10_000,
+        unreadable_budget_bytes: int = UNREADABLE_BUDGET_BYTES,
         on_outcome: Callable[[str], None] | None = None,
         draw: Callable[[], float] = random.random,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._url = stream_url.rstrip("/") + STREAM_PATH.format(account=account_id)
         self._token = token
@@ -250,19 +284,23 @@ class OandaPricingStream:
         self._connect_timeout_s = connect_timeout_s
         self._on_outcome = on_outcome
         self._draw = draw
+        self._clock = clock
         self._lock = threading.Lock()
+        # Per pair, (received at, quote) in the order received.
         self._buffers: dict[str, deque[tuple[int, dict[str, str]]]] = {
             pair: deque(maxlen=buffer_per_pair) for pair in self._pairs
         }
-        self._unreadable: deque[UnreadableLine] = deque(maxlen=buffer_per_pair)
+        self._unreadable: deque[tuple[int, UnreadableLine]] = deque()
+        self._unreadable_bytes = 0
+        self._unreadable_budget = unreadable_budget_bytes
         self._told: set[tuple[str, str]] = set()
         self._counts: Counter[str] = Counter()
         self._delivered = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._response: Any = None
-        # What happened to the connection, for logs and tests: (delay before it, outcome).
-        self.connections: list[tuple[float, str]] = []
+        # What happened to the last connections, for logs and tests: (delay before it, outcome).
+        self.connections: deque[tuple[float, str]] = deque(maxlen=KEPT_CONNECTIONS)
 
     # -- QuoteSource ------------------------------------------------------------------------
 
@@ -274,24 +312,29 @@ class OandaPricingStream:
         return latest
 
     def history(self, pair: str, start_ms: int, end_ms: int) -> Iterator[dict[str, str]]:
-        """The quotes of `pair` received and not yet handed over whose time is before
-        `end_ms` (a stream has no past: `start_ms` does not hold a late one back)."""
+        """The quotes of `pair` received in [start_ms, end_ms) (a stream has no past: the
+        window is when they arrived, not their time). What was received before `start_ms`
+        is forgotten; the rest is served again to a repeated call (a retried bundle)."""
         self._start()
         with self._lock:
             buffer = self._buffers.get(pair)
-            taken = [quote for moment, quote in buffer or () if moment < end_ms]
-            if buffer and taken:
-                kept = [(moment, quote) for moment, quote in buffer if moment >= end_ms]
-                buffer.clear()
-                buffer.extend(kept)
+            if buffer is None:
+                taken = []
+            else:
+                while buffer and buffer[0][0] < start_ms:
+                    buffer.popleft()
+                taken = [quote for received, quote in buffer if received < end_ms]
         self._tell()
         return iter(taken)
 
-    def take_unreadable(self) -> list[UnreadableLine]:
+    def unreadable(self, start_ms: int, end_ms: int) -> list[UnreadableLine]:
+        """The unreadable lines received in [start_ms, end_ms), as `history` hands quotes
+        over: forgetting only those received before `start_ms`."""
         self._start()
         with self._lock:
-            taken = list(self._unreadable)
-            self._unreadable.clear()
+            while self._unreadable and self._unreadable[0][0] < start_ms:
+                self._forget_unreadable()
+            taken = [line for received, line in self._unreadable if received < end_ms]
         self._tell()
         return taken
 
@@ -333,29 +376,37 @@ class OandaPricingStream:
         import requests
 
         session = requests.Session()
+        # Connections in a row that failed or did not stay up the silence timeout: a feed that
+        # sends a line and closes backs off as one that refuses.
         failures, delay = 0, 0.0
         try:
             while not self._stop.is_set():
                 self._delivered = False
+                opened = time.monotonic()
                 try:
                     self._read(session)
                     outcome = "ended"
                 except Exception as error:  # whatever ends it, the stream reopens
                     # (requests' errors, the feed's refusals, and a read racing close()).
                     outcome = f"{type(error).__name__}: {error}"[:300]
-                delivered = self._delivered
+                lasted_s = time.monotonic() - opened
+                healthy = self._delivered and lasted_s >= self._silence_timeout_s
                 self.connections.append((delay, outcome))
                 if self._stop.is_set():
                     break
-                failures = 0 if delivered else failures + 1
+                if healthy:
+                    failures = 0
                 delay = self._backoff.delay(failures, self._draw())
+                failures += 1
                 self._count("oanda_reconnects")
                 log.warning(
-                    "OANDA stream %s (%s); reconnecting in %.2f s (%d failed in a row)",
-                    "dropped" if delivered else "unavailable",
+                    "OANDA stream %s after %.1f s (%s); reconnecting in %.2f s (%d failed in a "
+                    "row)",
+                    "dropped" if self._delivered else "unavailable",
+                    lasted_s,
                     outcome,
                     delay,
-                    failures,
+                    0 if healthy else failures,
                 )
                 self._stop.wait(delay)
         finally:
@@ -364,6 +415,7 @@ class OandaPricingStream:
     def _read(self, session: Any) -> None:
         """One connection, read until it ends (`_delivered` tells whether it gave a line)."""
         pending = b""
+        ended = False
         try:
             response = session.get(
                 self._url,
@@ -379,8 +431,12 @@ class OandaPricingStream:
             with response:
                 if response.status_code != 200:
                     raise StreamFailed(f"HTTP {response.status_code}: {response.text[:200]}")
+                if not getattr(response.raw, "chunked", False):
+                    # Read in pieces, a body of known length would only give its lines
+                    # once a piece is full, and one read to its end, not at all.
+                    raise StreamFailed("the answer is not a chunked stream: not the feed")
                 self._count("oanda_connected")
-                for chunk in response.iter_content(chunk_size=None):
+                for chunk in response.iter_content(chunk_size=READ_BYTES):
                     if self._stop.is_set():
                         break
                     pending += chunk
@@ -388,7 +444,7 @@ class OandaPricingStream:
                     for line in lines:
                         if line.strip():
                             self._delivered = True
-                            self._receive(line)
+                            self._receive(read_line(line, self._pairs))
                     if len(pending) > MAX_LINE_BYTES:  # no line is that long: not the feed
                         self._keep_unreadable(
                             UnreadableLine(
@@ -399,16 +455,32 @@ class OandaPricingStream:
                             )
                         )
                         pending = b""
+                ended = True
         finally:
             self._response = None
             if pending.strip() and not self._stop.is_set():
-                cut = UnreadableLine(
-                    pending, SOURCE, "cut_line", "the connection ended in the middle of this line"
-                )
-                self._keep_unreadable(cut)
+                self._last_line(pending, ended)
 
-    def _receive(self, line: bytes) -> None:
+    def _last_line(self, line: bytes, ended: bool) -> None:
+        """What was left without an end of line when the connection ended: a whole line (a
+        feed may end its last one without a newline) is taken as any other; else it is the
+        head of a line the connection cut."""
         read = read_line(line, self._pairs)
+        if not isinstance(read, UnreadableLine):
+            self._delivered = True
+            self._receive(read)
+            return
+        how = "ended" if ended else "broke off"
+        self._keep_unreadable(
+            UnreadableLine(
+                line[:MAX_LINE_BYTES],
+                SOURCE,
+                "cut_line",
+                f"the connection {how} in the middle of this line",
+            )
+        )
+
+    def _receive(self, read: Line) -> None:
         if isinstance(read, Heartbeat):
             return
         if isinstance(read, UnreadableLine):
@@ -422,35 +494,30 @@ class OandaPricingStream:
                     "OANDA %s: %s, dropped (counted from now on)", read.instrument, read.reason
                 )
             return
-        event_ms = _event_ms(read)
+        received = self._clock()
         with self._lock:
-            buffer = self._buffers[read["pair"]]
+            buffer = self._buffers[read.quote["pair"]]
             if buffer.maxlen is not None and len(buffer) == buffer.maxlen:
                 self._counts["oanda_buffer_overflow"] += 1
-            buffer.append((event_ms, read))
+            buffer.append((received, read.quote))
 
     def _keep_unreadable(self, line: UnreadableLine) -> None:
         self._count("oanda_unreadable")
         log.warning(
             "OANDA line unreadable (%s: %s): %r", line.reason, line.detail, line.payload[:200]
         )
+        received = self._clock()
         with self._lock:
-            if len(self._unreadable) == self._unreadable.maxlen:
+            self._unreadable.append((received, line))
+            self._unreadable_bytes += len(line.payload)
+            while self._unreadable_bytes > self._unreadable_budget and self._unreadable:
+                self._forget_unreadable()
                 self._counts["oanda_buffer_overflow"] += 1
-            self._unreadable.append(line)
 
-
-def _event_ms(quote: dict[str, str]) -> int:
-    """Where a quote sorts in its pair's buffer: its time, or 0 for one the gate will refuse
-    for its time (handed over at the next poll)."""
-    match = _TIME.fullmatch(quote["event_ts"])
-    if match is None:
-        return 0
-    try:
-        second = datetime.fromisoformat(match.group(1)).replace(tzinfo=UTC)
-    except ValueError:
-        return 0
-    return to_ms(second) + int((match.group(2) or "0").ljust(3, "0")[:3])
+    def _forget_unreadable(self) -> None:
+        """The oldest unreadable line goes (the lock held)."""
+        _, line = self._unreadable.popleft()
+        self._unreadable_bytes -= len(line.payload)
 
 
 # One stream per process and feed: Beam runs several copies of the extract's fetch step in a
@@ -490,8 +557,8 @@ class SharedOandaStream:
         self._stream.tell(self._on_outcome)
         return quotes
 
-    def take_unreadable(self) -> list[UnreadableLine]:
-        lines = self._stream.take_unreadable()
+    def unreadable(self, start_ms: int, end_ms: int) -> list[UnreadableLine]:
+        lines = self._stream.unreadable(start_ms, end_ms)
         self._stream.tell(self._on_outcome)
         return lines
 

@@ -30,27 +30,36 @@ RESUME_RETRY_MS = 10_000
 # One read of the resume points serves every pair that starts within this much of it: the
 # newest stored event time only grows, so an older answer resumes earlier, never later.
 RESUME_REUSE_MS = 60_000
+# How much further back than the look-back the resume read looks, only to tell a pair whose
+# newest stored quote is older than the look-back (a gap for the backfill, logged) from a new
+# pair.
+TOLD_APART_MS = 86_400_000
 _FETCH_OUTCOMES = ("ok", "retry", "failed")
 
 
 class ResumeFrom:
     """Where each pair's cursor starts when a job starts (its keyed state is empty).
 
-    With `resume_points`, at the pair's newest event time stored in `quotes` less
-    `overlap_ms`, no further back than `max_lookback_ms` (older gaps are the backfill's); a
-    pair with nothing stored in the look-back starts `first_lookback_ms` back, as a new pair.
-    Without (an extract with no warehouse), every pair starts `first_lookback_ms` back. One
-    read serves the pairs that start together; a failed one is tried again later."""
+    With `resume_points`, at the pair's newest event time stored in `quotes` with the
+    extract's own `source` less `overlap_ms`, no further back than `max_lookback_ms` (older
+    gaps are the backfill's); a pair with nothing stored in the look-back starts
+    `first_lookback_ms` back, as a new pair (with a warning and `catch_up_truncated` counted
+    when it has older quotes: the gap since is the backfill's). Without (an extract with no
+    warehouse, or reading a stream, which has no past to resume from), every pair starts
+    `first_lookback_ms` back. One read serves the pairs that start together; a failed one is
+    tried again later."""
 
     def __init__(
         self,
         resume_points: Callable[[], ResumePoints] | None,
         *,
+        source: str,
         max_lookback_ms: int,
         overlap_ms: int,
         first_lookback_ms: int,
     ) -> None:
         self._factory = resume_points
+        self._source = source
         self.max_lookback_ms = max_lookback_ms
         self._overlap_ms = overlap_ms
         self._first_lookback_ms = first_lookback_ms
@@ -58,10 +67,12 @@ class ResumeFrom:
         self._newest: dict[str, int] = {}
         self._read_at: int | None = None
         self._retry_at: int | None = None
+        self.truncated = Metrics.counter(NAMESPACE, "catch_up_truncated")
 
     def start(self, pair: str, end_ms: int) -> int | None:
-        """The cursor's first value for `pair` fetching up to `end_ms`; None while the stored
-        quotes cannot be read (raises nothing)."""
+        """The cursor's first value for `pair` fetching up to `end_ms`. Raises ResumeUnknown
+        when a read of the stored quotes fails; returns None while the next read is not due
+        yet (RESUME_RETRY_MS after a failed one)."""
         if self._factory is None:
             return end_ms - self._first_lookback_ms
         floor = end_ms - self.max_lookback_ms
@@ -71,7 +82,11 @@ class ResumeFrom:
             try:
                 if self._points is None:
                     self._points = self._factory()
-                self._newest = self._points.newest_event_per_pair(floor)
+                # Two days back, so a pair stored before the look-back only is told apart
+                # from a new one (the look-back's partitions and a day more are read).
+                self._newest = self._points.newest_event_per_pair(
+                    floor - TOLD_APART_MS, self._source
+                )
             except Exception as error:  # BigQuery unreachable, refusing, timing out
                 self._retry_at = end_ms + RESUME_RETRY_MS
                 log.warning(
@@ -82,7 +97,18 @@ class ResumeFrom:
                 raise ResumeUnknown from error
             self._read_at, self._retry_at = end_ms, None
         newest = self._newest.get(pair)
-        if newest is None or newest < floor:
+        if newest is None:
+            return end_ms - self._first_lookback_ms
+        if newest < floor:
+            self.truncated.inc()
+            log.warning(
+                "%s: its newest stored quote (%s) is older than the look-back (%d s): it starts "
+                "%d s back; the gap since is the backfill's",
+                pair,
+                format_ts(newest),
+                self.max_lookback_ms // 1000,
+                self._first_lookback_ms // 1000,
+            )
             return end_ms - self._first_lookback_ms
         return max(newest - self._overlap_ms, floor)
 
@@ -103,7 +129,12 @@ class FetchNewQuotesFn(beam.DoFn):
     fetched once; a failed fetch leaves it where it was and the next tick covers the gap.
     A job starts with no state: each pair's cursor then starts where `ResumeFrom` says, at
     what `quotes` already holds, so a cancelled and relaunched job skips nothing however
-    long the relaunch took (within the look-back).
+    long the relaunch took (within the look-back). No fetch spans more than the resume
+    overlap: a job cancelled while a fetch's quotes are being published leaves no hole older
+    than the overlap before its newest stored quote, which the next job fetches again.
+
+    A stream's unreadable lines are handed over by one pair's fetch (`unreadable_pair`), for
+    the same window as its quotes: a retried bundle gets them again, never a second pair.
     """
 
     CURSOR = ReadModifyWriteStateSpec("cursor_ms", VarIntCoder())
@@ -118,8 +149,12 @@ class FetchNewQuotesFn(beam.DoFn):
         lag_ms: int,
         resume: ResumeFrom,
         clock: Callable[[], int] = now_ms,
+        unreadable_pair: str | None = None,
+        max_fetch_ms: int | None = None,
     ) -> None:
         self._factory = source_factory
+        self._unreadable_pair = unreadable_pair
+        self._max_fetch_ms = max_fetch_ms
         self._clock = clock
         self._lag_ms = lag_ms
         self._resume = resume
@@ -148,8 +183,6 @@ class FetchNewQuotesFn(beam.DoFn):
         self, element: tuple[str, Any], cursor: Any = CURSOR_STATE, failures: Any = FAILURES_STATE
     ) -> Iterator[dict[str, str] | UnreadableLine]:
         pair, _ = element
-        if self._stream is not None:
-            yield from self._stream.take_unreadable()
         end = self._clock() - self._lag_ms
         start = cursor.read()
         if start is None:
@@ -172,6 +205,9 @@ class FetchNewQuotesFn(beam.DoFn):
             # After a long outage, catch up the look-back and leave the rest to the backfill
             # DAG: one fetch of days of history would stall every other pair's polling.
             skipped_from, start = start, end - max_lookback_ms
+        if self._max_fetch_ms:
+            # A catch-up goes an overlap at a time (the next ticks fetch the rest).
+            end = min(end, start + self._max_fetch_ms)
         try:
             quotes = list(self._source.history(pair, start, end))
         except SourceUnavailable as error:
@@ -181,6 +217,8 @@ class FetchNewQuotesFn(beam.DoFn):
             if failed == 1:  # the rest are told when the source is back
                 log.warning("%s: fetch since %s failed: %s", pair, format_ts(start), error)
             return
+        if self._stream is not None and pair == self._unreadable_pair:
+            yield from self._stream.unreadable(start, end)
         cursor.write(end)
         self.fetched.inc(len(quotes))
         if skipped_from is not None:
@@ -237,8 +275,12 @@ class PublishQuotesFn(beam.DoFn):
                 self._publisher.publish(self._topic, quote.payload, quote.attributes(), "")
             )
             return
+        # Only what is there: Dataflow deduplicates by the event_id attribute, and one ""
+        # would make every quote without an id one message.
         attributes: dict[str, str] = {
-            key: quote[key] for key in ("pair", "event_id") if isinstance(quote.get(key), str)
+            key: value
+            for key in ("pair", "event_id")
+            if isinstance(value := quote.get(key), str) and value
         }
         # Dataflow's Pub/Sub source stamps event time from this attribute and stops the load
         # on one it cannot parse (no dead letter there). Without it the message keeps its
@@ -277,16 +319,26 @@ class ExtractQuotes(beam.PTransform[Any, Any]):
         resume_points: Callable[[], ResumePoints] | None = None,
         max_lookback_ms: int = 3_600_000,
         resume_overlap_ms: int = 60_000,
+        resume_source: str = "sim",
     ) -> None:
         super().__init__()
         self._pairs = list(pairs)
         resume = ResumeFrom(
             resume_points,
+            source=resume_source,
             max_lookback_ms=max_lookback_ms,
             overlap_ms=resume_overlap_ms,
             first_lookback_ms=first_lookback_ms,
         )
-        self._fetch = FetchNewQuotesFn(source_factory, lag_ms, resume, clock)
+        self._fetch = FetchNewQuotesFn(
+            source_factory,
+            lag_ms,
+            resume,
+            clock,
+            unreadable_pair=self._pairs[0] if self._pairs else None,
+            # An overlap of 0 caps nothing (and would stop every fetch).
+            max_fetch_ms=resume_overlap_ms or None,
+        )
         self._publish = PublishQuotesFn(publisher_factory, topic, ordered)
 
     def expand(self, ticks: PCollection[Any]) -> PCollection[Any]:

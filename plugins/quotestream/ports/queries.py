@@ -213,9 +213,11 @@ class StoredRowLookups(Protocol):
 class ResumePoints(Protocol):
     """Where the extract resumes: what `quotes` holds already, asked once when a job starts."""
 
-    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
-        """pair -> its newest stored event time from `since_ms` on; a pair without a quote
-        there is absent. `since_ms` bounds the partitions read (the extract's look-back)."""
+    def newest_event_per_pair(self, since_ms: int, source: str) -> dict[str, int]:
+        """pair -> its newest stored event time from `since_ms` on among the quotes of
+        `source` (the extract's own: quotes another source pushed or a backfill stored say
+        nothing of what it fetched); a pair without such a quote there is absent. `since_ms`
+        bounds the partitions read (the extract's look-back)."""
 
     def close(self) -> None: ...
 

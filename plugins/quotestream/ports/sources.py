@@ -27,8 +27,11 @@ class UnreadableLine:
 
 @runtime_checkable
 class QuoteStream(QuoteSource, Protocol):
-    """A QuoteSource fed by a stream: `history` serves what arrived (a stream keeps no past
-    beyond what it buffered since it connected), and the unreadable lines are handed over."""
+    """A QuoteSource fed by a stream: `history(pair, start, end)` serves what arrived in
+    [start, end) by the moment of receipt (a stream keeps no past beyond what it buffered
+    since it connected), and the unreadable lines are handed over alike. Both forget only what
+    arrived before `start`: a retried fetch of the same window gets the same again."""
 
-    def take_unreadable(self) -> list[UnreadableLine]:
-        """The unreadable lines received since the last call, each handed over once."""
+    def unreadable(self, start_ms: int, end_ms: int) -> list[UnreadableLine]:
+        """The unreadable lines received in [start_ms, end_ms); those received before
+        `start_ms` are forgotten."""

@@ -1,5 +1,6 @@
 """Where the extract resumes, asked of the BigQuery emulator and of the in-memory fake: both
-answer alike from the same rows; a dataset never provisioned holds nothing to resume from."""
+answer alike from the same rows, counting only the extract's own source's quotes; a dataset
+never provisioned holds nothing to resume from."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ ROWS = [
     quote_at(NOW - 2_000),
     quote_at(NOW - 30_000, pair="EUR-USD"),
     quote_at(NOW - 2 * HOUR_MS, pair="GBP-USD"),  # beyond an hour's look-back
+    # Newer, of other sources: pushed to the relay, or another feed's.
+    quote_at(NOW - 1_000, source="relay"),
+    quote_at(NOW - 1_000, pair="EUR-USD", source="oanda"),
+    quote_at(NOW - 1_000, pair="BTC-USD", source="relay"),
 ]
 
 
@@ -41,11 +46,17 @@ def test_the_newest_stored_quote_per_pair_within_the_look_back(
         InMemoryResumePoints(memory),
     ]
     for points in both:
-        assert points.newest_event_per_pair(NOW - HOUR_MS) == {
+        assert points.newest_event_per_pair(NOW - HOUR_MS, "test") == {
             "USD-BRL": NOW - 2_000,
             "EUR-USD": NOW - 30_000,
         }
-        assert points.newest_event_per_pair(NOW - 3 * HOUR_MS)["GBP-USD"] == NOW - 2 * HOUR_MS
+        assert points.newest_event_per_pair(NOW - 3 * HOUR_MS, "test")["GBP-USD"] == (
+            NOW - 2 * HOUR_MS
+        )
+        assert points.newest_event_per_pair(NOW - HOUR_MS, "relay") == {
+            "USD-BRL": NOW - 1_000,
+            "BTC-USD": NOW - 1_000,
+        }
         points.close()
 
 
@@ -55,6 +66,6 @@ def test_a_dataset_never_provisioned_holds_nothing_to_resume_from(
     settings = Settings(project=f"unprovisioned-{uuid.uuid4().hex[:8]}", target="local")
     points = bootstrap.build_resume_points(settings)
     try:
-        assert points.newest_event_per_pair(NOW - HOUR_MS) == {}
+        assert points.newest_event_per_pair(NOW - HOUR_MS, "sim") == {}
     finally:
         points.close()

@@ -77,7 +77,11 @@ def heartbeat_line() -> bytes:
 #   ("heartbeat",)          a HEARTBEAT line
 #   ("cut", bytes)          the head of a line as a chunk of its own, then the connection
 #                           closes: a stream dropped mid-line
+#   ("tail", bytes)         that line without its newline, then the body's end: a whole
+#                           last line a feed did not end
+#   ("close",)              the body's end (its last chunk): the feed closes the stream
 #   ("status", code)        answer with that HTTP status instead of a stream
+#   ("plain", bytes)        answer 200 with that body, not chunked (Content-Length)
 #   ("stall", seconds)      send nothing for that long (a silent stream), then close
 Step = tuple[Any, ...]
 
@@ -159,6 +163,14 @@ class OandaStandIn:
             self.requests.append(
                 Request(time.monotonic(), location.path, instruments, authorization, status)
             )
+        if status == 200 and script and script[0][0] == "plain":
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/octet-stream")
+            handler.send_header("Content-Length", str(len(script[0][1])))
+            handler.end_headers()
+            handler.wfile.write(script[0][1])
+            handler.close_connection = True
+            return
         if status != 200:
             body = json.dumps({"errorMessage": f"stand-in answers {status}"}).encode()
             handler.send_response(status)
@@ -200,6 +212,13 @@ class OandaStandIn:
             elif kind == "cut":
                 chunk(step[1])
                 return  # closed without the rest of the line or the last chunk
+            elif kind == "tail":
+                chunk(step[1])
+                chunk(b"")  # the last chunk
+                return
+            elif kind == "close":
+                chunk(b"")
+                return
             elif kind == "stall":
                 self._stopping.wait(step[1])
                 return

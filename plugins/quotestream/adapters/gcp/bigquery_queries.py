@@ -32,11 +32,11 @@ log = logging.getLogger(__name__)
 # The SQL twin of domain.rows.dead_letter_row_id, for the rows that have a message id (every
 # pulled message has; the Python one digests the content of a row without).
 DEAD_LETTER_ROW_ID_SQL = "CONCAT(stage, ':', message_id)"
-# pair -> newest event time of the quotes from @since on: where the extract resumes, and the
-# Quotes pipeline page's freshness per pair (bigquery_views.py asks the same).
-NEWEST_EVENT_PER_PAIR = (
+# pair -> newest event time of the quotes of @source from @since on: where the extract
+# resumes (the page's freshness, bigquery_views.py, counts every source).
+NEWEST_EXTRACTED_PER_PAIR = (
     "SELECT pair, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
-    "WHERE event_ts >= TIMESTAMP_MILLIS(@since) GROUP BY pair"
+    "WHERE event_ts >= TIMESTAMP_MILLIS(@since) AND source = @source GROUP BY pair"
 )
 # Ids per lookup: BigQuery caps the parameters of one query.
 _LOOKUP_CHUNK = 500
@@ -391,11 +391,13 @@ class BigQueryResumePoints(_BigQueryQueries):
     dataset or table (nothing provisioned, an extract publishing where no load stores) holds
     no quote: nothing to resume from."""
 
-    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
+    def newest_event_per_pair(self, since_ms: int, source: str) -> dict[str, int]:
         from google.api_core.exceptions import NotFound
 
         try:
-            rows = self._warehouse.query(NEWEST_EVENT_PER_PAIR, {"since": since_ms})
+            rows = self._warehouse.query(
+                NEWEST_EXTRACTED_PER_PAIR, {"since": since_ms, "source": source}
+            )
         except NotFound as error:
             log.warning("no quotes to resume from: %s", str(error).splitlines()[0][:200])
             return {}

@@ -7,13 +7,18 @@ of `quotes`, received_ts of the dead letters); values travel as query parameters
 from __future__ import annotations
 
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
-from quotestream.adapters.gcp.bigquery_queries import NEWEST_EVENT_PER_PAIR
 from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, QualityResult
 
 # A quote written in the window may have been stamped up to a day before it was written
 # (a backlog drained late); older event times are not worth a day more of partitions.
 _EVENT_SLACK_MS = 86_400_000
 SAMPLE_CHARS = 500
+# pair -> newest event time of the quotes from @since on, whatever their source (the
+# extract's resume point asks it of its own source: bigquery_queries.py).
+NEWEST_EVENT_PER_PAIR = (
+    "SELECT pair, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
+    "WHERE event_ts >= TIMESTAMP_MILLIS(@since) GROUP BY pair"
+)
 
 
 class BigQueryPipelineViews:
@@ -44,7 +49,7 @@ class BigQueryPipelineViews:
         return Lag(row["p50"] / 1000, row["p95"] / 1000, int(row["n"]))
 
     def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
-        # The extract's resume points ask the same question (bigquery_queries.py).
+        # Every source's quotes: the extract's resume points ask of one (bigquery_queries.py).
         rows = self._warehouse.query(NEWEST_EVENT_PER_PAIR, {"since": since_ms})
         return {row["pair"]: int(row["newest"]) for row in rows}
 
