@@ -131,8 +131,12 @@ def build_stored_row_lookups(settings: Settings) -> StoredRowLookups:
 
 def resume_points_factory(settings: Settings) -> Callable[[], ResumePoints] | None:
     """What builds the extract's resume points (on its workers, when a job starts): None for
-    a local extract with no BigQuery emulator set, which has no `quotes` to resume from (its
-    pairs then start a few seconds back, as on a first launch)."""
+    a local extract with no BigQuery emulator set, which has no `quotes` to resume from, and
+    for an extract reading a stream (OANDA's), which has no past to fetch from a resume point:
+    its pairs then start a few seconds back, as on a first launch, without waiting on a
+    query."""
+    if settings.extract_source == "oanda":
+        return None
     if settings.target == "local" and not settings.bigquery_emulator_host:
         return None
     return partial(build_resume_points, settings)

@@ -72,7 +72,9 @@ class Settings(BaseSettings):
                 "the backfill and the dead-letter replay take history). Six hours covers the "
                 "hour the extract catches up after a relaunch, redeliveries, and a load job "
                 "down for a few hours with its backlog kept in Pub/Sub; every old quote the "
-                "load takes costs a lookup of its id in BigQuery."
+                "load takes costs a lookup of its id in BigQuery. At least 3600, and at least "
+                "`extract_max_lookback_s` plus `extract_resume_overlap_s` plus 600 s to "
+                "deliver: 4260 with their defaults (a lower value is refused)."
             ),
         ),
     ] = 6 * 3600
@@ -166,7 +168,8 @@ class Settings(BaseSettings):
     market_seed: int = 20261124
     # Comma-separated in the environment: QUOTESTREAM_PAIRS=USD-BRL,EUR-BRL
     pairs: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PAIRS
-    # The `source` of the simulated market's quotes (the API's); not where the extract reads.
+    # The `source` of the simulated market's quotes (the API's; part of `event_id`): not where
+    # the extract reads, but whose stored quotes it resumes from when it reads the API.
     quote_source: str = "sim"
     extract_source: Annotated[
         Literal["api", "oanda"],
@@ -176,7 +179,9 @@ class Settings(BaseSettings):
                 "history the backfill and the reconciliation read, whatever this says), or "
                 "`oanda`, OANDA's v20 pricing stream for the configured pairs as OANDA "
                 "instruments (EUR-USD is EUR_USD), stored with source `oanda` "
-                "([architecture](architecture.md#a-second-source-oandas-pricing-stream))."
+                "([architecture](architecture.md#a-second-source-oandas-pricing-stream)); "
+                "on the local target only (refused with `gcp`: Dataflow's workers would need "
+                "the token from Secret Manager, not built)."
             )
         ),
     ] = "api"
@@ -356,6 +361,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _oanda_configured(self) -> Settings:
+        if self.extract_source == "oanda" and self.target == "gcp":
+            raise ValueError(
+                "extract_source oanda runs on the local target only: on Dataflow the workers "
+                "would need OANDA's token from Secret Manager, which is not built yet (the "
+                "settings a job gets carry no secret)"
+            )
         if self.extract_source == "oanda" and not (self.oanda_account_id and self.oanda_token):
             raise ValueError(
                 "extract_source oanda needs QUOTESTREAM_OANDA_ACCOUNT_ID and "

@@ -130,6 +130,8 @@ def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
             ordered=settings.message_ordering,
             # Each pair resumes at what `quotes` holds: a relaunch loses nothing.
             resume_points=bootstrap.resume_points_factory(settings),
+            # Of the quotes it fetches itself: the API's carry the simulator's source.
+            resume_source="oanda" if settings.extract_source == "oanda" else settings.quote_source,
             max_lookback_ms=settings.extract_max_lookback_s * 1000,
             resume_overlap_ms=settings.extract_resume_overlap_s * 1000,
         )
@@ -149,14 +151,21 @@ def settings_from(argv: Sequence[str]) -> Settings:
     return Settings(**overrides)
 
 
+def for_pipeline(kind: str, settings: Settings) -> Settings:
+    """The settings a pipeline's DoFns carry (pickled into the job's graph): without any
+    secret but the one it uses, OANDA's token for an extract reading OANDA (which runs on the
+    local target only: the settings refuse it on gcp)."""
+    needed = {"oanda_token"} if kind == "extract" and settings.extract_source == "oanda" else set()
+    return settings.model_copy(update=dict.fromkeys(Settings.secret_fields() - needed))
+
+
 def launch(kind: str, argv: Sequence[str], settings: Settings | None = None) -> PipelineResult:
     """Build and start a pipeline; returns as soon as it runs (streaming jobs run on)."""
     build = {"load": load_pipeline, "extract": extract_pipeline}[kind]
     if _is_local(_runner(argv)):
         bound_local_runner_metrics()
     resolved = settings or settings_from(argv)
-    # DoFns carry the settings to the workers; the push relay's key has no business there.
-    return build(argv, resolved.model_copy(update={"api_key": None})).run()
+    return build(argv, for_pipeline(kind, resolved)).run()
 
 
 def quiet_beam_logging() -> None:
