@@ -521,7 +521,7 @@ class OandaPricingStream:
 
 
 # One stream per process and feed: Beam runs several copies of the extract's fetch step in a
-# worker, and each pair's quotes must be handed over once, whichever copy asks for the pair.
+# worker, and a pair's quotes must be in the buffer of whichever copy asks for the pair.
 _SHARED: dict[tuple[str, str, tuple[str, ...]], list[Any]] = {}
 _SHARED_LOCK = threading.Lock()
 
