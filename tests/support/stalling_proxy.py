@@ -64,4 +64,9 @@ class StallingProxy:
                             return
                 sink.sendall(chunk)
         except OSError:
-            return
+            pass
+        # The other side learns that this one ended (say, the server closed an idle
+        # keep-alive connection), as it would without the proxy: otherwise its next request
+        # on that connection waits for an answer that never comes.
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

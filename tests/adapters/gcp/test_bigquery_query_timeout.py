@@ -1,5 +1,6 @@
-"""A warehouse built with a query timeout stops waiting for a BigQuery that does not answer:
-the emulator behind a proxy that holds the query's request, never forwarding it."""
+"""A warehouse stops waiting for a BigQuery that does not answer, a query when built with a
+query timeout, an insert always: the emulator behind a proxy that holds the request, never
+forwarding it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from google.auth.credentials import AnonymousCredentials
 
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
 from quotestream.adapters.local.processes import ServiceProcess
+from quotestream.domain.quote import now_ms
+from quotestream.domain.schemas import QUOTES
+from tests.support.local_runs import fresh_warehouse
+from tests.support.rows import quote_at
 from tests.support.stalling_proxy import StallingProxy
 
 pytestmark = pytest.mark.integration
@@ -55,3 +60,38 @@ def test_a_query_that_gets_no_answer_gives_up_after_the_timeout(
         # The client's retry asks again after the timeout, and the proxy lets that one through.
         print(f"answered after {took:.1f} s: {outcome[0]!r:.120}")
         assert took < 8
+
+
+def test_an_insert_that_gets_no_answer_is_sent_again_after_its_timeout(
+    bigquery_emulator: ServiceProcess,
+) -> None:
+    """A load job once waited for ever on an insert whose connection had silently died."""
+    settings, direct = fresh_warehouse("insert-timeout", (QUOTES,))
+    proxy = StallingProxy(int(bigquery_emulator.address.rsplit(":", 1)[1]))
+    warehouse = BigQueryWarehouse(
+        settings.project,
+        settings.dataset,
+        credentials=AnonymousCredentials(),
+        api_endpoint=f"http://{proxy.address}",
+        insert_timeout_s=1.0,
+    )
+    row = quote_at(now_ms())
+    outcome: list[object] = []
+
+    def insert() -> None:
+        try:
+            outcome.append(warehouse.insert_rows(QUOTES.name, [row], [row["event_id"]]))
+        except Exception as error:
+            outcome.append(error)
+
+    proxy.arm(row["event_id"].encode())
+    inserting = threading.Thread(target=insert, daemon=True)
+    inserting.start()
+    inserting.join(timeout=30)
+    proxy.close()
+    assert proxy.held.is_set()
+    assert not inserting.is_alive(), "the insert waited past its timeout"
+    # The client's retry sent it again, and the proxy let that one through.
+    assert outcome == [[]]
+    stored = direct.query("SELECT event_id FROM {dataset}.quotes")
+    assert [stored_row["event_id"] for stored_row in stored] == [row["event_id"]]

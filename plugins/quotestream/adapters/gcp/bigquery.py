@@ -25,6 +25,9 @@ _PARAM_TYPES: tuple[tuple[type, str], ...] = (
 
 
 INSERT_RETRY_DEADLINE_S = 20.0
+# Each insert request's own bound: without one the client waits for ever on a connection the
+# other end dropped without a word (a half-open one), and the load job with it.
+INSERT_REQUEST_TIMEOUT_S = 60.0
 
 
 def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter:
@@ -60,8 +63,10 @@ class BigQueryWarehouse:
         credentials: Any = None,
         api_endpoint: str | None = None,
         query_timeout_s: float | None = None,
+        insert_timeout_s: float = INSERT_REQUEST_TIMEOUT_S,
     ) -> None:
         self._project = project
+        self._insert_timeout_s = insert_timeout_s
         self._dataset = dataset
         self._location = location
         # A caller that must answer in time (the operator page) bounds each query: BigQuery
@@ -112,6 +117,7 @@ class BigQueryWarehouse:
             # The client would retry for ten minutes, long past BigQuery's insert-id memory
             # (about one): the caller retries instead, and looks first for what is stored.
             retry=bigquery.DEFAULT_RETRY.with_deadline(INSERT_RETRY_DEADLINE_S),
+            timeout=self._insert_timeout_s,
         )
         return [dict(error) for error in errors]
 
