@@ -474,7 +474,9 @@ def build_topic_tap(settings: Settings) -> TopicTap:
 
 
 def build_accounting_service(settings: Settings, since_ms: int) -> AccountingService:
-    return AccountingService(build_accounting_queries(settings), since_ms)
+    return AccountingService(
+        build_accounting_queries(settings), since_ms, build_stored_row_lookups(settings)
+    )
 
 
 # A reading of the page's figures runs about eight queries one after another.

@@ -9,7 +9,11 @@ from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
 from quotestream.domain.rows import dead_letter_row_id, refused_row_id
 from quotestream.ports.queries import Progress
 from quotestream.services.accounting import AccountingService
-from tests.support.fakes import InMemoryAccountingQueries, InMemoryWarehouse
+from tests.support.fakes import (
+    InMemoryAccountingQueries,
+    InMemoryStoredRowLookups,
+    InMemoryWarehouse,
+)
 from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quote_at
 
 pytestmark = pytest.mark.unit
@@ -23,6 +27,27 @@ def stored(warehouse: InMemoryWarehouse, table: str, rows: list[dict[str, object
 
 def accountant(warehouse: InMemoryWarehouse) -> AccountingService:
     return AccountingService(InMemoryAccountingQueries(warehouse), RUN_START_MS)
+
+
+def test_a_quote_published_again_whose_row_is_from_before_the_run_is_stored_not_lost() -> None:
+    """A relaunched extract fetches again what a previous job had stored (its overlap)."""
+    warehouse = InMemoryWarehouse()
+    earlier, lost = quote_at(RUN_START_MS - 30_000), quote_at(RUN_START_MS - 20_000)
+    stored(warehouse, "quotes", [earlier])
+    published = [
+        PublishedMessage("m1", earlier["event_id"], RUN_START_MS - 30_000, RUN_START_MS + 500),
+        PublishedMessage("m2", lost["event_id"], RUN_START_MS - 20_000, RUN_START_MS + 600),
+    ]
+    lookups = InMemoryStoredRowLookups(warehouse)
+    service = AccountingService(InMemoryAccountingQueries(warehouse), RUN_START_MS, lookups)
+
+    accounting = service.account(published)
+
+    assert (accounting.loaded, accounting.duplicate_rows) == (1, 0)
+    assert [message.message_id for message in accounting.unaccounted] == ["m2"]
+    assert lookups.lookups == [[earlier["event_id"], lost["event_id"]]]
+    # Without the earlier rows, the same run would count the first as lost.
+    assert len(accountant(warehouse).account(published).unaccounted) == 2
 
 
 def test_progress_counts_only_what_was_written_since_the_run_began() -> None:

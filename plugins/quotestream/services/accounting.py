@@ -1,6 +1,7 @@
 """Where every published message went: a row of `quotes` (found by event_id), a row of
 `quotes_dead_letter` (found by message id, or by row id for a quote BigQuery refused), or
-neither yet: in flight, or lost.
+neither yet: in flight, or lost. A quote stored before the run began counts as stored: a
+relaunched extract fetches again the last minute a previous job had already published.
 
 The ledger of published messages comes from a tap on the topic (a subscription of its own),
 so the check does not trust the pipeline's own counters.
@@ -11,13 +12,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from quotestream.domain.ledger import Bar, LoadedQuote, PublishedMessage
 from quotestream.domain.rows import refused_row_id
 from quotestream.domain.schemas import QUOTES
 from quotestream.ports import TopicTap
-from quotestream.ports.queries import AccountingQueries, BarPane, Progress
+from quotestream.ports.queries import AccountingQueries, BarPane, Progress, StoredRowLookups
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,15 @@ class Accounting:
 class AccountingService:
     """Reads what the warehouse holds since `since_ms` (a run's start)."""
 
-    def __init__(self, queries: AccountingQueries, since_ms: int) -> None:
+    def __init__(
+        self,
+        queries: AccountingQueries,
+        since_ms: int,
+        earlier: StoredRowLookups | None = None,
+    ) -> None:
         self._queries = queries
         self._since_ms = since_ms
+        self._earlier = earlier
 
     def progress(self) -> Progress:
         return self._queries.progress_since(self._since_ms)
@@ -66,7 +74,25 @@ class AccountingService:
     ) -> Accounting:
         if loaded is None:
             loaded = self.loaded_quotes()
-        return reconcile(published, loaded, self.dead_letters())
+        accounting = reconcile(published, loaded, self.dead_letters())
+        return self._with_earlier_rows(accounting)
+
+    def _with_earlier_rows(self, accounting: Accounting) -> Accounting:
+        """What reconcile left over, less the quotes a row from before the run holds."""
+        asked = {
+            message.event_id: datetime.fromtimestamp(message.event_ts_ms / 1000, tz=UTC)
+            for message in accounting.unaccounted
+            if message.event_id is not None and message.event_ts_ms is not None
+        }
+        if self._earlier is None or not asked:
+            return accounting
+        stored = self._earlier.stored_quote_ids(asked)
+        left = tuple(m for m in accounting.unaccounted if m.event_id not in stored)
+        return replace(
+            accounting,
+            loaded=accounting.loaded + len(accounting.unaccounted) - len(left),
+            unaccounted=left,
+        )
 
     def wait_until_accounted(
         self,
