@@ -61,16 +61,18 @@ browser: ## Debian's chromium for the browser test (apt-get; nothing once it is 
 
 # The suite waits (polls, ack deadlines, process starts) more than it computes: workers, each
 # with its own emulators, overlap the waits. A test file stays on one worker (its module
-# fixtures, the demo's run, start once).
+# fixtures, the demo's run, start once), and the files come in collection order, slow ones
+# first (tests/conftest.py), not xdist's most-tests-first.
 TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: lint browser airflow-runtimes ## the whole suite in TEST_WORKERS processes: lint, unit, api, integration, e2e in a browser, the Airflow runtimes (starts the emulators itself)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest $(XDIST)
 
 QUICK := not emulators and not airflow and not gcp and not e2e and not composer
 
 check: lint ## lint and the quick loop: the tests that need no emulator, Airflow, stand-in or browser
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "$(QUICK)"
+	$(BIN)/pytest $(XDIST) -m "$(QUICK)"
 
 demo: setup ## the whole pipeline locally, driven from Airflow, until Ctrl-C (DEMO_SECONDS=60)
 	$(BIN)/quotestream demo --seconds $(or $(DEMO_SECONDS),60)

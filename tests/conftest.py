@@ -56,6 +56,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker, fixtures in NEEDS.items():
             if used & fixtures:
                 item.add_marker(marker)
+    # The files of slow tests first (each file keeps its order): the workers (make test) take
+    # files in this order, and a long test begun last would run on alone at the end.
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ from quotestream.settings import Settings
 from tests.conftest import REPO
 from tests.support.local_runs import provisioned_project
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SEED = 9090
 PAIRS = ("USD-BRL", "EUR-USD")

@@ -18,7 +18,7 @@ from quotestream.services.streaming import JOB_NAMES
 from quotestream_dev.synthetic import fresh_quote
 from tests.support.local_runs import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LOAD = JOB_NAMES["load"]
 # BigQuery's insert-id dedup (and the emulator's) forgets after about a minute.

@@ -30,7 +30,7 @@ from quotestream.settings import Settings
 from tests.conftest import REPO, SEED
 from tests.support.local_runs import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.composer]
+pytestmark = [pytest.mark.integration, pytest.mark.composer, pytest.mark.slow]
 
 RUNTIMES = {"composer-3.1": ("3.1.", "3.11"), "airflow-3.3": ("3.3.", "3.12")}
 PROBE = REPO / "tests" / "support" / "airflow_probe.py"

@@ -27,7 +27,7 @@ from tests.support.dag_runs import states
 from tests.support.local_runs import recent_quotes, wait_until
 from tests.support.stalling_proxy import StallingProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LOAD = JOB_NAMES["load"]
 QUOTES_INSERT = b"/tables/quotes/insertAll"

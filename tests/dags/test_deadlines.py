@@ -42,6 +42,7 @@ def _start(component: str, env: dict[str, str], log: Path) -> ServiceProcess:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.airflow
 def test_a_run_past_its_deadline_is_stopped_and_alerts(tmp_path: Path, webhook: Webhook) -> None:
     home = tmp_path / "airflow"

@@ -18,7 +18,7 @@ from quotestream.adapters.local.processes import free_port
 from tests.conftest import REPO
 from tests.support.local_runs import own_stack_env
 
-pytestmark = [pytest.mark.e2e, pytest.mark.emulators, pytest.mark.airflow]
+pytestmark = [pytest.mark.e2e, pytest.mark.emulators, pytest.mark.airflow, pytest.mark.slow]
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -20,7 +20,7 @@ from quotestream_dev.local_airflow import USER, LocalAirflow
 from tests.conftest import REPO
 from tests.support.rows import MINUTE_MS, bar_at, dead_letter_at, quality_row, quote_at
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.slow]
 
 # Debian's chromium (`make browser`), or another Chromium-family browser named by the
 # environment (a CI image's Chrome).

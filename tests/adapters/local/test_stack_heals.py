@@ -28,7 +28,7 @@ from quotestream_dev.synthetic import fresh_quote
 from tests.entrypoints.test_cli_local_stack import quotestream
 from tests.support.local_runs import own_stack_env, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.emulators]
+pytestmark = [pytest.mark.integration, pytest.mark.emulators, pytest.mark.slow]
 
 LOAD = JOB_NAMES["load"]
 SPECS = list(PAIR_CATALOG.values())
