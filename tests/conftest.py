@@ -143,13 +143,19 @@ def job_target(
     pubsub_emulator: ServiceProcess,
     bigquery_emulator: ServiceProcess,
     tmp_path: Path,
-) -> Any:
+) -> Iterator[Any]:
     """A fresh project on the emulators, provisioned, and set in the environment that the
-    local job runner hands the jobs it launches (as the DAGs launch them)."""
+    local job runner hands the jobs it launches (as the DAGs launch them). Whatever job is
+    still running in it when the test ends (a failed test's, one a scheduler launched) is
+    cancelled: a streaming job never ends by itself."""
     import uuid
 
     from quotestream import bootstrap
+    from quotestream.ports.jobs import StopMode
+    from quotestream.services.streaming import JOB_NAMES
     from quotestream.settings import Settings
+
+    made: list[Settings] = []
 
     def make(prefix: str, **extra_env: str) -> Settings:
         for key, value in {
@@ -162,6 +168,13 @@ def job_target(
             monkeypatch.setenv(key, value)
         settings = Settings()
         bootstrap.build_provision_service(settings).run()
+        made.append(settings)
         return settings
 
-    return make
+    yield make
+    for settings in made:
+        runner = bootstrap.build_job_runner(settings)
+        for name in JOB_NAMES.values():
+            job = runner.find(name)
+            if job is not None and not job.state.terminal:
+                runner.stop(name, StopMode.CANCEL)
