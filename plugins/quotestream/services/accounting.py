@@ -78,11 +78,15 @@ class AccountingService:
         return self._with_earlier_rows(accounting)
 
     def _with_earlier_rows(self, accounting: Accounting) -> Accounting:
-        """What reconcile left over, less the quotes a row from before the run holds."""
+        """What reconcile left over, less the quotes a row from before the run holds. Only a
+        quote of an earlier moment can have one: the messages still in flight, asked about at
+        every poll of a run, are not looked up."""
         asked = {
             message.event_id: datetime.fromtimestamp(message.event_ts_ms / 1000, tz=UTC)
             for message in accounting.unaccounted
-            if message.event_id is not None and message.event_ts_ms is not None
+            if message.event_id is not None
+            and message.event_ts_ms is not None
+            and message.event_ts_ms < self._since_ms
         }
         if self._earlier is None or not asked:
             return accounting
