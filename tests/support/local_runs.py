@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from quotestream import bootstrap
 from quotestream.adapters.local.processes import free_port, start_api_process
 from quotestream.bootstrap import repo_root
 from quotestream.domain import PAIR_CATALOG
@@ -46,10 +48,6 @@ def api_serving(logs_dir: Path, env: Mapping[str, str]) -> Iterator[str]:
 def provisioned_project(prefix: str, **settings: Any) -> Settings:
     """Settings of a new project on the session's emulators (no message ordering: the
     emulator's ordered delivery is not what the tests are about), provisioned."""
-    import uuid
-
-    from quotestream import bootstrap
-
     project = Settings(
         project=f"{prefix}-{uuid.uuid4().hex[:8]}",
         target="local",
@@ -64,10 +62,6 @@ def fresh_warehouse(
     prefix: str, tables: Sequence[TableSpec] = ALL_TABLES
 ) -> tuple[Settings, Warehouse]:
     """A new project on the session's BigQuery emulator, with the dataset and `tables`."""
-    import uuid
-
-    from quotestream import bootstrap
-
     settings = Settings(project=f"{prefix}-{uuid.uuid4().hex[:8]}", target="local")
     warehouse = bootstrap.build_warehouse(settings)
     warehouse.ensure_dataset()
