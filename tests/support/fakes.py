@@ -24,16 +24,8 @@ from quotestream.domain.schemas import (
     QUOTES_DEAD_LETTER,
     TableSpec,
 )
-from quotestream.ports.queries import (
-    BarPane,
-    KeptDeadLetter,
-    MidMoves,
-    MinuteSummary,
-    PairTicks,
-    Progress,
-    RecentFlow,
-    ReplayVerdict,
-)
+from quotestream.ports import queries as shapes
+from quotestream.ports.queries import TickGapRule
 
 
 @dataclass(frozen=True)
@@ -191,9 +183,9 @@ class _InMemoryQueries:
             1 for row in self._dead_letters() if _within(row["received_ts"], start_ms, end_ms)
         )
 
-    def _bar_panes(self, since_ms: int) -> list[BarPane]:
+    def _bar_panes(self, since_ms: int) -> list[shapes.BarPane]:
         return [
-            BarPane(
+            shapes.BarPane(
                 Bar(
                     row["pair"],
                     ms_of(row["window_start"]),
@@ -266,7 +258,7 @@ class InMemoryQualityQueries(_InMemoryQueries):
             by_pair[row["pair"]].append(row)
         return by_pair
 
-    def minute_summaries(self, start: datetime, end: datetime) -> list[MinuteSummary]:
+    def minute_summaries(self, start: datetime, end: datetime) -> list[shapes.MinuteSummary]:
         minutes: defaultdict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
         for pair, rows in self._distinct_ticks(start, end).items():
             for row in rows:
@@ -275,11 +267,11 @@ class InMemoryQualityQueries(_InMemoryQueries):
         for (pair, minute_ms), rows in minutes.items():
             mids = [float(row["mid"]) for row in rows]
             bar = Bar(pair, minute_ms, mids[0], max(mids), min(mids), mids[-1], len(mids))
-            summaries.append(MinuteSummary(bar, float(rows[-1]["spread"])))
+            summaries.append(shapes.MinuteSummary(bar, float(rows[-1]["spread"])))
         return summaries
 
     def final_bars(self, start: datetime, end: datetime) -> list[Bar]:
-        final: dict[tuple[str, int], BarPane] = {}
+        final: dict[tuple[str, int], shapes.BarPane] = {}
         for pane in self._bar_panes(to_ms(start)):
             key = (pane.bar.pair, pane.bar.window_start_ms)
             rank = (pane.pane_index, pane.bar.tick_count)
@@ -289,7 +281,7 @@ class InMemoryQualityQueries(_InMemoryQueries):
                 final[key] = pane
         return [pane.bar for pane in final.values()]
 
-    def mid_moves(self, start: datetime, end: datetime) -> list[MidMoves]:
+    def mid_moves(self, start: datetime, end: datetime) -> list[shapes.MidMoves]:
         summaries = []
         for pair, rows in self._distinct_ticks(start, end).items():
             if len(rows) < 2:
@@ -300,7 +292,7 @@ class InMemoryQualityQueries(_InMemoryQueries):
             deviations = [abs(move - median) for move in moves]
             largest = max(range(len(moves)), key=lambda index: deviations[index])
             summaries.append(
-                MidMoves(
+                shapes.MidMoves(
                     pair,
                     len(moves),
                     median,
@@ -313,20 +305,16 @@ class InMemoryQualityQueries(_InMemoryQueries):
         return summaries
 
     def pair_ticks(
-        self,
-        start: datetime,
-        end: datetime,
-        tick_intervals_ms: Mapping[str, int],
-        max_gap_intervals: float,
-    ) -> dict[str, PairTicks]:
-        answers = {}
+        self, start: datetime, end: datetime, gaps: TickGapRule
+    ) -> dict[str, shapes.PairTicks]:
+        per_pair = {}
         for pair, rows in self._distinct_ticks(start, end).items():
             times = [ms_of(row["event_ts"]) for row in rows]
-            gaps = [(later - earlier, later) for earlier, later in pairwise(times)]
-            interval = tick_intervals_ms.get(pair)
-            too_long = [gap for gap, _ in gaps if interval and gap > max_gap_intervals * interval]
-            longest = max(gaps, default=(0, None))
-            answers[pair] = PairTicks(
+            spans = [(later - earlier, later) for earlier, later in pairwise(times)]
+            interval = gaps.tick_intervals_ms.get(pair)
+            too_long = [gap for gap, _ in spans if interval and gap > gaps.max_intervals * interval]
+            longest = max(spans, default=(0, None))
+            per_pair[pair] = shapes.PairTicks(
                 pair,
                 len(times),
                 times[-1],
@@ -336,15 +324,15 @@ class InMemoryQualityQueries(_InMemoryQueries):
                 longest[0],
                 longest[1],
             )
-        return answers
+        return per_pair
 
 
 @dataclass
 class InMemoryAccountingQueries(_InMemoryQueries):
-    def progress_since(self, since_ms: int) -> Progress:
+    def progress_since(self, since_ms: int) -> shapes.Progress:
         loaded = self.loaded_quotes_since(since_ms)
         newest = max((quote.event_ms for quote in loaded), default=None)
-        return Progress(len(loaded), self._received(since_ms), newest)
+        return shapes.Progress(len(loaded), self._received(since_ms), newest)
 
     def loaded_quotes_since(self, since_ms: int) -> list[LoadedQuote]:
         return [
@@ -358,7 +346,7 @@ class InMemoryAccountingQueries(_InMemoryQueries):
             if _within(row.get("ingest_ts"), since_ms)
         ]
 
-    def bar_panes_since(self, since_ms: int) -> list[BarPane]:
+    def bar_panes_since(self, since_ms: int) -> list[shapes.BarPane]:
         return self._bar_panes(since_ms)
 
     def dead_letter_reasons_since(self, since_ms: int) -> dict[str, str]:
@@ -373,9 +361,9 @@ class InMemoryAccountingQueries(_InMemoryQueries):
 class InMemoryReplayQueries(_InMemoryQueries):
     def dead_letters_between(
         self, start: datetime, end: datetime, reasons: Collection[str]
-    ) -> list[KeptDeadLetter]:
+    ) -> list[shapes.KeptDeadLetter]:
         return [
-            KeptDeadLetter(
+            shapes.KeptDeadLetter(
                 dead_letter_row_id(row),
                 row["payload"],
                 row["payload_encoding"],
@@ -388,7 +376,7 @@ class InMemoryReplayQueries(_InMemoryQueries):
             and (not reasons or row["reason"] in reasons)
         ]
 
-    def replay_verdicts(self, dead_letter_ids: Collection[str]) -> dict[str, ReplayVerdict]:
+    def replay_verdicts(self, dead_letter_ids: Collection[str]) -> dict[str, shapes.ReplayVerdict]:
         newest: dict[str, dict[str, Any]] = {}
         for row in sorted(
             self.warehouse.rows(DEAD_LETTER_REPLAYS.name),
@@ -397,14 +385,16 @@ class InMemoryReplayQueries(_InMemoryQueries):
         ):
             if row["dead_letter_id"] in dead_letter_ids:
                 newest.setdefault(row["dead_letter_id"], row)
-        return {key: ReplayVerdict(row["outcome"], row["reason"]) for key, row in newest.items()}
+        return {
+            key: shapes.ReplayVerdict(row["outcome"], row["reason"]) for key, row in newest.items()
+        }
 
 
 @dataclass
 class InMemoryHealthQueries(_InMemoryQueries):
-    def recent_flow(self, since_ms: int, events_since_ms: int) -> RecentFlow:
+    def recent_flow(self, since_ms: int, events_since_ms: int) -> shapes.RecentFlow:
         recent = [row for row in self._quotes() if _within(row["event_ts"], events_since_ms)]
-        return RecentFlow(
+        return shapes.RecentFlow(
             max((ms_of(row["event_ts"]) for row in recent), default=None),
             sum(1 for row in recent if _within(row.get("ingest_ts"), since_ms)),
             self._received(since_ms),
@@ -537,8 +527,8 @@ class InMemoryJobRunner:
         self.jobs[name] = Job(name, f"{name}-{len(self.launches)}", JobState.RUNNING, 0)
         return self.jobs[name]
 
-    def replace(self, name: str, pipeline: str, args: Any, renamed: Any, timeout_s: float) -> Any:
-        return self.launch(name, pipeline, args) if self.in_place else None
+    def replace(self, name: str, pipeline: str, update: Any) -> Any:
+        return self.launch(name, pipeline, update.args) if self.in_place else None
 
     def stop(self, name: str, mode: Any) -> None:
         from dataclasses import replace

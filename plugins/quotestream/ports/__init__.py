@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from quotestream.domain.ledger import PublishedMessage
 from quotestream.domain.schemas import TableSpec
-from quotestream.ports.jobs import Job, StopMode
+from quotestream.ports.jobs import InPlaceUpdate, Job, StopMode
 from quotestream.ports.resources import ResourceResult, SubscriptionSpec
 
 
@@ -91,17 +91,10 @@ class JobRunner(Protocol):
 
     def stop(self, name: str, mode: StopMode) -> None: ...
 
-    def replace(
-        self,
-        name: str,
-        pipeline: str,
-        args: Sequence[str],
-        renamed: Mapping[str, str],
-        timeout_s: float,
-    ) -> Job | None:
-        """Replace the running job in place, keeping its state (`renamed`: old transform
-        names to new), once the runner says the replacement took over (within `timeout_s`);
-        None when this runner cannot, and the caller stops and relaunches."""
+    def replace(self, name: str, pipeline: str, update: InPlaceUpdate) -> Job | None:
+        """Replace the running job in place, keeping its state, once the runner says the
+        replacement took over (within the update's timeout); None when this runner cannot,
+        and the caller stops and relaunches."""
 
 
 class Notifier(Protocol):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -30,3 +31,14 @@ class Job:
     state: JobState
     started_ts_ms: int
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InPlaceUpdate:
+    """What replacing a running job in place needs: old transform names mapped to new ones
+    (for steps the new code renamed), how long to wait for the runner's verdict, and the
+    launch arguments of the replacement."""
+
+    timeout_s: float
+    renamed: Mapping[str, str] = field(default_factory=dict)
+    args: Sequence[str] = ()

@@ -80,6 +80,15 @@ class PairTicks:
 
 
 @dataclass(frozen=True, slots=True)
+class TickGapRule:
+    """A gap between two ticks of a pair is longer than `max_intervals` of the pair's tick
+    interval in `tick_intervals_ms`; a pair not there has no gaps."""
+
+    tick_intervals_ms: Mapping[str, int]
+    max_intervals: float
+
+
+@dataclass(frozen=True, slots=True)
 class KeptDeadLetter:
     """A dead letter as kept, with its row id (domain.rows.dead_letter_row_id)."""
 
@@ -139,16 +148,9 @@ class QualityQueries(BarQueries, Protocol):
     def mid_moves(self, start: datetime, end: datetime) -> list[MidMoves]:
         """Per pair with at least two ticks in the interval's event time, its mid moves."""
 
-    def pair_ticks(
-        self,
-        start: datetime,
-        end: datetime,
-        tick_intervals_ms: Mapping[str, int],
-        max_gap_intervals: float,
-    ) -> dict[str, PairTicks]:
-        """pair -> its ticks of the interval's event time, for every pair with any; a gap is
-        longer than `max_gap_intervals` of the pair's interval in `tick_intervals_ms` (pairs
-        not there have no gaps)."""
+    def pair_ticks(self, start: datetime, end: datetime, gaps: TickGapRule) -> dict[str, PairTicks]:
+        """pair -> its ticks of the interval's event time, for every pair with any, with the
+        gaps longer than the rule allows."""
 
 
 class AccountingQueries(Protocol):

@@ -20,7 +20,13 @@ from quotestream.domain.pairs import PAIR_CATALOG, cross_legs, ticks_per_s
 from quotestream.domain.quote import format_ts, now_ms, to_ms
 from quotestream.domain.thresholds import QualityThresholds
 from quotestream.ports import QuoteSource
-from quotestream.ports.queries import MidMoves, MinuteSummary, PairTicks, QualityQueries
+from quotestream.ports.queries import (
+    MidMoves,
+    MinuteSummary,
+    PairTicks,
+    QualityQueries,
+    TickGapRule,
+)
 
 MINUTE_MS = 60_000
 # A normal distribution's standard deviation is 1.4826 times its median absolute deviation.
@@ -78,9 +84,8 @@ class CheckedInterval:
     @cached_property
     def ticks(self) -> dict[str, PairTicks]:
         intervals = {pair: PAIR_CATALOG[pair].tick_interval_ms for pair in self.pairs}
-        return self.queries.pair_ticks(
-            self.start, self.end, intervals, self.thresholds.max_gap_intervals
-        )
+        rule = TickGapRule(intervals, self.thresholds.max_gap_intervals)
+        return self.queries.pair_ticks(self.start, self.end, rule)
 
     @cached_property
     def stored_bars(self) -> list[Bar]:

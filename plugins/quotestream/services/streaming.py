@@ -9,7 +9,7 @@ from typing import Any
 
 from quotestream.domain.thresholds import AlertThresholds
 from quotestream.ports import BacklogProbe, JobRunner
-from quotestream.ports.jobs import Job, JobState, StopMode
+from quotestream.ports.jobs import InPlaceUpdate, Job, JobState, StopMode
 from quotestream.ports.queries import HealthQueries
 
 # Stable names: monitoring and "is it running?" look jobs up by name, never by a suffix.
@@ -175,7 +175,7 @@ class RestartService:
         name = JOB_NAMES[pipeline]
         before = self._runner.find(name)
         if before is not None and before.state is JobState.RUNNING:
-            replaced = self._runner.replace(name, pipeline, [], renamed or {}, timeout_s)
+            replaced = self._runner.replace(name, pipeline, InPlaceUpdate(timeout_s, renamed or {}))
             if replaced is not None:
                 return before, replaced
         return self.restart(pipeline, None, timeout_s)

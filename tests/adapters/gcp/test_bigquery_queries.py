@@ -30,7 +30,14 @@ from quotestream.domain.quote import to_ms
 from quotestream.domain.rows import dead_letter_row_id, refused_row_id
 from quotestream.domain.schemas import QUOTES
 from quotestream.ports import Warehouse
-from quotestream.ports.queries import BarPane, MinuteSummary, PairTicks, Progress, RecentFlow
+from quotestream.ports.queries import (
+    BarPane,
+    MinuteSummary,
+    PairTicks,
+    Progress,
+    RecentFlow,
+    TickGapRule,
+)
 from tests.support.fakes import (
     InMemoryAccountingQueries,
     InMemoryBackfillWrites,
@@ -319,7 +326,7 @@ def test_the_market_questions_of_a_short_series_are_answered_alike(stores: Store
     intervals = {"USD-BRL": 1_000, "EUR-BRL": 2_000}
 
     for queries in (stores.bigquery, stores.fake):
-        ticks = queries.pair_ticks(START, END, intervals, 1.5)
+        ticks = queries.pair_ticks(START, END, TickGapRule(intervals, 1.5))
         # The second row of an event id is left out: the first written counts.
         assert ticks["USD-BRL"] == PairTicks("USD-BRL", 5, T + 7_000, 1, 3, 4_000, T + 7_000)
         assert ticks["EUR-BRL"] == PairTicks("EUR-BRL", 1, T + 30_000, 0, 0, 0, None)

@@ -17,7 +17,7 @@ from quotestream.adapters.gcp.access import ApiAccess
 from quotestream.adapters.gcp.cloud_run import CloudRunDeployer
 from quotestream.adapters.gcp.dataflow import DataflowJobRunner, LaunchRefused
 from quotestream.adapters.gcp.monitoring import CloudMonitoringBacklog
-from quotestream.ports.jobs import JobState, StopMode
+from quotestream.ports.jobs import InPlaceUpdate, JobState, StopMode
 from quotestream.ports.resources import Outcome
 from quotestream.settings import Settings
 from tests.conftest import REPO
@@ -141,7 +141,7 @@ def test_an_update_launch_replaces_the_running_job_with_its_renamed_steps(
     old = google_apis.dataflow.add_job(LOAD)
     jobs = runner(google_apis)
 
-    new = jobs.replace(LOAD, "load", [], {"Bars/Window": "Bars/FixedWindows"}, timeout_s=5)
+    new = jobs.replace(LOAD, "load", InPlaceUpdate(5, {"Bars/Window": "Bars/FixedWindows"}))
 
     (parameter,) = launches(google_apis)
     assert parameter["update"] is True
@@ -161,7 +161,7 @@ def test_an_update_dataflow_finds_incompatible_fails_and_leaves_the_job_running(
     jobs = runner(google_apis)
 
     with pytest.raises(RuntimeError, match=f"refused the update .* {old['id']} keeps running"):
-        jobs.replace(LOAD, "load", [], {}, timeout_s=5)
+        jobs.replace(LOAD, "load", InPlaceUpdate(5))
 
     assert [j["currentState"] for j in google_apis.dataflow.jobs_named(LOAD)] == [
         "JOB_STATE_RUNNING",

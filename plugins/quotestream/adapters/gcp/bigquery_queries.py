@@ -25,6 +25,7 @@ from quotestream.ports.queries import (
     Progress,
     RecentFlow,
     ReplayVerdict,
+    TickGapRule,
 )
 
 log = logging.getLogger(__name__)
@@ -169,18 +170,12 @@ class BigQueryQualityQueries(_BigQueryQueries):
             for row in rows
         ]
 
-    def pair_ticks(
-        self,
-        start: datetime,
-        end: datetime,
-        tick_intervals_ms: Mapping[str, int],
-        max_gap_intervals: float,
-    ) -> dict[str, PairTicks]:
-        params: dict[str, Any] = {"start": start, "end": end, "allowed": max_gap_intervals}
+    def pair_ticks(self, start: datetime, end: datetime, gaps: TickGapRule) -> dict[str, PairTicks]:
+        params: dict[str, Any] = {"start": start, "end": end, "allowed": gaps.max_intervals}
         interval = "NULL"
-        if tick_intervals_ms:
+        if gaps.tick_intervals_ms:
             whens = []
-            for index, (pair, interval_ms) in enumerate(tick_intervals_ms.items()):
+            for index, (pair, interval_ms) in enumerate(gaps.tick_intervals_ms.items()):
                 params.update({f"pair_{index}": pair, f"interval_{index}": interval_ms})
                 whens.append(f"WHEN @pair_{index} THEN @interval_{index}")
             interval = f"CASE pair {' '.join(whens)} END"

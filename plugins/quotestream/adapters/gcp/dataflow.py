@@ -10,7 +10,7 @@ from typing import Any
 from google.cloud import dataflow_v1beta3 as dataflow
 
 from quotestream.adapters.gcp.access import DEFAULT_ACCESS, ApiAccess
-from quotestream.ports.jobs import Job, JobState, StopMode
+from quotestream.ports.jobs import InPlaceUpdate, Job, JobState, StopMode
 
 _S = dataflow.JobState
 _STATES = {
@@ -98,14 +98,7 @@ class DataflowJobRunner:
             raise RuntimeError(f"job {name} is already {current.state} ({current.job_id})")
         return self._launch(name, pipeline, args, {})
 
-    def replace(
-        self,
-        name: str,
-        pipeline: str,
-        args: Sequence[str],
-        renamed: Mapping[str, str],
-        timeout_s: float,
-    ) -> Job | None:
+    def replace(self, name: str, pipeline: str, update: InPlaceUpdate) -> Job | None:
         """An update launch: Dataflow starts the new job from the running one's state (windows,
         timers, unacknowledged messages) and ends the old one as JOB_STATE_UPDATED. `renamed`
         maps old transform names to new ones for steps the new code renamed. Dataflow checks
@@ -113,9 +106,9 @@ class DataflowJobRunner:
         current = self.find(name)
         if current is None or current.state is not JobState.RUNNING:
             raise RuntimeError(f"job {name} is not running: nothing to update in place")
-        update = {"update": True, "transform_name_mappings": dict(renamed)}
-        replacement = self._launch(name, pipeline, args, update)
-        deadline = time.monotonic() + timeout_s
+        launch = {"update": True, "transform_name_mappings": dict(update.renamed)}
+        replacement = self._launch(name, pipeline, update.args, launch)
+        deadline = time.monotonic() + update.timeout_s
         while True:
             new = self._state_of(replacement.job_id)
             if _STATES.get(new) in (JobState.FAILED, JobState.CANCELLED):
@@ -128,7 +121,7 @@ class DataflowJobRunner:
                 return replacement
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"{name}: no verdict on the update after {timeout_s:.0f} s "
+                    f"{name}: no verdict on the update after {update.timeout_s:.0f} s "
                     f"({replacement.job_id} is {_state_name(new)})"
                 )
             time.sleep(_POLL_S)

@@ -27,7 +27,7 @@ from quotestream.adapters.local.processes import (
     stop_pid,
 )
 from quotestream.domain.quote import now_ms
-from quotestream.ports.jobs import Job, JobState, StopMode
+from quotestream.ports.jobs import InPlaceUpdate, Job, JobState, StopMode
 
 
 class LocalJobRunner:
@@ -62,14 +62,7 @@ class LocalJobRunner:
                 raise RuntimeError(f"job {name} is already {current.state} (pid {current.job_id})")
             return self._start(name, pipeline, args)
 
-    def replace(
-        self,
-        name: str,
-        pipeline: str,
-        args: Sequence[str],
-        renamed: Mapping[str, str],
-        timeout_s: float,
-    ) -> Job | None:
+    def replace(self, name: str, pipeline: str, update: InPlaceUpdate) -> Job | None:
         """The DirectRunner keeps no state to hand over: the caller drains and relaunches."""
         return None
 
