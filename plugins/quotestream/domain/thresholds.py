@@ -59,6 +59,9 @@ class AlertThresholds(_Family):
     max_dead_letter_ratio: float = 0.05
     dead_letter_window_s: float = 900.0
     max_api_5xx_per_s: float = 0.5
+    # How long a pair's extract may read its fallback source before it alerts: a switch is
+    # logged and counted at once, but a primary back within minutes needs no one.
+    max_on_fallback_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
