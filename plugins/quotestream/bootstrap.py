@@ -197,10 +197,14 @@ def build_quote_source(
     on_outcome: Callable[[str], None] = lambda _: None,
     *,
     live: bool = False,
+    kind: str | None = None,
 ) -> QuoteSource:
-    """The market-data API's client; for the extract (`live`), the source `extract_source`
-    names: OANDA's pricing stream has no history for the backfill or the reconciliation."""
-    if live and settings.extract_source == "oanda":
+    """The source `kind` names (api, oanda); by default the market-data API's client, and for
+    the extract (`live`) the source `extract_source` names: OANDA's pricing stream has no
+    history for the backfill or the reconciliation."""
+    if kind is None:
+        kind = settings.extract_source if live else "api"
+    if kind == "oanda":
         from quotestream.adapters.oanda import Backoff, OandaPricingStream, SharedOandaStream
 
         token = settings.oanda_token

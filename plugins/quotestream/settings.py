@@ -185,6 +185,23 @@ class Settings(BaseSettings):
             )
         ),
     ] = "api"
+    extract_fallback_source: Annotated[
+        Literal["api", "oanda"] | None,
+        Field(
+            description=(
+                "Where each pair is read from while `extract_source` fails or answers nothing "
+                "for `extract_failover_after_s` (none by default: the extract waits for it). "
+                "The primary is asked again every `extract_failback_probe_s` and its first "
+                "quotes switch the pair back; every switch is logged and counted "
+                "([operations](operations.md#source-failover))."
+            )
+        ),
+    ] = None
+    # How long the primary may fail or answer nothing before a pair switches to the fallback:
+    # a real feed can be quiet for seconds in a calm market.
+    extract_failover_after_s: Annotated[float, Field(gt=0)] = 15.0
+    # While a pair reads the fallback, the primary is asked for it this often.
+    extract_failback_probe_s: Annotated[float, Field(gt=0)] = 30.0
     # OANDA's stream host: the practice one by default (live: https://stream-fxtrade.oanda.com).
     oanda_stream_url: str = "https://stream-fxpractice.oanda.com"
     # The v20 account whose prices are streamed (required with extract_source oanda).
@@ -359,17 +376,34 @@ class Settings(BaseSettings):
             )
         return self
 
+    @property
+    def extract_reads_oanda(self) -> bool:
+        return "oanda" in (self.extract_source, self.extract_fallback_source)
+
+    def stored_source(self, kind: str) -> str:
+        """The `source` the quotes read from `kind` (api, oanda) are stored with."""
+        return self.quote_source if kind == "api" else kind
+
+    @model_validator(mode="after")
+    def _fallback_differs(self) -> Settings:
+        if self.extract_fallback_source == self.extract_source:
+            raise ValueError(
+                f"extract_fallback_source is extract_source ({self.extract_source}): a "
+                "fallback is another source"
+            )
+        return self
+
     @model_validator(mode="after")
     def _oanda_configured(self) -> Settings:
-        if self.extract_source == "oanda" and self.target == "gcp":
+        if self.extract_reads_oanda and self.target == "gcp":
             raise ValueError(
-                "extract_source oanda runs on the local target only: on Dataflow the workers "
-                "would need OANDA's token from Secret Manager, which is not built yet (the "
-                "settings a job gets carry no secret)"
+                "an extract reading oanda runs on the local target only: on Dataflow the "
+                "workers would need OANDA's token from Secret Manager, which is not built yet "
+                "(the settings a job gets carry no secret)"
             )
-        if self.extract_source == "oanda" and not (self.oanda_account_id and self.oanda_token):
+        if self.extract_reads_oanda and not (self.oanda_account_id and self.oanda_token):
             raise ValueError(
-                "extract_source oanda needs QUOTESTREAM_OANDA_ACCOUNT_ID and "
+                "an extract reading oanda needs QUOTESTREAM_OANDA_ACCOUNT_ID and "
                 "QUOTESTREAM_OANDA_TOKEN"
             )
         location = urlsplit(self.oanda_stream_url)

@@ -54,7 +54,7 @@ def stored(
 def resume_from(points: InMemoryResumePoints | None) -> ResumeFrom:
     return ResumeFrom(
         (lambda: points) if points is not None else None,
-        source="sim",
+        sources=["sim"],
         max_lookback_ms=HOUR,
         overlap_ms=60_000,
         first_lookback_ms=5_000,

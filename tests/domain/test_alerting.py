@@ -44,6 +44,7 @@ def test_the_policies_cover_each_job_the_subscription_the_dead_letters_and_the_a
         "oldest-unacked",
         "load-dead-letter-rate",
         "api-5xx-rate",
+        "extract-on-fallback",
     ]
     assert len({spec.display_name for spec in specs}) == len(specs)
     assert all(spec.display_name.startswith("quotestream: ") for spec in specs)
@@ -65,7 +66,18 @@ def test_the_policies_cover_each_job_the_subscription_the_dead_letters_and_the_a
 def test_each_policy_takes_its_threshold_from_the_thresholds_it_names() -> None:
     thresholds = distinct_thresholds()
     for spec in policies(thresholds):
-        assert spec.threshold == getattr(thresholds, spec.threshold_name), spec.key
+        if spec.duration_name:
+            assert spec.duration_s == int(getattr(thresholds, spec.duration_name)), spec.key
+        else:
+            assert spec.threshold == getattr(thresholds, spec.threshold_name), spec.key
+
+
+def test_the_fallback_alert_counts_the_pairs_that_read_the_fallback_now() -> None:
+    (spec,) = [p for p in policies(AlertThresholds()) if p.key == "extract-on-fallback"]
+    assert 'metric_name="source_failovers"' in spec.promql
+    assert 'metric_name="source_failbacks"' in spec.promql
+    assert 'job_name="quotestream-extract"' in spec.promql
+    assert (spec.threshold, spec.duration_s) == (0, 600)
 
 
 def test_the_local_verdict_judges_by_the_same_numbers_as_the_policies_it_has_a_twin_of() -> None:

@@ -61,7 +61,7 @@ def test_the_policies_then_the_dashboard_come_after_every_other_resource() -> No
     kinds = [result.kind for result in results]
     first_alerting = kinds.index("alert policy")
     assert "alert policy" not in kinds[:first_alerting]
-    assert kinds[first_alerting:] == ["alert policy"] * 8 + ["dashboard"]
+    assert kinds[first_alerting:] == ["alert policy"] * 9 + ["dashboard"]
     assert "bigquery table" in kinds[:first_alerting]
     assert {r.outcome for r in results[first_alerting:]} == {Outcome.CREATED}
     (board,) = alerting.dashboards.values()

@@ -8,9 +8,9 @@ import itertools
 import threading
 from collections.abc import Callable, Collection, Iterator
 
-from quotestream.adapters.api_client import SourceUnavailable
 from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
+from quotestream.ports.sources import SourceUnavailable
 
 _CALLS: dict[str, itertools.count[int]] = {}
 _WINDOWS: dict[str, list[tuple[str, int, int]]] = {}

@@ -7,13 +7,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from quotestream.domain.quote import format_ts
+from quotestream.ports.sources import SourceUnavailable
 
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 _DAY_MS = 86_400_000
-
-
-class SourceUnavailable(ConnectionError):
-    pass
 
 
 class HttpQuoteSource:

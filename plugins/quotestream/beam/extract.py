@@ -5,21 +5,29 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import VarIntCoder
+from apache_beam.coders import TupleCoder, VarIntCoder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from quotestream.adapters.api_client import SourceUnavailable
 from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import format_ts, now_ms
 from quotestream.domain.validation import is_event_ts
 from quotestream.ports import Publisher, PublishFuture, QuoteSource
 from quotestream.ports.queries import ResumePoints
-from quotestream.ports.sources import QuoteStream, UnreadableLine
+from quotestream.ports.sources import UnreadableLine
+from quotestream.services.source_chain import (
+    PRIMARY,
+    ChainState,
+    Fetched,
+    Link,
+    SourceChain,
+    Window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +45,25 @@ TOLD_APART_MS = 86_400_000
 _FETCH_OUTCOMES = ("ok", "retry", "failed")
 
 
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """The source a pair is read from while its primary has been failing or silent for
+    `after_ms` (services.source_chain), the primary being asked again every
+    `probe_every_ms`; `name` and `primary_name` are their quotes' `source`."""
+
+    factory: SourceFactory
+    name: str
+    primary_name: str
+    after_ms: int
+    probe_every_ms: int
+
+
 class ResumeFrom:
     """Where each pair's cursor starts when a job starts (its keyed state is empty).
 
-    With `resume_points`, at the pair's newest event time stored in `quotes` with the
-    extract's own `source` less `overlap_ms`, no further back than `max_lookback_ms` (older
+    With `resume_points`, at the pair's newest event time stored in `quotes` by any of the
+    extract's own `sources` (its primary and fallback: a window is served by one) less
+    `overlap_ms`, no further back than `max_lookback_ms` (older
     gaps are the backfill's); a pair with nothing stored in the look-back starts
     `first_lookback_ms` back, as a new pair (with a warning and `catch_up_truncated` counted
     when it has older quotes: the gap since is the backfill's). Without (an extract with no
@@ -53,13 +75,13 @@ class ResumeFrom:
         self,
         resume_points: Callable[[], ResumePoints] | None,
         *,
-        source: str,
+        sources: Sequence[str],
         max_lookback_ms: int,
         overlap_ms: int,
         first_lookback_ms: int,
     ) -> None:
         self._factory = resume_points
-        self._source = source
+        self._sources = tuple(sources)
         self.max_lookback_ms = max_lookback_ms
         self._overlap_ms = overlap_ms
         self._first_lookback_ms = first_lookback_ms
@@ -84,9 +106,7 @@ class ResumeFrom:
                     self._points = self._factory()
                 # Two days back, so a pair stored before the look-back only is told apart
                 # from a new one (the look-back's partitions and a day more are read).
-                self._newest = self._points.newest_event_per_pair(
-                    floor - TOLD_APART_MS, self._source
-                )
+                self._newest = self._newest_of_all(self._points, floor - TOLD_APART_MS)
             except Exception as error:  # BigQuery unreachable, refusing, timing out
                 self._retry_at = end_ms + RESUME_RETRY_MS
                 log.warning(
@@ -112,6 +132,13 @@ class ResumeFrom:
             return end_ms - self._first_lookback_ms
         return max(newest - self._overlap_ms, floor)
 
+    def _newest_of_all(self, points: ResumePoints, since_ms: int) -> dict[str, int]:
+        newest: dict[str, int] = {}
+        for source in self._sources:
+            for pair, moment in points.newest_event_per_pair(since_ms, source).items():
+                newest[pair] = max(moment, newest.get(pair, moment))
+        return newest
+
     def close(self) -> None:
         if self._points is not None:
             self._points.close()
@@ -123,7 +150,7 @@ class ResumeUnknown(RuntimeError):
 
 
 class FetchNewQuotesFn(beam.DoFn):
-    """(pair, tick) -> the pair's quotes since its cursor, read from the source's history.
+    """(pair, tick) -> the pair's quotes since its cursor, read from a source's history.
 
     The cursor (keyed state) is the end of the last interval fetched, so each quote is
     fetched once; a failed fetch leaves it where it was and the next tick covers the gap.
@@ -132,6 +159,10 @@ class FetchNewQuotesFn(beam.DoFn):
     long the relaunch took (within the look-back). No fetch spans more than the resume
     overlap: a job cancelled while a fetch's quotes are being published leaves no hole older
     than the overlap before its newest stored quote, which the next job fetches again.
+
+    Each window is served by one source of the pair's chain (services.source_chain): the
+    primary, or while it fails or is silent, the `fallback`; every switch is logged and
+    counted (source_failovers, source_failbacks).
 
     A stream's unreadable lines are handed over by one pair's fetch (`unreadable_pair`), for
     the same window as its quotes: a retried bundle gets them again, never a second pair.
@@ -142,6 +173,10 @@ class FetchNewQuotesFn(beam.DoFn):
     # Failed fetches since the last good one: an outage is logged once when it ends.
     FAILURES = ReadModifyWriteStateSpec("failed_fetches", VarIntCoder())
     FAILURES_STATE = beam.DoFn.StateParam(FAILURES)
+    # The pair's place in the source chain (services.source_chain.ChainState), kept with the
+    # pair so that whichever worker fetches it judges the primary alike.
+    CHAIN = ReadModifyWriteStateSpec("source_chain", TupleCoder([VarIntCoder()] * 4))
+    CHAIN_STATE = beam.DoFn.StateParam(CHAIN)
 
     def __init__(
         self,
@@ -151,8 +186,10 @@ class FetchNewQuotesFn(beam.DoFn):
         clock: Callable[[], int] = now_ms,
         unreadable_pair: str | None = None,
         max_fetch_ms: int | None = None,
+        fallback: Fallback | None = None,
     ) -> None:
         self._factory = source_factory
+        self._fallback = fallback
         self._unreadable_pair = unreadable_pair
         self._max_fetch_ms = max_fetch_ms
         self._clock = clock
@@ -162,14 +199,44 @@ class FetchNewQuotesFn(beam.DoFn):
         self.skipped = Metrics.counter(NAMESPACE, "catch_up_truncated")
         self.resumed = Metrics.counter(NAMESPACE, "resumed_pairs")
         self.resume_failed = Metrics.counter(NAMESPACE, "resume_failed")
+        # Their difference is how many pairs read their fallback now (what the alert judges).
+        self.failovers = Metrics.counter(NAMESPACE, "source_failovers")
+        self.failbacks = Metrics.counter(NAMESPACE, "source_failbacks")
         self.outcomes = {
             outcome: Metrics.counter(NAMESPACE, f"fetch_{outcome}") for outcome in _FETCH_OUTCOMES
         }
 
     def setup(self) -> None:
-        self._source = self._factory(self._count)
-        # A stream's unreadable lines go on as received, for the load's gate to dead-letter.
-        self._stream = self._source if isinstance(self._source, QuoteStream) else None
+        links = [
+            Link(self._fallback.primary_name if self._fallback else "", self._factory(self._count))
+        ]
+        if self._fallback is not None:
+            links.append(Link(self._fallback.name, self._fallback.factory(self._count)))
+        self._chain = SourceChain(
+            links,
+            self._fallback.after_ms if self._fallback else 0,
+            self._fallback.probe_every_ms if self._fallback else 0,
+        )
+
+    def _fetch_window(self, pair: str, window: Window, chain: Any) -> Fetched:
+        kept = chain.read()
+        fetched = self._chain.fetch(pair, window, ChainState(*kept) if kept else ChainState())
+        if fetched.state == ChainState():
+            chain.clear()
+        else:
+            chain.write(fetched.state.as_tuple())
+        switch = fetched.switch
+        if switch is not None:
+            back = switch.source == self._chain.links[PRIMARY].name
+            (self.failbacks if back else self.failovers).inc()
+            log.warning(
+                "%s: switched from %s to %s: %s",
+                pair,
+                switch.previous,
+                switch.source,
+                switch.reason,
+            )
+        return fetched
 
     def _count(self, outcome: str) -> None:
         """A source's outcome: a fetch's (fetch_ok, fetch_retry, fetch_failed), or an event
@@ -180,10 +247,15 @@ class FetchNewQuotesFn(beam.DoFn):
         counter.inc()
 
     def process(
-        self, element: tuple[str, Any], cursor: Any = CURSOR_STATE, failures: Any = FAILURES_STATE
+        self,
+        element: tuple[str, Any],
+        cursor: Any = CURSOR_STATE,
+        failures: Any = FAILURES_STATE,
+        chain: Any = CHAIN_STATE,
     ) -> Iterator[dict[str, str] | UnreadableLine]:
         pair, _ = element
-        end = self._clock() - self._lag_ms
+        now = self._clock()
+        end = now - self._lag_ms
         start = cursor.read()
         if start is None:
             try:
@@ -208,17 +280,18 @@ class FetchNewQuotesFn(beam.DoFn):
         if self._max_fetch_ms:
             # A catch-up goes an overlap at a time (the next ticks fetch the rest).
             end = min(end, start + self._max_fetch_ms)
-        try:
-            quotes = list(self._source.history(pair, start, end))
-        except SourceUnavailable as error:
+        fetched = self._fetch_window(pair, Window(start, end, now), chain)
+        quotes = fetched.quotes
+        if quotes is None:
             # Counted by the source; the cursor stays, so the next poll retries the gap.
             failed = (failures.read() or 0) + 1
             failures.write(failed)
             if failed == 1:  # the rest are told when the source is back
-                log.warning("%s: fetch since %s failed: %s", pair, format_ts(start), error)
+                log.warning("%s: fetch since %s failed: %s", pair, format_ts(start), fetched.error)
             return
-        if self._stream is not None and pair == self._unreadable_pair:
-            yield from self._stream.unreadable(start, end)
+        if pair == self._unreadable_pair:
+            for stream in self._chain.streams:
+                yield from stream.unreadable(start, end)
         cursor.write(end)
         self.fetched.inc(len(quotes))
         if skipped_from is not None:
@@ -243,9 +316,9 @@ class FetchNewQuotesFn(beam.DoFn):
         yield from quotes
 
     def teardown(self) -> None:
-        source = getattr(self, "_source", None)
-        if source is not None:
-            source.close()
+        chain = getattr(self, "_chain", None)
+        if chain is not None:
+            chain.close()
         self._resume.close()
 
 
@@ -320,12 +393,13 @@ class ExtractQuotes(beam.PTransform[Any, Any]):
         max_lookback_ms: int = 3_600_000,
         resume_overlap_ms: int = 60_000,
         resume_source: str = "sim",
+        fallback: Fallback | None = None,
     ) -> None:
         super().__init__()
         self._pairs = list(pairs)
         resume = ResumeFrom(
             resume_points,
-            source=resume_source,
+            sources=[resume_source, *([fallback.name] if fallback else [])],
             max_lookback_ms=max_lookback_ms,
             overlap_ms=resume_overlap_ms,
             first_lookback_ms=first_lookback_ms,
@@ -338,6 +412,7 @@ class ExtractQuotes(beam.PTransform[Any, Any]):
             unreadable_pair=self._pairs[0] if self._pairs else None,
             # An overlap of 0 caps nothing (and would stop every fetch).
             max_fetch_ms=resume_overlap_ms or None,
+            fallback=fallback,
         )
         self._publish = PublishQuotesFn(publisher_factory, topic, ordered)
 

@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from quotestream import bootstrap
-from quotestream.beam.extract import ExtractQuotes
+from quotestream.beam.extract import ExtractQuotes, Fallback
 from quotestream.beam.load import STORED, LoadQuotes, ReadHistory
 from quotestream.beam.options import ExtractOptions, LoadOptions, QuotestreamOptions
 from quotestream.beam.ticks import Ticks, bound_local_runner_metrics
@@ -131,12 +131,26 @@ def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
             # Each pair resumes at what `quotes` holds: a relaunch loses nothing.
             resume_points=bootstrap.resume_points_factory(settings),
             # Of the quotes it fetches itself: the API's carry the simulator's source.
-            resume_source="oanda" if settings.extract_source == "oanda" else settings.quote_source,
+            resume_source=settings.stored_source(settings.extract_source),
             max_lookback_ms=settings.extract_max_lookback_s * 1000,
             resume_overlap_ms=settings.extract_resume_overlap_s * 1000,
+            fallback=_fallback(settings),
         )
     )
     return pipeline
+
+
+def _fallback(settings: Settings) -> Fallback | None:
+    kind = settings.extract_fallback_source
+    if kind is None:
+        return None
+    return Fallback(
+        partial(bootstrap.build_quote_source, settings, kind=kind),
+        name=settings.stored_source(kind),
+        primary_name=settings.stored_source(settings.extract_source),
+        after_ms=int(settings.extract_failover_after_s * 1000),
+        probe_every_ms=int(settings.extract_failback_probe_s * 1000),
+    )
 
 
 def settings_from(argv: Sequence[str]) -> Settings:
@@ -155,7 +169,7 @@ def for_pipeline(kind: str, settings: Settings) -> Settings:
     """The settings a pipeline's DoFns carry (pickled into the job's graph): without any
     secret but the one it uses, OANDA's token for an extract reading OANDA (which runs on the
     local target only: the settings refuse it on gcp)."""
-    needed = {"oanda_token"} if kind == "extract" and settings.extract_source == "oanda" else set()
+    needed = {"oanda_token"} if kind == "extract" and settings.extract_reads_oanda else set()
     return settings.model_copy(update=dict.fromkeys(Settings.secret_fields() - needed))
 
 

@@ -46,6 +46,8 @@ class AlertPolicySpec:
     # by it too.
     threshold_name: str = ""
     judged_locally: bool = False
+    # The AlertThresholds field the duration comes from, where a limit is a time, not a level.
+    duration_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,14 @@ def _increase_over(job: str, counters: str, window_s: int) -> str:
     return f"sum(delta({series}[{window_s}s]))"
 
 
+def _running_total(job: str, counter: str) -> str:
+    """A Beam counter's running total in the job (0 before it is first counted)."""
+    return (
+        'sum(dataflow_googleapis_com:job_user_counter{monitored_resource="dataflow_job",'
+        f'job_name="{job}",metric_name="{counter}"}}) or vector(0)'
+    )
+
+
 def alert_policies(
     thresholds: AlertThresholds,
     job_names: Mapping[str, str],
@@ -100,7 +110,8 @@ def alert_policies(
     notification_channels: tuple[str, ...] = (),
 ) -> tuple[AlertPolicySpec, ...]:
     """The policies, in a stable order: each job's lag and freshness, the load subscription's
-    backlog, the load job's dead-letter share, the API's server errors."""
+    backlog, the load job's dead-letter share, the API's server errors, the extract reading
+    its fallback source."""
     gauge = Aggregation("ALIGN_MAX", "REDUCE_MAX")
     rate = Aggregation("ALIGN_RATE", "REDUCE_SUM")
     load_job, window_s = job_names["load"], int(thresholds.dead_letter_window_s)
@@ -192,6 +203,24 @@ def alert_policies(
             documentation=f"The market-data API ({api_service}) answers with server errors: "
             "the extract job and the push relay lose quotes meanwhile.",
             threshold_name="max_api_5xx_per_s",
+        ),
+        AlertPolicySpec(
+            key="extract-on-fallback",
+            display_name="quotestream: extract on its fallback source",
+            metric_filter="",
+            # Pairs switched to the fallback less those switched back: how many read it now.
+            promql=(
+                f"({_running_total(job_names['extract'], 'source_failovers')})"
+                f" - ({_running_total(job_names['extract'], 'source_failbacks')})"
+            ),
+            aggregation=gauge,
+            threshold=0,
+            duration_s=int(thresholds.max_on_fallback_s),
+            documentation="A pair has been read from the extract's fallback source for too "
+            "long: its primary fails or is silent (the extract's log says which, and why). "
+            "The fallback keeps quotes flowing; see the primary, and which intervals it "
+            "served (operations: source failover).",
+            duration_name="max_on_fallback_s",
         ),
     ]
     return tuple(replace(p, notification_channels=notification_channels) for p in policies)

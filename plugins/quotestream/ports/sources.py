@@ -1,6 +1,6 @@
-"""What a pushed source (a stream) adds to the QuoteSource port: the lines it received that no
-quote could be made of. They go on as received, for the load's gate to dead-letter, so one
-dead-letter path keeps them all."""
+"""How a source says it cannot serve, and what a pushed source (a stream) adds to the
+QuoteSource port: the lines it received that no quote could be made of. They go on as
+received, for the load's gate to dead-letter, so one dead-letter path keeps them all."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from quotestream.ports import QuoteSource
+
+
+class SourceUnavailable(ConnectionError):
+    """A source could not serve a window now (after its own retries): the caller may ask
+    again, or ask another source."""
 
 
 @dataclass(frozen=True, slots=True)

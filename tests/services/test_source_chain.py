@@ -1,0 +1,201 @@
+"""The source chain's switching, on sources that tick every 100 ms and a clock the test moves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from quotestream.ports.sources import SourceUnavailable, UnreadableLine
+from quotestream.services.source_chain import (
+    FALLBACK,
+    PRIMARY,
+    ChainState,
+    Link,
+    SourceChain,
+    Window,
+)
+
+pytestmark = pytest.mark.unit
+
+TICK_MS = 100
+AFTER_MS, PROBE_MS = 3_000, 5_000
+T0 = 1_800_000_000_000
+
+
+@dataclass
+class Ticking:
+    """A quote every TICK_MS, stamped with its source; `down` raises, `silent` answers nothing."""
+
+    name: str
+    down: bool = False
+    silent: bool = False
+    asked: list[tuple[int, int]] = field(default_factory=list)
+
+    def history(self, pair: str, start_ms: int, end_ms: int) -> Iterator[dict[str, str]]:
+        self.asked.append((start_ms, end_ms))
+        if self.down:
+            raise SourceUnavailable(f"{self.name} is down")
+        if self.silent:
+            return iter([])
+        first = -(-start_ms // TICK_MS) * TICK_MS
+        return iter(
+            {"pair": pair, "source": self.name, "event_ms": str(t)}
+            for t in range(first, end_ms, TICK_MS)
+        )
+
+    def latest(self, pairs: object) -> list[dict[str, str]]:
+        raise AssertionError("the extract reads history")
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class TickingStream(Ticking):
+    """A stream: it forgets what it received before a window it is asked for."""
+
+    forgotten_before: int = 0
+
+    def history(self, pair: str, start_ms: int, end_ms: int) -> Iterator[dict[str, str]]:
+        self.forgotten_before = max(self.forgotten_before, start_ms)
+        return super().history(pair, start_ms, end_ms)
+
+    def unreadable(self, start_ms: int, end_ms: int) -> list[UnreadableLine]:
+        return []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def chain_of(primary: Ticking, fallback: Ticking | None, clock: Clock) -> SourceChain:
+    links = [Link(primary.name, primary)] + ([Link(fallback.name, fallback)] if fallback else [])
+    return SourceChain(links, AFTER_MS, PROBE_MS)
+
+
+class Extract:
+    """The extract's use of a chain: a window per poll from the cursor, which stays where it
+    is when no source served the window."""
+
+    def __init__(self, chain: SourceChain, clock: Clock) -> None:
+        self.chain, self.clock = chain, clock
+        self.cursor = T0
+        self.state = ChainState()
+        self.stored: list[dict[str, str]] = []
+        self.switches: list[tuple[int, str]] = []
+
+    def poll(self, for_ms: int, every_ms: int = 500) -> None:
+        for _ in range(for_ms // every_ms):
+            self.clock.now += every_ms
+            window = Window(self.cursor, self.clock.now, self.clock.now)
+            fetched = self.chain.fetch("EUR-USD", window, self.state)
+            self.state = fetched.state
+            if fetched.switch:
+                self.switches.append((self.clock.now, fetched.switch.source))
+            if fetched.quotes is not None:
+                self.stored += fetched.quotes
+                self.cursor = self.clock.now
+
+
+def test_an_outage_is_served_by_the_fallback_and_every_instant_is_stored_once() -> None:
+    clock = Clock()
+    api, feed = Ticking("sim"), TickingStream("oanda")
+    extract = Extract(chain_of(api, feed, clock), clock)
+
+    extract.poll(10_000)
+    api.down = True
+    extract.poll(20_000)
+    api.down = False
+    extract.poll(20_000)
+
+    instants = [int(q["event_ms"]) for q in extract.stored]
+    assert instants == list(range(T0, extract.cursor, TICK_MS)), "an instant lost or twice"
+    down_at, up_at = T0 + 10_000, T0 + 30_000
+    failover, failback = extract.switches
+    assert failover[1] == "oanda"
+    assert failover[0] - down_at <= AFTER_MS + 500
+    assert failback[1] == "sim"
+    assert failback[0] - up_at <= PROBE_MS + 500
+    by_source = {q["source"] for q in extract.stored if down_at <= int(q["event_ms"]) < up_at}
+    # The outage's first seconds waited for the switch, then came from the feed, from where
+    # the API failed: nothing of it from the API.
+    assert by_source == {"oanda"}
+    assert extract.stored[-1]["source"] == "sim"
+
+
+def test_a_silent_primary_switches_and_the_fallback_serves_the_silence_from_its_start() -> None:
+    clock = Clock()
+    api, feed = Ticking("sim"), TickingStream("oanda")
+    extract = Extract(chain_of(api, feed, clock), clock)
+    extract.poll(5_000)
+    api.silent = True
+    extract.poll(10_000)
+
+    assert [source for _, source in extract.switches] == ["oanda"]
+    instants = [int(q["event_ms"]) for q in extract.stored]
+    # The windows the API answered empty were fetched again from the feed.
+    assert instants == list(range(T0, extract.cursor, TICK_MS))
+
+
+def test_while_on_the_fallback_the_primary_is_asked_only_every_probe_interval() -> None:
+    clock = Clock()
+    api, feed = Ticking("sim", down=True), TickingStream("oanda")
+    extract = Extract(chain_of(api, feed, clock), clock)
+    extract.poll(AFTER_MS + 1_000)
+    assert extract.state.active == FALLBACK
+    asked_before = len(api.asked)
+
+    extract.poll(3 * PROBE_MS)
+
+    assert len(api.asked) - asked_before in (2, 3)
+    assert extract.state.active == FALLBACK
+
+
+def test_a_stream_fallback_forgets_what_the_primary_served_and_stays_connected() -> None:
+    clock = Clock()
+    api, feed = Ticking("sim"), TickingStream("oanda")
+    extract = Extract(chain_of(api, feed, clock), clock)
+    extract.poll(5_000)
+
+    assert {q["source"] for q in extract.stored} == {"sim"}
+    assert feed.forgotten_before == extract.cursor - 500
+    assert extract.state == ChainState()
+
+
+def test_without_a_fallback_a_failing_primary_leaves_the_window_unserved() -> None:
+    clock = Clock()
+    api = Ticking("sim", down=True)
+    extract = Extract(chain_of(api, None, clock), clock)
+    extract.poll(10_000)
+
+    assert extract.stored == []
+    assert extract.switches == []
+    assert extract.state.active == PRIMARY
+    api.down = False
+    extract.poll(1_000)
+    assert [int(q["event_ms"]) for q in extract.stored] == list(range(T0, extract.cursor, TICK_MS))
+
+
+def test_a_failing_fallback_leaves_the_window_unserved_until_one_answers() -> None:
+    clock = Clock()
+    api, feed = Ticking("sim", down=True), TickingStream("oanda", down=True)
+    extract = Extract(chain_of(api, feed, clock), clock)
+    extract.poll(10_000)
+    assert extract.stored == []
+
+    feed.down = False
+    extract.poll(1_000)
+
+    assert [source for _, source in extract.switches] == ["oanda"]
+    assert [int(q["event_ms"]) for q in extract.stored] == list(range(T0, extract.cursor, TICK_MS))
+
+
+def test_a_chain_is_a_primary_and_at_most_one_fallback() -> None:
+    with pytest.raises(ValueError, match="at most one fallback"):
+        SourceChain([], AFTER_MS, PROBE_MS)
