@@ -14,7 +14,12 @@ from quotestream.domain.schemas import DQ_RESULTS
 from quotestream.services.quality import DataQualityFailed, DataQualityService
 from quotestream.services.quality_checks import CheckResult
 from tests.support.builders import quote_dict
-from tests.support.fakes import InMemoryQualityQueries, InMemoryQuoteSource, InMemoryWarehouse
+from tests.support.fakes import (
+    InMemoryQualityQueries,
+    InMemoryQuoteSource,
+    InMemoryWarehouse,
+    ms_of,
+)
 from tests.support.rows import dead_letter_at, quote_at, unwritten
 
 pytestmark = pytest.mark.unit
@@ -53,7 +58,8 @@ class Minute:
 
     def check(self, run_id: str) -> list[CheckResult]:
         queries = InMemoryQualityQueries(self.warehouse)
-        service = DataQualityService(queries, self.warehouse, self.source, PAIRS)
+        # quote_dict's quotes are of source "test": the API's here.
+        service = DataQualityService(queries, self.warehouse, self.source, PAIRS, api_source="test")
         return service.run(self.start, self.end, run_id)
 
     def failing(self) -> set[tuple[str, str | None]]:
@@ -114,6 +120,36 @@ def test_a_pair_without_quotes_fails_its_volume_reconciliation_and_staleness() -
     }
     # Behind from the interval's start to USD-BRL's last tick, a second before its end.
     assert minute.recorded("stale_pair", "EUR-BRL")["observed"] == 59.0
+
+
+def test_reconciliation_leaves_out_the_spans_another_source_served_but_not_a_hole() -> None:
+    """USD-BRL's quotes from 00:20 to 00:40 came from OANDA (the API was down), at other instants
+    under other event ids: the API's history there is not expected in BigQuery."""
+    minute = Minute().load_every_tick()
+    start_ms = to_ms(minute.start)
+    switch, back = start_ms + 20_000, start_ms + 40_000
+    quotes = minute.warehouse.tables["quotes"]
+    for key in [key for key, row in quotes.items() if row["pair"] == "USD-BRL"]:
+        if switch <= ms_of(quotes[key]["event_ts"]) < back:
+            del quotes[key]
+    oanda = [quote_at(ms + 400, source="oanda") for ms in range(switch, back, 1_000)]
+    minute.warehouse.insert_rows("quotes", oanda, [row["event_id"] for row in oanda])
+
+    reconciled = {r.pair: r for r in minute.check("good-run") if r.check_name == "reconciliation"}
+    assert reconciled["USD-BRL"].passed
+    assert reconciled["USD-BRL"].details == (
+        "40 of the API's in BigQuery, 40 in its history; another source supplied 20 in 1 spans, "
+        "left out of both"
+    )
+
+    # A hole in the API's stretch is still missing: the API's history has it.
+    for key in [key for key, row in quotes.items() if row["pair"] == "USD-BRL"]:
+        if ms_of(quotes[key]["event_ts"]) in range(start_ms + 50_000, start_ms + 53_000):
+            del quotes[key]
+    assert ("reconciliation", "USD-BRL") in minute.failing()
+    assert minute.recorded("reconciliation", "USD-BRL")["details"].startswith(
+        "37 of the API's in BigQuery, 40 in its history (3 missing)"
+    )
 
 
 def test_a_row_without_ingest_ts_fails_nulls() -> None:

@@ -206,7 +206,47 @@ class _InMemoryQueries:
 
 
 @dataclass
-class InMemoryQualityQueries(_InMemoryQueries):
+class _InMemorySourceSpans(_InMemoryQueries):
+    """SourceSpans, for the fakes that answer it."""
+
+    def _distinct_ticks(self, start: datetime, end: datetime) -> dict[str, list[dict[str, Any]]]:
+        """pair -> its rows of the interval, each event id once (the first written, as the
+        SQL keeps), in event-time then event-id order."""
+        first: dict[str, dict[str, Any]] = {}
+        for row in sorted(
+            self._quotes_of(start, end),
+            key=lambda row: (row.get("ingest_ts") or "", Decimal(row["bid"]), Decimal(row["ask"])),
+        ):
+            first.setdefault(row["event_id"], row)
+        by_pair: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in sorted(
+            first.values(), key=lambda row: (ms_of(row["event_ts"]), row["event_id"])
+        ):
+            by_pair[row["pair"]].append(row)
+        return by_pair
+
+    def served_elsewhere(
+        self, start: datetime, end: datetime, source: str
+    ) -> dict[str, list[shapes.ServedSpan]]:
+        spans: dict[str, list[shapes.ServedSpan]] = {}
+        for pair, rows in self._distinct_ticks(start, end).items():
+            after, run = None, 0
+            for row in rows:
+                if row["source"] != source:
+                    run += 1
+                    continue
+                if run:
+                    spans.setdefault(pair, []).append(
+                        shapes.ServedSpan(after, ms_of(row["event_ts"]), run)
+                    )
+                after, run = ms_of(row["event_ts"]), 0
+            if run:
+                spans.setdefault(pair, []).append(shapes.ServedSpan(after, None, run))
+        return spans
+
+
+@dataclass
+class InMemoryQualityQueries(_InMemorySourceSpans):
     """QualityQueries (and so BarQueries)."""
 
     def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
@@ -241,22 +281,6 @@ class InMemoryQualityQueries(_InMemoryQueries):
 
     def newest_event_ms(self) -> int | None:
         return max((ms_of(row["event_ts"]) for row in self._quotes()), default=None)
-
-    def _distinct_ticks(self, start: datetime, end: datetime) -> dict[str, list[dict[str, Any]]]:
-        """pair -> its rows of the interval, each event id once (the first written, as the
-        SQL keeps), in event-time then event-id order."""
-        first: dict[str, dict[str, Any]] = {}
-        for row in sorted(
-            self._quotes_of(start, end),
-            key=lambda row: (row.get("ingest_ts") or "", Decimal(row["bid"]), Decimal(row["ask"])),
-        ):
-            first.setdefault(row["event_id"], row)
-        by_pair: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in sorted(
-            first.values(), key=lambda row: (ms_of(row["event_ts"]), row["event_id"])
-        ):
-            by_pair[row["pair"]].append(row)
-        return by_pair
 
     def minute_summaries(self, start: datetime, end: datetime) -> list[shapes.MinuteSummary]:
         minutes: defaultdict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
@@ -456,7 +480,7 @@ class InMemoryStoredRowLookups(_InMemoryQueries):
 
 
 @dataclass
-class InMemoryBackfillWrites(_InMemoryQueries):
+class InMemoryBackfillWrites(_InMemorySourceSpans):
     def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
         present = {row["event_id"] for row in self._quotes_of(start, end)}
         interval = (to_ms(start), to_ms(end))

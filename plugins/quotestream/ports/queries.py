@@ -4,7 +4,7 @@ answer it too. Intervals are [start, end); times in milliseconds are since the e
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -89,6 +89,29 @@ class TickGapRule:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedSpan:
+    """A stretch of a pair's event time another source served: a run of stored quotes of other
+    sources than the one asked about, bounded by that source's stored quotes around it (their
+    times excluded; None: there is none before, or after, in the interval asked about). The
+    extract reads one source at a time, so the asked source has nothing to add inside."""
+
+    after_ms: int | None
+    before_ms: int | None
+    # The other sources' quotes in the run.
+    quotes: int
+
+    def holds(self, event_ms: int) -> bool:
+        return (self.after_ms is None or self.after_ms < event_ms) and (
+            self.before_ms is None or event_ms < self.before_ms
+        )
+
+
+def served_elsewhere_at(spans: Sequence[ServedSpan], event_ms: int) -> bool:
+    """Whether another source served the moment: it lies in one of a pair's spans."""
+    return any(span.holds(event_ms) for span in spans)
+
+
+@dataclass(frozen=True, slots=True)
 class KeptDeadLetter:
     """A dead letter as kept, with its row id (domain.rows.dead_letter_row_id)."""
 
@@ -118,7 +141,19 @@ class BarQueries(Protocol):
     def close(self) -> None: ...
 
 
-class QualityQueries(BarQueries, Protocol):
+class SourceSpans(Protocol):
+    """Which stretches of event time another source than the API served: the API's history
+    has quotes there, which must not be stored too (an instant is stored from one source)."""
+
+    def served_elsewhere(
+        self, start: datetime, end: datetime, source: str
+    ) -> dict[str, list[ServedSpan]]:
+        """pair -> the spans of the interval's event time that sources other than `source`
+        served, one per run of consecutive quotes of theirs (by event time, each event id
+        once), in time order; a pair without such quotes is absent."""
+
+
+class QualityQueries(BarQueries, SourceSpans, Protocol):
     """What the data-quality checks ask of an interval."""
 
     def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
@@ -224,8 +259,9 @@ class ResumePoints(Protocol):
     def close(self) -> None: ...
 
 
-class BackfillWrites(Protocol):
-    """The backfill's one set-based write."""
+class BackfillWrites(SourceSpans, Protocol):
+    """The backfill's one set-based write, and the spans it leaves to the source that served
+    them."""
 
     def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
         """Insert into `quotes` the rows of `scratch_table` of the interval's event time whose

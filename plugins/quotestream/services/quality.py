@@ -21,7 +21,8 @@ class DataQualityFailed(RuntimeError):
 
 
 class DataQualityService:
-    """The checks ask their questions of `queries`; the results are written to `warehouse`."""
+    """The checks ask their questions of `queries`; the results are written to `warehouse`.
+    `api_source` is the `source` of the API's quotes (Settings.quote_source)."""
 
     def __init__(
         self,
@@ -30,12 +31,14 @@ class DataQualityService:
         source: QuoteSource,
         pairs: Sequence[str],
         thresholds: QualityThresholds | None = None,
+        api_source: str = "sim",
     ) -> None:
         self._queries = queries
         self._warehouse = warehouse
         self._source = source
         self._pairs = list(pairs)
         self._thresholds = thresholds or QualityThresholds()
+        self._api_source = api_source
 
     def run(
         self, start: datetime, end: datetime, run_id: str, *, check_freshness: bool = True
@@ -43,7 +46,7 @@ class DataQualityService:
         """Run every check of [start, end) (those of recent intervals only with
         `check_freshness`), record each result, raise if any failed."""
         interval = CheckedInterval(
-            self._queries, self._source, self._pairs, self._thresholds, start, end
+            self._queries, self._source, self._pairs, self._thresholds, start, end, self._api_source
         )
         results = [
             result

@@ -10,7 +10,7 @@ Importing this module loads no cloud client, Beam or Airflow: DAG files read it 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from functools import cached_property
@@ -25,7 +25,9 @@ from quotestream.ports.queries import (
     MinuteSummary,
     PairTicks,
     QualityQueries,
+    ServedSpan,
     TickGapRule,
+    served_elsewhere_at,
 )
 
 MINUTE_MS = 60_000
@@ -51,7 +53,8 @@ class CheckResult:
 
 class CheckedInterval:
     """[start, end) under check: the pairs, the limits, and the warehouse's answers about the
-    interval, each question asked at most once however many checks read its answer."""
+    interval, each question asked at most once however many checks read its answer.
+    `api_source` is the `source` of the API's quotes (Settings.quote_source)."""
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class CheckedInterval:
         thresholds: QualityThresholds,
         start: datetime,
         end: datetime,
+        api_source: str,
     ) -> None:
         self.queries = queries
         self.source = source
@@ -68,10 +72,15 @@ class CheckedInterval:
         self.thresholds = thresholds
         self.start = start
         self.end = end
+        self.api_source = api_source
 
     @cached_property
     def quotes_per_pair(self) -> dict[str, int]:
         return self.queries.distinct_quotes_per_pair(self.start, self.end)
+
+    @cached_property
+    def served_elsewhere(self) -> dict[str, list[ServedSpan]]:
+        return self.queries.served_elsewhere(self.start, self.end, self.api_source)
 
     @cached_property
     def minutes(self) -> list[MinuteSummary]:
@@ -129,14 +138,28 @@ def _volume_of(interval: CheckedInterval, pair: str) -> CheckResult:
 
 
 def _reconciliation(interval: CheckedInterval) -> list[CheckResult]:
-    start_ms, end_ms = to_ms(interval.start), to_ms(interval.end)
-    results = []
-    for pair in interval.pairs:
-        loaded = interval.quotes_per_pair.get(pair, 0)
-        served = sum(1 for _ in interval.source.history(pair, start_ms, end_ms))
-        detail = f"{loaded} in BigQuery, {served} in the API's history"
-        results.append(CheckResult(loaded == served, loaded, served, detail, pair))
-    return results
+    return [_reconciliation_of(interval, pair) for pair in interval.pairs]
+
+
+def _reconciliation_of(interval: CheckedInterval, pair: str) -> CheckResult:
+    """The API's quotes stored against its history, both outside the spans another source
+    served: every stored quote of another source is in one, and no quote of the API's."""
+    spans = interval.served_elsewhere.get(pair, [])
+    elsewhere = sum(span.quotes for span in spans)
+    loaded = interval.quotes_per_pair.get(pair, 0) - elsewhere
+    history = interval.source.history(pair, to_ms(interval.start), to_ms(interval.end))
+    served = sum(1 for quote in history if not served_elsewhere_at(spans, _event_ms(quote)))
+    detail = f"{loaded} of the API's in BigQuery, {served} in its history"
+    if loaded < served:
+        detail += f" ({served - loaded} missing)"
+    if spans:
+        detail += f"; another source supplied {elsewhere} in {len(spans)} spans, left out of both"
+    return CheckResult(loaded == served, loaded, served, detail, pair)
+
+
+def _event_ms(served: Mapping[str, str]) -> int:
+    """The event time of a quote of the API's history (RFC 3339, as the API serves it)."""
+    return to_ms(datetime.fromisoformat(served["event_ts"]))
 
 
 def _bid_not_above_ask(interval: CheckedInterval) -> list[CheckResult]:
@@ -368,7 +391,7 @@ def _ohlc(bar: Bar) -> str:
 QUALITY_CHECKS: tuple[QualityCheck, ...] = (
     QualityCheck(
         "volume",
-        "distinct quotes against the pair's tick rate",
+        "distinct quotes, of every source, against the pair's tick rate",
         "below {min_volume_ratio:g} of the rate",
         _volume,
         ("min_volume_ratio",),
@@ -377,7 +400,8 @@ QUALITY_CHECKS: tuple[QualityCheck, ...] = (
     ),
     QualityCheck(
         "reconciliation",
-        "quotes in BigQuery against the API's history",
+        "the API's quotes in BigQuery against its history, both outside the spans another "
+        "source served (a stream has no history to compare with)",
         "counts differ",
         _reconciliation,
         means_missing_quotes=True,

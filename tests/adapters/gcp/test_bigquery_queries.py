@@ -36,6 +36,7 @@ from quotestream.ports.queries import (
     PairTicks,
     Progress,
     RecentFlow,
+    ServedSpan,
     TickGapRule,
 )
 from tests.support.fakes import (
@@ -339,6 +340,36 @@ def test_the_market_questions_of_a_short_series_are_answered_alike(stores: Store
         assert (moves.moves, moves.largest_at_ms, moves.lowest_mid) == (4, T + 7_000, min(mids))
         assert moves.largest_deviation > 10 * moves.mad > 0
     assert stores.bigquery.mid_moves(START, END) == pytest.approx(stores.fake.mid_moves(START, END))
+
+
+def test_the_spans_another_source_served_are_found_alike(stores: Stores) -> None:
+    """USD-BRL: OANDA from the minute's start, the API's, a run of OANDA's (one quote written
+    twice), the API's, OANDA to the minute's end; EUR-BRL: the API's only; EUR-USD: OANDA's only."""
+    sources = [("oanda", 1), ("test", 3), ("oanda", 2), ("test", 2), ("oanda", 1)]
+    usd_brl, second = [], 0
+    for source, ticks in sources:
+        for _ in range(ticks):
+            usd_brl.append(quote_at(T + second * 1_000, source=source))
+            second += 1
+    rows = [
+        *usd_brl,
+        {**usd_brl[4], "ingest_ts": usd_brl[5]["ingest_ts"]},
+        quote_at(T + 5_000, pair="EUR-BRL"),
+        *(quote_at(T + s * 1_000, pair="EUR-USD", source="oanda") for s in (2, 4)),
+        quote_at(T + MINUTE_MS, source="oanda"),  # after the minute
+    ]
+    stores.insert("quotes", rows, [f"row-{n}" for n in range(len(rows))])
+
+    expected = {
+        "USD-BRL": [
+            ServedSpan(None, T + 1_000, 1),
+            ServedSpan(T + 3_000, T + 6_000, 2),
+            ServedSpan(T + 7_000, None, 1),
+        ],
+        "EUR-USD": [ServedSpan(None, None, 2)],
+    }
+    assert stores.bigquery.served_elsewhere(START, END, "test") == expected
+    assert stores.fake.served_elsewhere(START, END, "test") == expected
 
 
 @pytest.mark.parametrize(

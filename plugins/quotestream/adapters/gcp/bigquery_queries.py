@@ -25,6 +25,7 @@ from quotestream.ports.queries import (
     Progress,
     RecentFlow,
     ReplayVerdict,
+    ServedSpan,
     TickGapRule,
 )
 
@@ -53,7 +54,7 @@ _DAYS_PER_LOOKUP = 1_000
 # The quotes of [@start, @end), each event id once (its first written row), mid as FLOAT64:
 # a duplicate row is the duplicates check's finding, and must not skew the others.
 _DISTINCT_TICKS = (
-    "SELECT pair, event_id, event_ts, CAST(mid AS FLOAT64) AS mid, "
+    "SELECT pair, event_id, event_ts, source, CAST(mid AS FLOAT64) AS mid, "
     "CAST(spread AS FLOAT64) AS spread FROM {dataset}.quotes "
     "WHERE event_ts >= @start AND event_ts < @end "
     "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY ingest_ts, bid, ask) = 1"
@@ -70,7 +71,38 @@ class _BigQueryQueries:
         self._warehouse.close()
 
 
-class BigQueryQualityQueries(_BigQueryQueries):
+class _BigQuerySourceSpans(_BigQueryQueries):
+    """SourceSpans, for the query classes that ask it."""
+
+    def served_elsewhere(
+        self, start: datetime, end: datetime, source: str
+    ) -> dict[str, list[ServedSpan]]:
+        # Each quote of another source between the same two of @source's (or an edge) is of one
+        # run: the previous and the next of @source's times name its span.
+        ordered = "PARTITION BY pair ORDER BY event_ts, event_id"
+        rows = self._warehouse.query(
+            f"WITH ticks AS ({_DISTINCT_TICKS}), "  # noqa: S608
+            "around AS (SELECT pair, source, "
+            "  MAX(IF(source = @source, event_ts, NULL)) OVER ("
+            f"    {ordered} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS after_ts, "
+            "  MIN(IF(source = @source, event_ts, NULL)) OVER ("
+            f"    {ordered} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS before_ts "
+            "  FROM ticks) "
+            "SELECT pair, UNIX_MILLIS(after_ts) AS after_ms, UNIX_MILLIS(before_ts) AS before_ms, "
+            "COUNT(*) AS quotes FROM around WHERE source != @source "
+            "GROUP BY pair, after_ms, before_ms",
+            {"start": start, "end": end, "source": source},
+        )
+        spans: dict[str, list[ServedSpan]] = {}
+        # NULLs first: a span open at the interval's start comes before any other.
+        for row in sorted(rows, key=lambda row: (row["pair"], row["after_ms"] or 0)):
+            spans.setdefault(row["pair"], []).append(
+                ServedSpan(row["after_ms"], row["before_ms"], int(row["quotes"]))
+            )
+        return spans
+
+
+class BigQueryQualityQueries(_BigQuerySourceSpans):
     """QualityQueries; as BarQueries, the stored bars of the Quotes pipeline page."""
 
     def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
@@ -399,7 +431,7 @@ class BigQueryResumePoints(_BigQueryQueries):
         return {row["pair"]: int(row["newest"]) for row in rows}
 
 
-class BigQueryBackfillWrites(_BigQueryQueries):
+class BigQueryBackfillWrites(_BigQuerySourceSpans):
     def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
         columns = ", ".join(QUOTES.column_names)
         return self._warehouse.execute(
