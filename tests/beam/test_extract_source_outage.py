@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from google.api_core.exceptions import DeadlineExceeded
-from google.cloud import pubsub_v1
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import (
@@ -29,13 +26,14 @@ from quotestream.adapters.local.processes import (
     start_api_process,
     start_pipeline_process,
 )
-from quotestream.domain import PAIR_CATALOG, Quote, parse_quote
+from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
 from quotestream.services.quality import DataQualityFailed
 from quotestream.settings import Settings
 from tests.conftest import REPO
 from tests.support.local_runs import provisioned_project
+from tests.support.pubsub_tap import Tap
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,55 +41,6 @@ SEED = 9090
 PAIRS = ("USD-BRL", "EUR-USD")
 OUTAGE_S = 8.0
 BEFORE_THE_JOB_MS = 30_000
-
-
-class Tap:
-    """A subscription of its own on the quotes topic: what extraction published, each
-    quote with the moment it arrived here."""
-
-    def __init__(self, project: str, topic: str) -> None:
-        self._subscriber = pubsub_v1.SubscriberClient()
-        self._path = self._subscriber.subscription_path(project, f"tap-{uuid.uuid4().hex[:6]}")
-        self._subscriber.create_subscription(
-            name=self._path, topic=self._subscriber.topic_path(project, topic)
-        )
-        self.seen: list[tuple[Quote, int]] = []
-
-    def pull_until(self, done: Callable[[], bool], timeout: float, quiet_s: float = 0.0) -> None:
-        deadline = time.monotonic() + timeout
-        last = time.monotonic()
-        while not (done() and time.monotonic() - last >= quiet_s):
-            assert time.monotonic() < deadline, f"timed out with {len(self.seen)} quotes"
-            try:
-                response = self._subscriber.pull(
-                    request={"subscription": self._path, "max_messages": 500}, timeout=2
-                )
-            except DeadlineExceeded:
-                continue
-            if not response.received_messages:
-                time.sleep(0.1)
-                continue
-            last, arrived = time.monotonic(), now_ms()
-            for item in response.received_messages:
-                message = item.message
-                self.seen.append((parse_quote(message.data, dict(message.attributes)), arrived))
-            self._subscriber.acknowledge(
-                request={
-                    "subscription": self._path,
-                    "ack_ids": [item.ack_id for item in response.received_messages],
-                }
-            )
-
-    def reached(self, moment_ms: int) -> Callable[[], bool]:
-        """Every pair has a quote at or after `moment_ms`."""
-        return lambda: all(
-            any(q.pair == pair and q.event_ts_ms >= moment_ms for q, _ in self.seen)
-            for pair in PAIRS
-        )
-
-    def close(self) -> None:
-        self._subscriber.delete_subscription(subscription=self._path)
-        self._subscriber.close()
 
 
 def moment(ms: int) -> datetime:
@@ -172,13 +121,13 @@ def ride_out_an_outage(
         start_pipeline_process(REPO, "load", logs_dir / f"load-{settings.project}.log", job_env),
     ]
     try:
-        tap.pull_until(tap.reached(now_ms() + 3000), timeout=60)
+        tap.pull_until(tap.reached(now_ms() + 3000, PAIRS), timeout=60)
         apis[-1].stop()
         down_ms = now_ms()
         tap.pull_until(lambda: True, timeout=OUTAGE_S + 10, quiet_s=OUTAGE_S)
         apis.append(restart_api())
         up_ms = now_ms()
-        tap.pull_until(tap.reached(up_ms + 4000), timeout=60)
+        tap.pull_until(tap.reached(up_ms + 4000, PAIRS), timeout=60)
         jobs[0].stop()
         tap.pull_until(lambda: True, timeout=10, quiet_s=2)
 

@@ -140,7 +140,7 @@ def test_from_an_empty_project_to_both_jobs_running(
     google_apis.recorder.clear()
 
     assert states(dagbag.get_dag("quotestream_provision").test()) == {"provision": "success"}
-    assert len(monitoring.alerting.policies) == 8
+    assert len(monitoring.alerting.policies) == 9
     run = dagbag.get_dag("quotestream_deploy_api").test()
     assert states(run) == {"deploy": "success", "smoke_test": "success"}
     name = f"projects/{settings.project}/locations/{REGION}/services/quotestream-api"
@@ -198,5 +198,5 @@ def test_without_a_monitoring_grant_provisioning_stops_at_googles_403(
     if role == "roles/monitoring.alertPolicyEditor":
         assert monitoring.alerting.policies == {}, "not one alert policy"
     else:
-        assert len(monitoring.alerting.policies) == 8
+        assert len(monitoring.alerting.policies) == 9
         assert monitoring.alerting.dashboards == {}

@@ -1,0 +1,158 @@
+"""The primary source (the API) is killed under a running extract whose fallback is OANDA's
+pricing stream, and comes back: the pairs switch to the stream within the configured time,
+and back once the API answers; every quote is stored once, with its source, and no instant
+from both.
+
+Real parts: the API process (killed by pid and restarted on its port), the OANDA stand-in
+(tests/support/standins/oanda.py), the extract and load jobs (DirectRunner processes of the
+local job runner), the Pub/Sub and BigQuery emulators.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quotestream import bootstrap
+from quotestream.adapters.local.processes import free_port, start_api_process
+from quotestream.domain import PAIR_CATALOG
+from quotestream.domain.market import MarketSimulator
+from quotestream.domain.quote import now_ms
+from quotestream.ports.jobs import StopMode
+from quotestream.services.streaming import JOB_NAMES
+from quotestream.settings import Settings
+from tests.support.local_runs import wait_until
+from tests.support.pubsub_tap import Tap
+from tests.support.standins.oanda import OandaStandIn
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SEED = 4242
+TOKEN = "stand-in-token-0123456789"
+ACCOUNT = "101-004-0000000-003"
+PAIRS = ("EUR-USD", "USD-JPY")
+FAILOVER_AFTER_S, PROBE_S = 4, 4
+PATIENCE_S = 300
+EXTRACT, LOAD = JOB_NAMES["extract"], JOB_NAMES["load"]
+
+
+def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_returns(
+    job_target: Any, logs_dir: Path
+) -> None:
+    port = free_port()
+    api_env = {"QUOTESTREAM_MARKET_SEED": str(SEED), "QUOTESTREAM_PAIRS": ",".join(PAIRS)}
+    api_log = logs_dir / f"failover-api-{port}.log"
+    api = start_api_process(port, api_log, api_env)
+    feed = OandaStandIn(TOKEN, ACCOUNT, [[]], price_every_s=0.25).start()
+    try:
+        settings: Settings = job_target(
+            "failover",
+            QUOTESTREAM_API_URL=f"http://127.0.0.1:{port}",
+            QUOTESTREAM_MARKET_SEED=str(SEED),
+            QUOTESTREAM_PAIRS=",".join(PAIRS),
+            QUOTESTREAM_EXTRACT_FALLBACK_SOURCE="oanda",
+            QUOTESTREAM_EXTRACT_FAILOVER_AFTER_S=str(FAILOVER_AFTER_S),
+            QUOTESTREAM_EXTRACT_FAILBACK_PROBE_S=str(PROBE_S),
+            QUOTESTREAM_OANDA_STREAM_URL=feed.url,
+            QUOTESTREAM_OANDA_ACCOUNT_ID=ACCOUNT,
+            QUOTESTREAM_OANDA_TOKEN=TOKEN,
+        )
+        runner = bootstrap.build_job_runner(settings)
+        warehouse = bootstrap.build_warehouse(settings)
+        tap = Tap(settings.project, settings.quotes_topic)
+
+        def stored(source: str, since_ms: int) -> set[str]:
+            """The pairs with a quote of `source` at or after `since_ms`."""
+            rows = warehouse.query(
+                "SELECT DISTINCT pair FROM {dataset}.quotes "
+                "WHERE source = @source AND event_ts >= TIMESTAMP_MILLIS(@since)",
+                {"source": source, "since": since_ms},
+            )
+            return {row["pair"] for row in rows}
+
+        try:
+            runner.launch(LOAD, "load", [])
+            runner.launch(EXTRACT, "extract", [])
+            wait_until(lambda: stored("sim", 0) == set(PAIRS), PATIENCE_S, "the API's quotes")
+            api.stop()
+            down_ms = now_ms()
+            wait_until(
+                lambda: stored("oanda", down_ms) == set(PAIRS), PATIENCE_S, "the stream's quotes"
+            )
+            stored_after_s = (now_ms() - down_ms) / 1000
+            api = start_api_process(port, api_log, api_env)
+            up_ms = now_ms()
+            wait_until(
+                lambda: stored("sim", up_ms) == set(PAIRS), PATIENCE_S, "the API's quotes again"
+            )
+            back_ms = now_ms()
+            runner.stop(EXTRACT, StopMode.CANCEL)
+            wait_until(lambda: runner.find(EXTRACT).state.terminal, PATIENCE_S, "the cancel")
+            tap.pull_until(lambda: True, timeout=PATIENCE_S, quiet_s=3)
+            published = {q.event_id for q, _ in tap.seen}
+            wait_until(lambda: stored_ids(warehouse) >= published, PATIENCE_S, "the load")
+        finally:
+            runner.stop(EXTRACT, StopMode.CANCEL)
+            runner.stop(LOAD, StopMode.CANCEL)
+            tap.close()
+    finally:
+        api.stop()
+        feed.stop()
+
+    rows = warehouse.query(
+        "SELECT pair, event_id, source, UNIX_MILLIS(event_ts) AS t FROM {dataset}.quotes "
+        "ORDER BY pair, t"
+    )
+    assert len({r["event_id"] for r in rows}) == len(rows), "a quote stored twice"
+    assert {r["event_id"] for r in rows} == published
+    market = MarketSimulator(SEED, PAIR_CATALOG)
+    log = extract_log(settings)
+    waited: dict[str, float] = {}
+    for pair in PAIRS:
+        of_pair = [r for r in rows if r["pair"] == pair]
+        runs = [
+            r["source"]
+            for i, r in enumerate(of_pair)
+            if i == 0 or r["source"] != of_pair[i - 1]["source"]
+        ]
+        assert runs == ["sim", "oanda", "sim"], f"{pair}: sources in turn {runs}"
+        feed_times = [r["t"] for r in of_pair if r["source"] == "oanda"]
+        # No instant from both: the API's quotes stop before the stream's start, and start
+        # again after they end.
+        api_times = [r["t"] for r in of_pair if r["source"] == "sim"]
+        assert not [t for t in api_times if feed_times[0] <= t <= feed_times[-1]]
+        # Each of the API's stretches is every tick of its market, none missing.
+        for stretch in (
+            [t for t in api_times if t < feed_times[0]],
+            [t for t in api_times if t > feed_times[-1]],
+        ):
+            expected = market.quotes_between(PAIR_CATALOG[pair], stretch[0], stretch[-1] + 1)
+            assert stretch == [q.event_ts_ms for _, q in expected], f"{pair}: a gap"
+        switched = re.search(
+            rf"{pair}: switched from sim to oanda: sim failing: .* for ([\d.]+) s", log
+        )
+        assert switched, log[-3000:]
+        waited[pair] = float(switched[1])
+        assert re.search(rf"{pair}: switched from oanda to sim: sim answers again", log)
+    # Switched at the first poll after the failover time (a failing fetch takes its retries,
+    # about 2 s): the margin is for a busy machine's slow polls.
+    assert max(waited.values()) <= FAILOVER_AFTER_S + 10, waited
+    print(
+        f"\nfailover: switched after the API failed for {waited} s (failover after "
+        f"{FAILOVER_AFTER_S} s), the stream's quotes stored within {stored_after_s:.1f} s of "
+        f"the kill; back on the API within "
+        f"{(back_ms - up_ms) / 1000:.1f} s of its return (probe every {PROBE_S} s); "
+        f"{len(rows)} quotes, {sum(r['source'] == 'oanda' for r in rows)} from the stream"
+    )
+
+
+def extract_log(settings: Settings) -> str:
+    path = Path(settings.local_state_dir) / "logs" / f"job-{EXTRACT}.log"
+    return path.read_text(errors="replace")
+
+
+def stored_ids(warehouse: Any) -> set[str]:
+    return {row["event_id"] for row in warehouse.query("SELECT event_id FROM {dataset}.quotes")}
