@@ -8,6 +8,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,21 @@ def browser_page() -> Iterator[Any]:
 
 
 def _fill_the_warehouse(now: int) -> dict[str, Any]:
-    """Rows of the last hour whose figures are known: quotes written in three minutes, one pair
-    an hour silent, dead letters of two reasons, a failed volume check, three bars."""
+    """Rows of the last hour whose figures are known: quotes written in three minutes (the
+    first of them by another source), one pair an hour silent, dead letters of two reasons, a
+    failed volume check, three bars."""
     from quotestream.settings import Settings
 
     warehouse = bootstrap.build_warehouse(Settings())
     minute = now - now % MINUTE_MS
     # Written 20 and 10 minutes ago, and just now (so USD-BRL is flowing).
     written = {now - 20 * MINUTE_MS: 7, now - 10 * MINUTE_MS: 5, now - 2_000: 3}
+    # USD-BRL fails over from `sim` to `test` between the first two: one switch of source.
+    sources = {now - 20 * MINUTE_MS: "sim"}
     quotes = [
-        quote_at(at - 1_000 - index, ingest_ms=at + index, pair="USD-BRL")
+        quote_at(
+            at - 1_000 - index, ingest_ms=at + index, pair="USD-BRL", source=sources.get(at, "test")
+        )
         for at, count in written.items()
         for index in range(count)
     ]
@@ -115,6 +121,11 @@ def _one_more_quote_now(expected: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _time_of_day(ms: int) -> str:
+    """As the page shows the moment a source began to serve."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S UTC")
+
+
 def _log_in(page: Any, airflow: LocalAirflow) -> None:
     """Through Airflow's own login form, as an operator does."""
     from playwright.sync_api import expect
@@ -131,7 +142,8 @@ def test_the_page_shows_what_the_warehouse_holds(airflow: LocalAirflow, browser_
     from playwright.sync_api import expect
 
     page = browser_page
-    expected = _fill_the_warehouse(now_ms())
+    filled_at = now_ms()
+    expected = _fill_the_warehouse(filled_at)
 
     # Behind Airflow's login: without a session the figures are refused.
     assert page.request.get(f"{airflow.url}/quotestream/api/figures").status == 401
@@ -169,12 +181,15 @@ def test_the_page_shows_what_the_warehouse_holds(airflow: LocalAirflow, browser_
     assert "absent" in jobs.nth(0).text_content()
 
     freshness = {
-        row.locator("td").nth(0).text_content(): row.locator("td").nth(3).text_content()
+        row.locator("td").nth(0).text_content(): row.locator("td").all_text_contents()[3:]
         for row in page.locator("#freshness tr").all()
     }
-    assert freshness["USD-BRL"] == "flowing"
-    assert freshness["EUR-USD"] == "quiet"
-    assert freshness["BTC-USD"] == "quiet"  # never quoted
+    # USD-BRL on `test` since the earliest quote written 10 minutes ago, once switched.
+    since = _time_of_day(filled_at - 10 * MINUTE_MS - 1_004)
+    assert freshness["USD-BRL"] == ["flowing", f"test since {since}", "1"]
+    since = _time_of_day(filled_at - 2 * 3_600_000)
+    assert freshness["EUR-USD"] == ["quiet", f"test since {since}", "0"]
+    assert freshness["BTC-USD"] == ["quiet", "\N{EN DASH}", "0"]  # never quoted
 
     dead = [
         [cell.text_content() for cell in row.locator("td").all()]

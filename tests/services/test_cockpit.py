@@ -69,6 +69,30 @@ def test_a_pair_is_quiet_after_thirty_of_its_ticks_and_at_least_a_minute() -> No
     assert freshness["BTC-USD"].newest_ms is None
 
 
+def test_each_pair_shows_its_active_source_since_when_and_its_switches_in_the_hour() -> None:
+    warehouse = InMemoryWarehouse()
+    # EUR-USD: on sim, over to oanda before the hour, back to sim, on oanda again at -18 min.
+    sources = {-70: "sim", -65: "oanda", -30: "sim", -18: "oanda", -1: "oanda"}
+    rows = [
+        quote_at(NOW_MS + minutes * MINUTE_MS, pair="EUR-USD", source=source)
+        for minutes, source in sources.items()
+    ]
+    warehouse.insert_rows("quotes", [*rows, quote_at(NOW_MS - 5_000)])
+    figures = cockpit(warehouse).figures()
+    freshness = {p.pair: p for p in figures.freshness}
+    euro = freshness["EUR-USD"]
+    assert (euro.source, euro.source_since_ms, euro.source_switches) == (
+        "oanda",
+        NOW_MS - 18 * MINUTE_MS,
+        2,
+    )
+    assert (freshness["USD-BRL"].source, freshness["USD-BRL"].source_switches) == ("test", 0)
+    never = freshness["BTC-USD"]
+    assert (never.source, never.source_since_ms, never.source_switches) == (None, None, 0)
+    shown = {p["pair"]: p for p in figures.as_json()["freshness"]}
+    assert (shown["EUR-USD"]["source"], shown["EUR-USD"]["source_switches"]) == ("oanda", 2)
+
+
 def test_the_flow_of_the_last_hour() -> None:
     warehouse = InMemoryWarehouse()
     rows = [quote_at(NOW_MS - 10_000 - i, NOW_MS - 8_000) for i in range(3)]

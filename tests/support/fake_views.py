@@ -3,12 +3,13 @@ of BigQueryPipelineViews answers them (percentiles exact where BigQuery's are ap
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 
 from quotestream.adapters.gcp.bigquery_views import SAMPLE_CHARS
 from quotestream.domain.schemas import DQ_RESULTS, QUOTES, QUOTES_DEAD_LETTER
-from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, QualityResult
+from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, PairLatest, QualityResult
 from tests.support.fakes import InMemoryWarehouse, ms_of
 
 MINUTE_MS = 60_000
@@ -45,13 +46,12 @@ class InMemoryPipelineViews:
 
         return Lag(rank(50), rank(95), len(lags))
 
-    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
-        newest: dict[str, int] = {}
+    def latest_per_pair(self, since_ms: int, switches_since_ms: int) -> dict[str, PairLatest]:
+        quotes: dict[str, list[tuple[int, str]]] = {}
         for row in self.warehouse.rows(QUOTES.name):
-            stamp = ms_of(row["event_ts"])
-            if stamp >= since_ms:
-                newest[row["pair"]] = max(stamp, newest.get(row["pair"], stamp))
-        return newest
+            if ms_of(row["event_ts"]) >= since_ms:
+                quotes.setdefault(row["pair"], []).append((ms_of(row["event_ts"]), row["source"]))
+        return {pair: _latest(sorted(own), switches_since_ms) for pair, own in quotes.items()}
 
     def dead_letters_by_reason(self, since_ms: int) -> list[DeadLetterGroup]:
         groups: dict[tuple[str, str], list[dict]] = {}
@@ -95,3 +95,15 @@ class InMemoryPipelineViews:
 
     def close(self) -> None:
         pass
+
+
+def _latest(quotes: list[tuple[int, str]], switches_since_ms: int) -> PairLatest:
+    """`quotes` (event time, source) ordered as the SQL orders them: by time, then source."""
+    since_ms, switches = quotes[0][0], 0
+    for (_, before), (stamp, source) in itertools.pairwise(quotes):
+        if source != before:
+            since_ms = stamp
+            if stamp >= switches_since_ms:
+                switches += 1
+    newest_ms, source = quotes[-1]
+    return PairLatest(newest_ms, source, since_ms, switches)

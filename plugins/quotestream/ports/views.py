@@ -27,6 +27,19 @@ class Lag:
 
 
 @dataclass(frozen=True, slots=True)
+class PairLatest:
+    """A pair's newest quote and the source serving it: the extract fails over between
+    sources, and each quote's `source` says which one produced it."""
+
+    newest_ms: int
+    source: str
+    # The first quote of the newest source's current run (no earlier than what was read).
+    source_since_ms: int
+    # Quotes from `switches_since_ms` on whose source differs from their predecessor's.
+    switches: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetterGroup:
     reason: str
     stage: str
@@ -59,8 +72,10 @@ class PipelineViews(Protocol):
     def lag(self, since_ms: int) -> Lag:
         """p50 and p95 of ingest_ts - event_ts of the quote rows written from `since_ms` on."""
 
-    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
-        """pair -> newest event time from `since_ms` on; a pair without a quote is absent."""
+    def latest_per_pair(self, since_ms: int, switches_since_ms: int) -> dict[str, PairLatest]:
+        """pair -> its newest quote from `since_ms` on, that quote's source, the first quote of
+        that source's current run, and the switches of source from `switches_since_ms` on (the
+        quotes ordered by event time, then source); a pair without a quote is absent."""
 
     def dead_letters_by_reason(self, since_ms: int) -> list[DeadLetterGroup]:
         """The dead letters received from `since_ms` on, per reason and stage, the largest

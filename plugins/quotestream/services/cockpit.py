@@ -20,7 +20,14 @@ from quotestream.domain.ledger import Bar
 from quotestream.domain.pairs import PAIR_CATALOG
 from quotestream.ports import JobRunner
 from quotestream.ports.queries import BarQueries
-from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, PipelineViews, QualityResult
+from quotestream.ports.views import (
+    DeadLetterGroup,
+    Lag,
+    MinuteCount,
+    PairLatest,
+    PipelineViews,
+    QualityResult,
+)
 from quotestream.services.quality_checks import GAP_CHECKS
 from quotestream.services.streaming import JOB_NAMES, StreamingService
 
@@ -57,6 +64,11 @@ class PairFreshness:
     newest_ms: int | None
     age_s: float | None
     quiet: bool
+    # The source of the newest quote, since when it has served, and how often the pair's
+    # source switched in the last hour: the extract fails over between sources.
+    source: str | None
+    source_since_ms: int | None
+    source_switches: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,23 +225,15 @@ class CockpitService:
         figures.throughput = self._views.rows_per_minute(hour_ago)
         figures.rows_last_hour = sum(minute.rows for minute in figures.throughput)
         figures.lag = self._views.lag(hour_ago)
-        figures.freshness = self._freshness(now_ms)
+        figures.freshness = self._freshness(now_ms, hour_ago)
         figures.dead_letters = self._views.dead_letters_by_reason(hour_ago)
         self._quality(figures, self._views.quality_results(now_ms - QUALITY_LOOKBACK_MS))
         figures.bars = self._bars(pair, hour_ago, now_ms)
         figures.verdict = self._streaming.health().problems
 
-    def _freshness(self, now_ms: int) -> list[PairFreshness]:
-        newest = self._views.newest_event_per_pair(now_ms - 24 * HOUR_MS)
-        result = []
-        for pair in self._pairs:
-            stamp = newest.get(pair)
-            age_s = None if stamp is None else max(0.0, (now_ms - stamp) / 1000)
-            limit_s = max(
-                QUIET_FLOOR_S, QUIET_AFTER_TICKS * PAIR_CATALOG[pair].tick_interval_ms / 1000
-            )
-            result.append(PairFreshness(pair, stamp, age_s, age_s is None or age_s > limit_s))
-        return result
+    def _freshness(self, now_ms: int, hour_ago: int) -> list[PairFreshness]:
+        latest = self._views.latest_per_pair(now_ms - 24 * HOUR_MS, hour_ago)
+        return [_pair_freshness(pair, latest.get(pair), now_ms) for pair in self._pairs]
 
     @staticmethod
     def _quality(figures: Figures, results: list[QualityResult]) -> None:
@@ -264,6 +268,22 @@ class CockpitService:
     def close(self) -> None:
         self._views.close()
         self._stored_bars.close()
+
+
+def _pair_freshness(pair: str, latest: PairLatest | None, now_ms: int) -> PairFreshness:
+    if latest is None:
+        return PairFreshness(pair, None, None, True, None, None, 0)
+    age_s = max(0.0, (now_ms - latest.newest_ms) / 1000)
+    limit_s = max(QUIET_FLOOR_S, QUIET_AFTER_TICKS * PAIR_CATALOG[pair].tick_interval_ms / 1000)
+    return PairFreshness(
+        pair,
+        latest.newest_ms,
+        age_s,
+        age_s > limit_s,
+        latest.source,
+        latest.source_since_ms,
+        latest.switches,
+    )
 
 
 def _failure_name(result: QualityResult) -> str:

@@ -11,7 +11,7 @@ from quotestream.adapters.gcp.bigquery_views import SAMPLE_CHARS, BigQueryPipeli
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.quote import now_ms
 from quotestream.domain.schemas import DQ_RESULTS, QUOTES, QUOTES_DEAD_LETTER
-from quotestream.ports.views import DeadLetterGroup, MinuteCount, PipelineViews
+from quotestream.ports.views import DeadLetterGroup, MinuteCount, PairLatest, PipelineViews
 from tests.support.fake_views import InMemoryPipelineViews
 from tests.support.fakes import InMemoryWarehouse
 from tests.support.local_runs import fresh_warehouse
@@ -53,16 +53,53 @@ DQ_ROWS = [
 ]
 
 
+def sourced(pair: str, *quotes: tuple[int, str]) -> list[dict[str, Any]]:
+    """`pair`'s quotes, each (minutes after NOW, source)."""
+    return [
+        quote_at(NOW + minutes * MINUTE_MS, pair=pair, source=source) for minutes, source in quotes
+    ]
+
+
+# The extract failing over: one pair back on its primary, one on its secondary, one that never
+# switched, and one whose two sources stamped the same moment (ordered by source name then).
+SOURCED_ROWS = [
+    *sourced("USD-BRL", (-50, "sim"), (-40, "oanda"), (-20, "sim"), (-5, "sim")),
+    *sourced(
+        "EUR-USD",
+        (-90, "sim"),
+        (-70, "oanda"),  # a switch before the hour
+        (-30, "sim"),
+        (-29, "sim"),
+        (-18, "oanda"),
+        (-10, "oanda"),
+        (0, "oanda"),
+    ),
+    *sourced("GBP-USD", (-45, "sim"), (-15, "sim")),
+    *sourced("BTC-USD", (-3, "sim"), (-1, "sim"), (-1, "oanda")),
+]
+
+
+def views_over(prefix: str, rows: dict[str, list[dict[str, Any]]]) -> list[PipelineViews]:
+    """The SQL on a new project of the emulator and the fake, both over `rows` per table."""
+    _, warehouse = fresh_warehouse(prefix)
+    memory = InMemoryWarehouse()
+    for table, table_rows in rows.items():
+        for store in (warehouse, memory):
+            assert store.insert_rows(table, table_rows) == []
+    return [BigQueryPipelineViews(warehouse), InMemoryPipelineViews(memory)]  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def both(bigquery_emulator: ServiceProcess) -> list[PipelineViews]:
-    _, warehouse = fresh_warehouse("views")
-    memory = InMemoryWarehouse()
-    for table, rows in ((QUOTES.name, QUOTE_ROWS), (QUOTES_DEAD_LETTER.name, DEAD_ROWS)):
-        for store in (warehouse, memory):
-            assert store.insert_rows(table, rows) == []
-    for store in (warehouse, memory):
-        assert store.insert_rows(DQ_RESULTS.name, DQ_ROWS) == []
-    return [BigQueryPipelineViews(warehouse), InMemoryPipelineViews(memory)]  # type: ignore[arg-type]
+    return views_over(
+        "views",
+        {QUOTES.name: QUOTE_ROWS, QUOTES_DEAD_LETTER.name: DEAD_ROWS, DQ_RESULTS.name: DQ_ROWS},
+    )
+
+
+@pytest.fixture(scope="module")
+def switching(bigquery_emulator: ServiceProcess) -> list[PipelineViews]:
+    return views_over("sources", {QUOTES.name: SOURCED_ROWS})
 
 
 def test_rows_per_minute_count_by_the_minute_written(both: list[PipelineViews]) -> None:
@@ -82,12 +119,34 @@ def test_lag_percentiles_of_the_rows_written(both: list[PipelineViews]) -> None:
 
 def test_the_newest_event_of_each_pair(both: list[PipelineViews]) -> None:
     for views in both:
-        assert views.newest_event_per_pair(NOW - 3 * HOUR_MS) == {
+        latest = views.latest_per_pair(NOW - 3 * HOUR_MS, NOW - HOUR_MS)
+        assert {pair: quote.newest_ms for pair, quote in latest.items()} == {
             "USD-BRL": NOW - 10 * MINUTE_MS + 3,
             "EUR-USD": NOW + 50,
             "GBP-USD": NOW - 2 * HOUR_MS,
         }
-        assert "GBP-USD" not in views.newest_event_per_pair(NOW - HOUR_MS)
+        assert "GBP-USD" not in views.latest_per_pair(NOW - HOUR_MS, NOW - HOUR_MS)
+
+
+def test_the_active_source_of_each_pair_since_when_and_its_switches_in_the_hour(
+    switching: list[PipelineViews],
+) -> None:
+    at = lambda minutes: NOW + minutes * MINUTE_MS  # noqa: E731
+    for views in switching:
+        assert views.latest_per_pair(NOW - 3 * HOUR_MS, NOW - HOUR_MS) == {
+            "USD-BRL": PairLatest(at(-5), "sim", at(-20), 2),
+            "EUR-USD": PairLatest(at(0), "oanda", at(-18), 2),
+            "GBP-USD": PairLatest(at(-15), "sim", at(-45), 0),
+            "BTC-USD": PairLatest(at(-1), "sim", at(-1), 2),  # sim, oanda, sim
+        }
+        assert views.latest_per_pair(at(-30), at(-30))["EUR-USD"] == PairLatest(
+            at(0), "oanda", at(-18), 1
+        )
+        # Read from within its oanda run: the run starts with the first quote read.
+        assert views.latest_per_pair(at(-15), at(-15))["EUR-USD"] == PairLatest(
+            at(0), "oanda", at(-10), 0
+        )
+        assert views.latest_per_pair(NOW - 3 * HOUR_MS, NOW - 3 * HOUR_MS)["EUR-USD"].switches == 3
 
 
 def test_dead_letters_grouped_with_their_newest_payload(both: list[PipelineViews]) -> None:

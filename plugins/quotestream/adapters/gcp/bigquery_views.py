@@ -7,17 +7,32 @@ of `quotes`, received_ts of the dead letters); values travel as query parameters
 from __future__ import annotations
 
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
-from quotestream.ports.views import DeadLetterGroup, Lag, MinuteCount, QualityResult
+from quotestream.ports.views import (
+    DeadLetterGroup,
+    Lag,
+    MinuteCount,
+    PairLatest,
+    QualityResult,
+)
 
 # A quote written in the window may have been stamped up to a day before it was written
 # (a backlog drained late); older event times are not worth a day more of partitions.
 _EVENT_SLACK_MS = 86_400_000
 SAMPLE_CHARS = 500
-# pair -> newest event time of the quotes from @since on, whatever their source (the
-# extract's resume point asks it of its own source: bigquery_queries.py).
-NEWEST_EVENT_PER_PAIR = (
-    "SELECT pair, UNIX_MILLIS(MAX(event_ts)) AS newest FROM {dataset}.quotes "
-    "WHERE event_ts >= TIMESTAMP_MILLIS(@since) GROUP BY pair"
+# Per pair, from @since on: the newest event time whatever its source (the extract's resume
+# point asks it of its own source: bigquery_queries.py), the source of that newest quote, the
+# first quote of that source's current run, and the switches of source from @switches_since
+# on. One scan: each quote is compared with its predecessor, ties broken alike everywhere.
+LATEST_PER_PAIR = (
+    "SELECT pair, UNIX_MILLIS(MAX(event_ts)) AS newest, "
+    "ARRAY_AGG(source ORDER BY event_ts DESC, source DESC LIMIT 1)[OFFSET(0)] AS source, "
+    "UNIX_MILLIS(MAX(IF(previous IS NULL OR source != previous, event_ts, NULL))) AS since, "
+    "COUNTIF(source != previous AND event_ts >= TIMESTAMP_MILLIS(@switches_since)) AS switches "
+    "FROM ("
+    "  SELECT pair, event_ts, source, "
+    "  LAG(source) OVER (PARTITION BY pair ORDER BY event_ts, source) AS previous "
+    "  FROM {dataset}.quotes WHERE event_ts >= TIMESTAMP_MILLIS(@since)"
+    ") GROUP BY pair"
 )
 
 
@@ -48,10 +63,16 @@ class BigQueryPipelineViews:
             return Lag(None, None, 0)
         return Lag(row["p50"] / 1000, row["p95"] / 1000, int(row["n"]))
 
-    def newest_event_per_pair(self, since_ms: int) -> dict[str, int]:
-        # Every source's quotes: the extract's resume points ask of one (bigquery_queries.py).
-        rows = self._warehouse.query(NEWEST_EVENT_PER_PAIR, {"since": since_ms})
-        return {row["pair"]: int(row["newest"]) for row in rows}
+    def latest_per_pair(self, since_ms: int, switches_since_ms: int) -> dict[str, PairLatest]:
+        rows = self._warehouse.query(
+            LATEST_PER_PAIR, {"since": since_ms, "switches_since": switches_since_ms}
+        )
+        return {
+            row["pair"]: PairLatest(
+                int(row["newest"]), row["source"], int(row["since"]), int(row["switches"])
+            )
+            for row in rows
+        }
 
     def dead_letters_by_reason(self, since_ms: int) -> list[DeadLetterGroup]:
         rows = self._warehouse.query(
