@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from quotestream.adapters.gcp.access import ApiAccess
     from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
     from quotestream.adapters.local.stack import LocalStack
-    from quotestream.beam.edges import LoadEdge
     from quotestream.services.cockpit import CockpitService
 
 
@@ -238,23 +237,6 @@ def build_subscriber(settings: Settings) -> Any:
     from google.cloud.pubsub_v1 import SubscriberClient
 
     return SubscriberClient(credentials=google_access(settings, "pubsub").credentials)
-
-
-def build_load_edge(settings: Settings, subscription: str) -> LoadEdge:
-    """Dataflow's Pub/Sub source on Google Cloud; locally, a source that leaves each message
-    unacknowledged until what it became is stored."""
-    if settings.target == "gcp":
-        from quotestream.beam.edges import DataflowPubSubEdge
-
-        return DataflowPubSubEdge(subscription)
-    from quotestream.beam.pull import LocalPubSubEdge
-
-    return LocalPubSubEdge(
-        subscription,
-        partial(build_subscriber, settings),
-        partial(build_stored_row_lookups, settings),
-        settings.pairs,
-    )
 
 
 # Each service's query port shares the BigQuery client of the warehouse it is given with.

@@ -1,7 +1,7 @@
 """The primary source (the API) is killed under a running extract whose fallback is OANDA's
 pricing stream, and comes back: the pairs switch to the stream within the configured time,
-and back once the API answers; every quote is stored once, with its source, and no instant
-from both.
+and back once the API answers, and the Quotes pipeline page shows each pair's source; every
+quote is stored once, with its source, and no instant from both.
 
 Real parts: the API process (killed by pid and restarted on its port), the OANDA stand-in
 (tests/support/standins/oanda.py), the extract and load jobs (DirectRunner processes of the
@@ -22,6 +22,7 @@ from quotestream.domain import PAIR_CATALOG
 from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
 from quotestream.ports.jobs import StopMode
+from quotestream.services.cockpit import CockpitService
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 from tests.support.local_runs import wait_until
@@ -63,6 +64,8 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
         runner = bootstrap.build_job_runner(settings)
         warehouse = bootstrap.build_warehouse(settings)
         tap = Tap(settings.project, settings.quotes_topic)
+        # One service, as the page keeps one: a reading outlasts a request's wait for it.
+        cockpit = bootstrap.build_cockpit_service(settings)
 
         def stored(source: str, since_ms: int) -> set[str]:
             """The pairs with a quote of `source` at or after `since_ms`."""
@@ -83,12 +86,16 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
                 lambda: stored("oanda", down_ms) == set(PAIRS), PATIENCE_S, "the stream's quotes"
             )
             stored_after_s = (now_ms() - down_ms) / 1000
+            on_the_stream = dict.fromkeys(PAIRS, ("oanda", 1))
+            wait_until(lambda: page_sources(cockpit) == on_the_stream, PATIENCE_S, "the page")
             api = start_api_process(port, api_log, api_env)
             up_ms = now_ms()
             wait_until(
                 lambda: stored("sim", up_ms) == set(PAIRS), PATIENCE_S, "the API's quotes again"
             )
             back_ms = now_ms()
+            back = dict.fromkeys(PAIRS, ("sim", 2))
+            wait_until(lambda: page_sources(cockpit) == back, PATIENCE_S, "the page, again")
             runner.stop(EXTRACT, StopMode.CANCEL)
             wait_until(lambda: runner.find(EXTRACT).state.terminal, PATIENCE_S, "the cancel")
             tap.pull_until(lambda: True, timeout=PATIENCE_S, quiet_s=3)
@@ -98,6 +105,7 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
             runner.stop(EXTRACT, StopMode.CANCEL)
             runner.stop(LOAD, StopMode.CANCEL)
             tap.close()
+            cockpit.close()
     finally:
         api.stop()
         feed.stop()
@@ -147,6 +155,15 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
         f"{(back_ms - up_ms) / 1000:.1f} s of its return (probe every {PROBE_S} s); "
         f"{len(rows)} quotes, {sum(r['source'] == 'oanda' for r in rows)} from the stream"
     )
+
+
+def page_sources(cockpit: CockpitService) -> dict[str, tuple[str | None, int]]:
+    """What the Quotes pipeline page shows per pair: its active source and its switches in
+    the hour (nothing while a reading runs)."""
+    figures = cockpit.figures()
+    if figures.pending or figures.stale:
+        return {}
+    return {row.pair: (row.source, row.source_switches) for row in figures.freshness}
 
 
 def extract_log(settings: Settings) -> str:

@@ -74,17 +74,14 @@ class Clock:
         return self.now
 
 
-def chain_of(primary: Ticking, fallback: Ticking | None, clock: Clock) -> SourceChain:
-    links = [Link(primary.name, primary)] + ([Link(fallback.name, fallback)] if fallback else [])
-    return SourceChain(links, AFTER_MS, PROBE_MS)
-
-
 class Extract:
     """The extract's use of a chain: a window per poll from the cursor, which stays where it
     is when no source served the window."""
 
-    def __init__(self, chain: SourceChain, clock: Clock) -> None:
-        self.chain, self.clock = chain, clock
+    def __init__(self, primary: Ticking, fallback: Ticking | None = None) -> None:
+        links = [Link(source.name, source) for source in (primary, fallback) if source]
+        self.chain = SourceChain(links, AFTER_MS, PROBE_MS)
+        self.clock = Clock()
         self.cursor = T0
         self.state = ChainState()
         self.stored: list[dict[str, str]] = []
@@ -102,20 +99,25 @@ class Extract:
                 self.stored += fetched.quotes
                 self.cursor = self.clock.now
 
+    def every_instant_once(self) -> bool:
+        instants = [int(q["event_ms"]) for q in self.stored]
+        return instants == list(range(T0, self.cursor, TICK_MS))
 
-def test_an_outage_is_served_by_the_fallback_and_every_instant_is_stored_once() -> None:
-    clock = Clock()
+
+@pytest.mark.parametrize("trouble", ["down", "silent"])
+def test_a_failing_or_silent_primary_hands_over_and_takes_back_every_instant_once(
+    trouble: str,
+) -> None:
     api, feed = Ticking("sim"), TickingStream("oanda")
-    extract = Extract(chain_of(api, feed, clock), clock)
+    extract = Extract(api, feed)
 
     extract.poll(10_000)
-    api.down = True
+    setattr(api, trouble, True)
     extract.poll(20_000)
-    api.down = False
+    setattr(api, trouble, False)
     extract.poll(20_000)
 
-    instants = [int(q["event_ms"]) for q in extract.stored]
-    assert instants == list(range(T0, extract.cursor, TICK_MS)), "an instant lost or twice"
+    assert extract.every_instant_once()
     down_at, up_at = T0 + 10_000, T0 + 30_000
     failover, failback = extract.switches
     assert failover[1] == "oanda"
@@ -123,30 +125,15 @@ def test_an_outage_is_served_by_the_fallback_and_every_instant_is_stored_once() 
     assert failback[1] == "sim"
     assert failback[0] - up_at <= PROBE_MS + 500
     by_source = {q["source"] for q in extract.stored if down_at <= int(q["event_ms"]) < up_at}
-    # The outage's first seconds waited for the switch, then came from the feed, from where
-    # the API failed: nothing of it from the API.
+    # The trouble's first seconds waited for the switch, then came from the feed from where
+    # the API failed or fell silent (not from the switch on): nothing of it from the API.
     assert by_source == {"oanda"}
     assert extract.stored[-1]["source"] == "sim"
 
 
-def test_a_silent_primary_switches_and_the_fallback_serves_the_silence_from_its_start() -> None:
-    clock = Clock()
-    api, feed = Ticking("sim"), TickingStream("oanda")
-    extract = Extract(chain_of(api, feed, clock), clock)
-    extract.poll(5_000)
-    api.silent = True
-    extract.poll(10_000)
-
-    assert [source for _, source in extract.switches] == ["oanda"]
-    instants = [int(q["event_ms"]) for q in extract.stored]
-    # The windows the API answered empty were fetched again from the feed.
-    assert instants == list(range(T0, extract.cursor, TICK_MS))
-
-
 def test_while_on_the_fallback_the_primary_is_asked_only_every_probe_interval() -> None:
-    clock = Clock()
     api, feed = Ticking("sim", down=True), TickingStream("oanda")
-    extract = Extract(chain_of(api, feed, clock), clock)
+    extract = Extract(api, feed)
     extract.poll(AFTER_MS + 1_000)
     assert extract.state.active == FALLBACK
     asked_before = len(api.asked)
@@ -158,9 +145,8 @@ def test_while_on_the_fallback_the_primary_is_asked_only_every_probe_interval() 
 
 
 def test_a_stream_fallback_forgets_what_the_primary_served_and_stays_connected() -> None:
-    clock = Clock()
     api, feed = Ticking("sim"), TickingStream("oanda")
-    extract = Extract(chain_of(api, feed, clock), clock)
+    extract = Extract(api, feed)
     extract.poll(5_000)
 
     assert {q["source"] for q in extract.stored} == {"sim"}
@@ -169,23 +155,23 @@ def test_a_stream_fallback_forgets_what_the_primary_served_and_stays_connected()
 
 
 def test_without_a_fallback_a_failing_primary_leaves_the_window_unserved() -> None:
-    clock = Clock()
     api = Ticking("sim", down=True)
-    extract = Extract(chain_of(api, None, clock), clock)
+    extract = Extract(api)
     extract.poll(10_000)
 
     assert extract.stored == []
     assert extract.switches == []
     assert extract.state.active == PRIMARY
+    assert extract.state.failed_fetches == 20
     api.down = False
     extract.poll(1_000)
+    assert extract.state.failed_fetches == 0
     assert [int(q["event_ms"]) for q in extract.stored] == list(range(T0, extract.cursor, TICK_MS))
 
 
 def test_a_failing_fallback_leaves_the_window_unserved_until_one_answers() -> None:
-    clock = Clock()
     api, feed = Ticking("sim", down=True), TickingStream("oanda", down=True)
-    extract = Extract(chain_of(api, feed, clock), clock)
+    extract = Extract(api, feed)
     extract.poll(10_000)
     assert extract.stored == []
 

@@ -57,6 +57,10 @@ class Fallback:
     after_ms: int
     probe_every_ms: int
 
+    def chain(self, primary: QuoteSource, fallback: QuoteSource) -> SourceChain:
+        links = [Link(self.primary_name, primary), Link(self.name, fallback)]
+        return SourceChain(links, self.after_ms, self.probe_every_ms)
+
 
 class ResumeFrom:
     """Where each pair's cursor starts when a job starts (its keyed state is empty).
@@ -170,12 +174,10 @@ class FetchNewQuotesFn(beam.DoFn):
 
     CURSOR = ReadModifyWriteStateSpec("cursor_ms", VarIntCoder())
     CURSOR_STATE = beam.DoFn.StateParam(CURSOR)
-    # Failed fetches since the last good one: an outage is logged once when it ends.
-    FAILURES = ReadModifyWriteStateSpec("failed_fetches", VarIntCoder())
-    FAILURES_STATE = beam.DoFn.StateParam(FAILURES)
-    # The pair's place in the source chain (services.source_chain.ChainState), kept with the
-    # pair so that whichever worker fetches it judges the primary alike.
-    CHAIN = ReadModifyWriteStateSpec("source_chain", TupleCoder([VarIntCoder()] * 4))
+    # The pair's place in the source chain and its failed fetches in a row (an outage is
+    # logged once when it ends): services.source_chain.ChainState, kept with the pair so
+    # that whichever worker fetches it judges the primary alike.
+    CHAIN = ReadModifyWriteStateSpec("source_chain", TupleCoder([VarIntCoder()] * 5))
     CHAIN_STATE = beam.DoFn.StateParam(CHAIN)
 
     def __init__(
@@ -188,8 +190,7 @@ class FetchNewQuotesFn(beam.DoFn):
         max_fetch_ms: int | None = None,
         fallback: Fallback | None = None,
     ) -> None:
-        self._factory = source_factory
-        self._fallback = fallback
+        self._sources = (source_factory, fallback)
         self._unreadable_pair = unreadable_pair
         self._max_fetch_ms = max_fetch_ms
         self._clock = clock
@@ -207,20 +208,14 @@ class FetchNewQuotesFn(beam.DoFn):
         }
 
     def setup(self) -> None:
-        links = [
-            Link(self._fallback.primary_name if self._fallback else "", self._factory(self._count))
-        ]
-        if self._fallback is not None:
-            links.append(Link(self._fallback.name, self._fallback.factory(self._count)))
-        self._chain = SourceChain(
-            links,
-            self._fallback.after_ms if self._fallback else 0,
-            self._fallback.probe_every_ms if self._fallback else 0,
-        )
+        primary, fallback = self._sources
+        if fallback is None:
+            self._chain = SourceChain([Link("", primary(self._count))], 0, 0)
+        else:
+            self._chain = fallback.chain(primary(self._count), fallback.factory(self._count))
 
-    def _fetch_window(self, pair: str, window: Window, chain: Any) -> Fetched:
-        kept = chain.read()
-        fetched = self._chain.fetch(pair, window, ChainState(*kept) if kept else ChainState())
+    def _fetch_window(self, pair: str, window: Window, kept: ChainState, chain: Any) -> Fetched:
+        fetched = self._chain.fetch(pair, window, kept)
         if fetched.state == ChainState():
             chain.clear()
         else:
@@ -247,11 +242,7 @@ class FetchNewQuotesFn(beam.DoFn):
         counter.inc()
 
     def process(
-        self,
-        element: tuple[str, Any],
-        cursor: Any = CURSOR_STATE,
-        failures: Any = FAILURES_STATE,
-        chain: Any = CHAIN_STATE,
+        self, element: tuple[str, Any], cursor: Any = CURSOR_STATE, chain: Any = CHAIN_STATE
     ) -> Iterator[dict[str, str] | UnreadableLine]:
         pair, _ = element
         now = self._clock()
@@ -280,13 +271,12 @@ class FetchNewQuotesFn(beam.DoFn):
         if self._max_fetch_ms:
             # A catch-up goes an overlap at a time (the next ticks fetch the rest).
             end = min(end, start + self._max_fetch_ms)
-        fetched = self._fetch_window(pair, Window(start, end, now), chain)
+        kept = ChainState(*chain.read() or ())
+        fetched = self._fetch_window(pair, Window(start, end, now), kept, chain)
         quotes = fetched.quotes
         if quotes is None:
             # Counted by the source; the cursor stays, so the next poll retries the gap.
-            failed = (failures.read() or 0) + 1
-            failures.write(failed)
-            if failed == 1:  # the rest are told when the source is back
+            if fetched.state.failed_fetches == 1:  # the rest are told when the source is back
                 log.warning("%s: fetch since %s failed: %s", pair, format_ts(start), fetched.error)
             return
         if pair == self._unreadable_pair:
@@ -302,13 +292,11 @@ class FetchNewQuotesFn(beam.DoFn):
                 format_ts(skipped_from),
                 format_ts(start),
             )
-        failed = failures.read()
-        if failed:
-            failures.clear()
+        if kept.failed_fetches:
             log.info(
                 "%s: source back after %d failed fetches; caught up %d quotes of [%s, %s)",
                 pair,
-                failed,
+                kept.failed_fetches,
                 len(quotes),
                 format_ts(start),
                 format_ts(end),

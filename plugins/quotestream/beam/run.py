@@ -16,9 +16,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from quotestream import bootstrap
+from quotestream.beam.edges import DataflowPubSubEdge, LoadEdge
 from quotestream.beam.extract import ExtractQuotes, Fallback
 from quotestream.beam.load import STORED, LoadQuotes, ReadHistory
 from quotestream.beam.options import ExtractOptions, LoadOptions, QuotestreamOptions
+from quotestream.beam.pull import LocalPubSubEdge
 from quotestream.beam.ticks import Ticks, bound_local_runner_metrics
 from quotestream.domain.quote import to_ms
 from quotestream.settings import Settings
@@ -97,7 +99,7 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         subscription = custom.subscription or (
             f"projects/{settings.project}/subscriptions/{settings.load_subscription}"
         )
-        edge = bootstrap.build_load_edge(settings, subscription)
+        edge = load_edge(settings, subscription)
         messages = edge.read(pipeline)
     loaded = messages | "LoadQuotes" >> LoadQuotes(
         partial(bootstrap.build_warehouse, settings),
@@ -110,6 +112,20 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
     if not backfill:
         edge.settle(loaded[STORED])
     return pipeline
+
+
+def load_edge(settings: Settings, subscription: str) -> LoadEdge:
+    """Dataflow's Pub/Sub source on Google Cloud; locally, a source that leaves each message
+    unacknowledged until what it became is stored. Chosen here, in the pipelines' own
+    composition: the core's bootstrap knows nothing of Beam."""
+    if settings.target == "gcp":
+        return DataflowPubSubEdge(subscription)
+    return LocalPubSubEdge(
+        subscription,
+        partial(bootstrap.build_subscriber, settings),
+        partial(bootstrap.build_stored_row_lookups, settings),
+        settings.pairs,
+    )
 
 
 def extract_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:

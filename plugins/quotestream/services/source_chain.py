@@ -36,9 +36,17 @@ class ChainState:
     unserved_from_ms: int = 0
     # While on the fallback: when the primary is asked again.
     next_probe_ms: int = 0
+    # Windows in a row that no source served (each fetch failed).
+    failed_fetches: int = 0
 
-    def as_tuple(self) -> tuple[int, int, int, int]:
-        return (self.active, self.missing_since_ms, self.unserved_from_ms, self.next_probe_ms)
+    def as_tuple(self) -> tuple[int, ...]:
+        return (
+            self.active,
+            self.missing_since_ms,
+            self.unserved_from_ms,
+            self.next_probe_ms,
+            self.failed_fetches,
+        )
 
 
 class Window(NamedTuple):
@@ -97,8 +105,11 @@ class SourceChain:
     def fetch(self, pair: str, window: Window, state: ChainState) -> Fetched:
         """The quotes of `pair` in `window` from the source `state` says, or the next one."""
         if state.active == FALLBACK and len(self.links) > 1:
-            return self._on_fallback(pair, window, state)
-        return self._on_primary(pair, window, state)
+            fetched = self._on_fallback(pair, window, state)
+        else:
+            fetched = self._on_primary(pair, window, state)
+        failed = state.failed_fetches + 1 if fetched.quotes is None else 0
+        return replace(fetched, state=replace(fetched.state, failed_fetches=failed))
 
     def _on_primary(self, pair: str, window: Window, state: ChainState) -> Fetched:
         primary = self.links[PRIMARY]
