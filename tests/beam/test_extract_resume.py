@@ -51,10 +51,10 @@ def stored(
     return InMemoryResumePoints(warehouse)
 
 
-def resume_from(points: InMemoryResumePoints | None) -> ResumeFrom:
+def resume_from(points: InMemoryResumePoints | None, *fallback: str) -> ResumeFrom:
     return ResumeFrom(
         (lambda: points) if points is not None else None,
-        sources=["sim"],
+        sources=["sim", *fallback],
         max_lookback_ms=HOUR,
         overlap_ms=60_000,
         first_lookback_ms=5_000,
@@ -64,6 +64,19 @@ def resume_from(points: InMemoryResumePoints | None) -> ResumeFrom:
 def test_a_pair_resumes_at_its_newest_stored_quote_less_the_overlap() -> None:
     points = stored({"USD-BRL": [NOW - 600_000, NOW - 300_000]})
     assert resume_from(points).start("USD-BRL", NOW) == NOW - 300_000 - 60_000
+
+
+def test_a_pair_the_fallback_served_last_resumes_after_it_not_an_overlap_back() -> None:
+    """The primary's quotes of an instant the stream served would store it from two sources."""
+    points = stored({"USD-BRL": [NOW - 600_000], "EUR-USD": [NOW - 100_000]})
+    stored({"USD-BRL": [NOW - 590_000, NOW - 580_000]}, points.warehouse, source="oanda")
+    stored({"EUR-USD": [NOW - 300_000]}, points.warehouse, source="oanda")
+    resume = resume_from(points, "oanda")
+
+    assert resume.start("USD-BRL", NOW) == NOW - 580_000 + 1
+    # Back on the primary since: its overlap, the fallback's older quotes no matter.
+    assert resume.start("EUR-USD", NOW) == NOW - 100_000 - 60_000
+    assert resume_from(stored({}, source="oanda"), "oanda").start("GBP-USD", NOW) == NOW - 5_000
 
 
 def test_the_look_back_bounds_the_resume_and_older_gaps_are_the_backfills() -> None:

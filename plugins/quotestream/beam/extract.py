@@ -65,15 +65,16 @@ class Fallback:
 class ResumeFrom:
     """Where each pair's cursor starts when a job starts (its keyed state is empty).
 
-    With `resume_points`, at the pair's newest event time stored in `quotes` by any of the
-    extract's own `sources` (its primary and fallback: a window is served by one) less
-    `overlap_ms`, no further back than `max_lookback_ms` (older
-    gaps are the backfill's); a pair with nothing stored in the look-back starts
-    `first_lookback_ms` back, as a new pair (with a warning and `catch_up_truncated` counted
-    when it has older quotes: the gap since is the backfill's). Without (an extract with no
-    warehouse, or reading a stream, which has no past to resume from), every pair starts
-    `first_lookback_ms` back. One read serves the pairs that start together; a failed one is
-    tried again later."""
+    With `resume_points`, at the pair's newest event time stored in `quotes` by the first of
+    the extract's own `sources` (its primary) less `overlap_ms`, but after the newest of the
+    others (its fallback: a quote the primary serves again there would store an instant from
+    two sources, and a stream has nothing to serve again), no further back than
+    `max_lookback_ms` (older gaps are the backfill's); a pair with nothing stored in the
+    look-back starts `first_lookback_ms` back, as a new pair (with a warning and
+    `catch_up_truncated` counted when it has older quotes: the gap since is the backfill's).
+    Without (an extract with no warehouse, or reading a stream, which has no past to resume
+    from), every pair starts `first_lookback_ms` back. One read serves the pairs that start
+    together; a failed one is tried again later."""
 
     def __init__(
         self,
@@ -91,6 +92,7 @@ class ResumeFrom:
         self._first_lookback_ms = first_lookback_ms
         self._points: ResumePoints | None = None
         self._newest: dict[str, int] = {}
+        self._elsewhere: dict[str, int] = {}
         self._read_at: int | None = None
         self._retry_at: int | None = None
         self.truncated = Metrics.counter(NAMESPACE, "catch_up_truncated")
@@ -110,7 +112,7 @@ class ResumeFrom:
                     self._points = self._factory()
                 # Two days back, so a pair stored before the look-back only is told apart
                 # from a new one (the look-back's partitions and a day more are read).
-                self._newest = self._newest_of_all(self._points, floor - TOLD_APART_MS)
+                self._read_newest(self._points, floor - TOLD_APART_MS)
             except Exception as error:  # BigQuery unreachable, refusing, timing out
                 self._retry_at = end_ms + RESUME_RETRY_MS
                 log.warning(
@@ -120,7 +122,8 @@ class ResumeFrom:
                 )
                 raise ResumeUnknown from error
             self._read_at, self._retry_at = end_ms, None
-        newest = self._newest.get(pair)
+        own, elsewhere = self._newest.get(pair), self._elsewhere.get(pair)
+        newest = max(own or 0, elsewhere or 0) or None
         if newest is None:
             return end_ms - self._first_lookback_ms
         if newest < floor:
@@ -134,14 +137,16 @@ class ResumeFrom:
                 self._first_lookback_ms // 1000,
             )
             return end_ms - self._first_lookback_ms
-        return max(newest - self._overlap_ms, floor)
+        after_elsewhere = elsewhere + 1 if elsewhere is not None else floor
+        return max((own or floor) - self._overlap_ms, after_elsewhere, floor)
 
-    def _newest_of_all(self, points: ResumePoints, since_ms: int) -> dict[str, int]:
-        newest: dict[str, int] = {}
-        for source in self._sources:
+    def _read_newest(self, points: ResumePoints, since_ms: int) -> None:
+        primary, *others = self._sources
+        self._newest = points.newest_event_per_pair(since_ms, primary)
+        self._elsewhere = {}
+        for source in others:
             for pair, moment in points.newest_event_per_pair(since_ms, source).items():
-                newest[pair] = max(moment, newest.get(pair, moment))
-        return newest
+                self._elsewhere[pair] = max(moment, self._elsewhere.get(pair, moment))
 
     def close(self) -> None:
         if self._points is not None:
