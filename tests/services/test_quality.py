@@ -11,6 +11,7 @@ import pytest
 
 from quotestream.domain.quote import to_ms
 from quotestream.domain.schemas import DQ_RESULTS
+from quotestream.domain.thresholds import QualityThresholds
 from quotestream.services.quality import DataQualityFailed, DataQualityService
 from quotestream.services.quality_checks import CheckResult
 from tests.support.builders import quote_dict
@@ -41,6 +42,7 @@ class Minute:
     )
     warehouse: InMemoryWarehouse = field(default_factory=InMemoryWarehouse)
     source: InMemoryQuoteSource = field(default_factory=InMemoryQuoteSource)
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
 
     @property
     def start(self) -> datetime:
@@ -59,7 +61,9 @@ class Minute:
     def check(self, run_id: str) -> list[CheckResult]:
         queries = InMemoryQualityQueries(self.warehouse)
         # quote_dict's quotes are of source "test": the API's here.
-        service = DataQualityService(queries, self.warehouse, self.source, PAIRS, api_source="test")
+        service = DataQualityService(
+            queries, self.warehouse, self.source, PAIRS, self.thresholds, api_source="test"
+        )
         return service.run(self.start, self.end, run_id)
 
     def failing(self) -> set[tuple[str, str | None]]:
@@ -149,6 +153,31 @@ def test_reconciliation_leaves_out_the_spans_another_source_served_but_not_a_hol
     assert ("reconciliation", "USD-BRL") in minute.failing()
     assert minute.recorded("reconciliation", "USD-BRL")["details"].startswith(
         "37 of the API's in BigQuery, 40 in its history (3 missing)"
+    )
+
+
+def test_a_gap_by_another_source_is_allowed_a_feeds_quiet_but_not_more() -> None:
+    """USD-BRL read OANDA from 00:20 to 00:40, which ticked at 00:20.4 and 00:25.4, then was quiet:
+    no tick is missing there (a feed has no schedule), but a gap over the limit fails."""
+    minute = Minute().load_every_tick()
+    start_ms = to_ms(minute.start)
+    quotes = minute.warehouse.tables["quotes"]
+    for key in [key for key, row in quotes.items() if row["pair"] == "USD-BRL"]:
+        if start_ms + 20_000 <= ms_of(quotes[key]["event_ts"]) < start_ms + 40_000:
+            del quotes[key]
+    oanda = [quote_at(start_ms + ms, source="oanda") for ms in (20_400, 25_400)]
+    minute.warehouse.insert_rows("quotes", oanda, [row["event_id"] for row in oanda])
+
+    # Fewer quotes than the API's tick rate (the volume check counts every source's): not
+    # what this is about.
+    minute.thresholds = QualityThresholds(min_volume_ratio=0.5)
+    minute.check("good-run")  # the 14 s to the API's next tick: under 60 s
+
+    minute.thresholds = QualityThresholds(min_volume_ratio=0.5, max_feed_gap_s=10)
+    assert minute.failing() == {("tick_gaps", "USD-BRL")}
+    assert (
+        "0 ticks missing of 42, 1 gaps over 10 s by another source"
+        in (minute.recorded("tick_gaps", "USD-BRL")["details"])
     )
 
 

@@ -64,7 +64,7 @@ def test_every_check_asks_the_warehouse_or_the_api_something(check_name: str) ->
 def test_every_quality_question_is_asked_by_some_check() -> None:
     asked = {question for check in QUALITY_CHECKS for question in questions_of(check.name)}
     port = {name for name in vars(QualityQueries) if not name.startswith("_")} - {"close"}
-    port |= {"final_bars", "served_elsewhere"}  # from BarQueries and SourceSpans
+    port |= {"final_bars"}  # QualityQueries has it from BarQueries
     assert port <= asked
 
 

@@ -206,8 +206,8 @@ class _InMemoryQueries:
 
 
 @dataclass
-class _InMemorySourceSpans(_InMemoryQueries):
-    """SourceSpans, for the fakes that answer it."""
+class _InMemoryServedElsewhere(_InMemoryQueries):
+    """The question QualityQueries and BackfillWrites share: the spans another source served."""
 
     def _distinct_ticks(self, start: datetime, end: datetime) -> dict[str, list[dict[str, Any]]]:
         """pair -> its rows of the interval, each event id once (the first written, as the
@@ -246,7 +246,7 @@ class _InMemorySourceSpans(_InMemoryQueries):
 
 
 @dataclass
-class InMemoryQualityQueries(_InMemorySourceSpans):
+class InMemoryQualityQueries(_InMemoryServedElsewhere):
     """QualityQueries (and so BarQueries)."""
 
     def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
@@ -335,8 +335,16 @@ class InMemoryQualityQueries(_InMemorySourceSpans):
         for pair, rows in self._distinct_ticks(start, end).items():
             times = [ms_of(row["event_ts"]) for row in rows]
             spans = [(later - earlier, later) for earlier, later in pairwise(times)]
+            # A gap is the feed's when another source's tick is at either end of it.
+            by_feed = [
+                gaps.source != a["source"] or gaps.source != b["source"] for a, b in pairwise(rows)
+            ]
+            scheduled = [gap for (gap, _), feed in zip(spans, by_feed, strict=True) if not feed]
+            feed_gaps = [gap for (gap, _), feed in zip(spans, by_feed, strict=True) if feed]
             interval = gaps.tick_intervals_ms.get(pair)
-            too_long = [gap for gap, _ in spans if interval and gap > gaps.max_intervals * interval]
+            too_long = [
+                gap for gap in scheduled if interval and gap > gaps.max_intervals * interval
+            ]
             longest = max(spans, default=(0, None))
             per_pair[pair] = shapes.PairTicks(
                 pair,
@@ -347,6 +355,7 @@ class InMemoryQualityQueries(_InMemorySourceSpans):
                 sum(math.floor(gap / interval + 0.5) - 1 for gap in too_long if interval),
                 longest[0],
                 longest[1],
+                sum(1 for gap in feed_gaps if gap > gaps.max_feed_gap_ms),
             )
         return per_pair
 
@@ -480,7 +489,7 @@ class InMemoryStoredRowLookups(_InMemoryQueries):
 
 
 @dataclass
-class InMemoryBackfillWrites(_InMemorySourceSpans):
+class InMemoryBackfillWrites(_InMemoryServedElsewhere):
     def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
         present = {row["event_id"] for row in self._quotes_of(start, end)}
         interval = (to_ms(start), to_ms(end))

@@ -85,6 +85,9 @@ class QualityThresholds(_Family):
     # The simulator ticks inside the first half of each interval: 1.5 intervals at most apart.
     max_gap_intervals: float = 1.5
     max_missing_ticks: float = 0
+    # Where another source (OANDA's stream) served, a gap with its tick at either end: a real
+    # feed has no tick schedule and may be quiet for tens of seconds in a calm market.
+    max_feed_gap_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,9 +66,11 @@ class MidMoves:
 
 @dataclass(frozen=True, slots=True)
 class PairTicks:
-    """A pair's ticks in an interval, each event id once: how many, the newest event time, and
-    the gaps between consecutive ticks longer than allowed, with the ticks they miss (a gap
-    of g intervals misses round(g) - 1) and the longest gap and the event time ending it."""
+    """A pair's ticks in an interval, each event id once: how many, the newest event time, the
+    gaps between consecutive ticks of the scheduled source longer than allowed, with the ticks
+    they miss (a gap of g intervals misses round(g) - 1), the gaps bordering another source's
+    ticks longer than allowed (a feed has no schedule: they miss no counted tick), and the
+    longest gap of all and the event time ending it."""
 
     pair: str
     ticks: int
@@ -77,15 +79,20 @@ class PairTicks:
     missing_ticks: int
     longest_gap_ms: int
     longest_gap_end_ms: int | None
+    feed_gaps: int
 
 
 @dataclass(frozen=True, slots=True)
 class TickGapRule:
-    """A gap between two ticks of a pair is longer than `max_intervals` of the pair's tick
-    interval in `tick_intervals_ms`; a pair not there has no gaps."""
+    """A gap between two ticks of `source` (the one with a tick schedule, the API's) is longer
+    than `max_intervals` of the pair's tick interval in `tick_intervals_ms` (a pair not there
+    has no such gaps); a gap with another source's tick at either end, longer than
+    `max_feed_gap_ms`, whatever the pair."""
 
     tick_intervals_ms: Mapping[str, int]
     max_intervals: float
+    source: str
+    max_feed_gap_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,19 +148,7 @@ class BarQueries(Protocol):
     def close(self) -> None: ...
 
 
-class SourceSpans(Protocol):
-    """Which stretches of event time another source than the API served: the API's history
-    has quotes there, which must not be stored too (an instant is stored from one source)."""
-
-    def served_elsewhere(
-        self, start: datetime, end: datetime, source: str
-    ) -> dict[str, list[ServedSpan]]:
-        """pair -> the spans of the interval's event time that sources other than `source`
-        served, one per run of consecutive quotes of theirs (by event time, each event id
-        once), in time order; a pair without such quotes is absent."""
-
-
-class QualityQueries(BarQueries, SourceSpans, Protocol):
+class QualityQueries(BarQueries, Protocol):
     """What the data-quality checks ask of an interval."""
 
     def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
@@ -186,6 +181,14 @@ class QualityQueries(BarQueries, SourceSpans, Protocol):
     def pair_ticks(self, start: datetime, end: datetime, gaps: TickGapRule) -> dict[str, PairTicks]:
         """pair -> its ticks of the interval's event time, for every pair with any, with the
         gaps longer than the rule allows."""
+
+    def served_elsewhere(
+        self, start: datetime, end: datetime, source: str
+    ) -> dict[str, list[ServedSpan]]:
+        """pair -> the spans of the interval's event time that sources other than `source` (the
+        API's) served, one per run of consecutive quotes of theirs (by event time, each event
+        id once), in time order; a pair without such quotes is absent. The API's history has
+        quotes there that must not be stored too: an instant is stored from one source."""
 
 
 class AccountingQueries(Protocol):
@@ -259,9 +262,14 @@ class ResumePoints(Protocol):
     def close(self) -> None: ...
 
 
-class BackfillWrites(SourceSpans, Protocol):
+class BackfillWrites(Protocol):
     """The backfill's one set-based write, and the spans it leaves to the source that served
     them."""
+
+    def served_elsewhere(
+        self, start: datetime, end: datetime, source: str
+    ) -> dict[str, list[ServedSpan]]:
+        """As QualityQueries.served_elsewhere."""
 
     def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
         """Insert into `quotes` the rows of `scratch_table` of the interval's event time whose

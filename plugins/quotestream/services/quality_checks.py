@@ -93,7 +93,12 @@ class CheckedInterval:
     @cached_property
     def ticks(self) -> dict[str, PairTicks]:
         intervals = {pair: PAIR_CATALOG[pair].tick_interval_ms for pair in self.pairs}
-        rule = TickGapRule(intervals, self.thresholds.max_gap_intervals)
+        rule = TickGapRule(
+            intervals,
+            self.thresholds.max_gap_intervals,
+            self.api_source,
+            round(self.thresholds.max_feed_gap_s * 1000),
+        )
         return self.queries.pair_ticks(self.start, self.end, rule)
 
     @cached_property
@@ -291,21 +296,24 @@ def _tick_gaps(interval: CheckedInterval) -> list[CheckResult]:
 
 
 def _tick_gaps_of(interval: CheckedInterval, pair: str, ticks: PairTicks | None) -> CheckResult:
-    limit = interval.thresholds.max_missing_ticks
+    limits = interval.thresholds
     if ticks is None:
-        return CheckResult(True, 0, limit, "no ticks (see volume)", pair)
+        return CheckResult(True, 0, limits.max_missing_ticks, "no ticks (see volume)", pair)
+    feed = ""
+    if ticks.feed_gaps:
+        feed = f", {ticks.feed_gaps} gaps over {limits.max_feed_gap_s:g} s by another source"
     longest = ""
     if ticks.longest_gap_end_ms is not None:
         longest = (
             f"; longest {ticks.longest_gap_ms / 1000:g} s, to {format_ts(ticks.longest_gap_end_ms)}"
         )
     return CheckResult(
-        ticks.missing_ticks <= limit,
+        ticks.missing_ticks <= limits.max_missing_ticks and not ticks.feed_gaps,
         ticks.missing_ticks,
-        limit,
-        f"{ticks.gaps} gaps over {interval.thresholds.max_gap_intervals:g} intervals of "
+        limits.max_missing_ticks,
+        f"{ticks.gaps} gaps over {limits.max_gap_intervals:g} intervals of "
         f"{PAIR_CATALOG[pair].tick_interval_ms} ms, {ticks.missing_ticks} ticks missing "
-        f"of {ticks.ticks}{longest}",
+        f"of {ticks.ticks}{feed}{longest}",
         pair,
     )
 
@@ -450,10 +458,13 @@ QUALITY_CHECKS: tuple[QualityCheck, ...] = (
     QualityCheck(
         "tick_gaps",
         "consecutive event times against the pair's tick interval; observed = missing ticks, "
-        "round(gap / interval) - 1 for each gap over {max_gap_intervals:g} intervals",
-        "more than {max_missing_ticks:g} ticks missing",
+        "round(gap / interval) - 1 for each gap over {max_gap_intervals:g} intervals between "
+        "the API's quotes; a gap with another source's quote at either end (a feed: no tick "
+        "schedule) counts no missing tick and is allowed {max_feed_gap_s:g} s",
+        "more than {max_missing_ticks:g} ticks missing, or any gap by another source over "
+        "{max_feed_gap_s:g} s",
         _tick_gaps,
-        ("max_gap_intervals", "max_missing_ticks"),
+        ("max_gap_intervals", "max_missing_ticks", "max_feed_gap_s"),
         means_missing_quotes=True,
         per="pair",
     ),

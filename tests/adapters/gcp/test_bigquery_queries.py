@@ -327,10 +327,10 @@ def test_the_market_questions_of_a_short_series_are_answered_alike(stores: Store
     intervals = {"USD-BRL": 1_000, "EUR-BRL": 2_000}
 
     for queries in (stores.bigquery, stores.fake):
-        ticks = queries.pair_ticks(START, END, TickGapRule(intervals, 1.5))
+        ticks = queries.pair_ticks(START, END, TickGapRule(intervals, 1.5, "test", 60_000))
         # The second row of an event id is left out: the first written counts.
-        assert ticks["USD-BRL"] == PairTicks("USD-BRL", 5, T + 7_000, 1, 3, 4_000, T + 7_000)
-        assert ticks["EUR-BRL"] == PairTicks("EUR-BRL", 1, T + 30_000, 0, 0, 0, None)
+        assert ticks["USD-BRL"] == PairTicks("USD-BRL", 5, T + 7_000, 1, 3, 4_000, T + 7_000, 0)
+        assert ticks["EUR-BRL"] == PairTicks("EUR-BRL", 1, T + 30_000, 0, 0, 0, None, 0)
         mids = [float(row["mid"]) for row in series]
         usd_brl = next(s for s in queries.minute_summaries(START, END) if s.bar.pair == "USD-BRL")
         assert usd_brl == MinuteSummary(
@@ -370,6 +370,21 @@ def test_the_spans_another_source_served_are_found_alike(stores: Stores) -> None
     }
     assert stores.bigquery.served_elsewhere(START, END, "test") == expected
     assert stores.fake.served_elsewhere(START, END, "test") == expected
+
+
+def test_a_gap_by_another_source_is_judged_as_a_feeds_and_misses_no_tick(stores: Stores) -> None:
+    """The API's ticks at 0, 1 and 2 s, OANDA's at 2.3, 10 and 50 s, the API's at 52 and 55 s:
+    only the gap from 52 to 55 s misses ticks (two); of the feed's, the 40 s one is too long."""
+    rows = [
+        *(quote_at(T + ms) for ms in (0, 1_000, 2_000, 52_000, 55_000)),
+        *(quote_at(T + ms, source="oanda") for ms in (2_300, 10_000, 50_000)),
+    ]
+    stores.insert("quotes", rows, [f"row-{n}" for n in range(len(rows))])
+    rule = TickGapRule({"USD-BRL": 1_000}, 1.5, "test", 30_000)
+
+    expected = PairTicks("USD-BRL", 8, T + 55_000, 1, 2, 40_000, T + 50_000, 1)
+    assert stores.bigquery.pair_ticks(START, END, rule) == {"USD-BRL": expected}
+    assert stores.fake.pair_ticks(START, END, rule) == {"USD-BRL": expected}
 
 
 @pytest.mark.parametrize(

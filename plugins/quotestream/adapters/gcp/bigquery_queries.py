@@ -59,6 +59,8 @@ _DISTINCT_TICKS = (
     "WHERE event_ts >= @start AND event_ts < @end "
     "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY ingest_ts, bid, ask) = 1"
 )
+# Each pair's ticks in time order, as the window over them.
+_IN_TIME = "PARTITION BY pair ORDER BY event_ts, event_id"
 
 
 class _BigQueryQueries:
@@ -71,22 +73,21 @@ class _BigQueryQueries:
         self._warehouse.close()
 
 
-class _BigQuerySourceSpans(_BigQueryQueries):
-    """SourceSpans, for the query classes that ask it."""
+class _BigQueryServedElsewhere(_BigQueryQueries):
+    """The question QualityQueries and BackfillWrites share: the spans another source served."""
 
     def served_elsewhere(
         self, start: datetime, end: datetime, source: str
     ) -> dict[str, list[ServedSpan]]:
         # Each quote of another source between the same two of @source's (or an edge) is of one
         # run: the previous and the next of @source's times name its span.
-        ordered = "PARTITION BY pair ORDER BY event_ts, event_id"
         rows = self._warehouse.query(
             f"WITH ticks AS ({_DISTINCT_TICKS}), "  # noqa: S608
             "around AS (SELECT pair, source, "
             "  MAX(IF(source = @source, event_ts, NULL)) OVER ("
-            f"    {ordered} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS after_ts, "
+            f"    {_IN_TIME} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS after_ts, "
             "  MIN(IF(source = @source, event_ts, NULL)) OVER ("
-            f"    {ordered} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS before_ts "
+            f"    {_IN_TIME} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS before_ts "
             "  FROM ticks) "
             "SELECT pair, UNIX_MILLIS(after_ts) AS after_ms, UNIX_MILLIS(before_ts) AS before_ms, "
             "COUNT(*) AS quotes FROM around WHERE source != @source "
@@ -102,7 +103,7 @@ class _BigQuerySourceSpans(_BigQueryQueries):
         return spans
 
 
-class BigQueryQualityQueries(_BigQuerySourceSpans):
+class BigQueryQualityQueries(_BigQueryServedElsewhere):
     """QualityQueries; as BarQueries, the stored bars of the Quotes pipeline page."""
 
     def distinct_quotes_per_pair(self, start: datetime, end: datetime) -> dict[str, int]:
@@ -203,7 +204,13 @@ class BigQueryQualityQueries(_BigQuerySourceSpans):
         ]
 
     def pair_ticks(self, start: datetime, end: datetime, gaps: TickGapRule) -> dict[str, PairTicks]:
-        params: dict[str, Any] = {"start": start, "end": end, "allowed": gaps.max_intervals}
+        params: dict[str, Any] = {
+            "start": start,
+            "end": end,
+            "allowed": gaps.max_intervals,
+            "source": gaps.source,
+            "feed_allowed_ms": gaps.max_feed_gap_ms,
+        }
         interval = "NULL"
         if gaps.tick_intervals_ms:
             whens = []
@@ -211,17 +218,20 @@ class BigQueryQualityQueries(_BigQuerySourceSpans):
                 params.update({f"pair_{index}": pair, f"interval_{index}": interval_ms})
                 whens.append(f"WHEN @pair_{index} THEN @interval_{index}")
             interval = f"CASE pair {' '.join(whens)} END"
-        too_long = "gap_ms > @allowed * interval_ms"
+        too_long = "NOT feed AND gap_ms > @allowed * interval_ms"
         rows = self._warehouse.query(
             # The CASE names only parameters; the values travel as such.
             f"WITH ticks AS ({_DISTINCT_TICKS}), "  # noqa: S608
             f"gaps AS (SELECT pair, event_ts, {interval} AS interval_ms, "
-            "  UNIX_MILLIS(event_ts) - UNIX_MILLIS(LAG(event_ts) OVER ("
-            "    PARTITION BY pair ORDER BY event_ts, event_id)) AS gap_ms FROM ticks) "
+            # A gap is the feed's when another source's tick is at either end of it.
+            f"  source != @source OR COALESCE(LAG(source) OVER ({_IN_TIME}), @source) != @source "
+            "  AS feed, "
+            f"  UNIX_MILLIS(event_ts) - UNIX_MILLIS(LAG(event_ts) OVER ({_IN_TIME})) AS gap_ms "
+            "  FROM ticks) "
             "SELECT pair, COUNT(*) AS ticks, UNIX_MILLIS(MAX(event_ts)) AS newest, "
             f"COUNTIF({too_long}) AS gaps, "
             f"SUM(IF({too_long}, CAST(ROUND(gap_ms / interval_ms) AS INT64) - 1, 0)) AS missing, "
-            "MAX(gap_ms) AS longest, "
+            "COUNTIF(feed AND gap_ms > @feed_allowed_ms) AS feed_gaps, MAX(gap_ms) AS longest, "
             # No NULL element: BigQuery refuses arrays holding one.
             "UNIX_MILLIS(ARRAY_AGG(event_ts ORDER BY IFNULL(gap_ms, -1) DESC LIMIT 1)[OFFSET(0)]) "
             "AS longest_end "
@@ -238,6 +248,7 @@ class BigQueryQualityQueries(_BigQuerySourceSpans):
                 int(row["longest"] or 0),
                 # A single tick has no gap: its own time is no gap's end.
                 row["longest_end"] if row["longest"] is not None else None,
+                int(row["feed_gaps"] or 0),
             )
             for row in rows
         }
@@ -431,7 +442,7 @@ class BigQueryResumePoints(_BigQueryQueries):
         return {row["pair"]: int(row["newest"]) for row in rows}
 
 
-class BigQueryBackfillWrites(_BigQuerySourceSpans):
+class BigQueryBackfillWrites(_BigQueryServedElsewhere):
     def insert_missing_quotes(self, scratch_table: str, start: datetime, end: datetime) -> int:
         columns = ", ".join(QUOTES.column_names)
         return self._warehouse.execute(
