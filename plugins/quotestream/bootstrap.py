@@ -245,7 +245,11 @@ def build_backfill_service(settings: Settings) -> BackfillService:
 
     warehouse = _bigquery_warehouse(settings)
     return BackfillService(
-        build_quote_source(settings), warehouse, BigQueryBackfillWrites(warehouse), settings.pairs
+        build_quote_source(settings),
+        warehouse,
+        BigQueryBackfillWrites(warehouse),
+        settings.pairs,
+        api_source=settings.stored_source("api"),
     )
 
 
@@ -259,6 +263,7 @@ def build_data_quality_service(settings: Settings) -> DataQualityService:
         build_quote_source(settings),
         settings.pairs,
         settings.thresholds().quality,
+        api_source=settings.stored_source("api"),
     )
 
 
