@@ -66,8 +66,15 @@ browser: ## Debian's chromium for the browser test (apt-get; nothing once it is 
 TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-test: lint browser airflow-runtimes ## the whole suite in TEST_WORKERS processes: lint, unit, api, integration, e2e in a browser, the Airflow runtimes (starts the emulators itself)
-	$(BIN)/pytest $(XDIST)
+# A tier of its own for what takes minutes a test and is not the core's loop: the DAGs in the
+# two Airflow runtimes, and the sources' outage scenarios. CI runs it after make test.
+TIERS := composer or scenario
+
+test: lint browser ## the suite in TEST_WORKERS processes: lint, unit, api, integration, e2e in a browser (starts the emulators itself); then make test-tiers
+	$(BIN)/pytest $(XDIST) -m "not ($(TIERS))"
+
+test-tiers: setup airflow-runtimes ## what CI runs after make test: the DAGs in Composer's Airflow 3.1 and in Airflow 3.3, and the sources' outage scenarios
+	$(BIN)/pytest $(XDIST) -m "$(TIERS)"
 
 QUICK := not emulators and not airflow and not gcp and not e2e and not composer
 
@@ -95,4 +102,4 @@ bench: setup ## print the benchmark figures: API, pipeline, whole stack, backlog
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .venv-composer-3.1 .venv-airflow-3.3 .local .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup lock composer-constraints airflow-runtimes docs lint format browser test check demo compose-config wheel bench clean
+.PHONY: help setup lock composer-constraints airflow-runtimes docs lint format browser test test-tiers check demo compose-config wheel bench clean

@@ -11,6 +11,7 @@ local job runner), the Pub/Sub and BigQuery emulators.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,14 @@ from quotestream.domain.market import MarketSimulator
 from quotestream.domain.quote import now_ms
 from quotestream.ports.jobs import StopMode
 from quotestream.services.cockpit import CockpitService
+from quotestream.services.quality import DataQualityFailed, DataQualityService
 from quotestream.services.streaming import JOB_NAMES
 from quotestream.settings import Settings
 from tests.support.local_runs import wait_until
 from tests.support.pubsub_tap import Tap
 from tests.support.standins.oanda import OandaStandIn
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 SEED = 4242
 TOKEN = "stand-in-token-0123456789"
@@ -106,55 +108,81 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
             runner.stop(LOAD, StopMode.CANCEL)
             tap.close()
             cockpit.close()
+
+        rows = warehouse.query(
+            "SELECT pair, event_id, source, UNIX_MILLIS(event_ts) AS t FROM {dataset}.quotes "
+            "ORDER BY pair, t"
+        )
+        assert len({r["event_id"] for r in rows}) == len(rows), "a quote stored twice"
+        assert {r["event_id"] for r in rows} == published
+        market = MarketSimulator(SEED, PAIR_CATALOG)
+        log = extract_log(settings)
+        waited: dict[str, float] = {}
+        for pair in PAIRS:
+            of_pair = [r for r in rows if r["pair"] == pair]
+            runs = [
+                r["source"]
+                for i, r in enumerate(of_pair)
+                if i == 0 or r["source"] != of_pair[i - 1]["source"]
+            ]
+            assert runs == ["sim", "oanda", "sim"], f"{pair}: sources in turn {runs}"
+            feed_times = [r["t"] for r in of_pair if r["source"] == "oanda"]
+            # No instant from both: the API's quotes stop before the stream's start, and start
+            # again after they end.
+            api_times = [r["t"] for r in of_pair if r["source"] == "sim"]
+            assert not [t for t in api_times if feed_times[0] <= t <= feed_times[-1]]
+            # Each of the API's stretches is every tick of its market, none missing.
+            for stretch in (
+                [t for t in api_times if t < feed_times[0]],
+                [t for t in api_times if t > feed_times[-1]],
+            ):
+                expected = market.quotes_between(PAIR_CATALOG[pair], stretch[0], stretch[-1] + 1)
+                assert stretch == [q.event_ts_ms for _, q in expected], f"{pair}: a gap"
+            switched = re.search(
+                rf"{pair}: switched from sim to oanda: sim failing: .* for ([\d.]+) s", log
+            )
+            assert switched, log[-3000:]
+            waited[pair] = float(switched[1])
+            assert re.search(rf"{pair}: switched from oanda to sim: sim answers again", log)
+        # Switched at the first poll after the failover time (a failing fetch takes its retries,
+        # about 2 s): the margin is for a busy machine's slow polls.
+        assert max(waited.values()) <= FAILOVER_AFTER_S + 10, waited
+        # The checks stay meaningful over the switches: each pair's interval from its second
+        # stored quote to its last reconciles with no backfill (the stream's span left to it),
+        # no gap beyond what each source allows, no quote twice; the backfill adds nothing.
+        start_ms = max(sorted(r["t"] for r in rows if r["pair"] == pair)[1] for pair in PAIRS)
+        end_ms = min(max(r["t"] for r in rows if r["pair"] == pair) for pair in PAIRS)
+        interval = moment(start_ms), moment(end_ms)
+        failing = failing_checks(bootstrap.build_data_quality_service(settings), interval)
+        meant = ("reconciliation", "tick_gaps", "duplicates", "volume")
+        assert not [failure for failure in failing if failure.startswith(meant)], failing
+        filled = bootstrap.build_backfill_service(settings).run(*interval, "failover")
+        assert filled.inserted == 0, str(filled)
+        assert filled.served_elsewhere > 0, str(filled)
+        print(
+            f"\nfailover: switched after the API failed for {waited} s (failover after "
+            f"{FAILOVER_AFTER_S} s), the stream's quotes stored within {stored_after_s:.1f} s of "
+            f"the kill; back on the API within "
+            f"{(back_ms - up_ms) / 1000:.1f} s of its return (probe every {PROBE_S} s); "
+            f"{len(rows)} quotes, {sum(r['source'] == 'oanda' for r in rows)} from the stream; "
+            f"{filled}"
+        )
     finally:
         api.stop()
         feed.stop()
 
-    rows = warehouse.query(
-        "SELECT pair, event_id, source, UNIX_MILLIS(event_ts) AS t FROM {dataset}.quotes "
-        "ORDER BY pair, t"
-    )
-    assert len({r["event_id"] for r in rows}) == len(rows), "a quote stored twice"
-    assert {r["event_id"] for r in rows} == published
-    market = MarketSimulator(SEED, PAIR_CATALOG)
-    log = extract_log(settings)
-    waited: dict[str, float] = {}
-    for pair in PAIRS:
-        of_pair = [r for r in rows if r["pair"] == pair]
-        runs = [
-            r["source"]
-            for i, r in enumerate(of_pair)
-            if i == 0 or r["source"] != of_pair[i - 1]["source"]
-        ]
-        assert runs == ["sim", "oanda", "sim"], f"{pair}: sources in turn {runs}"
-        feed_times = [r["t"] for r in of_pair if r["source"] == "oanda"]
-        # No instant from both: the API's quotes stop before the stream's start, and start
-        # again after they end.
-        api_times = [r["t"] for r in of_pair if r["source"] == "sim"]
-        assert not [t for t in api_times if feed_times[0] <= t <= feed_times[-1]]
-        # Each of the API's stretches is every tick of its market, none missing.
-        for stretch in (
-            [t for t in api_times if t < feed_times[0]],
-            [t for t in api_times if t > feed_times[-1]],
-        ):
-            expected = market.quotes_between(PAIR_CATALOG[pair], stretch[0], stretch[-1] + 1)
-            assert stretch == [q.event_ts_ms for _, q in expected], f"{pair}: a gap"
-        switched = re.search(
-            rf"{pair}: switched from sim to oanda: sim failing: .* for ([\d.]+) s", log
-        )
-        assert switched, log[-3000:]
-        waited[pair] = float(switched[1])
-        assert re.search(rf"{pair}: switched from oanda to sim: sim answers again", log)
-    # Switched at the first poll after the failover time (a failing fetch takes its retries,
-    # about 2 s): the margin is for a busy machine's slow polls.
-    assert max(waited.values()) <= FAILOVER_AFTER_S + 10, waited
-    print(
-        f"\nfailover: switched after the API failed for {waited} s (failover after "
-        f"{FAILOVER_AFTER_S} s), the stream's quotes stored within {stored_after_s:.1f} s of "
-        f"the kill; back on the API within "
-        f"{(back_ms - up_ms) / 1000:.1f} s of its return (probe every {PROBE_S} s); "
-        f"{len(rows)} quotes, {sum(r['source'] == 'oanda' for r in rows)} from the stream"
-    )
+
+def moment(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def failing_checks(quality: DataQualityService, interval: tuple[datetime, datetime]) -> set[str]:
+    """The checks that fail for some pair of the interval (the others passed)."""
+    try:
+        quality.run(*interval, "failover", check_freshness=False)
+    except DataQualityFailed as failed:
+        return {f"{result.check_name}: {result}" for result in failed.failures}
+    return set()
 
 
 def page_sources(cockpit: CockpitService) -> dict[str, tuple[str | None, int]]:

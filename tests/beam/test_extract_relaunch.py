@@ -27,7 +27,7 @@ from quotestream.settings import Settings
 from tests.conftest import SEED
 from tests.support.local_runs import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 PAIRS = ("USD-BRL", "EUR-USD")
 GAP_S = 120

@@ -35,7 +35,7 @@ from tests.conftest import REPO
 from tests.support.local_runs import provisioned_project
 from tests.support.pubsub_tap import Tap
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 SEED = 9090
 PAIRS = ("USD-BRL", "EUR-USD")
