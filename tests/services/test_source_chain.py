@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from quotestream.domain.quote import format_ts
 from quotestream.ports.sources import SourceUnavailable, UnreadableLine
 from quotestream.services.source_chain import (
     FALLBACK,
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.unit
 TICK_MS = 100
 AFTER_MS, PROBE_MS = 3_000, 5_000
 T0 = 1_800_000_000_000
+RECEIPT_MS = 250
 
 
 @dataclass
@@ -37,13 +39,14 @@ class Ticking:
         self.asked.append((start_ms, end_ms))
         if self.down:
             raise SourceUnavailable(f"{self.name} is down")
-        if self.silent:
-            return iter([])
+        return iter([] if self.silent else self.ticks(pair, start_ms, end_ms))
+
+    def ticks(self, pair: str, start_ms: int, end_ms: int) -> list[dict[str, str]]:
         first = -(-start_ms // TICK_MS) * TICK_MS
-        return iter(
-            {"pair": pair, "source": self.name, "event_ms": str(t)}
+        return [
+            {"pair": pair, "source": self.name, "event_ts": format_ts(t), "event_ms": str(t)}
             for t in range(first, end_ms, TICK_MS)
-        )
+        ]
 
     def latest(self, pairs: object) -> list[dict[str, str]]:
         raise AssertionError("the extract reads history")
@@ -54,13 +57,15 @@ class Ticking:
 
 @dataclass
 class TickingStream(Ticking):
-    """A stream: it forgets what it received before a window it is asked for."""
+    """A stream: it serves by the moment of receipt, each quote RECEIPT_MS after its event
+    time, and forgets what it received before a window it is asked for."""
 
     forgotten_before: int = 0
 
-    def history(self, pair: str, start_ms: int, end_ms: int) -> Iterator[dict[str, str]]:
+    def ticks(self, pair: str, start_ms: int, end_ms: int) -> list[dict[str, str]]:
         self.forgotten_before = max(self.forgotten_before, start_ms)
-        return super().history(pair, start_ms, end_ms)
+        start = max(start_ms, self.forgotten_before)
+        return super().ticks(pair, start - RECEIPT_MS, end_ms - RECEIPT_MS)
 
     def unreadable(self, start_ms: int, end_ms: int) -> list[UnreadableLine]:
         return []
@@ -100,8 +105,11 @@ class Extract:
                 self.cursor = self.clock.now
 
     def every_instant_once(self) -> bool:
+        """Every tick from T0 on, once, up to the cursor (less what a stream has not received
+        yet: a quote arrives RECEIPT_MS after its event)."""
         instants = [int(q["event_ms"]) for q in self.stored]
-        return instants == list(range(T0, self.cursor, TICK_MS))
+        caught_up = bool(instants) and instants[-1] >= self.cursor - RECEIPT_MS - TICK_MS
+        return caught_up and instants == list(range(T0, instants[-1] + 1, TICK_MS))
 
 
 @pytest.mark.parametrize("trouble", ["down", "silent"])
@@ -140,7 +148,8 @@ def test_while_on_the_fallback_the_primary_is_asked_only_every_probe_interval() 
 
     extract.poll(3 * PROBE_MS)
 
-    assert len(api.asked) - asked_before in (2, 3)
+    # Switched at 3.5 s: asked again at 8.5, 13.5 and 18.5 s.
+    assert len(api.asked) - asked_before == 3
     assert extract.state.active == FALLBACK
 
 
@@ -179,7 +188,22 @@ def test_a_failing_fallback_leaves_the_window_unserved_until_one_answers() -> No
     extract.poll(1_000)
 
     assert [source for _, source in extract.switches] == ["oanda"]
-    assert [int(q["event_ms"]) for q in extract.stored] == list(range(T0, extract.cursor, TICK_MS))
+    assert extract.every_instant_once()
+
+
+def test_a_silence_of_both_is_a_calm_market_and_the_primary_keeps_the_pair() -> None:
+    api, feed = Ticking("sim"), TickingStream("oanda")
+    extract = Extract(api, feed)
+    extract.poll(5_000)
+    api.silent = feed.silent = True
+    extract.poll(10_000)
+    assert extract.switches == []
+
+    feed.silent = False
+    extract.poll(AFTER_MS)
+    # The feed speaks: it takes over the whole silence, from where the API fell silent.
+    assert [source for _, source in extract.switches] == ["oanda"]
+    assert extract.every_instant_once()
 
 
 def test_a_chain_is_a_primary_and_at_most_one_fallback() -> None:

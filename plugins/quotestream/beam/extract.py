@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
@@ -182,7 +182,7 @@ class FetchNewQuotesFn(beam.DoFn):
     # The pair's place in the source chain and its failed fetches in a row (an outage is
     # logged once when it ends): services.source_chain.ChainState, kept with the pair so
     # that whichever worker fetches it judges the primary alike.
-    CHAIN = ReadModifyWriteStateSpec("source_chain", TupleCoder([VarIntCoder()] * 5))
+    CHAIN = ReadModifyWriteStateSpec("source_chain", TupleCoder([VarIntCoder()] * 6))
     CHAIN_STATE = beam.DoFn.StateParam(CHAIN)
 
     def __init__(
@@ -218,6 +218,10 @@ class FetchNewQuotesFn(beam.DoFn):
             self._chain = SourceChain([Link("", primary(self._count))], 0, 0)
         else:
             self._chain = fallback.chain(primary(self._count), fallback.factory(self._count))
+        for stream in self._chain.streams:
+            # Asking opens the connection: a stream fallback buffers from now on, ready to
+            # take over at once, even from a primary that never answered.
+            stream.latest([])
 
     def _fetch_window(self, pair: str, window: Window, kept: ChainState, chain: Any) -> Fetched:
         fetched = self._chain.fetch(pair, window, kept)
@@ -277,6 +281,9 @@ class FetchNewQuotesFn(beam.DoFn):
             # A catch-up goes an overlap at a time (the next ticks fetch the rest).
             end = min(end, start + self._max_fetch_ms)
         kept = ChainState(*chain.read() or ())
+        if skipped_from is not None and kept.unserved_from_ms:
+            # Neither is asked for what the look-back left to the backfill.
+            kept = replace(kept, unserved_from_ms=max(kept.unserved_from_ms, start))
         fetched = self._fetch_window(pair, Window(start, end, now), kept, chain)
         quotes = fetched.quotes
         if quotes is None:
@@ -297,7 +304,7 @@ class FetchNewQuotesFn(beam.DoFn):
                 format_ts(skipped_from),
                 format_ts(start),
             )
-        if kept.failed_fetches:
+        if kept.failed_fetches and fetched.switch is None:  # a switch said it already
             log.info(
                 "%s: source back after %d failed fetches; caught up %d quotes of [%s, %s)",
                 pair,

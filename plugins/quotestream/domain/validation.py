@@ -268,6 +268,11 @@ def is_event_ts(text: object) -> bool:
     return True
 
 
+def event_ms(text: str) -> int:
+    """An event_ts the gate accepts (is_event_ts) as epoch milliseconds."""
+    return _parse_timestamp(text)
+
+
 def _parse_timestamp(text: str) -> int:
     match = _TIMESTAMP.fullmatch(text)
     if match is None:

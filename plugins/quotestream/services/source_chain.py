@@ -15,10 +15,11 @@ extract's keyed state), so every worker that fetches the pair judges it alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+from quotestream.domain.validation import event_ms, is_event_ts
 from quotestream.ports import QuoteSource
 from quotestream.ports.sources import QuoteStream, SourceUnavailable
 
@@ -34,8 +35,11 @@ class ChainState:
     # first window it left unserved since.
     missing_since_ms: int = 0
     unserved_from_ms: int = 0
-    # While on the fallback: when the primary is asked again.
+    # While on the fallback: when the primary is asked again, and the newest event time the
+    # fallback served (the primary takes over from there: a stream serves by receipt, later
+    # than the event).
     next_probe_ms: int = 0
+    fallback_newest_ms: int = 0
     # Windows in a row that no source served (each fetch failed).
     failed_fetches: int = 0
 
@@ -45,6 +49,7 @@ class ChainState:
             self.missing_since_ms,
             self.unserved_from_ms,
             self.next_probe_ms,
+            self.fallback_newest_ms,
             self.failed_fetches,
         )
 
@@ -124,6 +129,8 @@ class SourceChain:
         if quotes:
             self._trim_fallback(pair, start_ms)
             return Fetched(quotes, ChainState())
+        if len(self.links) == 1:
+            return Fetched(quotes, state)
         silent = _missing(state, now, start_ms)
         if not self._overdue(silent, now):
             return Fetched(quotes, silent)
@@ -148,17 +155,22 @@ class SourceChain:
         on_fallback = ChainState(FALLBACK, next_probe_ms=now + self._probe_every_ms)
         # Everything the primary left unserved, from where it began: not one window lost.
         try:
-            quotes = list(fallback.source.history(pair, state.unserved_from_ms, end_ms))
+            served = fallback.source.history(pair, state.unserved_from_ms, end_ms)
+            quotes = _since(served, state.unserved_from_ms)
         except SourceUnavailable as fallback_error:
             return Fetched(None, state, error=error or fallback_error)
-        return Fetched(quotes, on_fallback, switch)
+        if error is None and not quotes:
+            # Both silent: a calm market, not an outage; the primary keeps the pair.
+            return Fetched([], state)
+        return Fetched(quotes, _served(on_fallback, quotes), switch)
 
     def _on_fallback(self, pair: str, window: Window, state: ChainState) -> Fetched:
         primary, fallback = self.links
         start_ms, end_ms, now = window
         if now >= state.next_probe_ms:
+            back_from = state.fallback_newest_ms + 1 if state.fallback_newest_ms else start_ms
             try:
-                quotes = list(primary.source.history(pair, start_ms, end_ms))
+                quotes = list(primary.source.history(pair, min(back_from, start_ms), end_ms))
             except SourceUnavailable:
                 quotes = []
             if quotes:
@@ -170,7 +182,9 @@ class SourceChain:
                 )
             state = replace(state, next_probe_ms=now + self._probe_every_ms)
         try:
-            return Fetched(list(fallback.source.history(pair, start_ms, end_ms)), state)
+            served = fallback.source.history(pair, start_ms, end_ms)
+            quotes = _since(served, state.fallback_newest_ms + 1)
+            return Fetched(quotes, _served(state, quotes))
         except SourceUnavailable as error:
             return Fetched(None, state, error=error)
 
@@ -183,6 +197,24 @@ class SourceChain:
     def close(self) -> None:
         for link in self.links:
             link.source.close()
+
+
+def _since(quotes: Iterable[dict[str, str]], start_ms: int) -> list[dict[str, str]]:
+    """The quotes of an event time from `start_ms` on. A stream serves by the moment of
+    receipt: a quote received after a window's start but stamped before it may be of an
+    instant already served (a readable event time decides; an unreadable one goes on, for
+    the gate to dead-letter)."""
+    return [
+        quote
+        for quote in quotes
+        if not is_event_ts(quote.get("event_ts")) or event_ms(quote["event_ts"]) >= start_ms
+    ]
+
+
+def _served(state: ChainState, quotes: list[dict[str, str]]) -> ChainState:
+    """The state once the fallback served `quotes`: its newest event time kept."""
+    times = [event_ms(q["event_ts"]) for q in quotes if is_event_ts(q.get("event_ts"))]
+    return replace(state, fallback_newest_ms=max([state.fallback_newest_ms, *times]))
 
 
 def _missing(state: ChainState, now: int, start_ms: int) -> ChainState:
