@@ -7,7 +7,7 @@ from functools import partial
 import apache_beam as beam
 import pytest
 
-from quotestream.beam.extract import ExtractQuotes, PublishQuotesFn
+from quotestream.beam.extract import ExtractQuotes, Fallback, PublishQuotesFn
 from quotestream.domain import PAIR_CATALOG, parse_quote
 from quotestream.domain.market import MarketSimulator
 from tests.support.fakes import shared_publisher
@@ -93,3 +93,51 @@ def test_a_quote_without_an_event_id_is_published_without_the_attribute() -> Non
         {"pair": "USD-BRL"},
         {"event_id": good["event_id"], "event_ts": good["event_ts"]},
     ]
+
+
+def test_a_failing_primary_hands_each_pair_to_the_fallback_and_takes_it_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The chain's state goes through the pair's keyed state: each pair switches to the
+    fallback (another market, seed 10) while the primary fails, and back once it answers;
+    every quote published once."""
+    name = f"failover-{uuid.uuid4()}"
+    pairs = ["USD-BRL", "EUR-USD"]
+    with caplog.at_level("INFO", logger="quotestream.beam.extract"), direct_pipeline() as pipeline:
+        _ = (
+            pipeline
+            | beam.Create(range(16))
+            | ExtractQuotes(
+                pairs,
+                # Calls 4 to 13 of the primary fail: both pairs' for a few ticks.
+                partial(SimulatedSource, seed=9, name=name, failing=range(4, 14)),
+                partial(shared_publisher, name),
+                "quotes",
+                lag_ms=0,
+                first_lookback_ms=2000,
+                clock=StepClock(name, START_MS),
+                fallback=Fallback(
+                    partial(SimulatedSource, seed=10, name=f"{name}-fallback"),
+                    name="feed",
+                    primary_name="sim",
+                    after_ms=3000,
+                    probe_every_ms=3000,
+                ),
+            )
+        )
+    quotes = [
+        parse_quote(m.data, m.attributes, now_ms=START_MS + 10**9)
+        for m in shared_publisher(name).messages
+    ]
+    assert len({q.event_id for q in quotes}) == len(quotes), "a quote was published twice"
+    assert calls_made(f"{name}-fallback") > 0, "the fallback was never asked"
+    for pair in pairs:
+        assert f"{pair}: switched from sim to feed: sim failing" in caplog.text
+        assert f"{pair}: switched from feed to sim: sim answers again" in caplog.text
+    fallback = MarketSimulator(10, PAIR_CATALOG)
+    served = {
+        q.event_id
+        for pair in pairs
+        for _, q in fallback.quotes_between(PAIR_CATALOG[pair], START_MS - 2000, START_MS + 40_000)
+    }
+    assert any(q.event_id in served for q in quotes), "no quote of the fallback's market"

@@ -68,6 +68,7 @@ def test_each_policy_takes_its_threshold_from_the_thresholds_it_names() -> None:
     for spec in policies(thresholds):
         if spec.duration_name:
             assert spec.duration_s == int(getattr(thresholds, spec.duration_name)), spec.key
+            assert spec.threshold == 0, spec.key
         else:
             assert spec.threshold == getattr(thresholds, spec.threshold_name), spec.key
 
