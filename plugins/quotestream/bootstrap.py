@@ -32,7 +32,12 @@ from quotestream.services.provision import ProvisionService
 from quotestream.services.quality import DataQualityService
 from quotestream.services.relay import QuoteRelay
 from quotestream.services.replay import DeadLetterReplayService
-from quotestream.services.streaming import HealthLimits, RestartService, StreamingService
+from quotestream.services.streaming import (
+    HealthLimits,
+    RestartService,
+    SourceWatch,
+    StreamingService,
+)
 from quotestream.services.teardown import TeardownService
 from quotestream.settings import Settings
 
@@ -398,12 +403,20 @@ def build_streaming_service(settings: Settings) -> StreamingService:
         )
     from quotestream.adapters.gcp.bigquery_queries import BigQueryHealthQueries
 
+    warehouse = _bigquery_warehouse(settings)
+    sources = None
+    if settings.extract_fallback_source is not None:
+        from quotestream.adapters.gcp.bigquery_views import BigQueryPipelineViews
+
+        primary = settings.stored_source(settings.extract_source)
+        sources = SourceWatch(BigQueryPipelineViews(warehouse), primary)
     return StreamingService(
         build_job_runner(settings),
-        BigQueryHealthQueries(_bigquery_warehouse(settings)),
+        BigQueryHealthQueries(warehouse),
         settings.load_subscription,
         backlog,
         limits=HealthLimits(settings.thresholds().alerting),
+        sources=sources,
     )
 
 

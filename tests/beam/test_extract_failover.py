@@ -62,6 +62,9 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
             QUOTESTREAM_OANDA_STREAM_URL=feed.url,
             QUOTESTREAM_OANDA_ACCOUNT_ID=ACCOUNT,
             QUOTESTREAM_OANDA_TOKEN=TOKEN,
+            # The streaming verdict (what quotestream_streaming alerts on) holds a pair on
+            # the fallback against the pipeline from 2 s on.
+            QUOTESTREAM_ALERT_THRESHOLDS='{"max_on_fallback_s": 2}',
         )
         runner = bootstrap.build_job_runner(settings)
         warehouse = bootstrap.build_warehouse(settings)
@@ -90,6 +93,7 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
             stored_after_s = (now_ms() - down_ms) / 1000
             on_the_stream = dict.fromkeys(PAIRS, ("oanda", 1))
             wait_until(lambda: page_sources(cockpit) == on_the_stream, PATIENCE_S, "the page")
+            wait_until(lambda: verdict_names(settings) == set(PAIRS), PATIENCE_S, "the verdict")
             api = start_api_process(port, api_log, api_env)
             up_ms = now_ms()
             wait_until(
@@ -98,6 +102,7 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
             back_ms = now_ms()
             back = dict.fromkeys(PAIRS, ("sim", 2))
             wait_until(lambda: page_sources(cockpit) == back, PATIENCE_S, "the page, again")
+            assert verdict_names(settings) == set()
             runner.stop(EXTRACT, StopMode.CANCEL)
             wait_until(lambda: runner.find(EXTRACT).state.terminal, PATIENCE_S, "the cancel")
             tap.pull_until(lambda: True, timeout=PATIENCE_S, quiet_s=3)
@@ -192,6 +197,12 @@ def page_sources(cockpit: CockpitService) -> dict[str, tuple[str | None, int]]:
     if figures.pending or figures.stale:
         return {}
     return {row.pair: (row.source, row.source_switches) for row in figures.freshness}
+
+
+def verdict_names(settings: Settings) -> set[str]:
+    """The pairs the streaming verdict finds on the fallback for too long."""
+    problems = bootstrap.build_streaming_service(settings).health().problems
+    return {pair for pair in PAIRS for p in problems if p.startswith(f"{pair} has read oanda")}
 
 
 def extract_log(settings: Settings) -> str:

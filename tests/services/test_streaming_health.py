@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from quotestream.domain.thresholds import AlertThresholds
-from quotestream.services.streaming import HealthLimits, StreamingService
+from quotestream.services.streaming import HealthLimits, SourceWatch, StreamingService
+from tests.support.fake_views import InMemoryPipelineViews
 from tests.support.fakes import InMemoryHealthQueries, InMemoryJobRunner, InMemoryWarehouse
 from tests.support.rows import dead_letter_at, quote_at
 
@@ -57,3 +58,33 @@ def test_a_quote_older_than_a_day_is_not_read_so_none_is_loaded_yet() -> None:
 
     assert problems == ["no quotes loaded yet"]
     assert (figures["staleness_s"], figures["loaded_recently"]) == (None, 0)
+
+
+def test_a_pair_on_the_fallback_longer_than_allowed_is_a_problem() -> None:
+    warehouse = InMemoryWarehouse()
+    on_fallback = [
+        {**quote_at(NOW_MS - n * 1_000, pair="EUR-USD"), "source": "oanda"} for n in (700, 5)
+    ]
+    just_switched = [
+        {**quote_at(NOW_MS - 900_000, pair="USD-JPY"), "source": "sim"},
+        {**quote_at(NOW_MS - 60_000, pair="USD-JPY"), "source": "oanda"},
+    ]
+    on_primary = [{**quote_at(NOW_MS - 2_000, pair="USD-BRL"), "source": "sim"}]
+    quotes = [*on_fallback, *just_switched, *on_primary]
+    warehouse.insert_rows("quotes", quotes, [f"q{n}" for n in range(len(quotes))])
+    runner = InMemoryJobRunner()
+    service = StreamingService(
+        runner,
+        InMemoryHealthQueries(warehouse),
+        "quotes-load",
+        limits=LIMITS,
+        clock=lambda: NOW_MS / 1000,
+        sources=SourceWatch(InMemoryPipelineViews(warehouse), "sim"),
+    )
+    service.ensure_running()
+
+    report = service.health()
+
+    # 600 s allowed (max_on_fallback_s): EUR-USD's 700 s are too long, USD-JPY's minute not.
+    assert report.problems == ["EUR-USD has read oanda, not sim, for 700 s"]
+    assert report.figures["sources"] == {"EUR-USD": "oanda", "USD-BRL": "sim", "USD-JPY": "oanda"}

@@ -11,6 +11,7 @@ from quotestream.domain.thresholds import AlertThresholds
 from quotestream.ports import BacklogProbe, JobRunner
 from quotestream.ports.jobs import InPlaceUpdate, Job, JobState, StopMode
 from quotestream.ports.queries import HealthQueries
+from quotestream.ports.views import PipelineViews
 
 # Stable names: monitoring and "is it running?" look jobs up by name, never by a suffix.
 JOB_NAMES = {"extract": "quotestream-extract", "load": "quotestream-load"}
@@ -45,6 +46,19 @@ class HealthLimits:
     def max_undelivered_messages(self) -> float:
         return self.thresholds.max_undelivered_messages
 
+    @property
+    def max_on_fallback_s(self) -> float:
+        return self.thresholds.max_on_fallback_s
+
+
+@dataclass(frozen=True, slots=True)
+class SourceWatch:
+    """Where to read each pair's active source, and the source it should be: a pair whose
+    newest quotes have come from another for longer than max_on_fallback_s is a problem."""
+
+    views: PipelineViews
+    primary: str
+
 
 @dataclass
 class HealthReport:
@@ -65,7 +79,9 @@ class StreamingService:
         backlog: BacklogProbe | None = None,
         limits: HealthLimits = HealthLimits(),
         clock: Callable[[], float] = time.time,
+        sources: SourceWatch | None = None,
     ) -> None:
+        self._sources = sources
         self._runner = runner
         self._queries = queries
         self._subscription = subscription
@@ -122,7 +138,23 @@ class StreamingService:
         if ratio > self._limits.max_dead_letter_ratio:
             report.problems.append(f"dead-letter ratio {ratio:.1%} over the last window")
         self._check_backlog(report)
+        self._check_sources(report, now_ms)
         return report
+
+    def _check_sources(self, report: HealthReport, now_ms: int) -> None:
+        if self._sources is None:
+            return
+        latest = self._sources.views.latest_per_pair(now_ms - 86_400_000, now_ms - 3_600_000)
+        report.figures["sources"] = {pair: row.source for pair, row in sorted(latest.items())}
+        for pair, row in sorted(latest.items()):
+            since = row.source_since_ms
+            if row.source == self._sources.primary or since is None:
+                continue
+            if now_ms - since > self._limits.max_on_fallback_s * 1000:
+                report.problems.append(
+                    f"{pair} has read {row.source}, not {self._sources.primary}, "
+                    f"for {(now_ms - since) / 1000:.0f} s"
+                )
 
     def _check_backlog(self, report: HealthReport) -> None:
         if self._backlog is None:
