@@ -56,3 +56,28 @@ def test_a_pipeline_carries_no_secret_but_the_one_it_uses(
     token = carried.oanda_token.get_secret_value() if carried.oanda_token else None
     assert token == kept
     assert carried.pairs == settings.pairs
+
+
+FALLBACK = {**OANDA, "extract_source": "api", "extract_fallback_source": "oanda"}
+
+
+@pytest.mark.parametrize(
+    ("values", "refusal"),
+    [
+        ({**FALLBACK, "target": "gcp", "project": "p"}, "local target only"),
+        ({**FALLBACK, "oanda_token": None}, "needs QUOTESTREAM_OANDA_ACCOUNT_ID"),
+        ({"extract_fallback_source": "api"}, "a fallback is another source"),
+        ({**FALLBACK, "extract_failover_after_s": 3600}, "must be under extract_max_lookback_s"),
+    ],
+)
+def test_a_fallback_is_refused_where_its_source_would_be(
+    values: dict[str, object], refusal: str
+) -> None:
+    with pytest.raises(ValidationError, match=refusal):
+        Settings(**values)
+
+
+def test_an_extract_with_a_stream_fallback_carries_its_token_and_the_load_none() -> None:
+    settings = Settings(**FALLBACK)
+    assert for_pipeline("extract", settings).oanda_token is not None
+    assert for_pipeline("load", settings).oanda_token is None

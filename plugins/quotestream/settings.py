@@ -204,7 +204,8 @@ class Settings(BaseSettings):
     extract_failback_probe_s: Annotated[float, Field(gt=0)] = 30.0
     # OANDA's stream host: the practice one by default (live: https://stream-fxtrade.oanda.com).
     oanda_stream_url: str = "https://stream-fxpractice.oanda.com"
-    # The v20 account whose prices are streamed (required with extract_source oanda).
+    # The v20 account whose prices are streamed (required when the extract reads oanda, as its
+    # source or its fallback).
     oanda_account_id: str = ""
     # The v20 API token, sent as `Authorization: Bearer`; from the environment
     # (QUOTESTREAM_OANDA_TOKEN) or a secret store, never from the repository.
@@ -390,6 +391,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"extract_fallback_source is extract_source ({self.extract_source}): a "
                 "fallback is another source"
+            )
+        if self.extract_failover_after_s >= self.extract_max_lookback_s:
+            # The fallback is asked for all the primary left unserved: within the look-back.
+            raise ValueError(
+                f"extract_failover_after_s ({self.extract_failover_after_s:g}) must be under "
+                f"extract_max_lookback_s ({self.extract_max_lookback_s})"
             )
         return self
 
