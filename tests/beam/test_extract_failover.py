@@ -59,9 +59,7 @@ def test_a_killed_primary_hands_over_to_the_stream_and_takes_back_when_it_return
             QUOTESTREAM_EXTRACT_FALLBACK_SOURCE="oanda",
             QUOTESTREAM_EXTRACT_FAILOVER_AFTER_S=str(FAILOVER_AFTER_S),
             QUOTESTREAM_EXTRACT_FAILBACK_PROBE_S=str(PROBE_S),
-            QUOTESTREAM_OANDA_STREAM_URL=feed.url,
-            QUOTESTREAM_OANDA_ACCOUNT_ID=ACCOUNT,
-            QUOTESTREAM_OANDA_TOKEN=TOKEN,
+            **feed.env(),
             # The streaming verdict (what quotestream_streaming alerts on) holds a pair on
             # the fallback against the pipeline from 2 s on.
             QUOTESTREAM_ALERT_THRESHOLDS='{"max_on_fallback_s": 2}',

@@ -61,10 +61,8 @@ def test_the_oanda_feed_goes_through_the_gate_into_the_same_tables_with_its_sour
             "oanda",
             QUOTESTREAM_PAIRS=",".join(PAIRS),
             QUOTESTREAM_EXTRACT_SOURCE="oanda",
-            QUOTESTREAM_OANDA_STREAM_URL=feed.url,
-            QUOTESTREAM_OANDA_ACCOUNT_ID=ACCOUNT,
-            QUOTESTREAM_OANDA_TOKEN=TOKEN,
             QUOTESTREAM_OANDA_BACKOFF_INITIAL_S="0.2",
+            **feed.env(),
         )
         runner = bootstrap.build_job_runner(settings)
         warehouse = bootstrap.build_warehouse(settings)

@@ -18,7 +18,9 @@ DAY_MS = 86_400_000
 LIMITS = HealthLimits(AlertThresholds(dead_letter_window_s=900))
 
 
-def health(warehouse: InMemoryWarehouse) -> tuple[list[str], dict[str, object]]:
+def health(
+    warehouse: InMemoryWarehouse, sources: SourceWatch | None = None
+) -> tuple[list[str], dict[str, object]]:
     """The report of jobs launched long ago (no grace) over what `warehouse` holds."""
     runner = InMemoryJobRunner()
     service = StreamingService(
@@ -27,6 +29,7 @@ def health(warehouse: InMemoryWarehouse) -> tuple[list[str], dict[str, object]]:
         "quotes-load",
         limits=LIMITS,
         clock=lambda: NOW_MS / 1000,
+        sources=sources,
     )
     service.ensure_running()
     report = service.health()
@@ -72,19 +75,9 @@ def test_a_pair_on_the_fallback_longer_than_allowed_is_a_problem() -> None:
     on_primary = [{**quote_at(NOW_MS - 2_000, pair="USD-BRL"), "source": "sim"}]
     quotes = [*on_fallback, *just_switched, *on_primary]
     warehouse.insert_rows("quotes", quotes, [f"q{n}" for n in range(len(quotes))])
-    runner = InMemoryJobRunner()
-    service = StreamingService(
-        runner,
-        InMemoryHealthQueries(warehouse),
-        "quotes-load",
-        limits=LIMITS,
-        clock=lambda: NOW_MS / 1000,
-        sources=SourceWatch(InMemoryPipelineViews(warehouse), "sim"),
-    )
-    service.ensure_running()
 
-    report = service.health()
+    problems, figures = health(warehouse, SourceWatch(InMemoryPipelineViews(warehouse), "sim"))
 
     # 600 s allowed (max_on_fallback_s): EUR-USD's 700 s are too long, USD-JPY's minute not.
-    assert report.problems == ["EUR-USD has read oanda, not sim, for 700 s"]
-    assert report.figures["sources"] == {"EUR-USD": "oanda", "USD-BRL": "sim", "USD-JPY": "oanda"}
+    assert problems == ["EUR-USD has read oanda, not sim, for 700 s"]
+    assert figures["sources"] == {"EUR-USD": "oanda", "USD-BRL": "sim", "USD-JPY": "oanda"}

@@ -131,6 +131,14 @@ class OandaStandIn:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def env(self) -> dict[str, str]:
+        """The settings, as environment variables, of an extract reading this stand-in."""
+        return {
+            "QUOTESTREAM_OANDA_STREAM_URL": self.url,
+            "QUOTESTREAM_OANDA_ACCOUNT_ID": self.account,
+            "QUOTESTREAM_OANDA_TOKEN": self.token,
+        }
+
     def start(self) -> OandaStandIn:
         self._thread.start()
         return self
