@@ -170,7 +170,9 @@ class SourceChain:
         if now >= state.next_probe_ms:
             back_from = state.fallback_newest_ms + 1 if state.fallback_newest_ms else start_ms
             try:
-                quotes = list(primary.source.history(pair, min(back_from, start_ms), end_ms))
+                # From the fallback's newest instant on, whichever clock stamped it.
+                served = primary.source.history(pair, min(back_from, start_ms), end_ms)
+                quotes = _since(served, back_from)
             except SourceUnavailable:
                 quotes = []
             if quotes:
