@@ -259,18 +259,17 @@ def loads_json(text: str) -> Any:
 
 def is_event_ts(text: object) -> bool:
     """Whether `text` is an event_ts the gate accepts (RFC 3339 UTC with milliseconds)."""
+    return event_ms_of(text) is not None
+
+
+def event_ms_of(text: object) -> int | None:
+    """An event_ts the gate accepts as epoch milliseconds; None for any other value."""
     if not isinstance(text, str):
-        return False
+        return None
     try:
-        _parse_timestamp(text)
+        return _parse_timestamp(text)
     except InvalidQuote:
-        return False
-    return True
-
-
-def event_ms(text: str) -> int:
-    """An event_ts the gate accepts (is_event_ts) as epoch milliseconds."""
-    return _parse_timestamp(text)
+        return None
 
 
 def _parse_timestamp(text: str) -> int:

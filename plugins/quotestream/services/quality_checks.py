@@ -19,7 +19,7 @@ from quotestream.domain.ledger import Bar
 from quotestream.domain.pairs import PAIR_CATALOG, cross_legs, ticks_per_s
 from quotestream.domain.quote import format_ts, now_ms, to_ms
 from quotestream.domain.thresholds import QualityThresholds
-from quotestream.domain.validation import event_ms, is_event_ts
+from quotestream.domain.validation import event_ms_of
 from quotestream.ports import QuoteSource
 from quotestream.ports.queries import (
     MidMoves,
@@ -166,8 +166,8 @@ def _reconciliation_of(interval: CheckedInterval, pair: str) -> CheckResult:
 def _served_elsewhere(spans: list[ServedSpan], served: Mapping[str, str]) -> bool:
     """Whether a quote of the API's history is of a span another source served; one whose
     event time the gate would refuse is in none (it counts, as it always did)."""
-    event_ts = served.get("event_ts")
-    return is_event_ts(event_ts) and served_elsewhere_at(spans, event_ms(str(event_ts)))
+    moment = event_ms_of(served.get("event_ts"))
+    return moment is not None and served_elsewhere_at(spans, moment)
 
 
 def _bid_not_above_ask(interval: CheckedInterval) -> list[CheckResult]:

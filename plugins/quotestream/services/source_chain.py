@@ -16,10 +16,10 @@ extract's keyed state), so every worker that fetches the pair judges it alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from typing import NamedTuple
 
-from quotestream.domain.validation import event_ms, is_event_ts
+from quotestream.domain.validation import event_ms_of
 from quotestream.ports import QuoteSource
 from quotestream.ports.sources import QuoteStream, SourceUnavailable
 
@@ -44,14 +44,7 @@ class ChainState:
     failed_fetches: int = 0
 
     def as_tuple(self) -> tuple[int, ...]:
-        return (
-            self.active,
-            self.missing_since_ms,
-            self.unserved_from_ms,
-            self.next_probe_ms,
-            self.fallback_newest_ms,
-            self.failed_fetches,
-        )
+        return astuple(self)
 
 
 class Window(NamedTuple):
@@ -100,6 +93,7 @@ class SourceChain:
         if not 1 <= len(links) <= 2:
             raise ValueError(f"a chain is a primary and at most one fallback, not {len(links)}")
         self.links = list(links)
+        self._fallback = self.links[FALLBACK] if len(self.links) > 1 else None
         self._failover_after_ms = failover_after_ms
         self._probe_every_ms = probe_every_ms
 
@@ -109,7 +103,7 @@ class SourceChain:
 
     def fetch(self, pair: str, window: Window, state: ChainState) -> Fetched:
         """The quotes of `pair` in `window` from the source `state` says, or the next one."""
-        if state.active == FALLBACK and len(self.links) > 1:
+        if state.active == FALLBACK and self._fallback is not None:
             fetched = self._on_fallback(pair, window, state)
         else:
             fetched = self._on_primary(pair, window, state)
@@ -129,7 +123,7 @@ class SourceChain:
         if quotes:
             self._trim_fallback(pair, start_ms)
             return Fetched(quotes, ChainState())
-        if len(self.links) == 1:
+        if self._fallback is None:
             return Fetched(quotes, state)
         silent = _missing(state, now, start_ms)
         if not self._overdue(silent, now):
@@ -137,7 +131,9 @@ class SourceChain:
         return self._fail_over(pair, silent, window, "silent", None)
 
     def _overdue(self, state: ChainState, now: int) -> bool:
-        return len(self.links) > 1 and now - state.missing_since_ms >= self._failover_after_ms
+        return (
+            self._fallback is not None and now - state.missing_since_ms >= self._failover_after_ms
+        )
 
     def _fail_over(
         self,
@@ -193,8 +189,8 @@ class SourceChain:
     def _trim_fallback(self, pair: str, before_ms: int) -> None:
         """A stream fallback forgets what it received before the primary's window: it will
         never be asked for it. Asking also keeps it connected, ready to take over."""
-        if len(self.links) > 1 and isinstance(self.links[FALLBACK].source, QuoteStream):
-            list(self.links[FALLBACK].source.history(pair, before_ms, before_ms))
+        if self._fallback is not None and isinstance(self._fallback.source, QuoteStream):
+            list(self._fallback.source.history(pair, before_ms, before_ms))
 
     def close(self) -> None:
         for link in self.links:
@@ -209,13 +205,13 @@ def _since(quotes: Iterable[dict[str, str]], start_ms: int) -> list[dict[str, st
     return [
         quote
         for quote in quotes
-        if not is_event_ts(quote.get("event_ts")) or event_ms(quote["event_ts"]) >= start_ms
+        if (moment := event_ms_of(quote.get("event_ts"))) is None or moment >= start_ms
     ]
 
 
 def _served(state: ChainState, quotes: list[dict[str, str]]) -> ChainState:
     """The state once the fallback served `quotes`: its newest event time kept."""
-    times = [event_ms(q["event_ts"]) for q in quotes if is_event_ts(q.get("event_ts"))]
+    times = [moment for q in quotes if (moment := event_ms_of(q.get("event_ts"))) is not None]
     return replace(state, fallback_newest_ms=max([state.fallback_newest_ms, *times]))
 
 

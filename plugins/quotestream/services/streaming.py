@@ -145,8 +145,9 @@ class StreamingService:
         if self._sources is None:
             return
         latest = self._sources.views.latest_per_pair(now_ms - 86_400_000, now_ms - 3_600_000)
-        report.figures["sources"] = {pair: row.source for pair, row in sorted(latest.items())}
-        for pair, row in sorted(latest.items()):
+        by_pair = sorted(latest.items())
+        report.figures["sources"] = {pair: row.source for pair, row in by_pair}
+        for pair, row in by_pair:
             since = row.source_since_ms
             if row.source == self._sources.primary or since is None:
                 continue
