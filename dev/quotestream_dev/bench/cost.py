@@ -9,10 +9,15 @@ consumer does to the same corpus: gate, row, dead-letter row. Each cost is margi
 the whole corpus less that of a tenth of it, per quote, the least of REPEATS runs each, after a
 run that warms up; more rounds when a busy machine blurs the difference), so the pipeline's
 start-up is not in it.
+
+Then what BigQuery bills to ingest a million quote rows of the corpus's mean size, with each
+writer the load can use: legacy streaming inserts (insertAll, what the adapter calls today) and
+the Storage Write API, at Google's list prices below.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
@@ -31,6 +36,22 @@ REPEATS = 2
 MAX_ROUNDS = 5
 # The quote rates the vCPU estimate is printed for.
 RATES = (1_000, 10_000, 100_000)
+
+# BigQuery's ingest list prices, from the "Data ingestion pricing" table of Google's BigQuery
+# pricing page, checked 2026-12-07. They change, and vary by location: check the page before
+# quoting the figures. Its MiB, GiB and TiB are binary, and so is the KB taken here.
+PRICING_URL = "https://cloud.google.com/bigquery/pricing#data_ingestion_pricing"
+PRICES_CHECKED = "2026-12-07"
+# Streaming inserts (tabledata.insertAll): "$0.01 per 200 MiB"; "Individual rows are
+# calculated using a 1 KB minimum", so a row smaller than that is billed as 1 KB.
+INSERT_ALL_USD_PER_200_MIB = 0.01
+INSERT_ALL_MIN_ROW_BYTES = 1024
+# The Storage Write API: "$0.025 per 1 GiB. The first 2 TiB per month are free."
+STORAGE_WRITE_USD_PER_GIB = 0.025
+STORAGE_WRITE_FREE_TIB_A_MONTH = 2
+MIB, GIB, TIB = 2**20, 2**30, 2**40
+MILLION = 1_000_000  # the ingest cost is per million quotes
+MONTH_S = 30 * 24 * 3600  # a 30-day month, to put the free tier in quotes/s
 
 
 class CountingWarehouse:
@@ -103,7 +124,54 @@ def run(count: int) -> int:
     print("\n  vCPUs the load's transforms need (busy at 100 %; add headroom and the clients'):")
     for rate in RATES:
         print(f"  {rate:>9,} quotes/s   {rate * per_quote:6.2f} vCPU")
+    print_ingest_cost(backlog)
     return 0
+
+
+def quote_row_bytes(corpus: Backlog) -> float:
+    """Mean size of the corpus's quote rows, built as the load builds them (the gate, then
+    quote_row), as compact UTF-8 JSON: the form the adapter hands to insertAll."""
+    from quotestream_dev.bench.plain_loop import gated_rows
+
+    rows, _ = gated_rows(
+        (data, attributes, f"m{index}") for index, (data, attributes) in enumerate(corpus.messages)
+    )
+    return sum(len(json.dumps(row, separators=(",", ":")).encode()) for row in rows) / len(rows)
+
+
+def insert_all_usd(row_bytes: float) -> float:
+    """USD per million quotes with legacy streaming inserts: each row billed at least 1 KB."""
+    billed = max(row_bytes, INSERT_ALL_MIN_ROW_BYTES)
+    return MILLION * billed / (200 * MIB) * INSERT_ALL_USD_PER_200_MIB
+
+
+def storage_write_usd(row_bytes: float) -> float:
+    """USD per million quotes with the Storage Write API, past its monthly free tier."""
+    return MILLION * row_bytes / GIB * STORAGE_WRITE_USD_PER_GIB
+
+
+def print_ingest_cost(corpus: Backlog) -> None:
+    row_bytes = quote_row_bytes(corpus)
+    free_quotes = STORAGE_WRITE_FREE_TIB_A_MONTH * TIB / row_bytes
+    print(
+        f"\n  BigQuery ingest, USD per million quotes (a quote row: {row_bytes:,.0f} bytes as "
+        f"JSON, the mean of {len(corpus.quote_ids):,}):"
+    )
+    print(
+        f"  {'legacy streaming inserts (insertAll)':<38} {insert_all_usd(row_bytes):>8.4f}   "
+        f"${INSERT_ALL_USD_PER_200_MIB} per 200 MiB, each row billed as at least "
+        f"{INSERT_ALL_MIN_ROW_BYTES // 1024} KB"
+    )
+    print(
+        f"  {'Storage Write API':<38} {storage_write_usd(row_bytes):>8.4f}   "
+        f"${STORAGE_WRITE_USD_PER_GIB} per GiB"
+    )
+    print(
+        f"  the Storage Write API's first {STORAGE_WRITE_FREE_TIB_A_MONTH} TiB a month are free: "
+        f"about {free_quotes / 1e9:,.1f} billion quotes, {free_quotes / MONTH_S:,.0f} quotes/s "
+        "all month"
+    )
+    print(f"  prices: {PRICING_URL} (list prices, checked {PRICES_CHECKED}; they vary by location)")
 
 
 def _marginal_cpu(
