@@ -89,8 +89,12 @@ def pubsub_emulator(logs_dir: Path) -> Iterator[ServiceProcess]:
 def bigquery_emulator(
     logs_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
-    """The BigQuery emulator, once per session; BIGQUERY_EMULATOR_HOST points at it."""
-    from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
+    """The BigQuery emulator, once per session; BIGQUERY_EMULATOR_HOST and
+    BIGQUERY_STORAGE_EMULATOR_HOST point at it."""
+    from quotestream.adapters.local.bigquery_emulator import (
+        emulator_environment,
+        start_bigquery_emulator,
+    )
 
     emulator = start_bigquery_emulator(
         REPO,
@@ -99,16 +103,18 @@ def bigquery_emulator(
         tmp_path_factory.mktemp("bigquery-data"),
         project="quotestream-test",
     )
-    previous = os.environ.get("BIGQUERY_EMULATOR_HOST")
-    os.environ["BIGQUERY_EMULATOR_HOST"] = f"http://{emulator.address}"
+    environment = emulator_environment(emulator)
+    previous = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
     try:
         yield emulator
     finally:
         emulator.stop()
-        if previous is None:
-            os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
-        else:
-            os.environ["BIGQUERY_EMULATOR_HOST"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 SEED = 777

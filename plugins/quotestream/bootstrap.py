@@ -26,6 +26,7 @@ from quotestream.ports import (
     Warehouse,
 )
 from quotestream.ports.queries import AccountingQueries, ResumePoints, StoredRowLookups
+from quotestream.ports.writes import TableWriter
 from quotestream.services.accounting import AccountingService
 from quotestream.services.backfill import BackfillService
 from quotestream.services.provision import ProvisionService
@@ -124,6 +125,31 @@ def build_messaging_admin(settings: Settings) -> MessagingAdmin:
 
 def build_warehouse(settings: Settings) -> Warehouse:
     return _bigquery_warehouse(settings)
+
+
+def build_table_writer(settings: Settings) -> TableWriter:
+    """The load's writer, as `bigquery_writer` chooses (ports/writes.py says what each
+    guarantees)."""
+    from quotestream.adapters.gcp.bigquery_write import (
+        InsertAllTableWriter,
+        StorageWriteTableWriter,
+    )
+    from quotestream.domain.schemas import LOADED_TABLES
+
+    if settings.bigquery_writer == "insert_all":
+        return InsertAllTableWriter(_bigquery_warehouse(settings))
+    _require_emulator(
+        settings, "BIGQUERY_STORAGE_EMULATOR_HOST", settings.bigquery_storage_emulator_host
+    )
+    return StorageWriteTableWriter(
+        settings.project,
+        settings.dataset,
+        LOADED_TABLES,
+        credentials=google_access(settings, "bigquery").credentials,
+        emulator_host=(
+            settings.bigquery_storage_emulator_host if settings.target == "local" else None
+        ),
+    )
 
 
 def build_stored_row_lookups(settings: Settings) -> StoredRowLookups:

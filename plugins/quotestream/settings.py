@@ -105,6 +105,30 @@ class Settings(BaseSettings):
         ),
     ] = 60
     bigquery_location: str = "US"
+    bigquery_writer: Annotated[
+        Literal["storage_write", "insert_all"],
+        Field(
+            description=(
+                "How the load writes BigQuery: `storage_write` appends to committed streams of "
+                "the Storage Write API at offsets the job keeps in its state (exactly once, "
+                "and an eighth of the price or free); `insert_all` uses legacy streaming "
+                "inserts, whose insert-id dedup lasts about a minute. Locally the BigQuery "
+                "emulator serves both (`BIGQUERY_STORAGE_EMULATOR_HOST` names its gRPC port)."
+            ),
+        ),
+    ] = "storage_write"
+    bigquery_write_shards: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=64,
+            description=(
+                "Shards each of the load's tables is written in: each shard appends to its own "
+                "stream, one batch at a time, so this bounds how many appends of a table run "
+                "at once on Dataflow."
+            ),
+        ),
+    ] = 4
 
     # Locally `local up` writes it; on gcp it must be the Cloud Run service's URL (the
     # deploy DAG prints it): the jobs, backfill and reconciliation call it.
@@ -472,3 +496,8 @@ class Settings(BaseSettings):
     def bigquery_emulator_host(self) -> str | None:
         """A URL such as http://127.0.0.1:9050; the BigQuery client is pointed at it."""
         return os.environ.get("BIGQUERY_EMULATOR_HOST") or None
+
+    @property
+    def bigquery_storage_emulator_host(self) -> str | None:
+        """host:port of the BigQuery emulator's gRPC server (its Storage Write API)."""
+        return os.environ.get("BIGQUERY_STORAGE_EMULATOR_HOST") or None

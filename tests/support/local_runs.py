@@ -87,7 +87,7 @@ def run_own_stack_command(*args: str, timeout: float) -> tuple[int, str]:
 
 def own_stack_env() -> dict[str, str]:
     """This environment without what points at other emulators: the command starts its own."""
-    dropped = ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")
+    dropped = ("PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "BIGQUERY_STORAGE_EMULATOR_HOST")
     return {
         key: value
         for key, value in os.environ.items()

@@ -11,7 +11,10 @@ def start_emulators(work: Path, repo_root: Path, services: list[ServiceProcess])
     """Starts the Pub/Sub and BigQuery emulators, adding each to `services` as it starts (the
     caller stops them, even when the second fails); returns the environment that targets
     them, without a project."""
-    from quotestream.adapters.local.bigquery_emulator import start_bigquery_emulator
+    from quotestream.adapters.local.bigquery_emulator import (
+        emulator_environment,
+        start_bigquery_emulator,
+    )
     from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
 
     pubsub = start_pubsub_emulator(free_port(), work / "pubsub.log")
@@ -22,7 +25,7 @@ def start_emulators(work: Path, repo_root: Path, services: list[ServiceProcess])
     services.append(bigquery)
     return {
         "PUBSUB_EMULATOR_HOST": pubsub.address,
-        "BIGQUERY_EMULATOR_HOST": f"http://{bigquery.address}",
+        **emulator_environment(bigquery),
         "QUOTESTREAM_TARGET": "local",
         # The emulator cannot dead-letter from an ordered subscription.
         "QUOTESTREAM_MESSAGE_ORDERING": "false",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -13,12 +15,22 @@ from apache_beam.pvalue import PBegin, PCollection
 from quotestream.beam.bars import OneMinuteBars, bar_row_id
 from quotestream.beam.messages import RawMessage
 from quotestream.beam.parse import DEAD_LETTER, QUOTES, ParseQuotes
-from quotestream.beam.sinks import REJECTED, WRITTEN, LookupsFactory, WarehouseFactory, WriteRows
+from quotestream.beam.sinks import (
+    DEFAULT_SHARDS,
+    REJECTED,
+    WRITTEN,
+    LookupsFactory,
+    TableRows,
+    TableWriterFactory,
+    WriteRows,
+    quote_written_from,
+)
 from quotestream.domain.quote import Quote, now_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
 from quotestream.domain.schemas import QUOTES as QUOTES_TABLE
 from quotestream.ports import QuoteSource
+from quotestream.ports.queries import StoredRowLookups
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +51,15 @@ class LoadQuotes(beam.PTransform[Any, Any]):
 
     def __init__(
         self,
-        warehouse_factory: WarehouseFactory,
+        writer_factory: TableWriterFactory,
         lookups_factory: LookupsFactory,
         allowed_lateness_s: int = 300,
         pairs: Sequence[str] | None = None,
         max_quote_age_ms: int | None = None,
+        shards: int = DEFAULT_SHARDS,
     ) -> None:
         super().__init__()
-        self._factory = warehouse_factory
+        self._writers = _Writers(writer_factory, lookups_factory, shards)
         self._lookups_factory = lookups_factory
         self._allowed_lateness_s = allowed_lateness_s
         self._pairs = pairs
@@ -55,17 +68,15 @@ class LoadQuotes(beam.PTransform[Any, Any]):
     def expand(self, messages: PCollection[Any]) -> dict[str, Any]:
         parsed = messages | "ParseQuotes" >> ParseQuotes(self._pairs, self._max_quote_age_ms)
         quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(_quote_row)
-        quotes = quote_rows | "WriteQuotes" >> WriteRows(
-            QUOTES_TABLE.name, self._factory, _event_id, lookups_factory=self._lookups_factory
-        )
+        quotes = quote_rows | "WriteQuotes" >> self._writers.of(QUOTE_ROWS)
         bar_rows = parsed[QUOTES] | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
-        bars = bar_rows | "WriteBars" >> WriteRows(QUOTE_BARS_1M.name, self._factory, bar_row_id)
-        _ = bars[REJECTED] | "DeadLetterRejectedBars" >> WriteDeadLetters(self._factory)
+        bars = bar_rows | "WriteBars" >> self._writers.of(BAR_ROWS)
+        _ = bars[REJECTED] | "DeadLetterRejectedBars" >> WriteDeadLetters(self._writers)
         stored = {
             "Quotes": quotes[WRITTEN],
-            "DeadLetters": parsed[DEAD_LETTER] | "DeadLetter" >> WriteDeadLetters(self._factory),
+            "DeadLetters": parsed[DEAD_LETTER] | "DeadLetter" >> WriteDeadLetters(self._writers),
             "RejectedQuotes": quotes[REJECTED]
-            | "DeadLetterRejectedQuotes" >> WriteDeadLetters(self._factory),
+            | "DeadLetterRejectedQuotes" >> WriteDeadLetters(self._writers),
         }
         return {
             QUOTES_TABLE.name: quote_rows,
@@ -78,14 +89,12 @@ class WriteDeadLetters(beam.PTransform[Any, Any]):
     """Dead-letter rows -> those written. One BigQuery refuses is logged and left
     unacknowledged: Pub/Sub delivers its message again, then dead-letters it to its topic."""
 
-    def __init__(self, warehouse_factory: WarehouseFactory) -> None:
+    def __init__(self, writers: _Writers) -> None:
         super().__init__()
-        self._factory = warehouse_factory
+        self._writers = writers
 
     def expand(self, rows: PCollection[Any]) -> PCollection[Any]:
-        written = rows | "Write" >> WriteRows(
-            QUOTES_DEAD_LETTER.name, self._factory, dead_letter_row_id
-        )
+        written = rows | "Write" >> self._writers.of(DEAD_LETTER_ROWS)
         _ = written[REJECTED] | "LogUnwritable" >> beam.Map(_log_unwritable)
         return written[WRITTEN]
 
@@ -95,8 +104,43 @@ def _quote_row(quote: Quote) -> Any:
     return quote_row(quote, now_ms())
 
 
-def _event_id(row: dict[str, Any]) -> str:
+def _event_id(row: Mapping[str, Any]) -> str:
     return str(row["event_id"])
+
+
+def _stored_quotes(lookups: StoredRowLookups, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    return lookups.stored_quote_ids({_event_id(row): _moment(row["event_ts"]) for row in rows})
+
+
+def _stored_dead_letters(
+    lookups: StoredRowLookups, rows: Sequence[Mapping[str, Any]]
+) -> set[str]:
+    return lookups.stored_dead_letter_ids([dead_letter_row_id(row) for row in rows])
+
+
+def _stored_bars(lookups: StoredRowLookups, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    return lookups.stored_bar_ids([bar_row_id(row) for row in rows])
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+QUOTE_ROWS = TableRows(QUOTES_TABLE.name, _event_id, _stored_quotes, quote_written_from)
+BAR_ROWS = TableRows(QUOTE_BARS_1M.name, bar_row_id, _stored_bars)
+DEAD_LETTER_ROWS = TableRows(QUOTES_DEAD_LETTER.name, dead_letter_row_id, _stored_dead_letters)
+
+
+@dataclass(frozen=True)
+class _Writers:
+    """The one writer and lookups every table's WriteRows of a load uses."""
+
+    writer_factory: TableWriterFactory
+    lookups_factory: LookupsFactory
+    shards: int
+
+    def of(self, rows: TableRows) -> WriteRows:
+        return WriteRows(rows, self.writer_factory, self.lookups_factory, self.shards)
 
 
 def _log_unwritable(row: dict[str, Any]) -> None:

@@ -102,12 +102,13 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         edge = load_edge(settings, subscription)
         messages = edge.read(pipeline)
     loaded = messages | "LoadQuotes" >> LoadQuotes(
-        partial(bootstrap.build_warehouse, settings),
+        partial(bootstrap.build_table_writer, settings),
         partial(bootstrap.build_stored_row_lookups, settings),
         custom.allowed_lateness_s,
         settings.pairs,
         # History has no freshness horizon: the backfill exists to load it.
         max_quote_age_ms=None if backfill else settings.max_quote_age_s * 1000,
+        shards=settings.bigquery_write_shards,
     )
     if not backfill:
         edge.settle(loaded[STORED])

@@ -1,5 +1,16 @@
-"""Writing rows through the Warehouse port: insert ids we choose, and every row BigQuery
-rejects comes back as a dead-letter row with BigQuery's reason, never vanishes."""
+"""Writing rows through the TableWriter port, once each: every row BigQuery refuses comes back
+as a dead-letter row with BigQuery's reason, never vanishes.
+
+Rows are batched, split by shard (a hash of the row's id, so copies of a row meet in one
+shard), and each shard's batch is written by a stateful step that keeps, in Beam state:
+- the shard's position (its Storage Write stream and next offset): Dataflow hands a retried
+  bundle the same batch, from the shuffle before the step, and the state as it was, so the
+  batch is appended at the same offset and found there (ports/writes.py);
+- the ids the shard wrote in the last REMEMBER_MS, so a copy of a row that comes soon after
+  it (a quote published twice, a message delivered again) is not written twice.
+A copy that comes later, or after the job restarted with state it does not have, is looked up
+in BigQuery, by the batch's own ids: bounded by the batch, however far apart its times.
+"""
 
 from __future__ import annotations
 
@@ -7,142 +18,244 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
 import requests
+from apache_beam.coders import PickleCoder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from google.api_core.exceptions import GoogleAPICallError, RetryError
 
 from quotestream.beam.parse import NAMESPACE
 from quotestream.domain.quote import now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row, refused_row_id
-from quotestream.ports import Warehouse
+from quotestream.domain.validation import FUTURE_TOLERANCE_MS
 from quotestream.ports.queries import StoredRowLookups
+from quotestream.ports.writes import NEW, Position, PositionLost, TableWriter
 
 WRITTEN = "written"
 REJECTED = "rejected"
-WarehouseFactory = Callable[[], Warehouse]
+TableWriterFactory = Callable[[], TableWriter]
 LookupsFactory = Callable[[], StoredRowLookups]
-# BigQuery forgets an insert id about a minute after the first insert, which came no earlier
-# than the row's time: a copy of a younger row is left to that (best-effort) dedup, while an
-# older one (a redelivery, a client's retry, a relay publish that timed out but went through,
-# a catch-up) may follow a first insert BigQuery no longer remembers, so it is looked up.
-INSERT_ID_TRUSTED_MS = 30_000
+# How long a shard remembers what it wrote. A row whose first write may be older (a quote
+# published long ago, or before this job's state began) is looked up instead.
+REMEMBER_MS = 30_000
+DEFAULT_SHARDS = 4
 
 log = logging.getLogger(__name__)
-# A warehouse away or overloaded; BigQuery's refusals of single rows come back as row errors.
+# A warehouse away or overloaded; BigQuery's refusals of single rows come back as refused.
 TRANSIENT = (GoogleAPICallError, RetryError, ConnectionError, requests.ConnectionError)
 
 
-class InsertRowsFn(beam.DoFn):
+@dataclass(frozen=True)
+class TableRows:
+    """What the writer knows of one table's rows: how each is named, how to find which are
+    stored already, and (for rows that carry it) the earliest their first write can have
+    been: a quote is written no earlier than its event time, less the gate's tolerance for
+    clocks ahead."""
+
+    table: str
+    row_id: Callable[[Mapping[str, Any]], str]
+    stored: Callable[[StoredRowLookups, Sequence[Mapping[str, Any]]], set[str]]
+    first_written_from: Callable[[Mapping[str, Any]], int] | None = None
+
+
+def quote_written_from(row: Mapping[str, Any]) -> int:
+    return to_ms(_moment(row["event_ts"])) - FUTURE_TOLERANCE_MS
+
+
+@dataclass
+class ShardState:
+    """One shard's Beam state: where it writes next, when this job's state for it began, and
+    the ids it wrote lately (id -> when)."""
+
+    position: Position = NEW
+    born_ms: int = 0
+    recent: dict[str, int] = field(default_factory=dict)
+
+    def forget_before(self, moment_ms: int) -> None:
+        self.recent = {row_id: at for row_id, at in self.recent.items() if at >= moment_ms}
+
+
+SHARD_STATE = ReadModifyWriteStateSpec("shard", PickleCoder())
+
+
+class WriteShardFn(beam.DoFn):
+    """(shard, batch) -> the batch's rows now stored (`written`), or their dead-letter rows
+    (`rejected`) for what BigQuery refused."""
+
     def __init__(
-        self,
-        table: str,
-        warehouse_factory: WarehouseFactory,
-        row_id: Callable[[Any], str],
-        lookups_factory: LookupsFactory | None = None,
+        self, rows: TableRows, writer_factory: TableWriterFactory, lookups_factory: LookupsFactory
     ) -> None:
-        self._table = table
-        self._factory = warehouse_factory
-        self._row_id = row_id
+        self._rows = rows
+        self._table = rows.table
+        self._writer_factory = writer_factory
         self._lookups_factory = lookups_factory
-        self.written = Metrics.counter(NAMESPACE, f"written_{table}")
-        self.rejected = Metrics.counter(NAMESPACE, f"rejected_{table}")
-        self.already_stored = Metrics.counter(NAMESPACE, f"already_stored_{table}")
+        self.written = Metrics.counter(NAMESPACE, f"written_{rows.table}")
+        self.rejected = Metrics.counter(NAMESPACE, f"rejected_{rows.table}")
+        self.already_stored = Metrics.counter(NAMESPACE, f"already_stored_{rows.table}")
+        self.written_again = Metrics.counter(NAMESPACE, f"written_again_{rows.table}")
 
     def setup(self) -> None:
-        self._warehouse = self._factory()
-        self._lookups = self._lookups_factory() if self._lookups_factory else None
+        self._writer = self._writer_factory()
+        self._lookups = self._lookups_factory()
 
-    def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
-        # A warehouse that does not answer is waited for here rather than failing the bundle
-        # (the local runner would end the job): each attempt decides anew which rows to look
-        # up, so a row whose insert id BigQuery forgot while we waited is looked up too.
-        for attempt in itertools.count():
-            try:
-                stored, inserted, errors = self._insert_new(batch)
-                break
-            except TRANSIENT as error:
-                pause = min(2.0**attempt, 30.0)
-                log.warning("writing %s failed, again in %.0f s: %s", self._table, pause, error)
-                time.sleep(pause)
-        self.already_stored.inc(len(stored))
-        yield from stored
-        self.written.inc(len(inserted) - len(errors))
-        self.rejected.inc(len(errors))
-        refused = {error["index"]: error for error in errors}
-        for index, row in enumerate(inserted):
+    def process(
+        self,
+        element: tuple[int, list[dict[str, Any]]],
+        state: Any = beam.DoFn.StateParam(SHARD_STATE),
+    ) -> Iterator[Any]:
+        _shard, batch = element
+        now = now_ms()
+        shard: ShardState = state.read() or ShardState(born_ms=now)
+        shard.forget_before(now - REMEMBER_MS)
+        ids = [self._rows.row_id(row) for row in batch]
+        stored = self._stored_already(batch, ids, shard, now)
+        fresh = [index for index, row_id in enumerate(ids) if row_id not in stored]
+        refused = self._write(batch, ids, fresh, shard, stored)
+        for index in fresh:
+            if index not in refused:
+                shard.recent[ids[index]] = now
+        state.write(shard)
+        self.already_stored.inc(len(batch) - len(fresh))
+        self.written.inc(len(fresh) - len(refused))
+        self.rejected.inc(len(refused))
+        for index, row in enumerate(batch):
             if index in refused:
-                yield TaggedOutput(REJECTED, self._dead_letter(row, refused[index]))
+                yield TaggedOutput(REJECTED, self._dead_letter(row, ids[index], refused[index]))
             else:
                 yield row
 
-    def _insert_new(
-        self, batch: list[dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Inserts the rows not stored yet: (those found stored, those inserted, BigQuery's
-        per-row errors indexed over the inserted). Only rows BigQuery refuses become dead
-        letters."""
-        stored = self._stored_earlier(batch)
-        skipped = {id(row) for row in stored}
-        inserted = [row for row in batch if id(row) not in skipped]
-        if not inserted:
-            return stored, [], []
-        row_ids = [self._row_id(row) for row in inserted]
-        errors = self._warehouse.insert_rows(self._table, inserted, row_ids)
-        return stored, inserted, errors
-
-    def _stored_earlier(self, batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The quote rows old enough that BigQuery's insert-id dedup may have forgotten them,
-        that are stored: a quote may be published again long after its first insert. (A
-        message delivered again is settled at the source, before it gets here.)
-
-        The lookup asks for the batch's own event ids, just before the insert: what it costs
-        and returns is bounded by the batch however far apart its event times are, and
-        nothing outlives the batch. A copy another writer (a Dataflow worker) inserts after
-        the lookup is inserted less than a minute before ours, so BigQuery's insert-id dedup
-        takes ours. (The backfill's inserts have no insert id: a backfill of an hour the load
-        is still catching up on can race it.)"""
-        if self._lookups is None:
-            return []
-        now = now_ms()
-        old = {
-            str(row["event_id"]): moment
-            for row in batch
-            if now - to_ms(moment := _moment(row["event_ts"])) > INSERT_ID_TRUSTED_MS
-        }
-        if not old:
-            return []
-        stored_ids = self._lookups.stored_quote_ids(old)
-        stored = [row for row in batch if row["event_id"] in stored_ids]
-        log.info(
-            "%s: looked up %d of %d rows, older than %d s: %d stored already (published again "
-            "or redelivered), not inserted again",
-            self._table,
-            len(old),
-            len(batch),
-            INSERT_ID_TRUSTED_MS // 1000,
-            len(stored),
-        )
+    def _stored_already(
+        self, batch: list[dict[str, Any]], ids: list[str], shard: ShardState, now: int
+    ) -> set[str]:
+        """The ids of the batch already stored: a second copy within the batch, what the
+        shard remembers writing, and what a lookup finds of the rows the shard's memory
+        cannot vouch for (first written, if ever, before it began or before it forgets)."""
+        stored: set[str] = set()
+        seen: set[str] = set()
+        for row_id in ids:
+            if row_id in seen or row_id in shard.recent:
+                stored.add(row_id)
+            seen.add(row_id)
+        written_from = self._rows.first_written_from
+        if written_from is None:
+            return stored
+        trusted_from = max(shard.born_ms, now - REMEMBER_MS)
+        unsure = [
+            row
+            for row, row_id in zip(batch, ids, strict=True)
+            if row_id not in stored and written_from(row) < trusted_from
+        ]
+        if unsure:
+            found = self._look_up(unsure)
+            log.info(
+                "%s: looked up %d of %d rows, possibly written before this shard's memory: "
+                "%d stored already (published again or redelivered), not written again",
+                self._table,
+                len(unsure),
+                len(batch),
+                len(found),
+            )
+            stored |= found
         return stored
 
-    def _dead_letter(self, row: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
+    def _write(
+        self,
+        batch: list[dict[str, Any]],
+        ids: list[str],
+        fresh: list[int],
+        shard: ShardState,
+        stored: set[str],
+    ) -> dict[int, list[dict[str, Any]]]:
+        """Writes the `fresh` rows at the shard's position and moves it on; returns BigQuery's
+        refusals by index in the batch. Trims `fresh` (and grows `stored`) with what a lost
+        position's lookup finds stored."""
+        for attempt in itertools.count():
+            rows = [batch[index] for index in fresh]
+            try:
+                written = self._writer.write(
+                    self._table, rows, [ids[index] for index in fresh], shard.position
+                )
+            except PositionLost as lost:
+                self._settle_by_lookup(rows, ids, fresh, stored, str(lost))
+                shard.position = NEW
+                continue
+            except TRANSIENT as error:
+                # Waited for here rather than failing the bundle (the local runner would end
+                # the job); the same rows go again to the same position.
+                pause = min(2.0**attempt, 30.0)
+                log.warning("writing %s failed, again in %.0f s: %s", self._table, pause, error)
+                time.sleep(pause)
+                continue
+            if not written.again:
+                break
+            # A retried batch found at its offset. ALREADY_EXISTS does not say which rows the
+            # first attempt left out as refused: those are not stored, and are written anew
+            # (and refused again, with BigQuery's reason) on a stream of their own.
+            self.written_again.inc(len(rows))
+            missing = self._settle_by_lookup(rows, ids, fresh, stored, "written already")
+            if not missing:
+                break
+            shard.position = NEW
+        shard.position = written.next
+        return {fresh[index]: errors for index, errors in written.refused.items()}
+
+    def _settle_by_lookup(
+        self,
+        rows: list[dict[str, Any]],
+        ids: list[str],
+        fresh: list[int],
+        stored: set[str],
+        why: str,
+    ) -> int:
+        """Moves what BigQuery holds of `rows` from `fresh` to `stored`; returns how many are
+        left to write."""
+        found = self._look_up(rows)
+        stored |= found
+        fresh[:] = [index for index in fresh if ids[index] not in found]
+        if len(found) < len(rows):
+            log.warning(
+                "%s: %s; %d of the batch's %d rows found stored, the rest written to a new "
+                "stream",
+                self._table,
+                why,
+                len(found),
+                len(rows),
+            )
+        return len(fresh)
+
+    def _look_up(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        for attempt in itertools.count():
+            try:
+                return self._rows.stored(self._lookups, rows)
+            except TRANSIENT as error:
+                pause = min(2.0**attempt, 30.0)
+                log.warning("looking up %s failed, again in %.0f s: %s", self._table, pause, error)
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _dead_letter(
+        self, row: dict[str, Any], row_id: str, errors: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         return dead_letter_row(
             json.dumps(row, default=str).encode(),
             {"table": self._table},
             reason="bigquery_rejected",
-            error=json.dumps(error.get("errors", []), default=str),
+            error=json.dumps(errors, default=str),
             stage="bigquery_insert",
             received_ts_ms=now_ms(),
-            message_id=refused_row_id(self._table, self._row_id(row)),
+            message_id=refused_row_id(self._table, row_id),
         )
 
     def teardown(self) -> None:
-        for client in (getattr(self, "_warehouse", None), getattr(self, "_lookups", None)):
+        for client in (getattr(self, "_writer", None), getattr(self, "_lookups", None)):
             if client is not None:
                 client.close()
 
@@ -159,27 +272,40 @@ def _weight(row: dict[str, Any]) -> int:
 
 
 def _moment(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+class SplitByShard(beam.DoFn):
+    """batch -> (shard, the batch's rows of that shard), for each shard it holds."""
+
+    def __init__(self, row_id: Callable[[Mapping[str, Any]], str], shards: int) -> None:
+        self._row_id = row_id
+        self._shards = shards
+
+    def process(self, batch: list[dict[str, Any]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        for row in batch:
+            shard = zlib.crc32(self._row_id(row).encode()) % self._shards
+            by_shard.setdefault(shard, []).append(row)
+        yield from by_shard.items()
 
 
 class WriteRows(beam.PTransform[Any, Any]):
-    """Rows -> outputs `written` (rows now stored) and `rejected` (dead-letter rows for what
-    BigQuery refused).
-
-    With `lookups_factory` (for quote rows), a quote published again whose row is already
-    stored passes as written without a second insert.
-    """
+    """Rows -> outputs `written` (rows now stored, or found stored already) and `rejected`
+    (dead-letter rows for what BigQuery refused)."""
 
     def __init__(
         self,
-        table: str,
-        warehouse_factory: WarehouseFactory,
-        row_id: Callable[[Any], str],
-        lookups_factory: LookupsFactory | None = None,
+        rows: TableRows,
+        writer_factory: TableWriterFactory,
+        lookups_factory: LookupsFactory,
+        shards: int = DEFAULT_SHARDS,
         max_batch_bytes: int = 6_000_000,
     ) -> None:
         super().__init__()
-        self._insert = InsertRowsFn(table, warehouse_factory, row_id, lookups_factory)
+        self._rows = rows
+        self._write = WriteShardFn(rows, writer_factory, lookups_factory)
+        self._shards = shards
         self._max_batch_bytes = max_batch_bytes
 
     def expand(self, rows: PCollection[Any]) -> Any:
@@ -189,12 +315,13 @@ class WriteRows(beam.PTransform[Any, Any]):
             >> beam.BatchElements(
                 # Batches weighed in bytes: under BigQuery's 10 MB request limit, even with
                 # 64 KB dead-letter payloads, and a bundle's quotes (5,000 at most from a
-                # local pull, at SMALL_ROW_BYTES each) in one insert. A fixed size, so a batch
+                # local pull, at SMALL_ROW_BYTES each) in one batch. A fixed size, so a batch
                 # is what a bundle holds up to that size: Beam's adaptive sizing would start at
-                # one row per insert and fit timings with numpy, which fails on degenerate ones.
+                # one row per write and fit timings with numpy, which fails on degenerate ones.
                 min_batch_size=self._max_batch_bytes,
                 max_batch_size=self._max_batch_bytes,
                 element_size_fn=_weight,
             )
-            | "Insert" >> beam.ParDo(self._insert).with_outputs(REJECTED, main=WRITTEN)
+            | "Shard" >> beam.ParDo(SplitByShard(self._rows.row_id, self._shards))
+            | "Write" >> beam.ParDo(self._write).with_outputs(REJECTED, main=WRITTEN)
         )

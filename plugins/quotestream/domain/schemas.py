@@ -147,3 +147,6 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     DQ_RESULTS,
     DEAD_LETTER_REPLAYS,
 )
+
+# The tables the load job writes, row by row.
+LOADED_TABLES: tuple[TableSpec, ...] = (QUOTES, QUOTES_DEAD_LETTER, QUOTE_BARS_1M)

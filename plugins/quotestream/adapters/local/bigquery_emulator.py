@@ -3,13 +3,16 @@ own `emulators/bigquery/install.sh` into a venv of its own (it needs Python 3.13
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
 import subprocess
 from pathlib import Path
 
 from quotestream.adapters.local.processes import (
     EmulatorMissing,
     ServiceProcess,
+    free_port,
     http_answers,
     start_service,
 )
@@ -39,16 +42,42 @@ def start_bigquery_emulator(
     data_dir: Path,
     project: str,
     host: str = "127.0.0.1",
+    grpc_port: int | None = None,
 ) -> ServiceProcess:
-    """Start the emulator with its tables under `data_dir` and wait until it answers."""
+    """Start the emulator with its tables under `data_dir` and wait until both its REST port
+    and its gRPC port (the Storage Write API; a free one unless given) answer."""
     install_bigquery_emulator(repo_root)
-    return start_service(
+    grpc_port = grpc_port or free_port(host)
+
+    def ready() -> bool:
+        return http_answers(
+            f"http://{host}:{port}/bigquery/v2/projects/{project}/datasets"
+        ) and _listens(host, grpc_port)
+
+    service = start_service(
         "bigquery-emulator",
-        [str(emulator_dir(repo_root) / "run.sh"), str(port)],
+        [str(emulator_dir(repo_root) / "run.sh"), str(port), str(grpc_port)],
         host=host,
         port=port,
         log_path=log_path,
-        ready=lambda: http_answers(f"http://{host}:{port}/bigquery/v2/projects/{project}/datasets"),
+        ready=ready,
         env={"BIGQUERY_EMULATOR_PROJECT": project, "BIGQUERY_EMULATOR_DATA": str(data_dir)},
         timeout=120,
     )
+    return dataclasses.replace(service, grpc_port=grpc_port)
+
+
+def emulator_environment(service: ServiceProcess) -> dict[str, str]:
+    """What points the BigQuery clients at a running emulator: REST and Storage Write."""
+    return {
+        "BIGQUERY_EMULATOR_HOST": f"http://{service.address}",
+        "BIGQUERY_STORAGE_EMULATOR_HOST": service.grpc_address,
+    }
+
+
+def _listens(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True

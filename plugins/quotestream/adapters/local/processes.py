@@ -86,10 +86,16 @@ class ServiceProcess:
     host: str
     port: int
     log_path: Path
+    # A second port the service listens on (the BigQuery emulator's gRPC server).
+    grpc_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group this process leads, then SIGKILL after `timeout`."""

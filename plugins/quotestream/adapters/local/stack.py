@@ -27,7 +27,7 @@ from quotestream.adapters.local.processes import (
 from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
 
 HOST = "127.0.0.1"
-PREFERRED_PORTS = {"pubsub": 8085, "bigquery": 9050, "api": 8080}
+PREFERRED_PORTS = {"pubsub": 8085, "bigquery": 9050, "api": 8080, "bigquery-grpc": 9060}
 SERVICES = tuple(PREFERRED_PORTS)
 
 
@@ -152,8 +152,12 @@ class LocalStack:
 
     def _start_recorded(self, state: dict[str, Any], name: str, port: int) -> ServiceProcess:
         services = state.setdefault("services", {})
-        service = self._start(name, port, self._env(services, state["api_key"]))
+        # The gRPC port is kept across restarts too: running jobs write to it.
+        grpc_port = services.get(name, {}).get("grpc_port")
+        service = self._start(name, port, self._env(services, state["api_key"]), grpc_port)
         services[name] = {"pid": service.pid, "port": service.port, "log": str(service.log_path)}
+        if service.grpc_port:
+            services[name]["grpc_port"] = service.grpc_port
         self._save(state)
         return service
 
@@ -198,13 +202,20 @@ class LocalStack:
             )
         return statuses
 
-    def _start(self, name: str, port: int, env: dict[str, str]) -> ServiceProcess:
+    def _start(
+        self, name: str, port: int, env: dict[str, str], grpc_port: int | None
+    ) -> ServiceProcess:
         log_path = self.logs_dir / f"{name}.log"
         if name == "pubsub":
             return start_pubsub_emulator(port, log_path, host=HOST)
         if name == "bigquery":
             return start_bigquery_emulator(
-                self.repo_root, port, log_path, self.state_dir / "bigquery-data", self.project
+                self.repo_root,
+                port,
+                log_path,
+                self.state_dir / "bigquery-data",
+                self.project,
+                grpc_port=grpc_port or self._port("bigquery-grpc"),
             )
         return start_api_process(port, log_path, env, HOST)
 
@@ -237,6 +248,9 @@ class LocalStack:
             "GOOGLE_CLOUD_PROJECT": self.project,
             "PUBSUB_EMULATOR_HOST": f"{HOST}:{port('pubsub')}",
             "BIGQUERY_EMULATOR_HOST": f"http://{HOST}:{port('bigquery')}",
+            "BIGQUERY_STORAGE_EMULATOR_HOST": (
+                f"{HOST}:{services.get('bigquery', {}).get('grpc_port', '')}"
+            ),
             "QUOTESTREAM_API_URL": f"http://{HOST}:{port('api')}",
             "QUOTESTREAM_API_KEY": api_key,
             # The emulator cannot dead-letter from an ordered subscription.
