@@ -1,15 +1,23 @@
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
+import apache_beam as beam
 import pytest
 from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from quotestream.beam.bars import MinuteBarsFn, OneMinuteBars, ohlc
+from quotestream.beam.bars import MinuteBarsFn, OneMinuteBars, bar_row_id, ohlc
 from quotestream.domain.quote import Quote, format_ts, make_event_id
+from quotestream.domain.rows import quote_row
+from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES
+from tests.support.fakes import InMemoryStoredRowLookups, shared_lookups
 from tests.support.pipelines import direct_pipeline
 
 pytestmark = pytest.mark.unit
@@ -172,3 +180,138 @@ class FakeState:
 class FakeTimer:
     def set(self, _timestamp: object) -> None:
         pass
+
+
+# What a job killed (or cancelled) mid-stream left stored, and what the next job makes of it.
+
+
+@dataclass(frozen=True)
+class BornAt:
+    """A clock that reads `ms`: the moment a key's first quote reaches the job."""
+
+    ms: int
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def stored(
+    quotes: Sequence[Quote], panes: Sequence[dict[str, Any]] = ()
+) -> tuple[str, InMemoryStoredRowLookups]:
+    """A fake warehouse holding the quote rows and bar rows an earlier job wrote."""
+    name = f"bars-{uuid.uuid4()}"
+    lookups = shared_lookups(name)
+    lookups.warehouse.insert_rows(
+        QUOTES.name,
+        [quote_row(q, q.event_ts_ms + 1_000) for q in quotes],
+        [q.event_id for q in quotes],
+    )
+    lookups.warehouse.insert_rows(
+        QUOTE_BARS_1M.name, list(panes), [bar_row_id(row) for row in panes]
+    )
+    return name, lookups
+
+
+def assert_bars_after_restart(
+    name: str, born_ms: int, quotes: list[Quote], expected: list[dict[str, Any]]
+) -> None:
+    """The bars a new job emits from `quotes`, its keys born at `born_ms`, seeding from the
+    warehouse `name`, with 2 minutes of allowed lateness."""
+    with direct_pipeline() as pipeline:
+        bars = (
+            pipeline
+            | beam.Create(quotes)
+            | OneMinuteBars(120, partial(shared_lookups, name), BornAt(born_ms))
+        )
+        assert_that(bars, equal_to(expected))
+
+
+def test_a_minute_an_earlier_job_had_open_is_completed_from_the_stored_quotes() -> None:
+    # The earlier job stored (and so acknowledged) the first two quotes of minute 0, then died.
+    name, lookups = stored([quote(1_000, "5.10"), quote(30_000, "5.30")])
+    assert_bars_after_restart(
+        name,
+        T0 + 40_000,
+        [quote(50_000, "5.20"), quote(61_000, "5.25")],
+        [
+            bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.20"), 3, "ON_TIME:0"),
+            bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
+        ],
+    )
+    # Minute 1 starts after the job's first quote: no earlier job can have seen it.
+    assert lookups.bar_lookups == [("USD-BRL", T0)]
+
+
+def test_panes_go_on_after_the_stored_final_one_with_every_tick() -> None:
+    name, lookups = stored(
+        [quote(1_000, "5.10"), quote(30_000, "5.30"), quote(40_000, "5.00")],
+        [
+            bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.30"), 2, "ON_TIME:0"),
+            bar("USD-BRL", 0, ("5.10", "5.30", "5.00", "5.30"), 3, "LATE:1"),
+        ],
+    )
+    assert_bars_after_restart(
+        name,
+        T0 + 2 * MINUTE_MS,
+        [quote(50_000, "5.50")],
+        [bar("USD-BRL", 0, ("5.10", "5.50", "5.00", "5.50"), 4, "LATE:2")],
+    )
+    assert lookups.bar_lookups == [("USD-BRL", T0)]
+
+
+def test_minutes_starting_after_the_jobs_first_quote_are_not_looked_up() -> None:
+    # Stored rows that would change the bars if they were read.
+    name, lookups = stored(
+        [quote(30_000, "9.00")], [bar("USD-BRL", 0, ("9", "9", "9", "9"), 1, "ON_TIME:0")]
+    )
+    assert_bars_after_restart(
+        name,
+        T0 - 10_000,
+        [quote(1_000, "5.10"), quote(59_000, "5.20"), quote(61_000, "5.25")],
+        [
+            bar("USD-BRL", 0, ("5.10", "5.20", "5.10", "5.20"), 2, "ON_TIME:0"),
+            bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
+        ],
+    )
+    assert lookups.bar_lookups == []
+
+
+def test_a_quote_delivered_again_that_the_stored_pane_counts_changes_nothing() -> None:
+    """The earlier job stored the quote at 50 s and its pane, but died before acknowledging
+    it: it comes again, and only the fresh quote at 55 s restates the bar."""
+    ticks = [quote(1_000, "5.10"), quote(30_000, "5.30"), quote(50_000, "5.20")]
+    name, _ = stored(ticks, [bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.20"), 3, "ON_TIME:0")])
+    assert_bars_after_restart(
+        name,
+        T0 + 2 * MINUTE_MS,
+        [quote(50_000, "5.20"), quote(55_000, "5.40")],
+        [bar("USD-BRL", 0, ("5.10", "5.40", "5.10", "5.40"), 4, "LATE:1")],
+    )
+
+
+def test_a_stored_quote_the_stored_pane_lacks_restates_it_once() -> None:
+    """The late quote at 50 s reached `quotes` before its bar (this job's writer, or the
+    earlier job's, ran ahead): it counts once, and the bar is restated with it."""
+    ticks = [quote(1_000, "5.10"), quote(30_000, "5.30"), quote(50_000, "5.60")]
+    name, _ = stored(ticks, [bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.30"), 2, "ON_TIME:0")])
+    assert_bars_after_restart(
+        name,
+        T0 + 2 * MINUTE_MS,
+        [quote(50_000, "5.60")],
+        [bar("USD-BRL", 0, ("5.10", "5.60", "5.10", "5.60"), 3, "LATE:1")],
+    )
+
+
+def test_a_lookup_that_fails_is_tried_again_not_skipped() -> None:
+    name, lookups = stored(
+        [quote(1_000, "5.10")],
+        [bar("USD-BRL", 0, ("5.10", "5.10", "5.10", "5.10"), 1, "ON_TIME:0")],
+    )
+    lookups.failing_bar_lookups = 1
+    assert_bars_after_restart(
+        name,
+        T0 + 2 * MINUTE_MS,
+        [quote(20_000, "5.00")],
+        [bar("USD-BRL", 0, ("5.10", "5.10", "5.00", "5.00"), 2, "LATE:1")],
+    )
+    assert lookups.bar_lookups == [("USD-BRL", T0)] * 2

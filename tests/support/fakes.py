@@ -455,9 +455,12 @@ class InMemoryResumePoints(_InMemoryQueries):
 
 @dataclass
 class InMemoryStoredRowLookups(_InMemoryQueries):
-    """`lookups` keeps the ids each lookup asked for."""
+    """`lookups` keeps the ids each lookup asked for, `bar_lookups` the (pair, minute) of each
+    stored bar asked for; `failing_bar_lookups` of them fail first, as a BigQuery away would."""
 
     lookups: list[list[str]] = field(default_factory=list)
+    bar_lookups: list[tuple[str, int]] = field(default_factory=list)
+    failing_bar_lookups: int = 0
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         self.lookups.append(list(event_times))
@@ -486,6 +489,27 @@ class InMemoryStoredRowLookups(_InMemoryQueries):
         # Only rows with a message id have the SQL's row id; the others' is NULL.
         stored = {dead_letter_row_id(row) for row in self._dead_letters() if row.get("message_id")}
         return stored & set(row_ids)
+
+    def stored_bar(self, pair: str, window_start_ms: int) -> shapes.StoredBar:
+        self.bar_lookups.append((pair, window_start_ms))
+        if self.failing_bar_lookups > 0:
+            self.failing_bar_lookups -= 1
+            raise ConnectionError("BigQuery does not answer")
+        minute = (window_start_ms, window_start_ms + 60_000)
+        ticks: dict[str, tuple[int, Decimal]] = {}
+        # Each event id's first written row, as the SQL keeps.
+        for row in sorted(
+            self._quotes(),
+            key=lambda row: (row.get("ingest_ts") or "", Decimal(row["bid"]), Decimal(row["ask"])),
+        ):
+            if row["pair"] == pair and _within(row["event_ts"], *minute):
+                ticks.setdefault(row["event_id"], (ms_of(row["event_ts"]), Decimal(row["mid"])))
+        panes = [
+            (row.get("pane_index") or 0, row["tick_count"])
+            for row in self.warehouse.rows(QUOTE_BARS_1M.name)
+            if row["pair"] == pair and ms_of(row["window_start"]) == window_start_ms
+        ]
+        return shapes.StoredBar(ticks, *max(panes, default=(-1, 0)))
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -15,9 +17,14 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from quotestream.beam.parse import NAMESPACE
-from quotestream.domain.quote import Quote, format_ts
+from quotestream.beam.sinks import TRANSIENT, LookupsFactory
+from quotestream.domain.quote import Quote, format_ts, now_ms
+from quotestream.domain.validation import FUTURE_TOLERANCE_MS
+from quotestream.ports.queries import StoredBar, StoredRowLookups
 
 MINUTE_MS = 60_000
+
+log = logging.getLogger(__name__)
 
 # event_id -> (event_ts_ms, mid): keyed by id so a redelivered quote counts once.
 Ticks = dict[str, tuple[int, Decimal]]
@@ -51,9 +58,11 @@ class MinuteBar:
 
 _BARS = ReadModifyWriteStateSpec("bars", PickleCoder())
 _NEWEST = ReadModifyWriteStateSpec("newest_event_ms", VarIntCoder())
+_BORN = ReadModifyWriteStateSpec("born_ms", VarIntCoder())
 _FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 BARS_STATE = beam.DoFn.StateParam(_BARS)
 NEWEST_STATE = beam.DoFn.StateParam(_NEWEST)
+BORN_STATE = beam.DoFn.StateParam(_BORN)
 FLUSH_TIMER = beam.DoFn.TimerParam(_FLUSH)
 
 
@@ -66,12 +75,31 @@ class MinuteBarsFn(beam.DoFn):
     minutes by itself. A quote for an emitted minute restates the whole bar as a new pane
     (LATE:1, LATE:2, ...) while the minute is within `allowed_lateness_ms` of the newest quote
     seen; older ones are dropped from the bars (the quotes table keeps them).
+
+    The state dies with the job, and quotes it acknowledged do not come again. With
+    `lookups_factory`, a minute that opens in state and that an earlier job may have seen (it
+    starts before the moment this job took the key's first quote, plus the gate's future
+    tolerance) is first seeded from what is stored: its stored quotes join its ticks, and its
+    panes go on after the stored final one, restated at once if that lacks stored ticks. Later
+    minutes, so all live traffic after a job's first minute, cost no lookup.
     """
 
-    def __init__(self, allowed_lateness_ms: int) -> None:
+    def __init__(
+        self,
+        allowed_lateness_ms: int,
+        lookups_factory: LookupsFactory | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self._lateness_ms = allowed_lateness_ms
+        self._lookups_factory = lookups_factory
+        self._clock = clock
+        self._lookups: StoredRowLookups | None = None
         self.bars = Metrics.counter(NAMESPACE, "bars")
         self.too_late = Metrics.counter(NAMESPACE, "bars_too_late")
+        self.seeded = Metrics.counter(NAMESPACE, "bars_seeded")
+
+    def setup(self) -> None:
+        self._lookups = self._lookups_factory() if self._lookups_factory else None
 
     def process(
         self,
@@ -79,6 +107,7 @@ class MinuteBarsFn(beam.DoFn):
         bars_state: Any = BARS_STATE,
         newest_state: Any = NEWEST_STATE,
         flush: Any = FLUSH_TIMER,
+        born_state: Any = BORN_STATE,
     ) -> Iterator[dict[str, Any]]:
         pair, quote = element
         bars: MinuteBars = bars_state.read() or {}
@@ -89,10 +118,17 @@ class MinuteBarsFn(beam.DoFn):
             return
         opens_a_bar = minute not in bars
         bar = bars.setdefault(minute, MinuteBar())
-        if quote.event_id not in bar.ticks:
+        # The ticks of the stored final pane: a seeded bar with more restates it at once, even
+        # if this quote is among the stored ones (this job's writer may have run ahead).
+        counted = None
+        lookups = self._lookups
+        if opens_a_bar and lookups is not None and self._may_have_been_seen(minute, born_state):
+            counted = self._seed(lookups, pair, minute, bar)
+        fresh = quote.event_id not in bar.ticks
+        if fresh:
             bar.ticks[quote.event_id] = (quote.event_ts_ms, quote.mid)
-            if bar.pane_index >= 0:
-                yield self._emit(pair, minute, bar)
+        if bar.pane_index >= 0 and (fresh or (counted is not None and len(bar.ticks) > counted)):
+            yield self._emit(pair, minute, bar)
         for earlier in sorted(m for m in bars if m < minute and bars[m].pane_index < 0):
             yield self._emit(pair, earlier, bars[earlier])
         for expired in [m for m in bars if m + MINUTE_MS + self._lateness_ms <= newest]:
@@ -104,6 +140,36 @@ class MinuteBarsFn(beam.DoFn):
         # latest one's flush fired), not for every quote: a timer costs as much as the rest.
         if opens_a_bar:
             flush.set(Timestamp.of((max(bars) + MINUTE_MS) / 1000))
+
+    def _may_have_been_seen(self, minute: int, born_state: Any) -> bool:
+        """Whether an earlier job may have taken quotes of the minute: it ended before this job
+        took the key's first quote, and the gate takes none dated further ahead than its future
+        tolerance."""
+        born = born_state.read()
+        if born is None:
+            # The key's first quote opens its first bar: this is that quote.
+            born = self._clock()
+            born_state.write(born)
+        return minute < born + FUTURE_TOLERANCE_MS
+
+    def _seed(self, lookups: StoredRowLookups, pair: str, minute: int, bar: MinuteBar) -> int:
+        """Opens `bar` where an earlier job left it: returns the ticks its final pane had."""
+        stored = _stored_bar(lookups, pair, minute)
+        bar.ticks.update(stored.ticks)
+        bar.pane_index = stored.pane_index
+        self.seeded.inc()
+        log.debug(
+            "%s %s seeded: %d stored quotes, last stored pane %d",
+            pair,
+            format_ts(minute),
+            len(stored.ticks),
+            stored.pane_index,
+        )
+        return stored.pane_tick_count
+
+    def teardown(self) -> None:
+        if self._lookups is not None:
+            self._lookups.close()
 
     @on_timer(_FLUSH)
     def on_flush(
@@ -137,7 +203,27 @@ class MinuteBarsFn(beam.DoFn):
         }
 
 
-def bar_row_id(row: dict[str, Any]) -> str:
+def _stored_bar(lookups: StoredRowLookups, pair: str, minute: int) -> StoredBar:
+    # Waited for, never skipped: an unseeded minute would be emitted wrong, under a pane index
+    # already stored.
+    attempt = 0
+    while True:
+        try:
+            return lookups.stored_bar(pair, minute)
+        except TRANSIENT as error:
+            pause = min(2.0**attempt, 30.0)
+            log.warning(
+                "looking up the stored bar of %s %s failed, again in %.0f s: %s",
+                pair,
+                format_ts(minute),
+                pause,
+                error,
+            )
+            time.sleep(pause)
+            attempt += 1
+
+
+def bar_row_id(row: Mapping[str, Any]) -> str:
     # Each pane is its own row: a late pane re-states the whole bar; readers take the row with
     # the highest pane_index.
     return f"{row['pair']}|{row['window_start']}|{row['pane_index']}"
@@ -145,15 +231,21 @@ def bar_row_id(row: dict[str, Any]) -> str:
 
 class OneMinuteBars(beam.PTransform[Any, Any]):
     """Quote -> bar rows: each (pair, minute) once when it closes, then restated once per late
-    quote up to `allowed_lateness_s`, each pane holding every tick seen so far."""
+    quote up to `allowed_lateness_s`, each pane holding every tick seen so far. With
+    `lookups_factory`, a job goes on with the bars an earlier job stored (MinuteBarsFn)."""
 
-    def __init__(self, allowed_lateness_s: int = 300) -> None:
+    def __init__(
+        self,
+        allowed_lateness_s: int = 300,
+        lookups_factory: LookupsFactory | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         super().__init__()
-        self._allowed_lateness_ms = allowed_lateness_s * 1000
+        self._bars = MinuteBarsFn(allowed_lateness_s * 1000, lookups_factory, clock)
 
     def expand(self, quotes: PCollection[Any]) -> PCollection[Any]:
         return (
             quotes
             | "ByPair" >> beam.Map(lambda q: (q.pair, q))
-            | "MinuteBars" >> beam.ParDo(MinuteBarsFn(self._allowed_lateness_ms))
+            | "MinuteBars" >> beam.ParDo(self._bars)
         )

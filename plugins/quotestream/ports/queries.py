@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 from quotestream.domain.ledger import Bar, LoadedQuote
@@ -235,9 +236,21 @@ class HealthQueries(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredBar:
+    """What is stored of one pair's minute: its quotes, event id -> (event time, mid), each
+    event id once, and the bar's final stored pane (highest pane_index, then most ticks): its
+    index (-1: no pane stored) and its tick count (0: none)."""
+
+    ticks: dict[str, tuple[int, Decimal]]
+    pane_index: int = -1
+    pane_tick_count: int = 0
+
+
 class StoredRowLookups(Protocol):
     """Which rows are stored already: the load's writer and pull edge ask before they write or
-    settle a message, the replay before it inserts a quote."""
+    settle a message, the replay before it inserts a quote, the bars before they reopen a
+    minute an earlier job may have seen."""
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         """Which of these event ids (each with its event time) `quotes` holds; the times bound
@@ -246,6 +259,10 @@ class StoredRowLookups(Protocol):
     def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
         """Which of these dead-letter row ids (domain.rows.dead_letter_row_id, of rows with a
         message id) `quotes_dead_letter` holds."""
+
+    def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
+        """What `quotes` and `quote_bars_1m` hold of the pair's minute from `window_start_ms`
+        (a minute boundary); reads that minute's partitions only."""
 
     def close(self) -> None: ...
 

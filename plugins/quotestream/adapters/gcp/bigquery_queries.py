@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from quotestream.adapters.gcp.bigquery import BigQueryWarehouse
@@ -26,6 +27,7 @@ from quotestream.ports.queries import (
     RecentFlow,
     ReplayVerdict,
     ServedSpan,
+    StoredBar,
     TickGapRule,
 )
 
@@ -385,6 +387,21 @@ class BigQueryHealthQueries(_BigQueryQueries):
 
 
 class BigQueryStoredRowLookups(_BigQueryQueries):
+    # One pair's minute [@start, @end) as stored, in one round trip: its quotes (each event id
+    # once, its first written row) and its final pane, the one row with a pane_index. Both
+    # parts read only that minute's partition and the pair's cluster.
+    _STORED_BAR = (
+        "(SELECT event_id, UNIX_MILLIS(event_ts) AS event_ms, mid, "
+        "CAST(NULL AS INT64) AS pane_index, CAST(NULL AS INT64) AS tick_count "
+        "FROM {dataset}.quotes WHERE pair = @pair "
+        "AND event_ts >= TIMESTAMP_MILLIS(@start) AND event_ts < TIMESTAMP_MILLIS(@end) "
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY ingest_ts, bid, ask) = 1) "
+        "UNION ALL (SELECT CAST(NULL AS STRING), CAST(NULL AS INT64), CAST(NULL AS NUMERIC), "
+        "COALESCE(pane_index, 0), tick_count FROM {dataset}.quote_bars_1m "
+        "WHERE pair = @pair AND window_start = TIMESTAMP_MILLIS(@start) "
+        "ORDER BY COALESCE(pane_index, 0) DESC, tick_count DESC LIMIT 1)"
+    )
+
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         found: set[str] = set()
         for ids, days in _quote_lookups(event_times):
@@ -405,6 +422,21 @@ class BigQueryStoredRowLookups(_BigQueryQueries):
             chunk = ids[first : first + _IDS_PER_LOOKUP]
             found |= self._stored_ids(QUOTES_DEAD_LETTER.name, DEAD_LETTER_ROW_ID_SQL, chunk)
         return found
+
+    def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
+        rows = self._warehouse.query(
+            self._STORED_BAR,
+            {"pair": pair, "start": window_start_ms, "end": window_start_ms + 60_000},
+        )
+        ticks = {
+            row["event_id"]: (int(row["event_ms"]), Decimal(str(row["mid"])))
+            for row in rows
+            if row["event_id"] is not None
+        }
+        pane = next((row for row in rows if row["event_id"] is None), None)
+        if pane is None:
+            return StoredBar(ticks)
+        return StoredBar(ticks, int(pane["pane_index"]), int(pane["tick_count"]))
 
     def _stored_ids(
         self,
