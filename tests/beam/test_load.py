@@ -19,6 +19,7 @@ from quotestream.domain.validation import parse_quote
 from tests.support.corpus import bad_messages
 from tests.support.fakes import shared_lookups, shared_warehouse
 from tests.support.pipelines import direct_pipeline
+from tests.support.table_writers import table_writer_of
 
 pytestmark = pytest.mark.unit
 
@@ -112,7 +113,10 @@ def test_every_message_lands_in_exactly_one_table_and_duplicates_collapse() -> N
         _ = (
             pipeline
             | beam.Create(messages)
-            | LoadQuotes(partial(shared_warehouse, name), partial(shared_lookups, name))
+            | LoadQuotes(
+                partial(table_writer_of, partial(shared_warehouse, name)),
+                partial(shared_lookups, name),
+            )
         )
 
     quotes = warehouse.rows("quotes")
@@ -156,7 +160,7 @@ def test_the_live_load_dead_letters_quotes_beyond_its_horizon_with_their_payload
                 pipeline
                 | beam.Create(good + stale)
                 | LoadQuotes(
-                    partial(shared_warehouse, name),
+                    partial(table_writer_of, partial(shared_warehouse, name)),
                     partial(shared_lookups, name),
                     max_quote_age_ms=horizon,
                 )
@@ -187,7 +191,10 @@ def test_rows_bigquery_rejects_are_dead_lettered_with_its_reason() -> None:
         _ = (
             pipeline
             | beam.Create(good)
-            | LoadQuotes(partial(shared_warehouse, name), partial(shared_lookups, name))
+            | LoadQuotes(
+                partial(table_writer_of, partial(shared_warehouse, name)),
+                partial(shared_lookups, name),
+            )
         )
 
     btc = {m.attributes["event_id"] for m in good if m.attributes["pair"] == "BTC-USD"}
@@ -230,7 +237,10 @@ def test_the_batch_path_loads_an_interval_of_history_and_reruns_change_nothing()
             _ = (
                 pipeline
                 | ReadHistory(["USD-BRL", "EUR-USD"], HistorySource, start, end)
-                | LoadQuotes(partial(shared_warehouse, name), partial(shared_lookups, name))
+                | LoadQuotes(
+                    partial(table_writer_of, partial(shared_warehouse, name)),
+                    partial(shared_lookups, name),
+                )
             )
     expected = [
         q.event_id

@@ -81,7 +81,7 @@ def _main(mode: str, subscription: str, project: str, timestamps_path: str) -> N
     messages = pipeline | "ReadPubSub" >> read | "ToRawMessage" >> beam.Map(from_pubsub)
     _ = messages | "RecordTimestamps" >> beam.ParDo(RecordTimestampFn(timestamps_path))
     _ = messages | "LoadQuotes" >> LoadQuotes(
-        partial(bootstrap.build_warehouse, settings),
+        partial(bootstrap.build_table_writer, settings),
         partial(bootstrap.build_stored_row_lookups, settings),
         pairs=settings.pairs,
     )

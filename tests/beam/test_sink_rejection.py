@@ -62,7 +62,7 @@ def test_rows_the_emulator_refuses_are_dead_lettered_with_its_reason(
             pipeline
             | beam.Create(good + [message for message, _ in bad])
             | LoadQuotes(
-                partial(bootstrap.build_warehouse, settings),
+                partial(bootstrap.build_table_writer, settings),
                 partial(bootstrap.build_stored_row_lookups, settings),
             )
         )

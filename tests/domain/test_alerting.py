@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from quotestream.beam.load import QUOTE_ROWS
 from quotestream.beam.parse import ParseQuoteFn
-from quotestream.beam.sinks import InsertRowsFn
+from quotestream.beam.sinks import WriteShardFn
 from quotestream.domain.alerting import AlertPolicySpec, alert_policies
 from quotestream.domain.thresholds import AlertThresholds
 from quotestream.services.streaming import JOB_NAMES, HealthLimits
@@ -102,7 +103,9 @@ def test_the_dead_letter_alert_judges_the_local_verdicts_window_from_the_jobs_co
     # What the gate dead-lettered and what BigQuery refused, over what the job received: the
     # counters' names as the load job keeps them.
     parse = ParseQuoteFn()
-    refused = InsertRowsFn("quotes", warehouse_factory=lambda: None, row_id=str).rejected
+    refused = WriteShardFn(
+        QUOTE_ROWS, writer_factory=lambda: None, lookups_factory=lambda: None
+    ).rejected
     assert f'metric_name=~"{parse.dead_lettered.metric_name.name}|' in numerator
     assert f'|{refused.metric_name.name}"' in numerator
     assert f'metric_name=~"{parse.received.metric_name.name}"' in denominator

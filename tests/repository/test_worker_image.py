@@ -50,7 +50,7 @@ DATAFLOW_ARGV = [
 # and the extract's fetch and publish.
 PROJECT_DOFNS = {
     "quotestream.beam.parse.ParseQuoteFn",
-    "quotestream.beam.sinks.InsertRowsFn",
+    "quotestream.beam.sinks.WriteShardFn",
     "quotestream.beam.bars.MinuteBarsFn",
     "quotestream.beam.extract.FetchNewQuotesFn",
     "quotestream.beam.extract.PublishQuotesFn",

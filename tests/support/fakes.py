@@ -460,6 +460,7 @@ class InMemoryStoredRowLookups(_InMemoryQueries):
 
     lookups: list[list[str]] = field(default_factory=list)
     bar_lookups: list[tuple[str, int]] = field(default_factory=list)
+    bar_pane_lookups: list[list[shapes.BarPaneKey]] = field(default_factory=list)
     failing_bar_lookups: int = 0
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
@@ -489,6 +490,14 @@ class InMemoryStoredRowLookups(_InMemoryQueries):
         # Only rows with a message id have the SQL's row id; the others' is NULL.
         stored = {dead_letter_row_id(row) for row in self._dead_letters() if row.get("message_id")}
         return stored & set(row_ids)
+
+    def stored_bar_panes(self, panes: Collection[shapes.BarPaneKey]) -> set[shapes.BarPaneKey]:
+        self.bar_pane_lookups.append(sorted(panes))
+        stored = {
+            (row["pair"], ms_of(row["window_start"]), row["pane_index"])
+            for row in self.warehouse.rows(QUOTE_BARS_1M.name)
+        }
+        return stored & set(panes)
 
     def stored_bar(self, pair: str, window_start_ms: int) -> shapes.StoredBar:
         self.bar_lookups.append((pair, window_start_ms))

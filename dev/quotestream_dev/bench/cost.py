@@ -27,7 +27,8 @@ from typing import Any, cast
 from quotestream.beam.messages import RawMessage
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from quotestream.ports import Warehouse
-from quotestream.ports.queries import StoredRowLookups
+from quotestream.ports.queries import BarPaneKey, StoredBar, StoredRowLookups
+from quotestream.ports.writes import TableWriter
 from quotestream_dev.bench.drain import Backlog, backlog_of
 
 # Runs of each corpus, of which the least CPU counts: others running on the machine only add.
@@ -79,6 +80,12 @@ class NothingStored:
 
     def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
         return set()
+
+    def stored_bar_panes(self, panes: Collection[BarPaneKey]) -> set[BarPaneKey]:
+        return set()
+
+    def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
+        return StoredBar({})
 
     def close(self) -> None:
         pass
@@ -225,6 +232,12 @@ def _plain_loop(corpus: Backlog, run: str) -> CountingWarehouse:
     return warehouse
 
 
+def _writer(run: str) -> TableWriter:
+    from quotestream.adapters.gcp.bigquery_write import InsertAllTableWriter
+
+    return InsertAllTableWriter(_warehouse(run))
+
+
 def _load_transforms(corpus: Backlog, run: str) -> CountingWarehouse:
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
@@ -240,6 +253,6 @@ def _load_transforms(corpus: Backlog, run: str) -> CountingWarehouse:
             pipeline
             | "Run" >> beam.Create([run])
             | "Corpus" >> beam.FlatMap(_corpus)
-            | "LoadQuotes" >> LoadQuotes(partial(_warehouse, run), _nothing_stored)
+            | "LoadQuotes" >> LoadQuotes(partial(_writer, run), _nothing_stored)
         )
     return _WAREHOUSES[run]

@@ -25,7 +25,7 @@ from quotestream.beam.sinks import (
     WriteRows,
     quote_written_from,
 )
-from quotestream.domain.quote import Quote, now_ms
+from quotestream.domain.quote import Quote, now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
 from quotestream.domain.schemas import QUOTES as QUOTES_TABLE
@@ -60,7 +60,10 @@ class LoadQuotes(beam.PTransform[Any, Any]):
     ) -> None:
         super().__init__()
         self._writers = _Writers(writer_factory, lookups_factory, shards)
-        self._lookups_factory = lookups_factory
+        # A minute an earlier job may have begun is taken up from what it stored. Not for the
+        # backfill (history, no freshness horizon): a lookup for every minute of it, and a
+        # backfill job has no predecessor's open minutes to take up.
+        self._bars_lookups = lookups_factory if max_quote_age_ms is not None else None
         self._allowed_lateness_s = allowed_lateness_s
         self._pairs = pairs
         self._max_quote_age_ms = max_quote_age_ms
@@ -69,7 +72,9 @@ class LoadQuotes(beam.PTransform[Any, Any]):
         parsed = messages | "ParseQuotes" >> ParseQuotes(self._pairs, self._max_quote_age_ms)
         quote_rows = parsed[QUOTES] | "QuoteRows" >> beam.Map(_quote_row)
         quotes = quote_rows | "WriteQuotes" >> self._writers.of(QUOTE_ROWS)
-        bar_rows = parsed[QUOTES] | "OneMinuteBars" >> OneMinuteBars(self._allowed_lateness_s)
+        bar_rows = parsed[QUOTES] | "OneMinuteBars" >> OneMinuteBars(
+            self._allowed_lateness_s, lookups_factory=self._bars_lookups
+        )
         bars = bar_rows | "WriteBars" >> self._writers.of(BAR_ROWS)
         _ = bars[REJECTED] | "DeadLetterRejectedBars" >> WriteDeadLetters(self._writers)
         stored = {
@@ -112,14 +117,16 @@ def _stored_quotes(lookups: StoredRowLookups, rows: Sequence[Mapping[str, Any]])
     return lookups.stored_quote_ids({_event_id(row): _moment(row["event_ts"]) for row in rows})
 
 
-def _stored_dead_letters(
-    lookups: StoredRowLookups, rows: Sequence[Mapping[str, Any]]
-) -> set[str]:
+def _stored_dead_letters(lookups: StoredRowLookups, rows: Sequence[Mapping[str, Any]]) -> set[str]:
     return lookups.stored_dead_letter_ids([dead_letter_row_id(row) for row in rows])
 
 
 def _stored_bars(lookups: StoredRowLookups, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-    return lookups.stored_bar_ids([bar_row_id(row) for row in rows])
+    panes = {
+        (row["pair"], to_ms(_moment(row["window_start"])), int(row["pane_index"])): bar_row_id(row)
+        for row in rows
+    }
+    return {panes[pane] for pane in lookups.stored_bar_panes(list(panes))}
 
 
 def _moment(text: str) -> datetime:

@@ -83,7 +83,7 @@ class ShardState:
         self.recent = {row_id: at for row_id, at in self.recent.items() if at >= moment_ms}
 
 
-SHARD_STATE = ReadModifyWriteStateSpec("shard", PickleCoder())
+SHARD_STATE = beam.DoFn.StateParam(ReadModifyWriteStateSpec("shard", PickleCoder()))
 
 
 class WriteShardFn(beam.DoFn):
@@ -109,23 +109,34 @@ class WriteShardFn(beam.DoFn):
     def process(
         self,
         element: tuple[int, list[dict[str, Any]]],
-        state: Any = beam.DoFn.StateParam(SHARD_STATE),
+        state: Any = SHARD_STATE,
     ) -> Iterator[Any]:
         _shard, batch = element
         now = now_ms()
         shard: ShardState = state.read() or ShardState(born_ms=now)
         shard.forget_before(now - REMEMBER_MS)
         ids = [self._rows.row_id(row) for row in batch]
-        stored = self._stored_already(batch, ids, shard, now)
-        fresh = [index for index, row_id in enumerate(ids) if row_id not in stored]
-        refused = self._write(batch, ids, fresh, shard, stored)
+        # A second copy within the batch goes with the first, which is written or refused.
+        firsts = {row_id: index for index, row_id in reversed(list(enumerate(ids)))}
+        stored, asked = self._stored_already(batch, ids, shard, now)
+        fresh = [
+            index
+            for index, row_id in enumerate(ids)
+            if row_id not in stored and firsts[row_id] == index
+        ]
+        refused_firsts = self._write(batch, ids, fresh, shard, stored, asked)
+        refused = {
+            index: refused_firsts[firsts[row_id]]
+            for index, row_id in enumerate(ids)
+            if firsts[row_id] in refused_firsts
+        }
         for index in fresh:
             if index not in refused:
                 shard.recent[ids[index]] = now
         state.write(shard)
         self.already_stored.inc(len(batch) - len(fresh))
-        self.written.inc(len(fresh) - len(refused))
-        self.rejected.inc(len(refused))
+        self.written.inc(len(fresh) - len(refused_firsts))
+        self.rejected.inc(len(refused_firsts))
         for index, row in enumerate(batch):
             if index in refused:
                 yield TaggedOutput(REJECTED, self._dead_letter(row, ids[index], refused[index]))
@@ -134,25 +145,22 @@ class WriteShardFn(beam.DoFn):
 
     def _stored_already(
         self, batch: list[dict[str, Any]], ids: list[str], shard: ShardState, now: int
-    ) -> set[str]:
-        """The ids of the batch already stored: a second copy within the batch, what the
-        shard remembers writing, and what a lookup finds of the rows the shard's memory
-        cannot vouch for (first written, if ever, before it began or before it forgets)."""
-        stored: set[str] = set()
-        seen: set[str] = set()
-        for row_id in ids:
-            if row_id in seen or row_id in shard.recent:
-                stored.add(row_id)
-            seen.add(row_id)
+    ) -> tuple[set[str], set[str]]:
+        """The ids of the batch already stored: what the shard remembers writing, and what a
+        lookup finds of the rows the shard's memory cannot vouch for (first written, if ever,
+        before it began or before it forgets); and the ids looked up."""
+        stored = {row_id for row_id in ids if row_id in shard.recent}
         written_from = self._rows.first_written_from
         if written_from is None:
-            return stored
+            return stored, set()
         trusted_from = max(shard.born_ms, now - REMEMBER_MS)
-        unsure = [
-            row
-            for row, row_id in zip(batch, ids, strict=True)
-            if row_id not in stored and written_from(row) < trusted_from
-        ]
+        unsure = list(
+            {
+                row_id: row
+                for row, row_id in zip(batch, ids, strict=True)
+                if row_id not in stored and written_from(row) < trusted_from
+            }.values()
+        )
         if unsure:
             found = self._look_up(unsure)
             log.info(
@@ -164,7 +172,7 @@ class WriteShardFn(beam.DoFn):
                 len(found),
             )
             stored |= found
-        return stored
+        return stored, {self._rows.row_id(row) for row in unsure}
 
     def _write(
         self,
@@ -173,19 +181,30 @@ class WriteShardFn(beam.DoFn):
         fresh: list[int],
         shard: ShardState,
         stored: set[str],
+        asked: set[str],
     ) -> dict[int, list[dict[str, Any]]]:
         """Writes the `fresh` rows at the shard's position and moves it on; returns BigQuery's
         refusals by index in the batch. Trims `fresh` (and grows `stored`) with what a lost
         position's lookup finds stored."""
+        looked_up = False
         for attempt in itertools.count():
+            if not shard.position.stream and not looked_up:
+                # A batch bound for a new stream has no offset to be found at on a retry (the
+                # retry opens another stream): what an earlier attempt wrote is looked up.
+                unasked = [index for index in fresh if ids[index] not in asked]
+                self._settle_by_lookup(batch, ids, unasked, stored, "a new stream")
+                fresh[:] = [index for index in fresh if ids[index] not in stored]
+                looked_up = True
+            if not fresh:
+                return {}
             rows = [batch[index] for index in fresh]
             try:
                 written = self._writer.write(
                     self._table, rows, [ids[index] for index in fresh], shard.position
                 )
             except PositionLost as lost:
-                self._settle_by_lookup(rows, ids, fresh, stored, str(lost))
-                shard.position = NEW
+                self._settle_by_lookup(batch, ids, fresh, stored, str(lost))
+                shard.position, looked_up = NEW, True
                 continue
             except TRANSIENT as error:
                 # Waited for here rather than failing the bundle (the local runner would end
@@ -200,35 +219,35 @@ class WriteShardFn(beam.DoFn):
             # first attempt left out as refused: those are not stored, and are written anew
             # (and refused again, with BigQuery's reason) on a stream of their own.
             self.written_again.inc(len(rows))
-            missing = self._settle_by_lookup(rows, ids, fresh, stored, "written already")
-            if not missing:
+            if not self._settle_by_lookup(batch, ids, fresh, stored, "written already"):
                 break
-            shard.position = NEW
+            shard.position, looked_up = NEW, True
         shard.position = written.next
         return {fresh[index]: errors for index, errors in written.refused.items()}
 
     def _settle_by_lookup(
         self,
-        rows: list[dict[str, Any]],
+        batch: list[dict[str, Any]],
         ids: list[str],
         fresh: list[int],
         stored: set[str],
         why: str,
     ) -> int:
-        """Moves what BigQuery holds of `rows` from `fresh` to `stored`; returns how many are
+        """Moves what BigQuery holds of the `fresh` rows to `stored`; returns how many are
         left to write."""
-        found = self._look_up(rows)
-        stored |= found
-        fresh[:] = [index for index in fresh if ids[index] not in found]
-        if len(found) < len(rows):
+        if not fresh:
+            return 0
+        found = self._look_up([batch[index] for index in fresh])
+        if found:
             log.warning(
-                "%s: %s; %d of the batch's %d rows found stored, the rest written to a new "
-                "stream",
+                "%s (%s): %d of %d rows found stored already, not written again",
                 self._table,
                 why,
                 len(found),
-                len(rows),
+                len(fresh),
             )
+        stored |= found
+        fresh[:] = [index for index in fresh if ids[index] not in found]
         return len(fresh)
 
     def _look_up(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:

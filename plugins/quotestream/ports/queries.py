@@ -247,6 +247,10 @@ class StoredBar:
     pane_tick_count: int = 0
 
 
+# A bar pane's identity: its pair, its minute's start (ms) and its pane index.
+BarPaneKey = tuple[str, int, int]
+
+
 class StoredRowLookups(Protocol):
     """Which rows are stored already: the load's writer and pull edge ask before they write or
     settle a message, the replay before it inserts a quote, the bars before they reopen a
@@ -259,6 +263,10 @@ class StoredRowLookups(Protocol):
     def stored_dead_letter_ids(self, row_ids: Collection[str]) -> set[str]:
         """Which of these dead-letter row ids (domain.rows.dead_letter_row_id, of rows with a
         message id) `quotes_dead_letter` holds."""
+
+    def stored_bar_panes(self, panes: Collection[BarPaneKey]) -> set[BarPaneKey]:
+        """Which of these (pair, window start ms, pane index) `quote_bars_1m` holds; the
+        window starts bound the partitions read."""
 
     def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
         """What `quotes` and `quote_bars_1m` hold of the pair's minute from `window_start_ms`

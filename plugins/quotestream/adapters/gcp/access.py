@@ -35,7 +35,7 @@ class ApiAccess:
         not attach call credentials to such a channel, so each call's metadata gets the
         credentials' bearer token here: whoever answers on loopback still learns who calls."""
         if self.endpoint and self.endpoint.startswith("http://"):
-            import grpc  # type: ignore[import-untyped]
+            import grpc
 
             channel = grpc.intercept_channel(
                 grpc.insecure_channel(urlsplit(self.endpoint).netloc),

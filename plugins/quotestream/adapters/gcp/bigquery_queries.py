@@ -19,6 +19,7 @@ from quotestream.domain.rows import dead_letter_row_id
 from quotestream.domain.schemas import DEAD_LETTER_REPLAYS, QUOTES, QUOTES_DEAD_LETTER
 from quotestream.ports.queries import (
     BarPane,
+    BarPaneKey,
     KeptDeadLetter,
     MidMoves,
     MinuteSummary,
@@ -422,6 +423,27 @@ class BigQueryStoredRowLookups(_BigQueryQueries):
             chunk = ids[first : first + _IDS_PER_LOOKUP]
             found |= self._stored_ids(QUOTES_DEAD_LETTER.name, DEAD_LETTER_ROW_ID_SQL, chunk)
         return found
+
+    def stored_bar_panes(self, panes: Collection[BarPaneKey]) -> set[BarPaneKey]:
+        if not panes:
+            return set()
+        starts = [start for _, start, _ in panes]
+        rows = self._warehouse.query(
+            "SELECT pair, UNIX_MILLIS(window_start) AS start_ms, pane_index "
+            "FROM {dataset}.quote_bars_1m WHERE window_start BETWEEN @earliest AND @latest "
+            "AND pair IN UNNEST(SPLIT(@pairs, ','))",
+            {
+                "earliest": datetime.fromtimestamp(min(starts) / 1000, tz=UTC),
+                "latest": datetime.fromtimestamp(max(starts) / 1000, tz=UTC),
+                "pairs": ",".join(sorted({pair for pair, _, _ in panes})),
+            },
+        )
+        stored = {
+            (row["pair"], int(row["start_ms"]), int(row["pane_index"]))
+            for row in rows
+            if row["pane_index"] is not None
+        }
+        return stored & set(panes)
 
     def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
         rows = self._warehouse.query(

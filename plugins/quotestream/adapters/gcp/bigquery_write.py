@@ -20,8 +20,8 @@ from google.cloud.bigquery_storage_v1.services.big_query_write.transports.grpc i
 )
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from quotestream.domain.schemas import Column, TableSpec
 from quotestream.domain.quote import now_ms
+from quotestream.domain.schemas import Column, TableSpec
 from quotestream.ports import Warehouse
 from quotestream.ports.writes import NEW, Position, PositionLost, Written
 
@@ -86,6 +86,10 @@ def _message_class(proto: descriptor_pb2.DescriptorProto) -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"quotestream.{proto.name}"))
 
 
+def _each(convert: Callable[[Mapping[str, Any]], Any]) -> Callable[[Any], list[Any]]:
+    return lambda items: [convert(item) for item in items]
+
+
 def _converter(columns: Sequence[Column]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     """A row (as the load builds it, in insertAll's JSON form) -> the message's fields."""
     steps: list[tuple[str, Callable[[Any], Any] | None]] = []
@@ -94,11 +98,7 @@ def _converter(columns: Sequence[Column]) -> Callable[[Mapping[str, Any]], dict[
             steps.append((column.name, _micros))
         elif column.type == "RECORD":
             nested = _converter(column.fields)
-            steps.append(
-                (column.name, (lambda items, n=nested: [n(item) for item in items]))
-                if column.mode == "REPEATED"
-                else (column.name, nested)
-            )
+            steps.append((column.name, _each(nested) if column.mode == "REPEATED" else nested))
         else:
             steps.append((column.name, None))
 
@@ -166,12 +166,14 @@ class StorageWriteTableWriter:
             self._client = BigQueryWriteClient(credentials=credentials)
         # The raw protobuf messages rather than the client's proto-plus wrappers, which copy
         # every serialized row once more on the way out.
-        self._append_rows = self._client.transport.grpc_channel.stream_stream(
+        channel = self._client.transport.grpc_channel  # type: ignore[attr-defined]
+        self._append_rows = channel.stream_stream(
             APPEND_ROWS,
             request_serializer=_AppendRowsRequest.SerializeToString,
             response_deserializer=_AppendRowsResponse.FromString,
         )
         self._opened: set[str] = set()
+        self._finalized: set[str] = set()
 
     def write(
         self,
@@ -196,20 +198,19 @@ class StorageWriteTableWriter:
         again = True
         for start, end in _chunks(serialized):
             position, chunk_again, chunk_refused = self._append_chunk(
-                table, table_format, position, serialized[start:end]
+                table_format, position, serialized[start:end]
             )
             again = again and chunk_again
             refused.update({kept[start + index]: errors for index, errors in chunk_refused.items()})
         if position.stream and (
-            position.offset >= MAX_STREAM_ROWS
-            or now_ms() - position.opened_ms > MAX_STREAM_AGE_MS
+            position.offset >= MAX_STREAM_ROWS or now_ms() - position.opened_ms > MAX_STREAM_AGE_MS
         ):
             self._finalize(position.stream)
             position = NEW
         return Written(next=position, refused=refused, again=again and bool(serialized))
 
     def _append_chunk(
-        self, table: str, table_format: TableFormat, at: Position, rows: list[bytes]
+        self, table_format: TableFormat, at: Position, rows: list[bytes]
     ) -> tuple[Position, bool, dict[int, list[dict[str, Any]]]]:
         """Appends `rows` at `at`; what BigQuery refuses is left out and the rest appended at
         the same offset (a refused row fails its whole request, nothing of it written)."""
@@ -236,36 +237,25 @@ class StorageWriteTableWriter:
                 kept = [index for index in kept if index not in bad]
                 continue
             if "finalized" in response.error.message.lower():
-                return self._after_finalized(table, table_format, at, rows, kept, refused)
+                return self._after_finalized(at, len(kept), refused)
             # OUT_OF_RANGE (an offset past the stream's end) and the like: this position is
             # not what BigQuery has.
             raise PositionLost(f"{at.stream} at {at.offset}: {response.error.message}")
         return at, False, refused
 
     def _after_finalized(
-        self,
-        table: str,
-        table_format: TableFormat,
-        at: Position,
-        rows: list[bytes],
-        kept: list[int],
-        refused: dict[int, list[dict[str, Any]]],
+        self, at: Position, count: int, refused: dict[int, list[dict[str, Any]]]
     ) -> tuple[Position, bool, dict[int, list[dict[str, Any]]]]:
         """A stream given up after this batch's first attempt wrote to it: its final row count
-        says whether the batch is in it. If not, it goes to a new stream."""
+        says whether the batch is in it (as ALREADY_EXISTS would). If not, the batch goes to a
+        new stream, which the caller first asks for what an earlier attempt wrote there."""
         row_count = self._finalize(at.stream)
-        if at.offset < row_count:
-            return NEW, True, refused
-        fresh = self._open(table)
-        position, again, more = self._append_chunk(
-            table, table_format, fresh, [rows[index] for index in kept]
-        )
-        refused.update({kept[index]: errors for index, errors in more.items()})
-        return position, again, refused
+        if at.offset >= row_count:
+            raise PositionLost(f"{at.stream} was finalized at {row_count} rows, before {at.offset}")
+        self._finalized.add(at.stream)
+        return Position(at.stream, at.offset + count, at.opened_ms), True, refused
 
-    def _append(
-        self, at: Position, table_format: TableFormat, rows: list[bytes]
-    ) -> Any:
+    def _append(self, at: Position, table_format: TableFormat, rows: list[bytes]) -> Any:
         request = _AppendRowsRequest(write_stream=at.stream)
         request.offset.value = at.offset
         request.proto_rows.writer_schema.CopyFrom(table_format.schema)
@@ -313,14 +303,16 @@ class StorageWriteTableWriter:
 
 
 def _status_code(code: int) -> grpc.StatusCode:
-    return next((status for status in grpc.StatusCode if status.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return next(
+        (status for status in grpc.StatusCode if status.value[0] == code), grpc.StatusCode.UNKNOWN
+    )
 
 
 def _lost(error: grpc.RpcError) -> bool:
     """A stream BigQuery does not know (any more): the emulator forgets every stream when it
     restarts and says so as INVALID_ARGUMENT; BigQuery says NOT_FOUND."""
-    code = error.code()  # type: ignore[attr-defined]
-    details = str(error.details() or "")  # type: ignore[attr-defined]
+    code = error.code()
+    details = str(error.details() or "")
     return code is grpc.StatusCode.NOT_FOUND or (
         code is grpc.StatusCode.INVALID_ARGUMENT and "stream name" in details.lower()
     )
@@ -345,7 +337,8 @@ class InsertAllTableWriter:
             return Written(next=NEW)
         errors = self._warehouse.insert_rows(table, rows, row_ids)
         return Written(
-            next=NEW, refused={int(error["index"]): list(error.get("errors", [])) for error in errors}
+            next=NEW,
+            refused={int(error["index"]): list(error.get("errors", [])) for error in errors},
         )
 
     def close(self) -> None:
