@@ -167,6 +167,8 @@ def test_airflow_runs_the_project_against_the_emulators_and_the_api(
     bigquery = urlsplit(environment["BIGQUERY_EMULATOR_HOST"])
     assert (bigquery.hostname, bigquery.port) == ("bigquery", 9050)
     assert 9050 in {target for _, _, target in ports(services["bigquery"])}
+    assert environment["BIGQUERY_STORAGE_EMULATOR_HOST"] == "bigquery:9060"
+    assert 9060 in {target for _, _, target in ports(services["bigquery"])}
     api = urlsplit(environment["QUOTESTREAM_API_URL"])
     assert (api.hostname, api.port) == ("api", container_port(services, "api"))
     api_environment = services["api"]["environment"]
