@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -315,3 +316,103 @@ def test_a_lookup_that_fails_is_tried_again_not_skipped() -> None:
         [bar("USD-BRL", 0, ("5.10", "5.10", "5.00", "5.00"), 2, "LATE:1")],
     )
     assert lookups.bar_lookups == [("USD-BRL", T0)] * 2
+
+
+# Minutes whose quotes an earlier job all stored, so acknowledged: none comes to the next job.
+
+
+def new_job(name: str, born_ms: int) -> Callable[[Quote], list[dict[str, Any]]]:
+    """A new job's MinuteBarsFn, its keys born at `born_ms`, seeding from the warehouse `name`,
+    with 2 minutes of allowed lateness: a quote fed in -> the bars it emits."""
+    fn = MinuteBarsFn(120_000, partial(shared_lookups, name), BornAt(born_ms))
+    fn.setup()
+    states: dict[str, tuple[FakeState, FakeState, FakeState]] = defaultdict(
+        lambda: (FakeState(), FakeState(), FakeState())
+    )
+
+    def feed(q: Quote) -> list[dict[str, Any]]:
+        bars, newest, born = states[q.pair]
+        return list(fn.process((q.pair, q), bars, newest, FakeTimer(), born))
+
+    return feed
+
+
+def test_a_minute_stored_without_a_bar_is_emitted_once_at_the_keys_birth() -> None:
+    name, lookups = stored([quote(1_000, "5.10"), quote(30_000, "5.30")])
+    feed = new_job(name, T0 + 70_000)
+    assert feed(quote(61_000, "5.25")) == [
+        bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.30"), 2, "ON_TIME:0")
+    ]
+    assert feed(quote(62_000, "5.20")) == []
+    assert feed(quote(121_000, "5.40")) == [
+        bar("USD-BRL", 1, ("5.25", "5.25", "5.20", "5.20"), 2, "ON_TIME:0")
+    ]
+    # One query at birth: from the oldest minute the first quote leaves restatable to the
+    # last the earlier job may have seen (born + the gate's 5 s, rounded up to a minute).
+    assert lookups.summary_lookups == [("USD-BRL", T0 - MINUTE_MS, T0 + 2 * MINUTE_MS)]
+
+
+def test_a_minute_whose_final_pane_lacks_a_stored_tick_is_restated_at_birth() -> None:
+    name, _ = stored(
+        [quote(1_000, "5.10"), quote(30_000, "5.30"), quote(50_000, "5.60")],
+        [bar("USD-BRL", 0, ("5.10", "5.30", "5.10", "5.30"), 2, "ON_TIME:0")],
+    )
+    feed = new_job(name, T0 + 70_000)
+    assert feed(quote(61_000, "5.25")) == [
+        bar("USD-BRL", 0, ("5.10", "5.60", "5.10", "5.60"), 3, "LATE:1")
+    ]
+    # Kept as a bar emitted: a late quote restates it on top.
+    assert feed(quote(55_000, "5.00")) == [
+        bar("USD-BRL", 0, ("5.10", "5.60", "5.00", "5.00"), 4, "LATE:2")
+    ]
+
+
+def test_whole_minutes_and_minutes_no_quote_may_restate_are_left_alone() -> None:
+    name, lookups = stored(
+        [
+            quote(-MINUTE_MS - 1_000, "4.00"),  # minute -2: short, but too old to restate
+            quote(-30_000, "4.50"),  # minute -1: its pane counts it
+            quote(1_000, "5.10"),  # minute 0: likewise
+        ],
+        [
+            bar("USD-BRL", -1, ("4.50", "4.50", "4.50", "4.50"), 1, "ON_TIME:0"),
+            bar("USD-BRL", 0, ("5.10", "5.10", "5.10", "5.10"), 1, "ON_TIME:0"),
+        ],
+    )
+    feed = new_job(name, T0 + 70_000)
+    assert feed(quote(61_000, "5.25")) == []
+    assert feed(quote(121_000, "5.40")) == [
+        bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0")
+    ]
+    # No stored bar asked for but that of the first quote's minute.
+    assert lookups.bar_lookups == [("USD-BRL", T0 + MINUTE_MS)]
+
+
+def test_a_short_minute_later_than_the_first_quote_closes_as_any_minute() -> None:
+    """The first quote to come again is older than a minute the earlier job stored whole
+    without its bar: that minute waits in state for a later quote to close it."""
+    name, _ = stored([quote(61_000, "5.25"), quote(90_000, "5.35")])
+    feed = new_job(name, T0 + 2 * MINUTE_MS + 10_000)
+    assert feed(quote(50_000, "5.20")) == []
+    assert feed(quote(2 * MINUTE_MS + 15_000, "5.40")) == [
+        bar("USD-BRL", 0, ("5.20", "5.20", "5.20", "5.20"), 1, "ON_TIME:0"),
+        bar("USD-BRL", 1, ("5.25", "5.35", "5.25", "5.35"), 2, "ON_TIME:0"),
+    ]
+
+
+def test_the_stored_bars_are_summarised_once_per_key_birth() -> None:
+    name, lookups = stored([quote(1_000, "5.10"), quote(2_000, "7.00", "BTC-USD")])
+    feed = new_job(name, T0 + 70_000)
+    for q in (
+        quote(61_000, "5.25"),
+        quote(62_000, "7.10", "BTC-USD"),
+        quote(121_000, "5.40"),
+        quote(3 * MINUTE_MS, "5.50"),
+        quote(3 * MINUTE_MS, "7.20", "BTC-USD"),
+    ):
+        feed(q)
+    assert sorted(pair for pair, _, _ in lookups.summary_lookups) == ["BTC-USD", "USD-BRL"]
+    # A job after it: each key is born again.
+    feed = new_job(name, T0 + 4 * MINUTE_MS)
+    feed(quote(3 * MINUTE_MS + 1_000, "5.60"))
+    assert [pair for pair, _, _ in lookups.summary_lookups[2:]] == ["USD-BRL"]

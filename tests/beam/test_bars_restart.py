@@ -24,7 +24,7 @@ from quotestream.domain.quote import Quote, format_ts, make_event_id, now_ms
 from quotestream.domain.rows import quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES
 from quotestream.ports import Warehouse
-from quotestream.ports.queries import StoredBar
+from quotestream.ports.queries import BarSummary, StoredBar
 from tests.support.fakes import InMemoryStoredRowLookups, InMemoryWarehouse
 from tests.support.local_runs import fresh_warehouse
 from tests.support.pipelines import direct_pipeline
@@ -45,12 +45,13 @@ def tick(offset_ms: int, mid: str, pair: str = "USD-BRL") -> Quote:
 
 
 def pane(pair: str, ticks: list[Quote], index: int) -> dict[str, Any]:
-    """The bar row of the minute from `ticks` at pane `index`, as the load writes it."""
+    """The bar row of the ticks' minute from `ticks` at pane `index`, as the load writes it."""
     mids = [q.mid for q in sorted(ticks, key=lambda q: q.event_ts_ms)]
+    start = ticks[0].event_ts_ms // MINUTE_MS * MINUTE_MS
     return {
         "pair": pair,
-        "window_start": format_ts(M),
-        "window_end": format_ts(M + MINUTE_MS),
+        "window_start": format_ts(start),
+        "window_end": format_ts(start + MINUTE_MS),
         "open": str(mids[0]),
         "high": str(max(mids)),
         "low": str(min(mids)),
@@ -136,3 +137,67 @@ def test_bigquery_and_the_fake_tell_the_same_stored_bar(
         assert lookups.stored_bar("USD-BRL", M - MINUTE_MS) == nothing
         eur = lookups.stored_bar("EUR-BRL", M)
         assert (len(eur.ticks), eur.pane_index, eur.pane_tick_count) == (1, -1, 0)
+
+
+def test_a_new_job_restates_the_minutes_an_earlier_job_left_short(
+    bigquery_emulator: ServiceProcess,
+) -> None:
+    """Minutes whose quotes the earlier job all stored and acknowledged: none comes again, and
+    the new job's first quote (of minute M) restates those a quote may still restate."""
+    settings, warehouse = fresh_warehouse("bars-short")
+    # Killed before the bar of M-1 was written, and before the late quote of M-2 restated it.
+    no_pane = [tick(-MINUTE_MS + 1_000, "5.10"), tick(-MINUTE_MS + 30_000, "5.20")]
+    short_pane = [tick(-2 * MINUTE_MS + 1_000, "5.00"), tick(-2 * MINUTE_MS + 2_000, "5.05")]
+    whole = [tick(-3 * MINUTE_MS + 1_000, "4.90")]
+    too_old = [tick(-6 * MINUTE_MS + 1_000, "4.00")]
+    store(
+        warehouse,
+        [*no_pane, *short_pane, *whole, *too_old],
+        [pane("USD-BRL", short_pane[:1], 0), pane("USD-BRL", whole, 0)],
+    )
+    first = tick(10_000, "5.30")
+
+    with direct_pipeline() as pipeline:
+        bars = (
+            pipeline
+            | beam.Create([first])
+            | OneMinuteBars(300, partial(bootstrap.build_stored_row_lookups, settings))
+            | beam.Map(numeric)
+        )
+        assert_that(
+            bars,
+            equal_to(
+                [
+                    numeric(pane("USD-BRL", no_pane, 0)),
+                    numeric(pane("USD-BRL", short_pane, 1)),
+                    numeric(pane("USD-BRL", [first], 0)),
+                ]
+            ),
+        )
+
+
+def test_bigquery_and_the_fake_tell_the_same_bar_summaries(
+    bigquery_emulator: ServiceProcess,
+) -> None:
+    _, warehouse = fresh_warehouse("bar-summaries")
+    memory = InMemoryWarehouse()
+    ticks = [tick(1_000, "5.10"), tick(59_999, "5.30")]
+    lone = [tick(-MINUTE_MS, "5.00")]
+    # Not asked: a minute past the span, another pair, a minute with a pane and no quote.
+    others = [tick(2 * MINUTE_MS, "9.00"), tick(2_000, "9.00", "EUR-BRL")]
+    pane_only = pane("USD-BRL", [tick(-2 * MINUTE_MS, "7.00")], 0)
+    panes = [pane("USD-BRL", ticks[:1], 0), pane("USD-BRL", ticks[:1], 1), pane_only]
+    # As for stored_bar: a second row of a quote counts once, the fuller of two panes 1 is final.
+    copy = {**quote_row(ticks[0], M + 9_000)}
+    fuller_pane = pane("USD-BRL", ticks, 1)
+    for target in (warehouse, memory):
+        store(target, ticks + lone + others, panes)  # type: ignore[arg-type]
+        target.insert_rows(QUOTES.name, [copy], ["copy"])
+        target.insert_rows(QUOTE_BARS_1M.name, [fuller_pane], ["fuller-pane"])
+
+    expected = {M: BarSummary(2, 1, 2), M - MINUTE_MS: BarSummary(1)}
+    bigquery = BigQueryStoredRowLookups(cast(BigQueryWarehouse, warehouse))
+    fake = InMemoryStoredRowLookups(memory)
+    for lookups in (bigquery, fake):
+        assert lookups.stored_bar_summaries("USD-BRL", M - 2 * MINUTE_MS, M + MINUTE_MS) == expected
+        assert lookups.stored_bar_summaries("USD-BRL", M + MINUTE_MS, M + 2 * MINUTE_MS) == {}

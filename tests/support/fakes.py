@@ -456,10 +456,12 @@ class InMemoryResumePoints(_InMemoryQueries):
 @dataclass
 class InMemoryStoredRowLookups(_InMemoryQueries):
     """`lookups` keeps the ids each lookup asked for, `bar_lookups` the (pair, minute) of each
-    stored bar asked for; `failing_bar_lookups` of them fail first, as a BigQuery away would."""
+    stored bar asked for, `summary_lookups` the (pair, start, end) of each span of bar
+    summaries; `failing_bar_lookups` stored bars fail first, as a BigQuery away would."""
 
     lookups: list[list[str]] = field(default_factory=list)
     bar_lookups: list[tuple[str, int]] = field(default_factory=list)
+    summary_lookups: list[tuple[str, int, int]] = field(default_factory=list)
     bar_pane_lookups: list[list[shapes.BarPaneKey]] = field(default_factory=list)
     failing_bar_lookups: int = 0
 
@@ -519,6 +521,26 @@ class InMemoryStoredRowLookups(_InMemoryQueries):
             if row["pair"] == pair and ms_of(row["window_start"]) == window_start_ms
         ]
         return shapes.StoredBar(ticks, *max(panes, default=(-1, 0)))
+
+    def stored_bar_summaries(
+        self, pair: str, start_ms: int, end_ms: int
+    ) -> dict[int, shapes.BarSummary]:
+        self.summary_lookups.append((pair, start_ms, end_ms))
+        quotes: dict[int, set[str]] = defaultdict(set)
+        for row in self._quotes():
+            if row["pair"] == pair and _within(row["event_ts"], start_ms, end_ms):
+                event_ms = ms_of(row["event_ts"])
+                quotes[event_ms - event_ms % 60_000].add(row["event_id"])
+        finals: dict[int, tuple[int, int]] = {}
+        for row in self.warehouse.rows(QUOTE_BARS_1M.name):
+            start = ms_of(row["window_start"])
+            if row["pair"] == pair and start in quotes:
+                pane = (row.get("pane_index") or 0, row["tick_count"])
+                finals[start] = max(finals.get(start, pane), pane)
+        return {
+            start: shapes.BarSummary(len(ids), *finals.get(start, (-1, 0)))
+            for start, ids in quotes.items()
+        }
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any, cast
 from quotestream.beam.messages import RawMessage
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from quotestream.ports import Warehouse
-from quotestream.ports.queries import BarPaneKey, StoredBar, StoredRowLookups
+from quotestream.ports.queries import BarPaneKey, BarSummary, StoredBar, StoredRowLookups
 from quotestream.ports.writes import TableWriter
 from quotestream_dev.bench.drain import Backlog, backlog_of
 
@@ -86,6 +86,9 @@ class NothingStored:
 
     def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
         return StoredBar({})
+
+    def stored_bar_summaries(self, pair: str, start_ms: int, end_ms: int) -> dict[int, BarSummary]:
+        return {}
 
     def close(self) -> None:
         pass

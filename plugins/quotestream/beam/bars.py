@@ -6,7 +6,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -20,9 +21,10 @@ from quotestream.beam.parse import NAMESPACE
 from quotestream.beam.sinks import TRANSIENT, LookupsFactory
 from quotestream.domain.quote import Quote, format_ts, now_ms
 from quotestream.domain.validation import FUTURE_TOLERANCE_MS
-from quotestream.ports.queries import StoredBar, StoredRowLookups
+from quotestream.ports.queries import StoredRowLookups
 
 MINUTE_MS = 60_000
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,13 @@ class MinuteBarsFn(beam.DoFn):
     tolerance) is first seeded from what is stored: its stored quotes join its ticks, and its
     panes go on after the stored final one, restated at once if that lacks stored ticks. Later
     minutes, so all live traffic after a job's first minute, cost no lookup.
+
+    A minute whose quotes an earlier job all acknowledged before it stored the bar's final pane
+    has none left to open it here. So the key's first quote in this job also takes up, in one
+    query, every minute of that span a quote may still restate whose stored bar counts fewer
+    ticks than its stored quotes (none, with no pane stored): seeded as above and kept in state,
+    it is restated at once if a pane is stored, else closed as any minute is (at once if it is
+    earlier than this quote's minute).
     """
 
     def __init__(
@@ -97,6 +106,7 @@ class MinuteBarsFn(beam.DoFn):
         self.bars = Metrics.counter(NAMESPACE, "bars")
         self.too_late = Metrics.counter(NAMESPACE, "bars_too_late")
         self.seeded = Metrics.counter(NAMESPACE, "bars_seeded")
+        self.restated_on_start = Metrics.counter(NAMESPACE, "bars_restated_on_start")
 
     def setup(self) -> None:
         self._lookups = self._lookups_factory() if self._lookups_factory else None
@@ -112,7 +122,7 @@ class MinuteBarsFn(beam.DoFn):
         pair, quote = element
         bars: MinuteBars = bars_state.read() or {}
         newest = max(newest_state.read() or 0, quote.event_ts_ms)
-        minute = quote.event_ts_ms - quote.event_ts_ms % MINUTE_MS
+        minute = _minute_of(quote.event_ts_ms)
         if minute not in bars and minute + MINUTE_MS + self._lateness_ms <= newest:
             self.too_late.inc()
             return
@@ -122,8 +132,17 @@ class MinuteBarsFn(beam.DoFn):
         # if this quote is among the stored ones (this job's writer may have run ahead).
         counted = None
         lookups = self._lookups
-        if opens_a_bar and lookups is not None and self._may_have_been_seen(minute, born_state):
-            counted = self._seed(lookups, pair, minute, bar)
+        if opens_a_bar and lookups is not None:
+            born = born_state.read()
+            if born is None:
+                # The key's first quote in this job: its state is empty, so it opens a bar.
+                born = self._clock()
+                born_state.write(born)
+                yield from self._take_up_short_minutes(lookups, pair, bars, newest, born)
+            # An earlier job ended before this one took the key's first quote, and the gate
+            # takes none dated further ahead than its future tolerance.
+            if minute < born + FUTURE_TOLERANCE_MS:
+                counted = self._seed(lookups, pair, minute, bar)
         fresh = quote.event_id not in bar.ticks
         if fresh:
             bar.ticks[quote.event_id] = (quote.event_ts_ms, quote.mid)
@@ -141,20 +160,42 @@ class MinuteBarsFn(beam.DoFn):
         if opens_a_bar:
             flush.set(Timestamp.of((max(bars) + MINUTE_MS) / 1000))
 
-    def _may_have_been_seen(self, minute: int, born_state: Any) -> bool:
-        """Whether an earlier job may have taken quotes of the minute: it ended before this job
-        took the key's first quote, and the gate takes none dated further ahead than its future
-        tolerance."""
-        born = born_state.read()
-        if born is None:
-            # The key's first quote opens its first bar: this is that quote.
-            born = self._clock()
-            born_state.write(born)
-        return minute < born + FUTURE_TOLERANCE_MS
+    def _take_up_short_minutes(
+        self, lookups: StoredRowLookups, pair: str, bars: MinuteBars, newest: int, born: int
+    ) -> Iterator[dict[str, Any]]:
+        """Seeds into `bars` the minutes not there that an earlier job left with fewer ticks in
+        their stored bar than stored quotes, and restates those with a stored pane."""
+        # From the oldest minute a quote can still restate to the last an earlier job may have
+        # seen: past this quote's minute too, as a quote redelivered first may be older than
+        # minutes the earlier job stored whole (one still open is left open, not emitted).
+        start = _minute_of(newest - self._lateness_ms)
+        end = _minute_of(born + FUTURE_TOLERANCE_MS - 1) + MINUTE_MS
+        summaries = _waited(
+            partial(lookups.stored_bar_summaries, pair, start, end), f"the stored bars of {pair}"
+        )
+        taken = sorted(
+            m for m, summary in summaries.items() if summary.incomplete and m not in bars
+        )
+        for minute in taken:
+            bar = bars[minute] = MinuteBar()
+            counted = self._seed(lookups, pair, minute, bar)
+            if bar.pane_index >= 0 and len(bar.ticks) > counted:
+                yield self._emit(pair, minute, bar)
+        if taken:
+            self.restated_on_start.inc(len(taken))
+            log.info(
+                "%s: restating %d minutes an earlier job left short of their stored quotes: %s",
+                pair,
+                len(taken),
+                ", ".join(format_ts(m) for m in taken),
+            )
 
     def _seed(self, lookups: StoredRowLookups, pair: str, minute: int, bar: MinuteBar) -> int:
         """Opens `bar` where an earlier job left it: returns the ticks its final pane had."""
-        stored = _stored_bar(lookups, pair, minute)
+        stored = _waited(
+            partial(lookups.stored_bar, pair, minute),
+            f"the stored bar of {pair} {format_ts(minute)}",
+        )
         bar.ticks.update(stored.ticks)
         bar.pane_index = stored.pane_index
         self.seeded.inc()
@@ -203,22 +244,20 @@ class MinuteBarsFn(beam.DoFn):
         }
 
 
-def _stored_bar(lookups: StoredRowLookups, pair: str, minute: int) -> StoredBar:
-    # Waited for, never skipped: an unseeded minute would be emitted wrong, under a pane index
-    # already stored.
+def _minute_of(ms: int) -> int:
+    return ms - ms % MINUTE_MS
+
+
+def _waited(lookup: Callable[[], T], what: str) -> T:
+    # Waited for, never skipped: a minute not seeded would be emitted wrong, under a pane index
+    # already stored, and one not taken up would stay short for good.
     attempt = 0
     while True:
         try:
-            return lookups.stored_bar(pair, minute)
+            return lookup()
         except TRANSIENT as error:
             pause = min(2.0**attempt, 30.0)
-            log.warning(
-                "looking up the stored bar of %s %s failed, again in %.0f s: %s",
-                pair,
-                format_ts(minute),
-                pause,
-                error,
-            )
+            log.warning("looking up %s failed, again in %.0f s: %s", what, pause, error)
             time.sleep(pause)
             attempt += 1
 

@@ -247,6 +247,22 @@ class StoredBar:
     pane_tick_count: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BarSummary:
+    """What is stored of one pair's minute, counted: its quotes (each event id once), and the
+    bar's final stored pane (as StoredBar's): its index (-1: none) and its tick count (0: none)."""
+
+    quotes: int
+    pane_index: int = -1
+    pane_tick_count: int = 0
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether the final stored pane counts fewer ticks than there are stored quotes (any,
+        when no pane is stored)."""
+        return self.quotes > self.pane_tick_count
+
+
 # A bar pane's identity: its pair, its minute's start (ms) and its pane index.
 BarPaneKey = tuple[str, int, int]
 
@@ -254,7 +270,7 @@ BarPaneKey = tuple[str, int, int]
 class StoredRowLookups(Protocol):
     """Which rows are stored already: the load's writer and pull edge ask before they write or
     settle a message, the replay before it inserts a quote, the bars before they reopen a
-    minute an earlier job may have seen."""
+    minute an earlier job may have seen, or take up the minutes it left short."""
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         """Which of these event ids (each with its event time) `quotes` holds; the times bound
@@ -271,6 +287,11 @@ class StoredRowLookups(Protocol):
     def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
         """What `quotes` and `quote_bars_1m` hold of the pair's minute from `window_start_ms`
         (a minute boundary); reads that minute's partitions only."""
+
+    def stored_bar_summaries(self, pair: str, start_ms: int, end_ms: int) -> dict[int, BarSummary]:
+        """Window start (ms) -> what is stored of the pair's minute, for each minute of
+        [start_ms, end_ms) (minute boundaries) with stored quotes; one query, reading only
+        those minutes' partitions."""
 
     def close(self) -> None: ...
 

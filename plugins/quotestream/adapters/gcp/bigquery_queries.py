@@ -20,6 +20,7 @@ from quotestream.domain.schemas import DEAD_LETTER_REPLAYS, QUOTES, QUOTES_DEAD_
 from quotestream.ports.queries import (
     BarPane,
     BarPaneKey,
+    BarSummary,
     KeptDeadLetter,
     MidMoves,
     MinuteSummary,
@@ -402,6 +403,23 @@ class BigQueryStoredRowLookups(_BigQueryQueries):
         "WHERE pair = @pair AND window_start = TIMESTAMP_MILLIS(@start) "
         "ORDER BY COALESCE(pane_index, 0) DESC, tick_count DESC LIMIT 1)"
     )
+    # One pair's minutes of [@start, @end) with quotes, counted: the distinct quotes of each,
+    # and its final pane (chosen as above). Both read only the span's partitions.
+    _STORED_BAR_SUMMARIES = (
+        "WITH quoted AS (SELECT UNIX_MILLIS(TIMESTAMP_TRUNC(event_ts, MINUTE)) AS start_ms, "
+        "COUNT(DISTINCT event_id) AS quotes FROM {dataset}.quotes WHERE pair = @pair "
+        "AND event_ts >= TIMESTAMP_MILLIS(@start) AND event_ts < TIMESTAMP_MILLIS(@end) "
+        "GROUP BY start_ms), "
+        "final AS (SELECT UNIX_MILLIS(window_start) AS start_ms, "
+        "COALESCE(pane_index, 0) AS pane_index, tick_count FROM {dataset}.quote_bars_1m "
+        "WHERE pair = @pair "
+        "AND window_start >= TIMESTAMP_MILLIS(@start) AND window_start < TIMESTAMP_MILLIS(@end) "
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY window_start "
+        "ORDER BY COALESCE(pane_index, 0) DESC, tick_count DESC) = 1) "
+        "SELECT quoted.start_ms, quotes, IFNULL(pane_index, -1) AS pane_index, "
+        "IFNULL(tick_count, 0) AS tick_count "
+        "FROM quoted LEFT JOIN final ON quoted.start_ms = final.start_ms"
+    )
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         found: set[str] = set()
@@ -459,6 +477,17 @@ class BigQueryStoredRowLookups(_BigQueryQueries):
         if pane is None:
             return StoredBar(ticks)
         return StoredBar(ticks, int(pane["pane_index"]), int(pane["tick_count"]))
+
+    def stored_bar_summaries(self, pair: str, start_ms: int, end_ms: int) -> dict[int, BarSummary]:
+        rows = self._warehouse.query(
+            self._STORED_BAR_SUMMARIES, {"pair": pair, "start": start_ms, "end": end_ms}
+        )
+        return {
+            int(row["start_ms"]): BarSummary(
+                int(row["quotes"]), int(row["pane_index"]), int(row["tick_count"])
+            )
+            for row in rows
+        }
 
     def _stored_ids(
         self,
