@@ -54,6 +54,9 @@ class ConfigurationError(RuntimeError):
 
 
 RESUME_QUERY_TIMEOUT_S = 30.0
+# A lookup unanswered this long is asked again: a query job BigQuery lost (an emulator
+# restarted under it) is otherwise polled for ever, and the load with it.
+LOOKUP_QUERY_TIMEOUT_S = 30.0
 
 
 def google_access(settings: Settings, api: str) -> ApiAccess:
@@ -156,7 +159,9 @@ def build_stored_row_lookups(settings: Settings) -> StoredRowLookups:
     """What the load asks before it writes or settles a message."""
     from quotestream.adapters.gcp.bigquery_queries import BigQueryStoredRowLookups
 
-    return BigQueryStoredRowLookups(_bigquery_warehouse(settings))
+    return BigQueryStoredRowLookups(
+        _bigquery_warehouse(settings, query_timeout_s=LOOKUP_QUERY_TIMEOUT_S)
+    )
 
 
 def resume_points_factory(settings: Settings) -> Callable[[], ResumePoints] | None:

@@ -49,8 +49,15 @@ REMEMBER_MS = 30_000
 DEFAULT_SHARDS = 4
 
 log = logging.getLogger(__name__)
-# A warehouse away or overloaded; BigQuery's refusals of single rows come back as refused.
-TRANSIENT = (GoogleAPICallError, RetryError, ConnectionError, requests.ConnectionError)
+# A warehouse away, overloaded or slow past a query's bound (TimeoutError); BigQuery's
+# refusals of single rows come back as refused.
+TRANSIENT = (
+    GoogleAPICallError,
+    RetryError,
+    ConnectionError,
+    TimeoutError,
+    requests.ConnectionError,
+)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ from quotestream.adapters.local.processes import (
 from quotestream.adapters.local.pubsub_emulator import start_pubsub_emulator
 
 HOST = "127.0.0.1"
-PREFERRED_PORTS = {"pubsub": 8085, "bigquery": 9050, "api": 8080, "bigquery-grpc": 9060}
+PREFERRED_PORTS = {"pubsub": 8085, "bigquery": 9050, "api": 8080}
 SERVICES = tuple(PREFERRED_PORTS)
+# The BigQuery emulator's second port: its gRPC server (the Storage Write API).
+PREFERRED_BIGQUERY_GRPC_PORT = 9060
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +217,7 @@ class LocalStack:
                 log_path,
                 self.state_dir / "bigquery-data",
                 self.project,
-                grpc_port=grpc_port or self._port("bigquery-grpc"),
+                grpc_port=grpc_port or self._free_or(PREFERRED_BIGQUERY_GRPC_PORT),
             )
         return start_api_process(port, log_path, env, HOST)
 
@@ -233,7 +235,9 @@ class LocalStack:
             if not port_is_free(wanted):
                 raise RuntimeError(f"port {wanted} for {name} is taken; choose another")
             return wanted
-        preferred = PREFERRED_PORTS[name]
+        return self._free_or(PREFERRED_PORTS[name])
+
+    def _free_or(self, preferred: int) -> int:
         if self._free_ports_only or not port_is_free(preferred):
             return free_port(HOST)
         return preferred
