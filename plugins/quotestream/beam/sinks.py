@@ -348,6 +348,10 @@ class WriteRows(beam.PTransform[Any, Any]):
                 max_batch_size=self._max_batch_bytes,
                 element_size_fn=_weight,
             )
-            | "Shard" >> beam.ParDo(SplitByShard(self._rows.row_id, self._shards))
+            | "Shard"
+            >> beam.ParDo(SplitByShard(self._rows.row_id, self._shards)).with_output_types(
+                # The state's key coder, deterministic as Dataflow needs it.
+                beam.typehints.KV[int, Any]
+            )
             | "Write" >> beam.ParDo(self._write).with_outputs(REJECTED, main=WRITTEN)
         )
