@@ -44,9 +44,14 @@ class ResponseHoldingProxy:
         while True:
             try:
                 client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
                 upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
             except OSError:
-                return
+                # The server is down (restarting): the client sees its connection refused.
+                client.close()
+                continue
             connection = next(self._ids)
             with self._lock:
                 self._open.add(connection)

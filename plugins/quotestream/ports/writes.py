@@ -11,7 +11,7 @@ What each writer makes of a batch written again at the same position:
   committed stream at the position's offset; an offset already written answers
   ALREADY_EXISTS, which is the first attempt's success. Exactly once, however late the retry.
 - insertAll (`InsertAllTableWriter`): nothing within BigQuery's insert-id memory, about a
-  minute and best effort. Positions mean nothing to it.
+  minute and best effort. Positions mean nothing to it (it answers one constant position).
 
 Neither can tell whether rows reached the table before a job restart (the position is then
 gone with the job's state) or before a stream was lost: the load looks those rows up first.

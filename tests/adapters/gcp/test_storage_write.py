@@ -26,7 +26,9 @@ def target(
     bigquery_emulator: ServiceProcess,
 ) -> tuple[Settings, Warehouse, StorageWriteTableWriter]:
     settings, warehouse = fresh_warehouse("storage-write", LOADED_TABLES)
-    writer = bootstrap.build_table_writer(settings)
+    writer = bootstrap.build_table_writer(
+        settings.model_copy(update={"bigquery_writer": "storage_write"})
+    )
     assert isinstance(writer, StorageWriteTableWriter)
     yield settings, warehouse, writer
     writer.close()

@@ -318,10 +318,15 @@ def _lost(error: grpc.RpcError) -> bool:
     )
 
 
+# insertAll has no streams: every batch answers this one position, so that only a shard's
+# first batch counts as bound for a new stream (and is looked up first).
+INSERT_ALL = Position(stream="insertAll")
+
+
 class InsertAllTableWriter:
     """TableWriter over legacy streaming inserts: row ids as insert ids, so a batch inserted
-    again within about a minute is stored once (BigQuery's best effort). Positions are not
-    used: every batch answers NEW."""
+    again within about a minute is stored once (BigQuery's best effort). Positions mean
+    nothing to it: every batch answers INSERT_ALL."""
 
     def __init__(self, warehouse: Warehouse) -> None:
         self._warehouse = warehouse
@@ -334,7 +339,7 @@ class InsertAllTableWriter:
         at: Position,
     ) -> Written:
         if not rows:
-            return Written(next=NEW)
+            return Written(next=INSERT_ALL)
         errors = self._warehouse.insert_rows(table, rows, row_ids)
         return Written(
             next=NEW,
