@@ -124,7 +124,9 @@ class WriteShardFn(beam.DoFn):
         shard.forget_before(now - REMEMBER_MS)
         ids = [self._rows.row_id(row) for row in batch]
         # A second copy within the batch goes with the first, which is written or refused.
-        firsts = {row_id: index for index, row_id in reversed(list(enumerate(ids)))}
+        firsts: dict[str, int] = {}
+        for index, row_id in enumerate(ids):
+            firsts.setdefault(row_id, index)
         stored, asked = self._stored_already(batch, ids, shard, now)
         fresh = [
             index
