@@ -277,6 +277,22 @@ def test_minutes_starting_after_the_jobs_first_quote_are_not_looked_up() -> None
     assert lookups.bar_lookups == []
 
 
+def test_minutes_older_than_a_predecessor_could_restate_are_not_looked_up() -> None:
+    """A backlog of old quotes after a restart costs no lookup a minute: with 2 minutes of
+    lateness, only minutes from 4 minutes before the job's first quote on are seeded."""
+    name, lookups = stored(
+        [quote(30_000, "9.00")], [bar("USD-BRL", 0, ("9", "9", "9", "9"), 1, "ON_TIME:0")]
+    )
+    assert_bars_after_restart(
+        name,
+        T0 + 10 * MINUTE_MS,
+        [quote(1_000, "5.10"), quote(59_000, "5.20")],
+        # The stored rows not read: the bar is this job's own (the documented limit).
+        [bar("USD-BRL", 0, ("5.10", "5.20", "5.10", "5.20"), 2, "ON_TIME:0")],
+    )
+    assert lookups.bar_lookups == []
+
+
 def test_a_quote_delivered_again_that_the_stored_pane_counts_changes_nothing() -> None:
     """The earlier job stored the quote at 50 s and its pane, but died before acknowledging
     it: it comes again, and only the fresh quote at 55 s restates the bar."""

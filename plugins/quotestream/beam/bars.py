@@ -140,8 +140,10 @@ class MinuteBarsFn(beam.DoFn):
                 born_state.write(born)
                 yield from self._take_up_short_minutes(lookups, pair, bars, newest, born)
             # An earlier job ended before this one took the key's first quote, and the gate
-            # takes none dated further ahead than its future tolerance.
-            if minute < born + FUTURE_TOLERANCE_MS:
+            # takes none dated further ahead than its future tolerance. Only minutes a live
+            # predecessor could still restate: an older backlog (a flood of old quotes, a
+            # drain after a long outage) would cost a lookup for each of its minutes.
+            if born - self._lateness_ms - 2 * MINUTE_MS <= minute < born + FUTURE_TOLERANCE_MS:
                 counted = self._seed(lookups, pair, minute, bar)
         fresh = quote.event_id not in bar.ticks
         if fresh:
