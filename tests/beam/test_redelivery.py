@@ -1,12 +1,9 @@
 """Messages Pub/Sub delivers again after their ack deadline give one row each.
 
 The BigQuery emulator is frozen while the load pipeline (a DirectRunner process) pulls a
-backlog, longer than the ack deadline, so the job holds pulled messages it cannot store. The
-emulator re-leases an expired message only when someone pulls (Pub/Sub does it on its own),
-and the DirectRunner runs one bundle at a time, so the blocked job cannot pull: the test pulls
-once, acknowledging nothing, as Pub/Sub's redelivery would. Then the writer is let go: the job
-stores what it held (its acknowledgements come too late and count for nothing) and gets every
-message again after the test's lease expires."""
+backlog, longer than the ack deadline, so the job holds pulled messages it cannot store. Its
+writes are a stage of their own (keyed by shard), so it pulls on meanwhile and is delivered
+every message again. Then the writer is let go: each message gives one row."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
+from google.cloud.pubsub_v1 import PublisherClient
 
 from quotestream import bootstrap
 from quotestream.adapters.local.processes import ServiceProcess, start_pipeline_process
@@ -27,28 +24,6 @@ from tests.support.local_runs import provisioned_project, recent_quotes
 pytestmark = pytest.mark.integration
 
 ACK_DEADLINE_S = 10
-
-
-def lease_everything(subscription: str) -> dict[str, int]:
-    """Pull until nothing is left, acknowledging nothing: event_id -> delivery attempt."""
-    subscriber = SubscriberClient()
-    attempts: dict[str, int] = {}
-    try:
-        while True:
-            response = subscriber.pull(
-                request={
-                    "subscription": subscription,
-                    "max_messages": 1000,
-                    "return_immediately": True,
-                },
-                timeout=30,
-            )
-            if not response.received_messages:
-                return attempts
-            for item in response.received_messages:
-                attempts[item.message.attributes["event_id"]] = item.delivery_attempt
-    finally:
-        subscriber.close()
 
 
 def test_messages_delivered_again_after_their_ack_deadline_give_one_row_each(
@@ -77,10 +52,9 @@ def test_messages_delivered_again_after_their_ack_deadline_give_one_row_each(
     os.killpg(bigquery_emulator.pid, signal.SIGSTOP)
     try:
         job = start_pipeline_process(REPO, "load", log, env)
+        # The job pulls on while its writes wait (the write step is a stage of its own), so
+        # it is delivered what it holds again, as its log counts below.
         time.sleep(ACK_DEADLINE_S + 8)
-        attempts = lease_everything(
-            SubscriberClient.subscription_path(settings.project, settings.load_subscription)
-        )
     finally:
         os.killpg(bigquery_emulator.pid, signal.SIGCONT)
     try:
@@ -95,16 +69,10 @@ def test_messages_delivered_again_after_their_ack_deadline_give_one_row_each(
         job.stop()
 
     assert final == (len(good), len(good))
-    assert len(attempts) == len(good)
-    assert max(attempts.values()) >= 2, "no message had been delivered before"
     text = log.read_text(errors="replace")
     redelivered = sum(int(n) for n in re.findall(r"messages, (\d+) of them redelivered", text))
     found_stored = sum(
         int(n) for n in re.findall(r"(\d+) redelivered messages were stored already", text)
     )
-    print(
-        f"first deliveries to the job: {sum(1 for a in attempts.values() if a >= 2)}; "
-        f"redelivered to the job: {redelivered}; found already stored: {found_stored}"
-    )
+    print(f"redelivered to the job: {redelivered}; found already stored: {found_stored}")
     assert redelivered >= len(good)
-    assert found_stored > 0

@@ -58,7 +58,7 @@ def test_quotes_published_again_after_the_insert_id_window_are_stored_once(
         assert not set(first) & set(second), "Pub/Sub gave the copies new message ids"
         log = Path(runner.find(LOAD).detail)
         wait_until(
-            lambda: "not inserted again" in log.read_text(errors="replace"),
+            lambda: "not written again" in log.read_text(errors="replace"),
             60,
             "the second copies to be found stored",
         )
