@@ -36,6 +36,12 @@ MINUTE_MS = 60_000
 M = now_ms() // MINUTE_MS * MINUTE_MS - 3 * MINUTE_MS
 
 
+def born_after_m() -> int:
+    """The new job's keys are born 3 minutes after M, however late the test runs (M is
+    computed at collection)."""
+    return M + 3 * MINUTE_MS
+
+
 def tick(offset_ms: int, mid: str, pair: str = "USD-BRL") -> Quote:
     ts = M + offset_ms
     value = Decimal(mid)
@@ -94,7 +100,9 @@ def test_a_new_job_continues_the_stored_bars_with_every_tick(
         bars = (
             pipeline
             | beam.Create([unacknowledged, fresh, *eur_rest])
-            | OneMinuteBars(300, partial(bootstrap.build_stored_row_lookups, settings))
+            | OneMinuteBars(
+                300, partial(bootstrap.build_stored_row_lookups, settings), born_after_m
+            )
             | beam.Map(numeric)
         )
         assert_that(
@@ -161,7 +169,9 @@ def test_a_new_job_restates_the_minutes_an_earlier_job_left_short(
         bars = (
             pipeline
             | beam.Create([first])
-            | OneMinuteBars(300, partial(bootstrap.build_stored_row_lookups, settings))
+            | OneMinuteBars(
+                300, partial(bootstrap.build_stored_row_lookups, settings), born_after_m
+            )
             | beam.Map(numeric)
         )
         assert_that(

@@ -92,7 +92,7 @@ def test_a_load_job_killed_mid_stream_and_restarted_by_the_dag_stores_each_quote
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://{bigquery_emulator.address}")
     publishing = threading.Thread(target=publish, args=(rest, 0.5))
     try:
-        wait_until(lambda: counts()["quotes"] > 0, 60, "the job to store rows", poll_s=0.05)
+        wait_until(lambda: counts()["quotes"] > 0, 180, "the job to store rows", poll_s=0.05)
         proxy.arm(QUOTES_INSERT)
         publish(while_held, 0)
         assert proxy.held.wait(180), "the job wrote no more quotes: " + _tail(first.detail)
