@@ -53,9 +53,13 @@ def add_bench(commands: Commands) -> None:
     bench_load.add_argument("--seconds", type=float, default=60.0, help="pushing time")
     bench_load.set_defaults(handler=_bench_load)
     bench_drain = kinds.add_parser(
-        "drain", help="the load job against a plain loop, draining the same backlog"
+        "drain",
+        help="the load job with each BigQuery writer (insert_all, storage_write) against a "
+        "plain loop, draining the same backlog: rows/s, CPU per row, peak memory",
     )
-    bench_drain.add_argument("--messages", type=int, default=20_000, help="backlog size")
+    bench_drain.add_argument(
+        "--messages", type=int, default=20_000, help="backlog size (200000: an hour's outage)"
+    )
     bench_drain.set_defaults(handler=_bench_drain)
     bench_cost = kinds.add_parser(
         "cost", help="CPU per quote of the load's transforms on the FnApiRunner, and vCPUs"
