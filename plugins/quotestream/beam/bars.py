@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -18,13 +17,12 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from quotestream.beam.parse import NAMESPACE
-from quotestream.beam.sinks import TRANSIENT, LookupsFactory
+from quotestream.beam.sinks import LookupsFactory, waited
 from quotestream.domain.quote import Quote, format_ts, now_ms
 from quotestream.domain.validation import FUTURE_TOLERANCE_MS
 from quotestream.ports.queries import StoredRowLookups
 
 MINUTE_MS = 60_000
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +170,7 @@ class MinuteBarsFn(beam.DoFn):
         # minutes the earlier job stored whole (one still open is left open, not emitted).
         start = _minute_of(newest - self._lateness_ms)
         end = _minute_of(born + FUTURE_TOLERANCE_MS - 1) + MINUTE_MS
-        summaries = _waited(
+        summaries = waited(
             partial(lookups.stored_bar_summaries, pair, start, end), f"the stored bars of {pair}"
         )
         taken = sorted(
@@ -194,7 +192,7 @@ class MinuteBarsFn(beam.DoFn):
 
     def _seed(self, lookups: StoredRowLookups, pair: str, minute: int, bar: MinuteBar) -> int:
         """Opens `bar` where an earlier job left it: returns the ticks its final pane had."""
-        stored = _waited(
+        stored = waited(
             partial(lookups.stored_bar, pair, minute),
             f"the stored bar of {pair} {format_ts(minute)}",
         )
@@ -248,20 +246,6 @@ class MinuteBarsFn(beam.DoFn):
 
 def _minute_of(ms: int) -> int:
     return ms - ms % MINUTE_MS
-
-
-def _waited(lookup: Callable[[], T], what: str) -> T:
-    # Waited for, never skipped: a minute not seeded would be emitted wrong, under a pane index
-    # already stored, and one not taken up would stay short for good.
-    attempt = 0
-    while True:
-        try:
-            return lookup()
-        except TRANSIENT as error:
-            pause = min(2.0**attempt, 30.0)
-            log.warning("looking up %s failed, again in %.0f s: %s", what, pause, error)
-            time.sleep(pause)
-            attempt += 1
 
 
 def bar_row_id(row: Mapping[str, Any]) -> str:

@@ -23,12 +23,12 @@ from quotestream.beam.sinks import (
     TableRows,
     TableWriterFactory,
     WriteRows,
-    quote_written_from,
 )
 from quotestream.domain.quote import Quote, now_ms, to_ms
 from quotestream.domain.rows import dead_letter_row_id, quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES_DEAD_LETTER
 from quotestream.domain.schemas import QUOTES as QUOTES_TABLE
+from quotestream.domain.validation import FUTURE_TOLERANCE_MS
 from quotestream.ports import QuoteSource
 from quotestream.ports.queries import StoredRowLookups
 
@@ -133,7 +133,11 @@ def _moment(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-QUOTE_ROWS = TableRows(QUOTES_TABLE.name, _event_id, _stored_quotes, quote_written_from)
+def _quote_written_from(row: Mapping[str, Any]) -> int:
+    return to_ms(_moment(row["event_ts"])) - FUTURE_TOLERANCE_MS
+
+
+QUOTE_ROWS = TableRows(QUOTES_TABLE.name, _event_id, _stored_quotes, _quote_written_from)
 BAR_ROWS = TableRows(QUOTE_BARS_1M.name, bar_row_id, _stored_bars)
 DEAD_LETTER_ROWS = TableRows(QUOTES_DEAD_LETTER.name, dead_letter_row_id, _stored_dead_letters)
 

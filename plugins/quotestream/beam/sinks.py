@@ -21,8 +21,8 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import apache_beam as beam
 import requests
@@ -33,9 +33,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from google.api_core.exceptions import GoogleAPICallError, RetryError
 
 from quotestream.beam.parse import NAMESPACE
-from quotestream.domain.quote import now_ms, to_ms
+from quotestream.domain.quote import now_ms
 from quotestream.domain.rows import dead_letter_row, refused_row_id
-from quotestream.domain.validation import FUTURE_TOLERANCE_MS
 from quotestream.ports.queries import StoredRowLookups
 from quotestream.ports.writes import NEW, Position, PositionLost, TableWriter
 
@@ -49,6 +48,7 @@ REMEMBER_MS = 30_000
 DEFAULT_SHARDS = 4
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # A warehouse away, overloaded or slow past a query's bound (TimeoutError); BigQuery's
 # refusals of single rows come back as refused.
 TRANSIENT = (
@@ -71,10 +71,6 @@ class TableRows:
     row_id: Callable[[Mapping[str, Any]], str]
     stored: Callable[[StoredRowLookups, Sequence[Mapping[str, Any]]], set[str]]
     first_written_from: Callable[[Mapping[str, Any]], int] | None = None
-
-
-def quote_written_from(row: Mapping[str, Any]) -> int:
-    return to_ms(_moment(row["event_ts"])) - FUTURE_TOLERANCE_MS
 
 
 @dataclass
@@ -260,14 +256,7 @@ class WriteShardFn(beam.DoFn):
         return len(fresh)
 
     def _look_up(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-        for attempt in itertools.count():
-            try:
-                return self._rows.stored(self._lookups, rows)
-            except TRANSIENT as error:
-                pause = min(2.0**attempt, 30.0)
-                log.warning("looking up %s failed, again in %.0f s: %s", self._table, pause, error)
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+        return waited(partial(self._rows.stored, self._lookups, rows), self._table)
 
     def _dead_letter(
         self, row: dict[str, Any], row_id: str, errors: list[dict[str, Any]]
@@ -297,10 +286,6 @@ def _weight(row: dict[str, Any]) -> int:
     """Only a dead letter, which keeps the message's payload, is weighed: serialising each
     quote row to weigh it cost a tenth of the load's transforms."""
     return len(json.dumps(row, default=str)) if "payload" in row else SMALL_ROW_BYTES
-
-
-def _moment(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 class SplitByShard(beam.DoFn):
@@ -357,3 +342,16 @@ class WriteRows(beam.PTransform[Any, Any]):
             )
             | "Write" >> beam.ParDo(self._write).with_outputs(REJECTED, main=WRITTEN)
         )
+
+
+def waited(lookup: Callable[[], T], what: str) -> T:
+    """`lookup()`, asked again after each transient failure, never skipped: a row written
+    without its lookup could be written twice, a bar seeded without one emitted wrong."""
+    for attempt in itertools.count():
+        try:
+            return lookup()
+        except TRANSIENT as error:
+            pause = min(2.0**attempt, 30.0)
+            log.warning("looking up %s failed, again in %.0f s: %s", what, pause, error)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
