@@ -169,6 +169,44 @@ def test_a_tick_pulls_until_it_has_enough_or_the_subscription_is_empty() -> None
     assert subscriber.pulls == 4  # the second pull of that tick found nothing
 
 
+def test_a_tick_pulls_only_what_the_messages_in_flight_leave_room_for() -> None:
+    name = f"pull-room-{uuid.uuid4()}"
+    subscriber = _SUBSCRIBERS[name] = HundredAtATime()
+    messages = [m._replace(message_id=f"m{i}") for i, m in enumerate(good_messages(now_ms(), 50))]
+    subscriber.queue = [received(m, f"ack-{i}", 1) for i, m in enumerate(messages)]
+    pull = PullMessagesFn(
+        SUBSCRIPTION,
+        partial(shared_subscriber, name),
+        partial(forgetful_queries, name),
+        name,
+        max_messages=1_000,
+        lease_s=30,
+        max_in_flight=20,
+    )
+    pull.setup()
+
+    first = list(pull.process(0))
+    assert len(first) == 20
+    assert list(pull.process(1)) == []
+    assert subscriber.pulls == 1  # held back without asking Pub/Sub
+    pending_acks(name).settle(("message", "m0"))
+    pending_acks(name).settle(("message", "m1"))
+    assert [m.message_id for m in pull.process(2)] == ["m20", "m21"]
+
+
+def test_messages_in_flight_are_those_pulled_within_the_lease_and_not_settled() -> None:
+    pending = pending_acks(f"flight-{uuid.uuid4()}")
+    for second in range(10):
+        pending.add(f"ack-{second}", f"m{second}", [("message", f"m{second}")], pulled_at=second)
+    pending.settle(("message", "m8"))
+
+    assert pending.in_flight(within_s=5, now=10) == 4  # pulled at 5, 6, 7 and 9
+    assert pending.in_flight(within_s=60, now=10) == 9
+    # Delivered again, a message is in flight from its newest pull.
+    pending.add("ack-0-again", "m0", [("message", "m0")], pulled_at=10)
+    assert pending.in_flight(within_s=5, now=10) == 5
+
+
 def test_a_tick_stops_pulling_once_its_messages_hold_enough_bytes() -> None:
     subscriber, pull = hundred_at_a_time(f"pull-bytes-{uuid.uuid4()}", max_messages=1_000)
 

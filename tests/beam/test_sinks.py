@@ -20,7 +20,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.pvalue import TaggedOutput
 
-from quotestream.adapters.gcp.bigquery_write import InsertAllTableWriter
+from quotestream.adapters.gcp.bigquery_write import INSERT_ALL, InsertAllTableWriter
 from quotestream.beam.load import DEAD_LETTER_ROWS, QUOTE_ROWS
 from quotestream.beam.sinks import (
     DEFAULT_SHARDS,
@@ -235,15 +235,28 @@ def test_a_warehouse_away_is_waited_for_and_the_batch_goes_to_the_same_offset() 
     assert table_writer.requests == [2]
 
 
-def test_the_insert_all_writer_answers_refusals_by_index_and_never_a_position() -> None:
+def test_the_insert_all_writer_answers_refusals_by_index_and_one_constant_position() -> None:
     warehouse = InMemoryWarehouse(reject=lambda _table, row: "no" if row["bid"] == "9" else None)
     rows = [quote_at(now_ms()), quote_at(now_ms() - 1, bid="9")]
 
     result = InsertAllTableWriter(warehouse).write(QUOTES.name, rows, ids(rows), NEW)
 
-    assert result.next == NEW
+    assert result.next == INSERT_ALL != NEW
     assert list(result.refused) == [1]
     assert result.refused[1][0]["message"] == "no"
+
+
+def test_with_insert_all_only_a_shards_first_batch_is_looked_up_as_bound_for_a_new_stream() -> None:
+    warehouse = InMemoryWarehouse()
+    queries = InMemoryStoredRowLookups(warehouse)
+    fn, state = writer(InsertAllTableWriter(warehouse), queries), born(600_000)
+    first, second = rows_from(now_ms() - 3_000, 2), rows_from(now_ms() - 1_000, 2, step_ms=10)
+
+    written(fn, first, state)
+    written(fn, second, state)
+
+    assert queries.lookups == [ids(first)]
+    assert sorted(ids(warehouse.rows(QUOTES.name))) == sorted(ids(first + second))
 
 
 @dataclass

@@ -46,6 +46,10 @@ _ACK_CHUNK = 1000
 # A tick stops pulling once its messages hold this much (a message may hold 10 MB, and each
 # the gate refuses keeps up to 64 KB in its dead-letter row).
 MAX_BUNDLE_BYTES = 32 * 2**20
+# The pull waits while this many pulled messages are not settled yet: the load's write step is
+# a stage of its own, and a pull that outran it would hold messages past their lease (they
+# would come again while still being written). About two seconds of the writer's pace.
+MAX_IN_FLIGHT = 10_000
 # What a stored row settles: ("event", event_id) for a quote row, ("message", message_id)
 # for a dead-letter row (a refused quote row's dead letter is named after its event id).
 SettlementKey = tuple[str, str]
@@ -59,9 +63,17 @@ class PendingAcks:
 
     _ack_ids: dict[SettlementKey, set[str]] = field(default_factory=dict)
     _keys: dict[str, list[SettlementKey]] = field(default_factory=dict)
+    # When each was pulled, oldest first (a dict keeps its insertion order).
+    _pulled_at: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, ack_id: str, message_id: str | None, keys: list[SettlementKey]) -> None:
+    def add(
+        self,
+        ack_id: str,
+        message_id: str | None,
+        keys: list[SettlementKey],
+        pulled_at: float | None = None,
+    ) -> None:
         with self._lock:
             # A message delivered again supersedes its earlier delivery, whose ack id has
             # expired: one entry per message, however often a message no row settles comes.
@@ -69,8 +81,21 @@ class PendingAcks:
                 for earlier in list(self._ack_ids.get(("message", message_id), ())):
                     self._forget(earlier)
             self._keys[ack_id] = keys
+            self._pulled_at[ack_id] = time.monotonic() if pulled_at is None else pulled_at
             for key in keys:
                 self._ack_ids.setdefault(key, set()).add(ack_id)
+
+    def in_flight(self, within_s: float, now: float | None = None) -> int:
+        """How many were pulled in the last `within_s` seconds and are not settled yet. Older
+        ones count no more: their lease is over and Pub/Sub delivers them again anyway."""
+        since = (time.monotonic() if now is None else now) - within_s
+        with self._lock:
+            young = 0
+            for pulled_at in reversed(self._pulled_at.values()):
+                if pulled_at < since:
+                    break
+                young += 1
+            return young
 
     def settle(self, key: SettlementKey) -> list[str]:
         """The ack ids the stored row `key` settles, forgotten from here on."""
@@ -81,6 +106,7 @@ class PendingAcks:
             return settled
 
     def _forget(self, ack_id: str) -> None:
+        self._pulled_at.pop(ack_id, None)
         for key in self._keys.pop(ack_id, ()):
             waiting = self._ack_ids.get(key)
             if waiting is not None:
@@ -148,7 +174,7 @@ class Outcome:
 
 class PullMessagesFn(beam.DoFn):
     """tick -> what the subscription has right now, at most `max_messages`, each noted as
-    pending. A message delivered again whose row is stored already is acknowledged here and
+    pending; nothing while `max_in_flight` pulled within the lease are pending still. A message delivered again whose row is stored already is acknowledged here and
     goes no further: BigQuery's insert-id dedup may have forgotten its first insert."""
 
     def __init__(
@@ -159,6 +185,8 @@ class PullMessagesFn(beam.DoFn):
         job: str,
         max_messages: int,
         pairs: Sequence[str] | None = None,
+        lease_s: float = 60,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._subscription = subscription
         self._factory = subscriber_factory
@@ -166,7 +194,10 @@ class PullMessagesFn(beam.DoFn):
         self._job = job
         self._max_messages = max_messages
         self._pairs = tuple(pairs) if pairs else tuple(PAIR_CATALOG)
+        self._lease_s = lease_s
+        self._max_in_flight = max_in_flight
         self.pulled = Metrics.counter(NAMESPACE, "pulled")
+        self.held_back = Metrics.counter(NAMESPACE, "pulls_held_back")
         self.redelivered = Metrics.counter(NAMESPACE, "redelivered")
         self.already_stored = Metrics.counter(NAMESPACE, "redelivered_already_stored")
 
@@ -179,7 +210,11 @@ class PullMessagesFn(beam.DoFn):
         self._next_failure_log = 0.0
 
     def process(self, _tick: Any) -> Iterator[RawMessage]:
-        received = self._pull()
+        room = self._max_in_flight - self._pending.in_flight(self._lease_s)
+        if room <= 0:
+            self.held_back.inc()
+            return
+        received = self._pull(min(self._max_messages, room))
         # delivery_attempt is 0 when the subscription has no dead-letter policy: unknown,
         # so treated as a possible redelivery.
         again = [item for item in received if item.delivery_attempt != 1]
@@ -207,15 +242,15 @@ class PullMessagesFn(beam.DoFn):
                 bytes(message.data), dict(message.attributes), message.message_id, outcome.quote
             )
 
-    def _pull(self) -> list[Any]:
-        """What the subscription has right now, up to max_messages: a pull answers with a
+    def _pull(self, wanted: int) -> list[Any]:
+        """What the subscription has right now, up to `wanted`: a pull answers with a
         hundred or so at a time, and each bundle's inserts cost about the same whatever their
         size, so a tick pulls until it has enough or the subscription is empty, and the next
         tick polls again."""
         received: list[Any] = []
         held = 0
-        while len(received) < self._max_messages and held < MAX_BUNDLE_BYTES:
-            more = self._pull_once(self._max_messages - len(received))
+        while len(received) < wanted and held < MAX_BUNDLE_BYTES:
+            more = self._pull_once(wanted - len(received))
             if not more:
                 break
             received += more
@@ -317,13 +352,14 @@ class PullFromPubSub(beam.PTransform[Any, Any]):
         lookups_factory: LookupsFactory,
         job: str,
         pairs: Sequence[str] | None = None,
+        lease_s: float = 60,
         interval_s: float = 0.2,
         max_messages: int = 5_000,
     ) -> None:
         super().__init__()
         self._interval_s = interval_s
         self._pull = PullMessagesFn(
-            subscription, subscriber_factory, lookups_factory, job, max_messages, pairs
+            subscription, subscriber_factory, lookups_factory, job, max_messages, pairs, lease_s
         )
 
     def expand(self, begin: PBegin) -> PCollection[Any]:
@@ -386,6 +422,8 @@ class LocalPubSubEdge:
     lookups_factory: LookupsFactory
     # The pairs the load's gate accepts: the source judges each message as the gate will.
     pairs: Sequence[str] | None = None
+    # The subscription's ack deadline: how long a pulled message stays leased to this job.
+    lease_s: float = 60
     # Names this job's pending messages, which its source and acknowledger share.
     job: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -396,6 +434,7 @@ class LocalPubSubEdge:
             self.lookups_factory,
             self.job,
             self.pairs,
+            self.lease_s,
         )
 
     def settle(self, stored: Mapping[str, PCollection[Any]]) -> None:

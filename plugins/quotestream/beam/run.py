@@ -126,6 +126,7 @@ def load_edge(settings: Settings, subscription: str) -> LoadEdge:
         partial(bootstrap.build_subscriber, settings),
         partial(bootstrap.build_stored_row_lookups, settings),
         settings.pairs,
+        settings.ack_deadline_s,
     )
 
 

@@ -342,7 +342,7 @@ class InsertAllTableWriter:
             return Written(next=INSERT_ALL)
         errors = self._warehouse.insert_rows(table, rows, row_ids)
         return Written(
-            next=NEW,
+            next=INSERT_ALL,
             refused={int(error["index"]): list(error.get("errors", [])) for error in errors},
         )
 
