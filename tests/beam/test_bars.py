@@ -239,8 +239,10 @@ def test_a_minute_an_earlier_job_had_open_is_completed_from_the_stored_quotes() 
             bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
         ],
     )
-    # Minute 1 starts after the job's first quote: no earlier job can have seen it.
-    assert lookups.bar_lookups == [("USD-BRL", T0)]
+    # One query at birth, from the oldest minute the first quote leaves restatable to the
+    # last an earlier job may have seen (born + the gate's 5 s, rounded up to a minute):
+    # minute 1 starts after the job's birth, no earlier job can have seen it.
+    assert lookups.bar_lookups == [("USD-BRL", T0 - 2 * MINUTE_MS, T0 + MINUTE_MS)]
 
 
 def test_panes_go_on_after_the_stored_final_one_with_every_tick() -> None:
@@ -257,10 +259,10 @@ def test_panes_go_on_after_the_stored_final_one_with_every_tick() -> None:
         [quote(50_000, "5.50")],
         [bar("USD-BRL", 0, ("5.10", "5.50", "5.00", "5.50"), 4, "LATE:2")],
     )
-    assert lookups.bar_lookups == [("USD-BRL", T0)]
+    assert lookups.bar_lookups == [("USD-BRL", T0 - 2 * MINUTE_MS, T0 + 3 * MINUTE_MS)]
 
 
-def test_minutes_starting_after_the_jobs_first_quote_are_not_looked_up() -> None:
+def test_minutes_starting_after_the_jobs_birth_are_not_read() -> None:
     # Stored rows that would change the bars if they were read.
     name, lookups = stored(
         [quote(30_000, "9.00")], [bar("USD-BRL", 0, ("9", "9", "9", "9"), 1, "ON_TIME:0")]
@@ -274,23 +276,26 @@ def test_minutes_starting_after_the_jobs_first_quote_are_not_looked_up() -> None
             bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0"),
         ],
     )
-    assert lookups.bar_lookups == []
+    assert lookups.bar_lookups == [("USD-BRL", T0 - 2 * MINUTE_MS, T0)]
 
 
-def test_minutes_older_than_a_predecessor_could_restate_are_not_looked_up() -> None:
-    """A backlog of old quotes after a restart costs no lookup a minute: with 2 minutes of
-    lateness, only minutes from 4 minutes before the job's first quote on are seeded."""
+def test_a_backlog_older_than_the_jobs_birth_goes_on_from_its_stored_bars() -> None:
+    """Quotes of minutes long before the job was born (a drain after an outage): their stored
+    bars are read by the same one query, and their panes go on."""
     name, lookups = stored(
-        [quote(30_000, "9.00")], [bar("USD-BRL", 0, ("9", "9", "9", "9"), 1, "ON_TIME:0")]
+        [quote(30_000, "9.00")],
+        [bar("USD-BRL", 0, ("9.00", "9.00", "9.00", "9.00"), 1, "ON_TIME:0")],
     )
     assert_bars_after_restart(
         name,
         T0 + 10 * MINUTE_MS,
         [quote(1_000, "5.10"), quote(59_000, "5.20")],
-        # The stored rows not read: the bar is this job's own (the documented limit).
-        [bar("USD-BRL", 0, ("5.10", "5.20", "5.10", "5.20"), 2, "ON_TIME:0")],
+        [
+            bar("USD-BRL", 0, ("5.10", "9.00", "5.10", "9.00"), 2, "LATE:1"),
+            bar("USD-BRL", 0, ("5.10", "9.00", "5.10", "5.20"), 3, "LATE:2"),
+        ],
     )
-    assert lookups.bar_lookups == []
+    assert lookups.bar_lookups == [("USD-BRL", T0 - 2 * MINUTE_MS, T0 + 11 * MINUTE_MS)]
 
 
 def test_a_quote_delivered_again_that_the_stored_pane_counts_changes_nothing() -> None:
@@ -331,7 +336,7 @@ def test_a_lookup_that_fails_is_tried_again_not_skipped() -> None:
         [quote(20_000, "5.00")],
         [bar("USD-BRL", 0, ("5.10", "5.10", "5.00", "5.00"), 2, "LATE:1")],
     )
-    assert lookups.bar_lookups == [("USD-BRL", T0)] * 2
+    assert lookups.bar_lookups == [("USD-BRL", T0 - 2 * MINUTE_MS, T0 + 3 * MINUTE_MS)] * 2
 
 
 # Minutes whose quotes an earlier job all stored, so acknowledged: none comes to the next job.
@@ -363,9 +368,7 @@ def test_a_minute_stored_without_a_bar_is_emitted_once_at_the_keys_birth() -> No
     assert feed(quote(121_000, "5.40")) == [
         bar("USD-BRL", 1, ("5.25", "5.25", "5.20", "5.20"), 2, "ON_TIME:0")
     ]
-    # One query at birth: from the oldest minute the first quote leaves restatable to the
-    # last the earlier job may have seen (born + the gate's 5 s, rounded up to a minute).
-    assert lookups.summary_lookups == [("USD-BRL", T0 - MINUTE_MS, T0 + 2 * MINUTE_MS)]
+    assert lookups.bar_lookups == [("USD-BRL", T0 - MINUTE_MS, T0 + 2 * MINUTE_MS)]
 
 
 def test_a_minute_whose_final_pane_lacks_a_stored_tick_is_restated_at_birth() -> None:
@@ -400,8 +403,8 @@ def test_whole_minutes_and_minutes_no_quote_may_restate_are_left_alone() -> None
     assert feed(quote(121_000, "5.40")) == [
         bar("USD-BRL", 1, ("5.25", "5.25", "5.25", "5.25"), 1, "ON_TIME:0")
     ]
-    # No stored bar asked for but that of the first quote's minute.
-    assert lookups.bar_lookups == [("USD-BRL", T0 + MINUTE_MS)]
+    # One query, at birth.
+    assert lookups.bar_lookups == [("USD-BRL", T0 - MINUTE_MS, T0 + 2 * MINUTE_MS)]
 
 
 def test_a_short_minute_later_than_the_first_quote_closes_as_any_minute() -> None:
@@ -416,7 +419,7 @@ def test_a_short_minute_later_than_the_first_quote_closes_as_any_minute() -> Non
     ]
 
 
-def test_the_stored_bars_are_summarised_once_per_key_birth() -> None:
+def test_the_stored_bars_are_read_once_per_key_birth() -> None:
     name, lookups = stored([quote(1_000, "5.10"), quote(2_000, "7.00", "BTC-USD")])
     feed = new_job(name, T0 + 70_000)
     for q in (
@@ -427,8 +430,8 @@ def test_the_stored_bars_are_summarised_once_per_key_birth() -> None:
         quote(3 * MINUTE_MS, "7.20", "BTC-USD"),
     ):
         feed(q)
-    assert sorted(pair for pair, _, _ in lookups.summary_lookups) == ["BTC-USD", "USD-BRL"]
+    assert sorted(pair for pair, _, _ in lookups.bar_lookups) == ["BTC-USD", "USD-BRL"]
     # A job after it: each key is born again.
     feed = new_job(name, T0 + 4 * MINUTE_MS)
     feed(quote(3 * MINUTE_MS + 1_000, "5.60"))
-    assert [pair for pair, _, _ in lookups.summary_lookups[2:]] == ["USD-BRL"]
+    assert [pair for pair, _, _ in lookups.bar_lookups[2:]] == ["USD-BRL"]

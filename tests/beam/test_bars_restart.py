@@ -24,7 +24,7 @@ from quotestream.domain.quote import Quote, format_ts, make_event_id, now_ms
 from quotestream.domain.rows import quote_row
 from quotestream.domain.schemas import QUOTE_BARS_1M, QUOTES
 from quotestream.ports import Warehouse
-from quotestream.ports.queries import BarSummary, StoredBar
+from quotestream.ports.queries import StoredBar
 from tests.support.fakes import InMemoryStoredRowLookups, InMemoryWarehouse
 from tests.support.local_runs import fresh_warehouse
 from tests.support.pipelines import direct_pipeline
@@ -116,35 +116,39 @@ def test_a_new_job_continues_the_stored_bars_with_every_tick(
         )
 
 
-def test_bigquery_and_the_fake_tell_the_same_stored_bar(
+def test_bigquery_and_the_fake_tell_the_same_stored_bars(
     bigquery_emulator: ServiceProcess,
 ) -> None:
-    _, warehouse = fresh_warehouse("stored-bar")
+    _, warehouse = fresh_warehouse("stored-bars")
     memory = InMemoryWarehouse()
     ticks = [tick(1_000, "5.10"), tick(59_999, "5.30")]
-    # Not of the minute asked: the next minute, another pair.
-    others = [tick(MINUTE_MS, "9.00"), tick(2_000, "9.00", "EUR-BRL")]
-    panes = [pane("USD-BRL", ticks[:1], 0), pane("USD-BRL", ticks, 1)]
+    lone = tick(-MINUTE_MS, "5.00")
+    # Not asked: a minute past the span, another pair.
+    others = [tick(2 * MINUTE_MS, "9.00"), tick(2_000, "9.00", "EUR-BRL")]
+    # A minute with a pane and no quote (its quotes not written yet when the job died).
+    pane_only = pane("USD-BRL", [tick(-2 * MINUTE_MS, "7.00")], 0)
+    panes = [pane("USD-BRL", ticks[:1], 0), pane("USD-BRL", ticks, 1), pane_only]
     # A second row of a quote (insert-id dedup is best effort) counts once; so does a second
     # pane 1 that a relaunched load of old wrote: the fuller one is final.
     copy = {**quote_row(ticks[0], M + 9_000)}
     older_pane = {**pane("USD-BRL", ticks[:1], 1), "pane": "ON_TIME:0"}
     for target in (warehouse, memory):
-        store(target, ticks + others, panes)  # type: ignore[arg-type]
+        store(target, [*ticks, lone, *others], panes)  # type: ignore[arg-type]
         target.insert_rows(QUOTES.name, [copy], ["copy"])
         target.insert_rows(QUOTE_BARS_1M.name, [older_pane], ["older-pane"])
 
-    expected = StoredBar(
-        {q.event_id: (q.event_ts_ms, q.mid) for q in ticks}, pane_index=1, pane_tick_count=2
-    )
-    nothing = StoredBar({})
+    expected = {
+        M - 2 * MINUTE_MS: StoredBar({}, pane_index=0, pane_tick_count=1),
+        M - MINUTE_MS: StoredBar({lone.event_id: (lone.event_ts_ms, lone.mid)}),
+        M: StoredBar(
+            {q.event_id: (q.event_ts_ms, q.mid) for q in ticks}, pane_index=1, pane_tick_count=2
+        ),
+    }
     bigquery = BigQueryStoredRowLookups(cast(BigQueryWarehouse, warehouse))
     fake = InMemoryStoredRowLookups(memory)
     for lookups in (bigquery, fake):
-        assert lookups.stored_bar("USD-BRL", M) == expected
-        assert lookups.stored_bar("USD-BRL", M - MINUTE_MS) == nothing
-        eur = lookups.stored_bar("EUR-BRL", M)
-        assert (len(eur.ticks), eur.pane_index, eur.pane_tick_count) == (1, -1, 0)
+        assert lookups.stored_bars("USD-BRL", M - 2 * MINUTE_MS, M + MINUTE_MS) == expected
+        assert lookups.stored_bars("USD-BRL", M + 3 * MINUTE_MS, M + 4 * MINUTE_MS) == {}
 
 
 def test_a_new_job_restates_the_minutes_an_earlier_job_left_short(
@@ -184,30 +188,3 @@ def test_a_new_job_restates_the_minutes_an_earlier_job_left_short(
                 ]
             ),
         )
-
-
-def test_bigquery_and_the_fake_tell_the_same_bar_summaries(
-    bigquery_emulator: ServiceProcess,
-) -> None:
-    _, warehouse = fresh_warehouse("bar-summaries")
-    memory = InMemoryWarehouse()
-    ticks = [tick(1_000, "5.10"), tick(59_999, "5.30")]
-    lone = [tick(-MINUTE_MS, "5.00")]
-    # Not asked: a minute past the span, another pair, a minute with a pane and no quote.
-    others = [tick(2 * MINUTE_MS, "9.00"), tick(2_000, "9.00", "EUR-BRL")]
-    pane_only = pane("USD-BRL", [tick(-2 * MINUTE_MS, "7.00")], 0)
-    panes = [pane("USD-BRL", ticks[:1], 0), pane("USD-BRL", ticks[:1], 1), pane_only]
-    # As for stored_bar: a second row of a quote counts once, the fuller of two panes 1 is final.
-    copy = {**quote_row(ticks[0], M + 9_000)}
-    fuller_pane = pane("USD-BRL", ticks, 1)
-    for target in (warehouse, memory):
-        store(target, ticks + lone + others, panes)  # type: ignore[arg-type]
-        target.insert_rows(QUOTES.name, [copy], ["copy"])
-        target.insert_rows(QUOTE_BARS_1M.name, [fuller_pane], ["fuller-pane"])
-
-    expected = {M: BarSummary(2, 1, 2), M - MINUTE_MS: BarSummary(1)}
-    bigquery = BigQueryStoredRowLookups(cast(BigQueryWarehouse, warehouse))
-    fake = InMemoryStoredRowLookups(memory)
-    for lookups in (bigquery, fake):
-        assert lookups.stored_bar_summaries("USD-BRL", M - 2 * MINUTE_MS, M + MINUTE_MS) == expected
-        assert lookups.stored_bar_summaries("USD-BRL", M + MINUTE_MS, M + 2 * MINUTE_MS) == {}

@@ -455,13 +455,12 @@ class InMemoryResumePoints(_InMemoryQueries):
 
 @dataclass
 class InMemoryStoredRowLookups(_InMemoryQueries):
-    """`lookups` keeps the ids each lookup asked for, `bar_lookups` the (pair, minute) of each
-    stored bar asked for, `summary_lookups` the (pair, start, end) of each span of bar
-    summaries; `failing_bar_lookups` stored bars fail first, as a BigQuery away would."""
+    """`lookups` keeps the ids each lookup asked for, `bar_lookups` the (pair, start, end) of
+    each span of stored bars asked for; `failing_bar_lookups` of those fail first, as a
+    BigQuery away would."""
 
     lookups: list[list[str]] = field(default_factory=list)
-    bar_lookups: list[tuple[str, int]] = field(default_factory=list)
-    summary_lookups: list[tuple[str, int, int]] = field(default_factory=list)
+    bar_lookups: list[tuple[str, int, int]] = field(default_factory=list)
     bar_pane_lookups: list[list[shapes.BarPaneKey]] = field(default_factory=list)
     failing_bar_lookups: int = 0
 
@@ -501,45 +500,31 @@ class InMemoryStoredRowLookups(_InMemoryQueries):
         }
         return stored & set(panes)
 
-    def stored_bar(self, pair: str, window_start_ms: int) -> shapes.StoredBar:
-        self.bar_lookups.append((pair, window_start_ms))
+    def stored_bars(self, pair: str, start_ms: int, end_ms: int) -> dict[int, shapes.StoredBar]:
+        self.bar_lookups.append((pair, start_ms, end_ms))
         if self.failing_bar_lookups > 0:
             self.failing_bar_lookups -= 1
             raise ConnectionError("BigQuery does not answer")
-        minute = (window_start_ms, window_start_ms + 60_000)
-        ticks: dict[str, tuple[int, Decimal]] = {}
+        ticks: dict[int, dict[str, tuple[int, Decimal]]] = defaultdict(dict)
         # Each event id's first written row, as the SQL keeps.
         for row in sorted(
             self._quotes(),
             key=lambda row: (row.get("ingest_ts") or "", Decimal(row["bid"]), Decimal(row["ask"])),
         ):
-            if row["pair"] == pair and _within(row["event_ts"], *minute):
-                ticks.setdefault(row["event_id"], (ms_of(row["event_ts"]), Decimal(row["mid"])))
-        panes = [
-            (row.get("pane_index") or 0, row["tick_count"])
-            for row in self.warehouse.rows(QUOTE_BARS_1M.name)
-            if row["pair"] == pair and ms_of(row["window_start"]) == window_start_ms
-        ]
-        return shapes.StoredBar(ticks, *max(panes, default=(-1, 0)))
-
-    def stored_bar_summaries(
-        self, pair: str, start_ms: int, end_ms: int
-    ) -> dict[int, shapes.BarSummary]:
-        self.summary_lookups.append((pair, start_ms, end_ms))
-        quotes: dict[int, set[str]] = defaultdict(set)
-        for row in self._quotes():
             if row["pair"] == pair and _within(row["event_ts"], start_ms, end_ms):
                 event_ms = ms_of(row["event_ts"])
-                quotes[event_ms - event_ms % 60_000].add(row["event_id"])
+                ticks[event_ms - event_ms % 60_000].setdefault(
+                    row["event_id"], (event_ms, Decimal(row["mid"]))
+                )
         finals: dict[int, tuple[int, int]] = {}
         for row in self.warehouse.rows(QUOTE_BARS_1M.name):
             start = ms_of(row["window_start"])
-            if row["pair"] == pair and start in quotes:
+            if row["pair"] == pair and start_ms <= start < end_ms:
                 pane = (row.get("pane_index") or 0, row["tick_count"])
                 finals[start] = max(finals.get(start, pane), pane)
         return {
-            start: shapes.BarSummary(len(ids), *finals.get(start, (-1, 0)))
-            for start, ids in quotes.items()
+            minute: shapes.StoredBar(dict(ticks.get(minute, {})), *finals.get(minute, (-1, 0)))
+            for minute in sorted(ticks.keys() | finals.keys())
         }
 
 

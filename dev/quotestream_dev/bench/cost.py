@@ -27,7 +27,7 @@ from typing import Any, cast
 from quotestream.beam.messages import RawMessage
 from quotestream.domain.schemas import QUOTES, QUOTES_DEAD_LETTER
 from quotestream.ports import Warehouse
-from quotestream.ports.queries import BarPaneKey, BarSummary, StoredBar, StoredRowLookups
+from quotestream.ports.queries import BarPaneKey, StoredBar, StoredRowLookups
 from quotestream.ports.writes import TableWriter
 from quotestream_dev.bench.drain import Backlog, backlog_of
 
@@ -84,10 +84,7 @@ class NothingStored:
     def stored_bar_panes(self, panes: Collection[BarPaneKey]) -> set[BarPaneKey]:
         return set()
 
-    def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
-        return StoredBar({})
-
-    def stored_bar_summaries(self, pair: str, start_ms: int, end_ms: int) -> dict[int, BarSummary]:
+    def stored_bars(self, pair: str, start_ms: int, end_ms: int) -> dict[int, StoredBar]:
         return {}
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -77,17 +77,14 @@ class MinuteBarsFn(beam.DoFn):
     seen; older ones are dropped from the bars (the quotes table keeps them).
 
     The state dies with the job, and quotes it acknowledged do not come again. With
-    `lookups_factory`, a minute that opens in state and that an earlier job may have seen (it
-    starts before the moment this job took the key's first quote, plus the gate's future
-    tolerance) is first seeded from what is stored: its stored quotes join its ticks, and its
-    panes go on after the stored final one, restated at once if that lacks stored ticks. Later
-    minutes, so all live traffic after a job's first minute, cost no lookup.
-
-    A minute whose quotes an earlier job all acknowledged before it stored the bar's final pane
-    has none left to open it here. So the key's first quote in this job also takes up, in one
-    query, every minute of that span a quote may still restate whose stored bar counts fewer
-    ticks than its stored quotes (none, with no pane stored): seeded as above and kept in state,
-    it is restated at once if a pane is stored, else closed as any minute is (at once if it is
+    `lookups_factory`, the key's first quote in this job first takes up, in one query, every
+    minute this job may open that an earlier job may have seen: from the oldest minute a
+    quote can still restate to the moment this job took that quote, plus the gate's future
+    tolerance (later minutes, so all live traffic after a job's first minute, no earlier job
+    saw). Each minute with a stored quote or pane is seeded: its stored quotes are its ticks,
+    and its panes go on after the stored final one. One whose stored final pane counts fewer
+    ticks than its stored quotes (an earlier job acknowledged them before it stored the pane)
+    is restated at once; one with no pane stored is closed as any minute is (at once if it is
     earlier than this quote's minute).
     """
 
@@ -125,24 +122,17 @@ class MinuteBarsFn(beam.DoFn):
             self.too_late.inc()
             return
         opens_a_bar = minute not in bars
-        bar = bars.setdefault(minute, MinuteBar())
-        # The ticks of the stored final pane: a seeded bar with more restates it at once, even
-        # if this quote is among the stored ones (this job's writer may have run ahead).
+        # The ticks of the stored final pane of this quote's minute: a seeded bar with more
+        # restates it at once, even if this quote is among the stored ones (this job's writer
+        # may have run ahead).
         counted = None
-        lookups = self._lookups
-        if opens_a_bar and lookups is not None:
-            born = born_state.read()
-            if born is None:
-                # The key's first quote in this job: its state is empty, so it opens a bar.
-                born = self._clock()
-                born_state.write(born)
-                yield from self._take_up_short_minutes(lookups, pair, bars, newest, born)
-            # An earlier job ended before this one took the key's first quote, and the gate
-            # takes none dated further ahead than its future tolerance. Only minutes a live
-            # predecessor could still restate: an older backlog (a flood of old quotes, a
-            # drain after a long outage) would cost a lookup for each of its minutes.
-            if born - self._lateness_ms - 2 * MINUTE_MS <= minute < born + FUTURE_TOLERANCE_MS:
-                counted = self._seed(lookups, pair, minute, bar)
+        if self._lookups is not None and born_state.read() is None:
+            born = self._clock()
+            born_state.write(born)
+            counted = yield from self._go_on_from_stored(
+                self._lookups, pair, bars, minute, newest, born
+            )
+        bar = bars.setdefault(minute, MinuteBar())
         fresh = quote.event_id not in bar.ticks
         if fresh:
             bar.ticks[quote.event_id] = (quote.event_ts_ms, quote.mid)
@@ -160,53 +150,42 @@ class MinuteBarsFn(beam.DoFn):
         if opens_a_bar:
             flush.set(Timestamp.of((max(bars) + MINUTE_MS) / 1000))
 
-    def _take_up_short_minutes(
-        self, lookups: StoredRowLookups, pair: str, bars: MinuteBars, newest: int, born: int
-    ) -> Iterator[dict[str, Any]]:
-        """Seeds into `bars` the minutes not there that an earlier job left with fewer ticks in
-        their stored bar than stored quotes, and restates those with a stored pane."""
-        # From the oldest minute a quote can still restate to the last an earlier job may have
-        # seen: past this quote's minute too, as a quote redelivered first may be older than
-        # minutes the earlier job stored whole (one still open is left open, not emitted).
+    def _go_on_from_stored(
+        self,
+        lookups: StoredRowLookups,
+        pair: str,
+        bars: MinuteBars,
+        minute: int,
+        newest: int,
+        born: int,
+    ) -> Generator[dict[str, Any], None, int | None]:
+        """Seeds into `bars` every minute this job may open that is stored, restates at once
+        those (but `minute`, the quote's own) whose final stored pane lacks stored ticks, and
+        returns the tick count of `minute`'s final stored pane (None: nothing stored)."""
         start = _minute_of(newest - self._lateness_ms)
         end = _minute_of(born + FUTURE_TOLERANCE_MS - 1) + MINUTE_MS
-        summaries = waited(
-            partial(lookups.stored_bar_summaries, pair, start, end), f"the stored bars of {pair}"
+        stored = waited(
+            partial(lookups.stored_bars, pair, start, end), f"the stored bars of {pair}"
         )
-        taken = sorted(
-            m for m, summary in summaries.items() if summary.incomplete and m not in bars
-        )
-        for minute in taken:
-            bar = bars[minute] = MinuteBar()
-            counted = self._seed(lookups, pair, minute, bar)
-            if bar.pane_index >= 0 and len(bar.ticks) > counted:
-                yield self._emit(pair, minute, bar)
-        if taken:
-            self.restated_on_start.inc(len(taken))
+        restated = []
+        for start_ms, stored_bar in stored.items():
+            bar = bars[start_ms] = MinuteBar()
+            bar.ticks.update(stored_bar.ticks)
+            bar.pane_index = stored_bar.pane_index
+            short = len(stored_bar.ticks) > stored_bar.pane_tick_count
+            if start_ms != minute and bar.pane_index >= 0 and short:
+                restated.append(start_ms)
+                yield self._emit(pair, start_ms, bar)
+        self.seeded.inc(len(stored))
+        if restated:
+            self.restated_on_start.inc(len(restated))
             log.info(
                 "%s: restating %d minutes an earlier job left short of their stored quotes: %s",
                 pair,
-                len(taken),
-                ", ".join(format_ts(m) for m in taken),
+                len(restated),
+                ", ".join(format_ts(m) for m in restated),
             )
-
-    def _seed(self, lookups: StoredRowLookups, pair: str, minute: int, bar: MinuteBar) -> int:
-        """Opens `bar` where an earlier job left it: returns the ticks its final pane had."""
-        stored = waited(
-            partial(lookups.stored_bar, pair, minute),
-            f"the stored bar of {pair} {format_ts(minute)}",
-        )
-        bar.ticks.update(stored.ticks)
-        bar.pane_index = stored.pane_index
-        self.seeded.inc()
-        log.debug(
-            "%s %s seeded: %d stored quotes, last stored pane %d",
-            pair,
-            format_ts(minute),
-            len(stored.ticks),
-            stored.pane_index,
-        )
-        return stored.pane_tick_count
+        return stored[minute].pane_tick_count if minute in stored else None
 
     def teardown(self) -> None:
         if self._lookups is not None:

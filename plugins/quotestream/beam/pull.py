@@ -174,8 +174,9 @@ class Outcome:
 
 class PullMessagesFn(beam.DoFn):
     """tick -> what the subscription has right now, at most `max_messages`, each noted as
-    pending; nothing while `max_in_flight` pulled within the lease are pending still. A message delivered again whose row is stored already is acknowledged here and
-    goes no further: BigQuery's insert-id dedup may have forgotten its first insert."""
+    pending; nothing while `max_in_flight` pulled within the lease are pending still. A
+    message delivered again whose row is stored already is acknowledged here and goes no
+    further: BigQuery's insert-id dedup may have forgotten its first insert."""
 
     def __init__(
         self,

@@ -247,30 +247,14 @@ class StoredBar:
     pane_tick_count: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class BarSummary:
-    """What is stored of one pair's minute, counted: its quotes (each event id once), and the
-    bar's final stored pane (as StoredBar's): its index (-1: none) and its tick count (0: none)."""
-
-    quotes: int
-    pane_index: int = -1
-    pane_tick_count: int = 0
-
-    @property
-    def incomplete(self) -> bool:
-        """Whether the final stored pane counts fewer ticks than there are stored quotes (any,
-        when no pane is stored)."""
-        return self.quotes > self.pane_tick_count
-
-
 # A bar pane's identity: its pair, its minute's start (ms) and its pane index.
 BarPaneKey = tuple[str, int, int]
 
 
 class StoredRowLookups(Protocol):
     """Which rows are stored already: the load's writer and pull edge ask before they write or
-    settle a message, the replay before it inserts a quote, the bars before they reopen a
-    minute an earlier job may have seen, or take up the minutes it left short."""
+    settle a message, the replay before it inserts a quote, the bars before they go on with
+    the minutes an earlier job may have seen."""
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
         """Which of these event ids (each with its event time) `quotes` holds; the times bound
@@ -284,14 +268,10 @@ class StoredRowLookups(Protocol):
         """Which of these (pair, window start ms, pane index) `quote_bars_1m` holds; the
         window starts bound the partitions read."""
 
-    def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
-        """What `quotes` and `quote_bars_1m` hold of the pair's minute from `window_start_ms`
-        (a minute boundary); reads that minute's partitions only."""
-
-    def stored_bar_summaries(self, pair: str, start_ms: int, end_ms: int) -> dict[int, BarSummary]:
-        """Window start (ms) -> what is stored of the pair's minute, for each minute of
-        [start_ms, end_ms) (minute boundaries) with stored quotes; one query, reading only
-        those minutes' partitions."""
+    def stored_bars(self, pair: str, start_ms: int, end_ms: int) -> dict[int, StoredBar]:
+        """Window start (ms) -> what `quotes` and `quote_bars_1m` hold of the pair's minute,
+        for each minute of [start_ms, end_ms) (minute boundaries) with a stored quote or pane;
+        one query, reading only those minutes' partitions."""
 
     def close(self) -> None: ...
 

@@ -20,7 +20,6 @@ from quotestream.domain.schemas import DEAD_LETTER_REPLAYS, QUOTES, QUOTES_DEAD_
 from quotestream.ports.queries import (
     BarPane,
     BarPaneKey,
-    BarSummary,
     KeptDeadLetter,
     MidMoves,
     MinuteSummary,
@@ -389,36 +388,23 @@ class BigQueryHealthQueries(_BigQueryQueries):
 
 
 class BigQueryStoredRowLookups(_BigQueryQueries):
-    # One pair's minute [@start, @end) as stored, in one round trip: its quotes (each event id
-    # once, its first written row) and its final pane, the one row with a pane_index. Both
-    # parts read only that minute's partition and the pair's cluster.
-    _STORED_BAR = (
-        "(SELECT event_id, UNIX_MILLIS(event_ts) AS event_ms, mid, "
+    # One pair's minutes of [@start, @end) as stored, in one round trip: their quotes (each
+    # event id once, its first written row) and each minute's final pane (highest pane_index,
+    # then most ticks), the rows with a pane_index. Both parts read only the span's partitions
+    # and the pair's cluster.
+    _STORED_BARS = (
+        "(SELECT UNIX_MILLIS(TIMESTAMP_TRUNC(event_ts, MINUTE)) AS start_ms, event_id, "
+        "UNIX_MILLIS(event_ts) AS event_ms, mid, "
         "CAST(NULL AS INT64) AS pane_index, CAST(NULL AS INT64) AS tick_count "
         "FROM {dataset}.quotes WHERE pair = @pair "
         "AND event_ts >= TIMESTAMP_MILLIS(@start) AND event_ts < TIMESTAMP_MILLIS(@end) "
         "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY ingest_ts, bid, ask) = 1) "
-        "UNION ALL (SELECT CAST(NULL AS STRING), CAST(NULL AS INT64), CAST(NULL AS NUMERIC), "
-        "COALESCE(pane_index, 0), tick_count FROM {dataset}.quote_bars_1m "
-        "WHERE pair = @pair AND window_start = TIMESTAMP_MILLIS(@start) "
-        "ORDER BY COALESCE(pane_index, 0) DESC, tick_count DESC LIMIT 1)"
-    )
-    # One pair's minutes of [@start, @end) with quotes, counted: the distinct quotes of each,
-    # and its final pane (chosen as above). Both read only the span's partitions.
-    _STORED_BAR_SUMMARIES = (
-        "WITH quoted AS (SELECT UNIX_MILLIS(TIMESTAMP_TRUNC(event_ts, MINUTE)) AS start_ms, "
-        "COUNT(DISTINCT event_id) AS quotes FROM {dataset}.quotes WHERE pair = @pair "
-        "AND event_ts >= TIMESTAMP_MILLIS(@start) AND event_ts < TIMESTAMP_MILLIS(@end) "
-        "GROUP BY start_ms), "
-        "final AS (SELECT UNIX_MILLIS(window_start) AS start_ms, "
-        "COALESCE(pane_index, 0) AS pane_index, tick_count FROM {dataset}.quote_bars_1m "
-        "WHERE pair = @pair "
+        "UNION ALL (SELECT UNIX_MILLIS(window_start), CAST(NULL AS STRING), "
+        "CAST(NULL AS INT64), CAST(NULL AS NUMERIC), COALESCE(pane_index, 0), tick_count "
+        "FROM {dataset}.quote_bars_1m WHERE pair = @pair "
         "AND window_start >= TIMESTAMP_MILLIS(@start) AND window_start < TIMESTAMP_MILLIS(@end) "
         "QUALIFY ROW_NUMBER() OVER (PARTITION BY window_start "
-        "ORDER BY COALESCE(pane_index, 0) DESC, tick_count DESC) = 1) "
-        "SELECT quoted.start_ms, quotes, IFNULL(pane_index, -1) AS pane_index, "
-        "IFNULL(tick_count, 0) AS tick_count "
-        "FROM quoted LEFT JOIN final ON quoted.start_ms = final.start_ms"
+        "ORDER BY COALESCE(pane_index, 0) DESC, tick_count DESC) = 1)"
     )
 
     def stored_quote_ids(self, event_times: Mapping[str, datetime]) -> set[str]:
@@ -463,30 +449,22 @@ class BigQueryStoredRowLookups(_BigQueryQueries):
         }
         return stored & set(panes)
 
-    def stored_bar(self, pair: str, window_start_ms: int) -> StoredBar:
+    def stored_bars(self, pair: str, start_ms: int, end_ms: int) -> dict[int, StoredBar]:
         rows = self._warehouse.query(
-            self._STORED_BAR,
-            {"pair": pair, "start": window_start_ms, "end": window_start_ms + 60_000},
+            self._STORED_BARS, {"pair": pair, "start": start_ms, "end": end_ms}
         )
-        ticks = {
-            row["event_id"]: (int(row["event_ms"]), Decimal(str(row["mid"])))
-            for row in rows
-            if row["event_id"] is not None
-        }
-        pane = next((row for row in rows if row["event_id"] is None), None)
-        if pane is None:
-            return StoredBar(ticks)
-        return StoredBar(ticks, int(pane["pane_index"]), int(pane["tick_count"]))
-
-    def stored_bar_summaries(self, pair: str, start_ms: int, end_ms: int) -> dict[int, BarSummary]:
-        rows = self._warehouse.query(
-            self._STORED_BAR_SUMMARIES, {"pair": pair, "start": start_ms, "end": end_ms}
-        )
+        ticks: dict[int, dict[str, tuple[int, Decimal]]] = {}
+        panes: dict[int, tuple[int, int]] = {}
+        for row in rows:
+            minute = int(row["start_ms"])
+            if row["event_id"] is None:
+                panes[minute] = (int(row["pane_index"]), int(row["tick_count"]))
+            else:
+                minute_ticks = ticks.setdefault(minute, {})
+                minute_ticks[row["event_id"]] = (int(row["event_ms"]), Decimal(str(row["mid"])))
         return {
-            int(row["start_ms"]): BarSummary(
-                int(row["quotes"]), int(row["pane_index"]), int(row["tick_count"])
-            )
-            for row in rows
+            minute: StoredBar(ticks.get(minute, {}), *panes.get(minute, (-1, 0)))
+            for minute in sorted(ticks.keys() | panes.keys())
         }
 
     def _stored_ids(
