@@ -67,16 +67,17 @@ TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # A tier of its own for what takes minutes a test and is not the core's loop: the DAGs in the
-# two Airflow runtimes, and the sources' outage scenarios. CI runs it after make test.
-TIERS := composer or scenario
+# two Airflow runtimes, the sources' outage scenarios and the writer's crash test. CI runs it
+# after make test.
+TIERS := composer or scenario or crash
 
 test: lint browser ## the suite in TEST_WORKERS processes: lint, unit, api, integration, e2e in a browser (starts the emulators itself); then make test-tiers
-	$(BIN)/pytest $(XDIST) -m "not ($(TIERS) or crash)"
+	$(BIN)/pytest $(XDIST) -m "not ($(TIERS))"
 
-test-tiers: setup airflow-runtimes ## what CI runs after make test: the DAGs in Composer's Airflow 3.1 and in Airflow 3.3, and the sources' outage scenarios
-	$(BIN)/pytest $(XDIST) -m "($(TIERS)) and not crash"
+test-tiers: setup airflow-runtimes ## what CI runs after make test: the DAGs in Composer's Airflow 3.1 and in Airflow 3.3, the sources' outage scenarios, the writer's crash test
+	$(BIN)/pytest $(XDIST) -m "$(TIERS)"
 
-test-crash: setup ## the Storage Write writer's crash test (kills and a BigQuery restart during a 20,000-message drain); not passing yet, so not in CI
+test-crash: setup ## the Storage Write writer's crash test alone (five kills and a BigQuery restart during a 20,000-message drain; also in test-tiers)
 	$(BIN)/pytest -m crash
 
 QUICK := not emulators and not airflow and not gcp and not e2e and not composer

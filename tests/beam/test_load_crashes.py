@@ -31,9 +31,7 @@ from tests.conftest import REPO
 from tests.support.holding_proxy import ResponseHoldingProxy
 from tests.support.local_runs import wait_until
 
-# Not passing yet: after a kill the local job pulls 5,000 messages a bundle, most of them
-# redelivered, and takes longer over them than the ack deadline, so they come again while
-# being written; the drain stalls before its end (make test-crash runs it, CI does not).
+# About 2 minutes: in make test-tiers (and alone, make test-crash).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.crash]
 
 LOAD = JOB_NAMES["load"]

@@ -37,7 +37,13 @@ ACK_DEADLINE_S = 10
 @pytest.fixture
 def crash_target(job_target: Any) -> Settings:
     # The shortest ack deadline Pub/Sub allows: what the killed job held comes again after it.
-    settings: Settings = job_target("crash", QUOTESTREAM_ACK_DEADLINE_S=str(ACK_DEADLINE_S))
+    # The insertAll writer, whose requests the proxy can hold (the Storage Write writer's
+    # crashes are tests/beam/test_load_crashes.py's).
+    settings: Settings = job_target(
+        "crash",
+        QUOTESTREAM_ACK_DEADLINE_S=str(ACK_DEADLINE_S),
+        QUOTESTREAM_BIGQUERY_WRITER="insert_all",
+    )
     return settings
 
 
