@@ -152,3 +152,10 @@ def test_google_access_settings_come_as_json_from_the_environment(
     assert settings.impersonation_chains == {"dataflow": ("a@p.iam", "b@p.iam")}
     assert settings.google_api_endpoints == {"run": "http://127.0.0.1:9"}
     assert settings.api_invokers == ("serviceAccount:c@p.iam", "user:d@example.com")
+
+
+def test_the_write_shards_default_to_one_locally_and_four_on_google_cloud() -> None:
+    """The local runner writes on one thread: more shards would only mean more requests."""
+    assert Settings(target="local").write_shards() == 1
+    assert Settings(target="gcp", project="p").write_shards() == 4
+    assert Settings(target="local", bigquery_write_shards=3).write_shards() == 3

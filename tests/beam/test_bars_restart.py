@@ -132,14 +132,18 @@ def test_bigquery_and_the_fake_tell_the_same_stored_bars(
     # pane 1 that a relaunched load of old wrote: the fuller one is final.
     copy = {**quote_row(ticks[0], M + 9_000)}
     older_pane = {**pane("USD-BRL", ticks[:1], 1), "pane": "ON_TIME:0"}
+    # A pane written before panes were numbered: its index is NULL, read as 0.
+    unnumbered = {**pane("USD-BRL", [lone], 0), "pane": None, "pane_index": None}
     for target in (warehouse, memory):
         store(target, [*ticks, lone, *others], panes)  # type: ignore[arg-type]
         target.insert_rows(QUOTES.name, [copy], ["copy"])
-        target.insert_rows(QUOTE_BARS_1M.name, [older_pane], ["older-pane"])
+        target.insert_rows(QUOTE_BARS_1M.name, [older_pane, unnumbered], ["older", "unnumbered"])
 
     expected = {
         M - 2 * MINUTE_MS: StoredBar({}, pane_index=0, pane_tick_count=1),
-        M - MINUTE_MS: StoredBar({lone.event_id: (lone.event_ts_ms, lone.mid)}),
+        M - MINUTE_MS: StoredBar(
+            {lone.event_id: (lone.event_ts_ms, lone.mid)}, pane_index=0, pane_tick_count=1
+        ),
         M: StoredBar(
             {q.event_id: (q.event_ts_ms, q.mid) for q in ticks}, pane_index=1, pane_tick_count=2
         ),

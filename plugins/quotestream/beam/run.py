@@ -108,7 +108,7 @@ def load_pipeline(argv: Sequence[str], settings: Settings) -> beam.Pipeline:
         settings.pairs,
         # History has no freshness horizon: the backfill exists to load it.
         max_quote_age_ms=None if backfill else settings.max_quote_age_s * 1000,
-        shards=settings.bigquery_write_shards,
+        shards=settings.write_shards(),
     )
     if not backfill:
         edge.settle(loaded[STORED])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from quotestream import bootstrap
-from quotestream.adapters.gcp.bigquery_write import StorageWriteTableWriter
+from quotestream.adapters.gcp.bigquery_write import INSERT_ALL, StorageWriteTableWriter
 from quotestream.adapters.local.processes import ServiceProcess
 from quotestream.domain.quote import now_ms
 from quotestream.domain.schemas import LOADED_TABLES, QUOTE_BARS_1M, QUOTES, QUOTES_DEAD_LETTER
@@ -86,6 +86,21 @@ def test_a_stream_the_service_does_not_know_is_a_lost_position(target: Any) -> N
 
     with pytest.raises(PositionLost):
         write(writer, quotes(1), Position(unknown, 0))
+
+
+def test_a_position_of_another_writer_or_table_is_lost_and_writes_nothing(target: Any) -> None:
+    """State a job took over from before its writer was switched holds insertAll's position;
+    a stream of another table is no place for these rows either."""
+    _, warehouse, writer = target
+    dead_letters = writer.write(
+        QUOTES_DEAD_LETTER.name, [dead_letter_at(now_ms())], ["dl-1"], NEW
+    ).next
+
+    for elsewhere in (INSERT_ALL, dead_letters):
+        with pytest.raises(PositionLost, match="not a write stream of quotes"):
+            write(writer, quotes(1), elsewhere)
+
+    assert stored_ids(warehouse) == []
 
 
 def test_refused_rows_come_back_with_bigquerys_reason_and_the_rest_is_written(

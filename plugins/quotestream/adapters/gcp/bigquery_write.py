@@ -194,6 +194,10 @@ class StorageWriteTableWriter:
                 kept.append(index)
             except (TypeError, ValueError) as error:
                 refused[index] = [{"reason": "invalid", "message": str(error)}]
+        if at.stream and not at.stream.startswith(f"{self._parent}/{table}/streams/"):
+            # Not a stream of this table: a position another writer answered (insertAll's),
+            # in state a job took over from before the writer was switched.
+            raise PositionLost(f"{at.stream} is not a write stream of {table}")
         position = at if at.stream else self._open(table)
         again = True
         for start, end in _chunks(serialized):
