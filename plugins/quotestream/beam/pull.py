@@ -48,7 +48,7 @@ _ACK_CHUNK = 1000
 MAX_BUNDLE_BYTES = 32 * 2**20
 # The pull waits while this many pulled messages are not settled yet: the load's write step is
 # a stage of its own, and a pull that outran it would hold messages past their lease (they
-# would come again while still being written). About two seconds of the writer's pace.
+# would come again while still being written). A few seconds of the local writer's pace.
 MAX_IN_FLIGHT = 10_000
 # What a stored row settles: ("event", event_id) for a quote row, ("message", message_id)
 # for a dead-letter row (a refused quote row's dead letter is named after its event id).
