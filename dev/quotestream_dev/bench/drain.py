@@ -83,6 +83,11 @@ class Span:
     emulator_cpu_s: float = 0.0
     others_cpu_s: float = 0.0
 
+    @property
+    def others_cores(self) -> float:
+        """How many cores the rest of the machine kept busy on average meanwhile."""
+        return max(0.0, self.others_cpu_s) / self.seconds if self.seconds else 0.0
+
 
 @dataclass(frozen=True)
 class Drain:
@@ -122,11 +127,6 @@ class Drain:
     @property
     def emulator_cpu_ms_per_1000(self) -> float:
         return 1_000_000 * self.span.emulator_cpu_s / self.span.rows
-
-    @property
-    def others_cores(self) -> float:
-        """How many cores the rest of the machine kept busy on average meanwhile."""
-        return max(0.0, self.span.others_cpu_s / self.span.seconds)
 
 
 Starter = Callable[[Path, dict[str, str]], ServiceProcess]
@@ -251,10 +251,9 @@ def _drain(
         memory.stop()
         consumer.stop()
         counts.close()
-    others = max(0.0, span.others_cpu_s) / max(span.seconds, 1e-9)
     print(
         f"{name}: done, {span.rows:,} rows in {span.seconds:,.1f} s after the first "
-        f"(the rest of the machine kept {others:.2f} "
+        f"(the rest of the machine kept {span.others_cores:.2f} "
         "cores busy meanwhile); checking every message is stored once",
         flush=True,
     )
@@ -425,7 +424,7 @@ def print_figures(drains: list[Drain]) -> None:
                 idle,
                 f"{drain.emulator_cpu_ms_per_1000:.1f}",
                 peak,
-                f"{drain.others_cores:.2f}",
+                f"{drain.span.others_cores:.2f}",
             )
         widths = (8, 18, 9, 14, 22, 9, 12)
         print(

@@ -214,9 +214,7 @@ class WriteShardFn(beam.DoFn):
             except TRANSIENT as error:
                 # Waited for here rather than failing the bundle (the local runner would end
                 # the job); the same rows go again to the same position.
-                pause = min(2.0**attempt, 30.0)
-                log.warning("writing %s failed, again in %.0f s: %s", self._table, pause, error)
-                time.sleep(pause)
+                _back_off(attempt, f"writing {self._table}", error)
                 continue
             if not written.again:
                 break
@@ -351,7 +349,12 @@ def waited(lookup: Callable[[], T], what: str) -> T:
         try:
             return lookup()
         except TRANSIENT as error:
-            pause = min(2.0**attempt, 30.0)
-            log.warning("looking up %s failed, again in %.0f s: %s", what, pause, error)
-            time.sleep(pause)
+            _back_off(attempt, f"looking up {what}", error)
     raise AssertionError("unreachable")
+
+
+def _back_off(attempt: int, doing: str, error: Exception) -> None:
+    """Waits 1, 2, 4 ... up to 30 s after the `attempt`th failure of `doing`, and says so."""
+    pause = min(2.0**attempt, 30.0)
+    log.warning("%s failed, again in %.0f s: %s", doing, pause, error)
+    time.sleep(pause)
